@@ -1,0 +1,1 @@
+"""Convolutional autoencoders for image anomaly detection: models, losses, training."""

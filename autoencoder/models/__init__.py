@@ -1,0 +1,31 @@
+"""Architectures by name. Importing this package registers every architecture module."""
+
+from autoencoder.models.registry import (
+    BOTTLENECK_LAYER,
+    Architecture,
+    available_architectures,
+    build_model,
+    channels_for,
+    get_architecture,
+    register_architecture,
+)
+
+# Each import registers the architectures its module defines.
+from autoencoder.models import (  # noqa: E402,F401
+    baseline_cae,
+    inception_cae,
+    mvtec_cae,
+    resnet_cae,
+    skip_cae,
+    small_aes,
+)
+
+__all__ = [
+    "BOTTLENECK_LAYER",
+    "Architecture",
+    "available_architectures",
+    "build_model",
+    "channels_for",
+    "get_architecture",
+    "register_architecture",
+]

@@ -1,0 +1,91 @@
+"""Registry of autoencoder architectures, looked up by name (the keras.applications/timm style).
+
+An architecture module registers its builder with :func:`register_architecture`; the builder takes
+an input shape ``(height, width, channels)`` and returns an uncompiled ``keras.Model`` whose output
+has the same shape as its input, with values in ``value_range``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import keras
+
+COLOR_CHANNELS = {"grayscale": 1, "rgb": 3}
+BOTTLENECK_LAYER = "bottleneck"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What a caller needs to know to feed an architecture and read its output."""
+
+    name: str
+    builder: Callable[[tuple[int, int, int]], keras.Model] = field(repr=False)
+    default_size: int
+    size_multiple: int = 1
+    fixed_size: int | None = None
+    value_range: tuple[float, float] = (0.0, 1.0)
+    preprocessing: str = "rescale"  # pixel / max_value, so inputs lie in value_range
+    has_bottleneck: bool = True  # a layer named BOTTLENECK_LAYER holds the latent code
+    description: str = ""
+
+    def check_size(self, size: int) -> None:
+        """Raise ValueError with a one-line message when this architecture cannot take `size`."""
+        if self.fixed_size is not None and size != self.fixed_size:
+            raise ValueError(
+                f"--image-size {size}: architecture {self.name} takes only {self.fixed_size}x{self.fixed_size} images"
+            )
+        if size < self.size_multiple or size % self.size_multiple:
+            raise ValueError(
+                f"--image-size {size}: architecture {self.name} needs a multiple of {self.size_multiple}"
+            )
+
+    def build(self, color_mode: str, size: int | None = None) -> keras.Model:
+        size = self.default_size if size is None else int(size)
+        self.check_size(size)
+        channels = channels_for(color_mode)
+        model = self.builder((size, size, channels))
+        return model
+
+
+_REGISTRY: dict[str, Architecture] = {}
+
+
+def register_architecture(name: str, *, default_size: int, **spec):
+    """Decorator: register `builder(input_shape) -> keras.Model` under `name`."""
+
+    def decorator(builder):
+        if name in _REGISTRY:
+            raise ValueError(f"architecture {name!r} is registered twice")
+        _REGISTRY[name] = Architecture(name=name, builder=builder, default_size=default_size, **spec)
+        return builder
+
+    return decorator
+
+
+def channels_for(color_mode: str) -> int:
+    try:
+        return COLOR_CHANNELS[color_mode]
+    except KeyError:
+        raise ValueError(
+            f"--color {color_mode!r}: expected one of {', '.join(COLOR_CHANNELS)}"
+        ) from None
+
+
+def get_architecture(name: str) -> Architecture:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"--architecture {name!r}: unknown architecture; expected one of {', '.join(available_architectures())}"
+        ) from None
+
+
+def available_architectures() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def build_model(name: str, color_mode: str, size: int | None = None) -> keras.Model:
+    """Build architecture `name` for `color_mode` ('grayscale' or 'rgb') at `size` x `size`."""
+    return get_architecture(name).build(color_mode, size)

@@ -1,0 +1,1 @@
+"""Data, residual maps, segmentation, thresholds, metrics and plots."""
