@@ -1,0 +1,273 @@
+"""Figures of training and inspection, written as PNG files.
+
+A flat module of independent functions: each draws one figure with matplotlib's object API
+(``matplotlib.figure.Figure``, no pyplot state, so it works under any backend and in threads),
+writes it to a temporary file next to ``path`` and renames it into place, so a reader never sees
+a half-written PNG, and returns ``path``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "save_figure",
+    "plot_loss_history",
+    "plot_lr_finder",
+    "plot_lr_schedule",
+    "plot_inspection",
+    "plot_threshold_vs_min_area",
+    "plot_scores_vs_min_area",
+]
+
+# Entries of a Keras history that are not per-epoch quality metrics.
+_NON_METRIC_KEYS = {"loss", "lr", "max_lr", "learning_rate"}
+
+
+def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """Write ``figure`` as a PNG to ``path`` atomically (temp file + rename) and return the path.
+
+    The parent folder is created when missing. ValueError when ``path`` does not end in .png.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"plot path {path}: expected a .png file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A unique name in the same folder (so the rename is atomic); open() applies the umask.
+    temporary = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        with open(temporary, "xb") as stream:
+            figure.savefig(stream, format="png", dpi=dpi)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+    logger.debug("wrote %s", path)
+    return path
+
+
+def _history_series(history: dict, key: str) -> np.ndarray:
+    values = np.asarray(history[key], dtype=np.float64)
+    if values.ndim != 1:
+        raise ValueError(f"history[{key!r}] must be a list of per-epoch numbers, got shape {values.shape}")
+    return values
+
+
+def plot_loss_history(
+    history: dict, path: str | os.PathLike, best_epoch: int | None = None, monitor: str = "val_loss"
+) -> Path:
+    """Training and validation loss per epoch, with the best epoch marked.
+
+    ``history`` is a Keras history dict (``{"loss": [...], "val_loss": [...], ...}``, one value
+    per epoch). Other metrics with both a training and a validation series (e.g. ``ssim`` and
+    ``val_ssim``) go to a second panel. ``best_epoch`` (1-based) defaults to the epoch with the
+    lowest ``monitor`` value, when that series is present.
+    """
+    if "loss" not in history:
+        raise ValueError(f"history has no 'loss' series (keys: {sorted(history)})")
+    loss = _history_series(history, "loss")
+    epochs = np.arange(1, loss.size + 1)
+    if best_epoch is None and monitor in history and len(history[monitor]):
+        monitored = _history_series(history, monitor)
+        if np.any(np.isfinite(monitored)):
+            best_epoch = int(np.nanargmin(monitored)) + 1
+    metrics = sorted(
+        key for key in history if not key.startswith("val_") and key not in _NON_METRIC_KEYS and f"val_{key}" in history
+    )
+    if best_epoch is not None and not 1 <= best_epoch <= loss.size:
+        raise ValueError(f"best_epoch {best_epoch} is outside the {loss.size} epochs of the history")
+
+    figure = Figure(figsize=(6.4 * (1 + bool(metrics)), 4.2), layout="constrained")
+    panels = figure.subplots(1, 1 + bool(metrics), squeeze=False)[0]
+    series_per_panel = [["loss"], metrics]
+    for axes, keys, title in zip(panels, series_per_panel, ["loss", ", ".join(metrics)]):
+        for key in keys:
+            axes.plot(epochs, _history_series(history, key), marker="o", markersize=3, label=f"train {key}")
+            if f"val_{key}" in history:
+                validation = _history_series(history, f"val_{key}")
+                axes.plot(epochs, validation, marker="o", markersize=3, label=f"validation {key}")
+        if best_epoch is not None:
+            axes.axvline(best_epoch, color="gray", linestyle="--", linewidth=1, label=f"best epoch {best_epoch}")
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(title)
+        axes.grid(alpha=0.3)
+        axes.legend()
+    if np.all(loss[np.isfinite(loss)] > 0) and loss.size > 1 and np.nanmax(loss) / np.nanmin(loss) > 20:
+        panels[0].set_yscale("log")
+    figure.suptitle("training history")
+    return save_figure(figure, path)
+
+
+def plot_lr_finder(lrs, losses, suggested_lr: float | None, path: str | os.PathLike) -> Path:
+    """Loss against learning rate of a range test, log rate axis, suggested rate marked.
+
+    ``lrs`` and ``losses`` are 1-D sequences of the same length (``losses`` the smoothed loss;
+    the diverging tail, which would flatten the curve, is clipped to 1.5x the first loss).
+    ``suggested_lr`` may be None (no suggestion).
+    """
+    lrs = np.asarray(lrs, dtype=np.float64)
+    losses = np.asarray(losses, dtype=np.float64)
+    if lrs.ndim != 1 or lrs.shape != losses.shape or lrs.size == 0:
+        raise ValueError(f"lrs and losses must be 1-D of the same non-zero length, got {lrs.shape} and {losses.shape}")
+    if np.any(lrs <= 0):
+        raise ValueError("lrs must be positive to be drawn on a log axis")
+
+    figure = Figure(figsize=(6.4, 4.2), layout="constrained")
+    axes = figure.subplots()
+    axes.plot(lrs, losses, color="C0")
+    axes.set_xscale("log")
+    finite = losses[np.isfinite(losses)]
+    if finite.size:
+        top = min(finite.max(), 1.5 * finite[0]) if np.isfinite(losses[0]) else finite.max()
+        bottom = finite.min()
+        margin = 0.05 * (top - bottom) if top > bottom else 0.05 * abs(top) + 1e-12
+        axes.set_ylim(bottom - margin, top + margin)
+    if suggested_lr is not None:
+        axes.axvline(suggested_lr, color="C3", linestyle="--", label=f"suggested lr = {suggested_lr:.2e}")
+        axes.legend()
+    axes.set_xlabel("learning rate (log scale)")
+    axes.set_ylabel("smoothed loss")
+    axes.set_title("learning-rate range test")
+    axes.grid(alpha=0.3, which="both")
+    return save_figure(figure, path)
+
+
+def plot_lr_schedule(lrs_per_batch, path: str | os.PathLike, steps_per_epoch: int | None = None) -> Path:
+    """The learning rate of every training batch (e.g. the cyclical schedule).
+
+    ``lrs_per_batch`` is a 1-D sequence of rates in batch order; with ``steps_per_epoch`` the
+    epoch boundaries are drawn as faint vertical lines.
+    """
+    lrs = np.asarray(lrs_per_batch, dtype=np.float64)
+    if lrs.ndim != 1 or lrs.size == 0:
+        raise ValueError(f"lrs_per_batch must be a non-empty 1-D sequence, got shape {lrs.shape}")
+    figure = Figure(figsize=(8, 3.5), layout="constrained")
+    axes = figure.subplots()
+    axes.plot(np.arange(lrs.size), lrs, color="C2", linewidth=1)
+    if steps_per_epoch:
+        for boundary in range(steps_per_epoch, lrs.size, steps_per_epoch):
+            axes.axvline(boundary, color="gray", alpha=0.25, linewidth=0.8)
+    axes.set_xlabel("training batch")
+    axes.set_ylabel("learning rate")
+    axes.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+    axes.set_title("learning-rate schedule")
+    axes.grid(alpha=0.3)
+    return save_figure(figure, path)
+
+
+def plot_inspection(
+    inputs,
+    reconstructions,
+    resmaps,
+    path: str | os.PathLike,
+    titles=None,
+    max_images: int = 8,
+    cmap: str = "inferno",
+) -> Path:
+    """One row per image: input, reconstruction, residual map (shared colour scale, colorbar).
+
+    Parameters
+    ----------
+    inputs, reconstructions : array_like, shape (N, H, W, C), C 1 or 3, values in [0, 1]
+        (values outside are clipped for display).
+    resmaps : array_like, shape (N, H, W) (or (N, H, W, 1))
+    titles : sequence of N str, optional
+        Row labels, e.g. file names.
+    max_images : int
+        Only the first ``max_images`` images are drawn.
+    """
+    inputs = np.asarray(inputs)
+    reconstructions = np.asarray(reconstructions)
+    resmaps = np.asarray(resmaps)
+    if resmaps.ndim == 4 and resmaps.shape[-1] == 1:
+        resmaps = resmaps[..., 0]
+    if inputs.ndim != 4 or inputs.shape[-1] not in (1, 3):
+        raise ValueError(f"inputs must have shape (N, H, W, C) with C 1 or 3, got {inputs.shape}")
+    if reconstructions.shape != inputs.shape:
+        raise ValueError(f"reconstructions shape {reconstructions.shape} differs from inputs shape {inputs.shape}")
+    if resmaps.shape != inputs.shape[:3]:
+        raise ValueError(f"resmaps must have shape {inputs.shape[:3]} (N, H, W), got {resmaps.shape}")
+    if titles is not None and len(titles) != len(inputs):
+        raise ValueError(f"titles has {len(titles)} entries for {len(inputs)} images")
+    if len(inputs) == 0:
+        raise ValueError("plot_inspection: no images")
+    if max_images < 1:
+        raise ValueError(f"max_images must be at least 1, got {max_images}")
+
+    count = min(len(inputs), max_images)
+    finite = resmaps[:count][np.isfinite(resmaps[:count])]
+    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    figure = Figure(figsize=(9.5, 2.9 * count), layout="constrained")
+    rows = figure.subplots(count, 3, squeeze=False)
+    for index, (input_axes, reconstruction_axes, resmap_axes) in enumerate(rows):
+        for axes, image, name in (
+            (input_axes, inputs[index], "input"),
+            (reconstruction_axes, reconstructions[index], "reconstruction"),
+        ):
+            _show_image(axes, image)
+            axes.set_title(name if titles is None else f"{titles[index]}: {name}", fontsize=9)
+        shown = resmap_axes.imshow(resmaps[index], cmap=cmap, vmin=vmin, vmax=vmax)
+        resmap_axes.set_title("residual map", fontsize=9)
+        resmap_axes.set_axis_off()
+        figure.colorbar(shown, ax=resmap_axes, fraction=0.046, pad=0.02)
+    return save_figure(figure, path)
+
+
+def _show_image(axes, image: np.ndarray) -> None:
+    """Draw an (H, W, 1) or (H, W, 3) image with values in [0, 1]."""
+    image = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
+    if image.shape[-1] == 1:
+        axes.imshow(image[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+    else:
+        axes.imshow(image)
+    axes.set_axis_off()
+
+
+def plot_threshold_vs_min_area(min_areas, thresholds, best_min_area: int | None, path: str | os.PathLike) -> Path:
+    """The threshold chosen on the validation images for every minimum defect area."""
+    min_areas = np.asarray(min_areas, dtype=np.float64)
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    if min_areas.ndim != 1 or min_areas.shape != thresholds.shape or min_areas.size == 0:
+        raise ValueError(f"min_areas and thresholds must be 1-D of the same non-zero length, got {min_areas.shape} and {thresholds.shape}")
+    figure = Figure(figsize=(6.4, 4.2), layout="constrained")
+    axes = figure.subplots()
+    axes.plot(min_areas, thresholds, color="C0")
+    if best_min_area is not None:
+        axes.axvline(best_min_area, color="C3", linestyle="--", label=f"best min_area = {best_min_area}")
+        axes.legend()
+    axes.set_xlabel("minimum defect area (pixels)")
+    axes.set_ylabel("threshold")
+    axes.set_title("lowest threshold keeping every validation image clean")
+    axes.grid(alpha=0.3)
+    return save_figure(figure, path)
+
+
+def plot_scores_vs_min_area(min_areas, tpr, tnr, scores, best_min_area: int | None, path: str | os.PathLike) -> Path:
+    """True positive rate, true negative rate and balanced accuracy on the finetuning images."""
+    min_areas = np.asarray(min_areas, dtype=np.float64)
+    series = {"TPR": tpr, "TNR": tnr, "balanced accuracy": scores}
+    figure = Figure(figsize=(6.4, 4.2), layout="constrained")
+    axes = figure.subplots()
+    for (label, values), color in zip(series.items(), ["C1", "C2", "C0"]):
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != min_areas.shape:
+            raise ValueError(f"{label} has shape {values.shape}; expected {min_areas.shape} like min_areas")
+        axes.plot(min_areas, values, label=label, color=color, linewidth=2 if label == "balanced accuracy" else 1)
+    if best_min_area is not None:
+        axes.axvline(best_min_area, color="C3", linestyle="--", label=f"best min_area = {best_min_area}")
+    axes.set_ylim(-0.02, 1.02)
+    axes.set_xlabel("minimum defect area (pixels)")
+    axes.set_ylabel("rate on the finetuning images")
+    axes.set_title("finetuning: scores per minimum defect area")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    return save_figure(figure, path)
