@@ -1,0 +1,575 @@
+"""Reading image datasets in the MVTec AD layout, and the tf.data training input pipeline.
+
+Layout::
+
+    <root>/train/good/*.png                       defect-free training images
+    <root>/test/<good or defect type>/*.png       test images
+    <root>/ground_truth/<defect type>/<stem>_mask.png
+
+Images may be PNG, JPEG, BMP or TIFF (any case of extension), 8- or 16-bit, grayscale, RGB or
+RGBA, of any size. Everything handed to the models is float32 in [0, 1], shape (H, W, C) with
+C = 1 for ``"grayscale"`` and C = 3 for ``"rgb"``. Every problem with the data raises
+:class:`DatasetError` (a ``ValueError``) with a one-line message that names the path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+# TensorFlow is imported inside the tf.data functions only: reading images does not need it, and
+# importing it takes seconds.
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+COLOR_MODES = {"grayscale": 1, "rgb": 3}
+# ITU-R BT.709 luma weights, the ones skimage.color.rgb2gray uses.
+RGB_TO_GRAY_WEIGHTS = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
+_MAX_VALUE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+# Augmentation ranges of the original toolkit (Keras ImageDataGenerator settings).
+ROTATION_DEGREES = 5.0
+SHIFT_FRACTION = 0.05
+BRIGHTNESS_RANGE = (0.95, 1.05)
+
+
+class DatasetError(ValueError):
+    """A dataset folder, image or mask is missing, unreadable or not what was expected."""
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+
+
+def _is_image_file(path: Path) -> bool:
+    # Hidden files are skipped: "._x.png" macOS resource forks carry an image extension but are
+    # not images.
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly inside `folder` (not recursive), sorted by file name.
+
+    Raises DatasetError when the folder does not exist or holds no image.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder} not found: expected a folder of images")
+    images = sorted((p for p in folder.iterdir() if _is_image_file(p)), key=lambda p: (p.name, str(p)))
+    if not images:
+        raise DatasetError(f"{folder} holds no image: expected files ending in {'/'.join(IMAGE_EXTENSIONS)}")
+    return images
+
+
+# --------------------------------------------------------------------------------------------
+# Single images and masks
+# --------------------------------------------------------------------------------------------
+
+
+def _check_color_mode(color_mode: str) -> int:
+    if color_mode not in COLOR_MODES:
+        raise DatasetError(f"color mode {color_mode!r} not supported: expected one of {sorted(COLOR_MODES)}")
+    return COLOR_MODES[color_mode]
+
+
+def _check_size(size: int) -> int:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise DatasetError(f"image size {size!r} not supported: expected a positive integer")
+    return int(size)
+
+
+def _decode(path: str | os.PathLike) -> np.ndarray:
+    """The file as cv2 decodes it, unchanged: uint8 or uint16, (H, W) or (H, W, C) in BGR(A) order."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"image {path} not found")
+    # cv2.imread releases the GIL, so threads decode in parallel.
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None or raw.size == 0:
+        raise DatasetError(f"cannot read image {path}: corrupt or not an image")
+    if raw.dtype not in _MAX_VALUE:
+        raise DatasetError(f"image {path} has {raw.dtype} pixels: expected 8- or 16-bit integers")
+    if raw.ndim == 3 and raw.shape[2] not in (1, 3, 4):
+        raise DatasetError(f"image {path} has {raw.shape[2]} channels: expected 1 (gray), 3 (RGB) or 4 (RGBA)")
+    return raw
+
+
+def _to_float_rgb_or_gray(raw: np.ndarray) -> np.ndarray:
+    """Decoded cv2 array -> float32 (H, W, 1) gray or (H, W, 3) RGB in [0, 1]; alpha is dropped."""
+    scale = np.float32(1.0 / _MAX_VALUE[raw.dtype])
+    if raw.ndim == 2:
+        raw = raw[:, :, None]
+    elif raw.shape[2] == 4:
+        raw = raw[:, :, 2::-1]  # BGRA -> RGB
+    elif raw.shape[2] == 3:
+        raw = raw[:, :, ::-1]  # BGR -> RGB
+    return raw.astype(np.float32) * scale
+
+
+def _convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """float32 (H, W, 1 or 3) -> (H, W, channels): gray replicated to RGB, or RGB to luminance."""
+    if image.shape[2] == channels:
+        return image
+    if channels == 3:
+        return np.repeat(image, 3, axis=2)
+    gray = (image @ RGB_TO_GRAY_WEIGHTS)[:, :, None]
+    return np.clip(gray, 0.0, 1.0, out=gray)  # the weights sum to 1 only up to float rounding
+
+
+def _resize(image: np.ndarray, size: int, interpolation_shrink: int, interpolation_enlarge: int) -> np.ndarray:
+    """(H, W, C) -> (size, size, C). Each axis is shrunk with `interpolation_shrink` and enlarged
+    with `interpolation_enlarge`; when one axis shrinks and the other grows, the two are resized in
+    two passes, because cv2 applies one method to both axes and area averaging only anti-aliases
+    when both shrink."""
+    height, width, channels = image.shape
+    if height == size and width == size:
+        return image
+
+    def resize(img: np.ndarray, new_h: int, new_w: int, interpolation: int) -> np.ndarray:
+        out = cv2.resize(img, (new_w, new_h), interpolation=interpolation)
+        return out.reshape(new_h, new_w, channels)  # cv2 drops a single channel axis
+
+    if size <= height and size <= width:
+        return resize(image, size, size, interpolation_shrink)
+    if size >= height and size >= width:
+        return resize(image, size, size, interpolation_enlarge)
+    if height > size:  # taller than wide: shrink the height, then enlarge the width
+        image = resize(image, size, width, interpolation_shrink)
+    else:
+        image = resize(image, height, size, interpolation_shrink)
+    return resize(image, size, size, interpolation_enlarge)
+
+
+def read_image(path: str | os.PathLike, color_mode: str = "grayscale") -> np.ndarray:
+    """Read one image at its original size.
+
+    Returns float32 (H, W, C) in [0, 1], C = 1 for "grayscale", 3 for "rgb". 8-bit files are
+    scaled by 1/255 and 16-bit files by 1/65535; an alpha channel is dropped; gray images are
+    replicated to RGB and RGB images turned to gray with the luminance weights of
+    skimage.color.rgb2gray (0.2125 R + 0.7154 G + 0.0721 B).
+    """
+    channels = _check_color_mode(color_mode)
+    return _convert_channels(_to_float_rgb_or_gray(_decode(path)), channels)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of an image file, read from its header when Pillow can, else by decoding it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"image {path} not found")
+    try:
+        from PIL import Image
+
+        with Image.open(path) as img:
+            width, height = img.size
+        return int(height), int(width)
+    except Exception:  # no Pillow, or a file it cannot parse: let cv2 decode it (and report errors)
+        raw = _decode(path)
+        return int(raw.shape[0]), int(raw.shape[1])
+
+
+def load_image(path: str | os.PathLike, color_mode: str, size: int) -> np.ndarray:
+    """Read one image and resize it to a square: float32 (size, size, C) in [0, 1].
+
+    The aspect ratio is not kept (the image is stretched to a square, as the models expect).
+    Shrinking uses area averaging (cv2.INTER_AREA, no aliasing), enlarging bilinear
+    interpolation (cv2.INTER_LINEAR).
+    """
+    channels = _check_color_mode(color_mode)
+    size = _check_size(size)
+    image = _resize(_to_float_rgb_or_gray(_decode(path)), size, cv2.INTER_AREA, cv2.INTER_LINEAR)
+    # Resizing and the colour conversion are both linear, so converting after the resize gives
+    # the same result at a fraction of the cost.
+    return _convert_channels(image, channels)
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """A ground-truth mask at its original size: bool (H, W), True where any colour channel is > 0
+    (masks may hold 0/255 or 0/1; an alpha channel is ignored)."""
+    raw = _decode(path)
+    if raw.ndim == 3:
+        raw = raw[:, :, :3].max(axis=2)
+    return raw > 0
+
+
+def load_mask(path: str | os.PathLike, size: int) -> np.ndarray:
+    """A ground-truth mask resized with nearest-neighbour interpolation: bool (size, size)."""
+    size = _check_size(size)
+    mask = read_mask(path).view(np.uint8)[:, :, None]
+    # INTER_NEAREST_EXACT samples pixel centres (like scikit-image / Pillow); INTER_NEAREST is
+    # shifted by half a pixel.
+    mask = _resize(mask, size, cv2.INTER_NEAREST_EXACT, cv2.INTER_NEAREST_EXACT)
+    return mask[:, :, 0].astype(bool)
+
+
+# --------------------------------------------------------------------------------------------
+# Many images, in parallel
+# --------------------------------------------------------------------------------------------
+
+
+def _load_parallel(paths: Sequence[Path], out: np.ndarray, load_one, workers: int | None, progress: bool, desc: str):
+    """Fill out[i] = load_one(paths[i]) using a thread pool (cv2 decodes without the GIL)."""
+    workers = (os.cpu_count() or 1) if workers is None else int(workers)
+    if workers < 1:
+        raise DatasetError(f"workers={workers} not supported: expected a positive number of threads")
+    workers = min(workers, len(paths)) or 1
+
+    def fill(index: int) -> None:
+        out[index] = load_one(paths[index])
+
+    bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress)
+    try:
+        if workers == 1:
+            for index in range(len(paths)):
+                fill(index)
+                bar.update()
+        else:
+            executor = ThreadPoolExecutor(max_workers=workers)
+            try:
+                for _ in executor.map(fill, range(len(paths))):
+                    bar.update()
+            finally:
+                # After an error, do not decode the rest of the files before raising it.
+                executor.shutdown(wait=True, cancel_futures=True)
+    finally:
+        bar.close()
+    return out
+
+
+def load_images(
+    paths: Sequence[str | os.PathLike],
+    color_mode: str,
+    size: int,
+    workers: int | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Load and resize many images with `workers` threads (default: one per CPU core).
+
+    Returns float32 (N, size, size, C) in [0, 1], in the order of `paths`.
+    """
+    channels = _check_color_mode(color_mode)
+    size = _check_size(size)
+    paths = [Path(p) for p in paths]
+    out = np.empty((len(paths), size, size, channels), dtype=np.float32)
+    return _load_parallel(paths, out, lambda p: load_image(p, color_mode, size), workers, progress, "loading images")
+
+
+def load_masks(
+    paths: Sequence[str | os.PathLike],
+    size: int,
+    workers: int | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Load and resize many masks in parallel: bool (N, size, size), in the order of `paths`."""
+    size = _check_size(size)
+    paths = [Path(p) for p in paths]
+    out = np.empty((len(paths), size, size), dtype=bool)
+    return _load_parallel(paths, out, lambda p: load_mask(p, size), workers, progress, "loading masks")
+
+
+def iter_batches(
+    paths: Sequence[str | os.PathLike],
+    color_mode: str,
+    size: int,
+    batch_size: int,
+    workers: int | None = None,
+) -> Iterator[tuple[list[Path], np.ndarray]]:
+    """Yield (paths_chunk, images) with images float32 (len(chunk), size, size, C), chunk by
+    chunk of at most `batch_size` files, so that only one chunk is in memory at a time."""
+    if batch_size < 1:
+        raise DatasetError(f"batch size {batch_size} not supported: expected a positive integer")
+    paths = [Path(p) for p in paths]
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start : start + batch_size]
+        yield chunk, load_images(chunk, color_mode, size, workers=workers)
+
+
+# --------------------------------------------------------------------------------------------
+# MVTec AD layout
+# --------------------------------------------------------------------------------------------
+
+GOOD_CLASS = "good"
+_LAYOUT_HINT = "expected MVTec AD layout <root>/train/good/*.png, <root>/test/<type>/*.png"
+
+
+@dataclass
+class MVTecLayout:
+    """The files of one dataset in the MVTec AD layout.
+
+    `test` maps a test class ("good" or a defect type) to its image files, sorted by name.
+    """
+
+    root: Path
+    train_good: list[Path]
+    test: dict[str, list[Path]] = field(default_factory=dict)
+
+    @property
+    def defect_types(self) -> list[str]:
+        """Test classes other than "good", sorted."""
+        return sorted(name for name in self.test if name != GOOD_CLASS)
+
+    @property
+    def ground_truth_dir(self) -> Path:
+        return self.root / "ground_truth"
+
+    def mask_path(self, image_path: str | os.PathLike) -> Path | None:
+        """ground_truth/<type>/<stem>_mask.png for a test image of a defect type (the file may be
+        missing: see check_masks); None for a "good" image or a type without a ground_truth folder."""
+        image_path = Path(image_path)
+        defect_type = image_path.parent.name
+        if defect_type == GOOD_CLASS:
+            return None
+        mask_dir = self.ground_truth_dir / defect_type
+        if not mask_dir.is_dir():
+            return None
+        return mask_dir / f"{image_path.stem}_mask.png"
+
+    def test_files(self) -> list[tuple[Path, str]]:
+        """(file, class) for every test image: "good" first, then the defect types alphabetically,
+        each sorted by file name."""
+        classes = ([GOOD_CLASS] if GOOD_CLASS in self.test else []) + self.defect_types
+        return [(path, name) for name in classes for path in self.test[name]]
+
+
+def scan_dataset(root: str | os.PathLike, require_test: bool = False) -> MVTecLayout:
+    """List the files of a dataset in the MVTec AD layout.
+
+    train/good must hold images. test/ is optional unless `require_test`, in which case it must
+    hold a "good" class and at least one defect class. Empty test sub-folders are skipped.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder {root} not found: {_LAYOUT_HINT}")
+    train_dir = root / "train" / GOOD_CLASS
+    if not train_dir.is_dir():
+        raise DatasetError(f"{train_dir} not found: {_LAYOUT_HINT}")
+    train_good = list_images(train_dir)
+
+    test: dict[str, list[Path]] = {}
+    test_dir = root / "test"
+    if test_dir.is_dir():
+        for class_dir in sorted(p for p in test_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            files = sorted((p for p in class_dir.iterdir() if _is_image_file(p)), key=lambda p: (p.name, str(p)))
+            if files:
+                test[class_dir.name] = files
+            else:
+                logger.warning("skipping %s: it holds no image", class_dir)
+    if require_test:
+        if not test_dir.is_dir():
+            raise DatasetError(f"{test_dir} not found: expected test images in {test_dir}/<good or defect type>/")
+        if GOOD_CLASS not in test:
+            raise DatasetError(f"{test_dir / GOOD_CLASS} not found or empty: expected defect-free test images there")
+        if len(test) < 2:
+            raise DatasetError(f"{test_dir} holds no defect class: expected {test_dir}/<defect type>/ with images")
+    layout = MVTecLayout(root=root, train_good=train_good, test=test)
+    logger.info(
+        "dataset %s: %d training images, test classes %s",
+        root,
+        len(train_good),
+        {name: len(files) for name, files in test.items()},
+    )
+    return layout
+
+
+def check_masks(layout: MVTecLayout) -> int:
+    """Check that every defect image whose type has a ground_truth folder has a mask of its size.
+
+    Returns the number of masks checked; raises DatasetError naming the first missing or
+    mis-sized mask.
+    """
+    checked = 0
+    for defect_type in layout.defect_types:
+        for image_path in layout.test[defect_type]:
+            mask_path = layout.mask_path(image_path)
+            if mask_path is None:
+                break  # no ground_truth folder for this type
+            if not mask_path.is_file():
+                raise DatasetError(f"mask {mask_path} not found: expected a mask for image {image_path}")
+            mask_hw, image_hw = image_size(mask_path), image_size(image_path)
+            if mask_hw != image_hw:
+                raise DatasetError(
+                    f"mask {mask_path} is {mask_hw[0]}x{mask_hw[1]}, image {image_path} is {image_hw[0]}x{image_hw[1]}"
+                )
+            checked += 1
+    return checked
+
+
+# --------------------------------------------------------------------------------------------
+# Train / validation split
+# --------------------------------------------------------------------------------------------
+
+
+def _split_key(path: Path, seed: int) -> bytes:
+    # A hash of (seed, file name) orders the files: the split depends only on the names and the
+    # seed, not on the input order, the folder's location or the NumPy version.
+    return hashlib.sha256(f"{seed}:{path.name}".encode()).digest()
+
+
+def split_train_validation(
+    files: Sequence[str | os.PathLike], validation_split: float = 0.1, seed: int = 42
+) -> tuple[list[Path], list[Path]]:
+    """Split files into (train_files, val_files), both sorted by name.
+
+    Deterministic: the same files and seed give the same split whatever their order. The
+    validation part has round(validation_split * n) files, at least 1 when n >= 2 and
+    validation_split > 0, and at most n - 1 so that training keeps a file.
+    """
+    if not 0.0 <= validation_split < 1.0:
+        raise DatasetError(f"--validation-split {validation_split} not supported: expected a fraction in [0, 1)")
+    paths = sorted((Path(p) for p in files), key=lambda p: (p.name, p.as_posix()))
+    n = len(paths)
+    n_val = round(validation_split * n)
+    if validation_split > 0 and n >= 2:
+        n_val = max(n_val, 1)
+    n_val = min(n_val, max(n - 1, 0))
+    shuffled = sorted(range(n), key=lambda i: _split_key(paths[i], seed))  # stable for equal names
+    val_indices = set(shuffled[:n_val])
+    train = [p for i, p in enumerate(paths) if i not in val_indices]
+    val = [p for i, p in enumerate(paths) if i in val_indices]
+    return train, val
+
+
+# --------------------------------------------------------------------------------------------
+# tf.data input pipeline
+# --------------------------------------------------------------------------------------------
+
+
+def augmentation_transforms(angles_deg, shifts_xy, height: int, width: int):
+    """Rows of tf.raw_ops.ImageProjectiveTransformV3 for a rotation about the image centre
+    followed by a translation.
+
+    angles_deg: float (B,), in degrees; with x to the right and y down, a positive angle turns
+    the content clockwise as displayed. shifts_xy: float (B, 2), in pixels (x right, y down).
+    Returns float32 (B, 8): each row maps an output pixel to the input point it samples (pixel
+    centres at integer coordinates, the centre of rotation at ((width-1)/2, (height-1)/2)).
+    """
+    import tensorflow as tf
+
+    theta = tf.cast(angles_deg, tf.float32) * (np.pi / 180.0)
+    cos, sin = tf.cos(theta), tf.sin(theta)
+    center_x, center_y = (width - 1) / 2.0, (height - 1) / 2.0
+    shifts_xy = tf.cast(shifts_xy, tf.float32)
+    # Forward map: out = R (in - c) + c + t. Inverse: in = R^T (out - c - t) + c.
+    ox = center_x + shifts_xy[:, 0]
+    oy = center_y + shifts_xy[:, 1]
+    zeros = tf.zeros_like(theta)
+    return tf.stack(
+        [
+            cos,
+            sin,
+            center_x - cos * ox - sin * oy,
+            -sin,
+            cos,
+            center_y + sin * ox - cos * oy,
+            zeros,
+            zeros,
+        ],
+        axis=1,
+    )
+
+
+def apply_affine(images, transforms):
+    """Warp a float32 batch (B, H, W, C) with bilinear interpolation, borders filled by the
+    nearest edge pixel."""
+    import tensorflow as tf
+
+    shape = tf.shape(images)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images,
+        transforms=transforms,
+        output_shape=shape[1:3],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="NEAREST",
+    )
+
+
+def augment_batch(images, seed):
+    """Random augmentation of a float32 batch (B, H, W, C) in [0, 1], one draw per image:
+    rotation up to ±5°, x/y shifts up to ±5 % of the width/height, brightness factor in
+    [0.95, 1.05], borders filled with the nearest pixel, result clipped to [0, 1].
+
+    `seed` is a stateless-RNG seed (int32/int64 tensor of shape (2,)): the same seed gives the
+    same output.
+    """
+    import tensorflow as tf
+
+    shape = tf.shape(images)
+    batch, height, width = shape[0], shape[1], shape[2]
+    seeds = tf.random.experimental.stateless_split(seed, num=3)
+    angles = tf.random.stateless_uniform([batch], seeds[0], -ROTATION_DEGREES, ROTATION_DEGREES)
+    size_xy = tf.cast(tf.stack([width, height]), tf.float32)
+    shifts = tf.random.stateless_uniform([batch, 2], seeds[1], -SHIFT_FRACTION, SHIFT_FRACTION) * size_xy
+    brightness = tf.random.stateless_uniform([batch, 1, 1, 1], seeds[2], *BRIGHTNESS_RANGE)
+    transforms = augmentation_transforms(angles, shifts, tf.cast(height, tf.float32), tf.cast(width, tf.float32))
+    warped = apply_affine(images, transforms)
+    return tf.clip_by_value(warped * brightness, 0.0, 1.0)
+
+
+def make_training_dataset(
+    images: np.ndarray,
+    batch_size: int,
+    shuffle: bool = True,
+    augment: bool = True,
+    seed: int = 0,
+):
+    """tf.data pipeline of (x, x) batches for training an autoencoder on in-memory images.
+
+    images: float32 (N, H, W, C) in [0, 1], decoded once by load_images (the array is the cache).
+    Yields (x, x) with x float32 (<= batch_size, H, W, C): the input is its own target, also when
+    augmented. With `shuffle`, the order changes every epoch; with `augment`, every image gets a
+    fresh random rotation/shift/brightness each epoch (see augment_batch). The whole stream is
+    reproducible for a given `seed`. For validation use shuffle=False, augment=False
+    (make_validation_dataset).
+    """
+    import tensorflow as tf
+
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise DatasetError(f"training images of shape {images.shape} not supported: expected (N>0, H, W, C)")
+    if images.dtype != np.float32:
+        images = images.astype(np.float32)
+    if batch_size < 1:
+        raise DatasetError(f"--batch-size {batch_size} not supported: expected a positive integer")
+    n = images.shape[0]
+    images_tensor = tf.constant(images)
+
+    # Shuffle and batch indices, then gather whole batches: shuffling the images themselves would
+    # copy every image through a shuffle buffer as large as the data set.
+    indices = tf.data.Dataset.range(n)
+    if shuffle:
+        indices = indices.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    indices = indices.batch(batch_size)
+    if augment:
+        # One stateless seed per batch, drawn afresh each epoch, so the order of the parallel
+        # calls does not matter and the stream is reproducible.
+        batch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+        def gather_and_augment(batch_indices, batch_seed):
+            augmented = augment_batch(tf.gather(images_tensor, batch_indices), batch_seed)
+            return augmented, augmented
+
+        batches = tf.data.Dataset.zip(indices, batch_seeds).map(gather_and_augment, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+
+        def gather(batch_indices):
+            batch = tf.gather(images_tensor, batch_indices)
+            return batch, batch
+
+        batches = indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def make_validation_dataset(images: np.ndarray, batch_size: int):
+    """(x, x) batches in order, without augmentation: make_training_dataset(shuffle=False, augment=False)."""
+    return make_training_dataset(images, batch_size, shuffle=False, augment=False)
