@@ -557,6 +557,8 @@ def make_training_dataset(
 
         def gather_and_augment(batch_indices, batch_seed):
             augmented = augment_batch(tf.gather(images_tensor, batch_indices), batch_seed)
+            # The projective transform loses the static image shape; losses need it at graph build.
+            augmented = tf.ensure_shape(augmented, (None, *images.shape[1:]))
             return augmented, augmented
 
         batches = tf.data.Dataset.zip(indices, batch_seeds).map(gather_and_augment, num_parallel_calls=tf.data.AUTOTUNE)

@@ -271,3 +271,110 @@ def plot_scores_vs_min_area(min_areas, tpr, tnr, scores, best_min_area: int | No
     axes.grid(alpha=0.3)
     axes.legend()
     return save_figure(figure, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Reconstructions and loss distributions of several models / test classes (digits-noise study)
+# --------------------------------------------------------------------------------------------
+
+__all__ += ["plot_reconstruction_pairs", "plot_loss_histograms"]
+
+
+def plot_reconstruction_pairs(rows: dict, path: str | os.PathLike, title: str | None = None, max_pairs: int = 4) -> Path:
+    """One row per entry of ``rows``: up to ``max_pairs`` input / reconstruction pairs side by side.
+
+    ``rows`` maps a row label (e.g. "noise_0.3") to ``(inputs, reconstructions)``, two arrays of
+    the same shape (N, H, W, C), C 1 or 3, values in [0, 1] (clipped for display); a row with
+    fewer than ``max_pairs`` images leaves its last cells empty.
+    """
+    if not rows:
+        raise ValueError("plot_reconstruction_pairs: no rows")
+    if max_pairs < 1:
+        raise ValueError(f"max_pairs must be at least 1, got {max_pairs}")
+    checked = {}
+    for label, (inputs, reconstructions) in rows.items():
+        inputs, reconstructions = np.asarray(inputs), np.asarray(reconstructions)
+        if inputs.ndim != 4 or inputs.shape[-1] not in (1, 3) or len(inputs) == 0:
+            raise ValueError(f"row {label!r}: inputs must have shape (N>0, H, W, C) with C 1 or 3, got {inputs.shape}")
+        if reconstructions.shape != inputs.shape:
+            raise ValueError(f"row {label!r}: reconstructions shape {reconstructions.shape} differs from inputs shape {inputs.shape}")
+        checked[label] = (inputs[:max_pairs], reconstructions[:max_pairs])
+    pairs = max(len(inputs) for inputs, _ in checked.values())
+    figure = Figure(figsize=(1.3 * 2 * pairs + 0.6, 1.45 * len(checked) + 0.4), layout="constrained")
+    grid = figure.subplots(len(checked), 2 * pairs, squeeze=False)
+    for axes_row, (label, (inputs, reconstructions)) in zip(grid, checked.items()):
+        for pair in range(pairs):
+            input_axes, reconstruction_axes = axes_row[2 * pair], axes_row[2 * pair + 1]
+            if pair >= len(inputs):
+                input_axes.set_axis_off()
+                reconstruction_axes.set_axis_off()
+                continue
+            _show_image(input_axes, inputs[pair])
+            _show_image(reconstruction_axes, reconstructions[pair])
+            input_axes.set_title("input", fontsize=7)
+            reconstruction_axes.set_title("reconstruction", fontsize=7)
+        # _show_image hides the axes, so the row label is a text placed left of the first cell.
+        axes_row[0].text(-0.08, 0.5, label, transform=axes_row[0].transAxes, rotation=90, ha="right", va="center", fontsize=9)
+    if title:
+        figure.suptitle(title)
+    return save_figure(figure, path)
+
+
+def plot_loss_histograms(
+    losses: dict, reference: str, path: str | os.PathLike, bins: int = 30, title: str | None = None
+) -> Path:
+    """A grid of histograms: one row per model, one column per class other than ``reference``;
+    each panel overlays the losses of ``reference`` (e.g. clean images) and of that class.
+
+    ``losses`` maps a row label (e.g. an architecture name) to ``{class name: 1-D losses}``; every
+    row must have the same classes, ``reference`` among them. Bins are shared within a row and
+    spaced logarithmically when all of the row's losses are positive.
+    """
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    if not losses:
+        raise ValueError("plot_loss_histograms: no rows")
+    if bins < 1:
+        raise ValueError(f"bins must be at least 1, got {bins}")
+    first_classes = list(next(iter(losses.values())))
+    if reference not in first_classes:
+        raise ValueError(f"reference class {reference!r} not among the classes {first_classes}")
+    columns = [name for name in first_classes if name != reference]
+    if not columns:
+        raise ValueError(f"plot_loss_histograms: no class to compare with {reference!r}")
+    for label, per_class in losses.items():
+        if list(per_class) != first_classes:
+            raise ValueError(f"row {label!r} has classes {list(per_class)}; expected {first_classes} like the first row")
+
+    figure = Figure(figsize=(2.6 * len(columns) + 0.6, 2.1 * len(losses) + 0.5), layout="constrained")
+    grid = figure.subplots(len(losses), len(columns), squeeze=False)
+    for axes_row, (label, per_class) in zip(grid, losses.items()):
+        values = {name: np.asarray(v, dtype=np.float64).ravel() for name, v in per_class.items()}
+        for name, v in values.items():
+            if v.size == 0 or not np.all(np.isfinite(v)):
+                raise ValueError(f"row {label!r}, class {name!r}: expected a non-empty array of finite losses")
+        pooled = np.concatenate(list(values.values()))
+        low, high = float(pooled.min()), float(pooled.max())
+        logarithmic = low > 0 and high > low
+        if logarithmic:
+            edges = np.geomspace(low, high, bins + 1)
+        else:
+            edges = np.linspace(low, high if high > low else low + 1.0, bins + 1)
+        for axes, name in zip(axes_row, columns):
+            axes.hist(values[reference], bins=edges, alpha=0.6, color="C0", label=reference)
+            axes.hist(values[name], bins=edges, alpha=0.6, color="C3", label=name)
+            if logarithmic:
+                axes.set_xscale("log")
+                # Ticks at 1, 2 and 5 per decade, plain numbers: the default minor-tick labels
+                # of a narrow log range overlap.
+                axes.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+                axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+                axes.xaxis.set_minor_formatter(NullFormatter())
+            axes.tick_params(labelsize=7)
+            axes.legend(fontsize=7)
+        axes_row[0].set_ylabel(f"{label}\nimages", fontsize=9)
+    for axes in grid[-1]:
+        axes.set_xlabel("reconstruction loss", fontsize=8)
+    if title:
+        figure.suptitle(title)
+    return save_figure(figure, path)

@@ -1,7 +1,7 @@
 """Write the built-in demo dataset (texture crops from scikit-image with synthetic defects) in the
 MVTec AD layout.
 
-    python scripts/make_demo_dataset.py -o demo_data/grass --texture grass
+    python scripts/make_demo_dataset.py -o demo_data/brick --texture brick
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ logger = logging.getLogger("make_demo_dataset")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-o", "--output-dir", type=Path, default=Path("demo_data/grass"), help="folder to create")
-    parser.add_argument("--texture", choices=TEXTURES, default="grass", help="scikit-image texture photo")
+    parser.add_argument("-o", "--output-dir", type=Path, default=Path("demo_data/brick"), help="folder to create")
+    parser.add_argument("--texture", choices=TEXTURES, default="brick", help="scikit-image texture photo")
     parser.add_argument("--image-size", type=int, default=64, help="side of the square images, in pixels")
     parser.add_argument("--n-train", type=int, default=200, help="number of defect-free training images")
     parser.add_argument("--n-test-good", type=int, default=20, help="number of defect-free test images")

@@ -21,6 +21,9 @@ from autoencoder.models.registry import BOTTLENECK_LAYER, register_architecture
 NAME = "mvtecCAE"
 LATENT_DIM = 100  # d in the paper
 DOWNSAMPLING = 16  # four stride-2 layers
+# He initialisation suits the LeakyReLU stack: with Keras's default Glorot initialisation the
+# signal shrinks through the 18 layers and training sits for many epochs at a constant output.
+KERNEL_INIT = "he_normal"
 
 # Encoder of Table 1 up to the bottleneck: (filters, kernel, stride), all with 'same' padding.
 ENCODER_LAYERS = (
@@ -59,24 +62,24 @@ def build_mvtec_cae(input_shape: tuple[int, int, int], latent_dim: int = LATENT_
     inputs = keras.Input(shape=(height, width, channels), name="image")
     x = inputs
     for filters, kernel, stride in ENCODER_LAYERS:
-        x = _leaky(layers.Conv2D(filters, kernel, strides=stride, padding="same")(x))
-    code = layers.Conv2D(latent_dim, code_kernel, padding="valid", name=BOTTLENECK_LAYER)(x)
+        x = _leaky(layers.Conv2D(filters, kernel, strides=stride, padding="same", kernel_initializer=KERNEL_INIT)(x))
+    code = layers.Conv2D(latent_dim, code_kernel, padding="valid", kernel_initializer=KERNEL_INIT, name=BOTTLENECK_LAYER)(x)
 
     # Decoder: undo the bottleneck, then walk the encoder table backwards. A layer that mapped
     # `filters_in` channels to its own output is mirrored by one that maps back to `filters_in`
     # channels (transposed and strided where the encoder layer was strided).
-    x = _leaky(layers.Conv2DTranspose(ENCODER_LAYERS[-1][0], code_kernel, padding="valid")(code))
+    x = _leaky(layers.Conv2DTranspose(ENCODER_LAYERS[-1][0], code_kernel, padding="valid", kernel_initializer=KERNEL_INIT)(code))
     for index in range(len(ENCODER_LAYERS) - 1, 0, -1):
         _, kernel, stride = ENCODER_LAYERS[index]
         filters_in = ENCODER_LAYERS[index - 1][0]
         if stride == 1:
-            x = layers.Conv2D(filters_in, kernel, padding="same")(x)
+            x = layers.Conv2D(filters_in, kernel, padding="same", kernel_initializer=KERNEL_INIT)(x)
         else:
-            x = layers.Conv2DTranspose(filters_in, kernel, strides=stride, padding="same")(x)
+            x = layers.Conv2DTranspose(filters_in, kernel, strides=stride, padding="same", kernel_initializer=KERNEL_INIT)(x)
         x = _leaky(x)
     # The first encoder layer (input -> 32 channels, stride 2): upsample back to H x W, then a
     # 3x3 convolution produces the image channels.
     _, kernel, stride = ENCODER_LAYERS[0]
-    x = _leaky(layers.Conv2DTranspose(ENCODER_LAYERS[0][0], kernel, strides=stride, padding="same")(x))
+    x = _leaky(layers.Conv2DTranspose(ENCODER_LAYERS[0][0], kernel, strides=stride, padding="same", kernel_initializer=KERNEL_INIT)(x))
     outputs = layers.Conv2D(channels, 3, padding="same", activation="sigmoid", name="reconstruction")(x)
     return keras.Model(inputs, outputs, name=NAME)
