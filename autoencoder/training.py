@@ -183,6 +183,7 @@ def fit_autoencoder(
         steps_per_epoch=steps_per_epoch if batches is None else None,
         callbacks=callbacks,
         verbose=verbose,
+        shuffle=False,  # the tf.data pipeline shuffles
     )
     stopper = next(c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping))
     if stopper.stopped_epoch > 0:

@@ -1,0 +1,226 @@
+"""Train an autoencoder on `<dataset>/train/good` and write its model folder (what train.py runs)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+
+from autoencoder import bundle
+from autoencoder.callbacks import find_learning_rate
+from autoencoder.losses import check_loss_color, get_loss, get_metrics
+from autoencoder.models import get_architecture
+from autoencoder.training import fit_autoencoder
+from processing import plots
+from processing.data import (
+    load_images,
+    make_training_dataset,
+    scan_dataset,
+    split_train_validation,
+)
+from processing.inference import reconstruct
+from processing.resmaps import calculate_resmaps
+
+logger = logging.getLogger(__name__)
+
+RESMAP_METHOD_FOR_LOSS = {"ssim": "ssim", "mssim": "ssim", "l2": "l2"}
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; saved in info.json."""
+
+    input_dir: str
+    architecture: str = "mvtecCAE"
+    color_mode: str = "grayscale"
+    loss: str = "ssim"
+    batch_size: int = 8
+    epochs: int = 100
+    image_size: int | None = None
+    learning_rate: float | None = None  # None: run the learning-rate range test
+    validation_split: float = 0.1
+    augment: bool = True
+    seed: int = 42
+    inspect: bool = False
+    output_dir: str = "saved_models"
+    lr_finder_steps: int = 200
+    patience: int = 12
+
+
+def validate_config(config: TrainConfig) -> tuple:
+    """Check every setting before any work; return (architecture, image size, layout)."""
+    architecture = get_architecture(config.architecture)
+    size = architecture.default_size if config.image_size is None else config.image_size
+    architecture.check_size(size)
+    check_loss_color(config.loss, config.color_mode)
+    if config.batch_size < 1:
+        raise ValueError(f"--batch {config.batch_size}: expected a positive batch size")
+    if config.epochs < 1:
+        raise ValueError(f"--epochs {config.epochs}: expected at least 1 epoch")
+    if config.learning_rate is not None and not config.learning_rate > 0:
+        raise ValueError(f"--lr {config.learning_rate}: expected a positive learning rate")
+    layout = scan_dataset(config.input_dir)
+    return architecture, size, layout
+
+
+def train(config: TrainConfig) -> Path:
+    """Train, then write the model folder; return its path."""
+    architecture, size, layout = validate_config(config)
+    keras.utils.set_random_seed(config.seed)
+
+    train_files, val_files = split_train_validation(layout.train_good, config.validation_split, config.seed)
+    if not train_files or not val_files:
+        raise ValueError(
+            f"--input-dir {config.input_dir}: train/good has {len(layout.train_good)} images; "
+            "expected at least 2 (one for validation)"
+        )
+    logger.info(
+        "dataset %s: %d training, %d validation images at %dx%d %s",
+        layout.root, len(train_files), len(val_files), size, size, config.color_mode,
+    )
+    train_images = load_images(train_files, config.color_mode, size, progress=True)
+    val_images = load_images(val_files, config.color_mode, size)
+    train_ds = make_training_dataset(train_images, config.batch_size, shuffle=True, augment=config.augment, seed=config.seed)
+    val_ds = make_training_dataset(val_images, config.batch_size, shuffle=False, augment=False)
+    steps_per_epoch = math.ceil(len(train_images) / config.batch_size)
+
+    model = architecture.build(config.color_mode, size)
+    compile_model(model, config)
+    logger.info("%s: %d parameters", architecture.name, model.count_params())
+
+    finder = None
+    if config.learning_rate is None:
+        logger.info("learning-rate range test (%d steps at most)", config.lr_finder_steps)
+        finder = find_learning_rate(model, train_ds, max_steps=config.lr_finder_steps)
+        if finder.suggested_lr is None:
+            raise ValueError(
+                f"--input-dir {config.input_dir}: the learning-rate range test found no rate (the loss never fell); pass --lr"
+            )
+        max_lr = float(finder.suggested_lr)
+        logger.info("suggested learning rate %.3g", max_lr)
+    else:
+        max_lr = float(config.learning_rate)
+
+    stamp = bundle.timestamp()
+    folder = bundle.model_folder(config.output_dir, layout.root.name, architecture.name, config.loss, stamp)
+    with bundle.staging_folder(folder) as staging:
+        started = time.perf_counter()
+        result = fit_autoencoder(
+            model,
+            train_ds,
+            val_ds,
+            epochs=config.epochs,
+            max_lr=max_lr,
+            steps_per_epoch=steps_per_epoch,
+            log_dir=str(staging / "logs"),
+            csv_path=str(staging / "history.csv"),
+            patience=config.patience,
+        )
+        train_seconds = time.perf_counter() - started
+        model_name = bundle.model_file_name(architecture.name, config.batch_size, result.best_epoch)
+        model.save(staging / model_name)
+
+        info = build_info(
+            config, architecture, size, layout, train_files, val_files, result, max_lr, finder,
+            train_seconds, model_name, stamp, model.count_params(),
+        )
+        bundle.write_json(staging / bundle.INFO_FILE, info)
+        plots.plot_loss_history(result.history, staging / "loss_plot.png", best_epoch=result.best_epoch)
+        plots.plot_lr_schedule(result.lrs, staging / "lr_plot.png", steps_per_epoch=steps_per_epoch)
+        if finder is not None:
+            plots.plot_lr_finder(finder.lrs, finder.losses, finder.suggested_lr, staging / "lr_finder_plot.png")
+        if config.inspect:
+            write_inspection_plots(model, config, size, layout, val_images, staging / "inspection")
+    logger.info("model folder %s (best epoch %d of %d, %.0f s)", folder, result.best_epoch, result.epochs_run, train_seconds)
+    return folder
+
+
+def compile_model(model: keras.Model, config: TrainConfig) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=1e-3),
+        loss=get_loss(config.loss),
+        metrics=get_metrics(config.loss, config.color_mode),
+    )
+
+
+def build_info(config, architecture, size, layout, train_files, val_files, result, max_lr, finder, train_seconds, model_name, stamp, n_parameters) -> dict:
+    history = {key: [float(v) for v in values] for key, values in result.history.items()}
+    best = result.best_epoch - 1
+    return {
+        "created": stamp,
+        "command": bundle.command_line(),
+        "settings": asdict(config),
+        "dataset": {
+            "path": str(layout.root.resolve()),
+            "name": layout.root.name,
+            "validation_split": config.validation_split,
+            "seed": config.seed,
+            "n_train": len(train_files),
+            "n_validation": len(val_files),
+            "n_test": {name: len(files) for name, files in layout.test.items()},
+            "validation_files": [str(path.relative_to(layout.root)) for path in val_files],
+        },
+        "model": {
+            "architecture": architecture.name,
+            "file": model_name,
+            "color_mode": config.color_mode,
+            "image_size": size,
+            "channels": 1 if config.color_mode == "grayscale" else 3,
+            "value_range": list(architecture.value_range),
+            "preprocessing": architecture.preprocessing,
+            "has_bottleneck": architecture.has_bottleneck,
+            "parameters": int(n_parameters),
+        },
+        "training": {
+            "loss": config.loss,
+            "batch_size": config.batch_size,
+            "epochs_cap": config.epochs,
+            "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch,
+            "lr_finder": finder is not None,
+            "max_lr": max_lr,
+            "base_lr": max_lr / 10,
+            "augment": config.augment,
+            "seconds": round(train_seconds, 1),
+            "best": {key: values[best] for key, values in history.items() if best < len(values)},
+        },
+        "versions": bundle.environment_versions(),
+    }
+
+
+def write_inspection_plots(model, config, size, layout, val_images, out_dir: Path, per_class: int = 8) -> None:
+    """Input, reconstruction and residual map for validation images and each test class."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    method = RESMAP_METHOD_FOR_LOSS[config.loss]
+    groups = {"validation": val_images[:per_class]}
+    for name, files in layout.test.items():
+        groups[f"test_{name}"] = load_images(files[:per_class], config.color_mode, size)
+    for name, images in groups.items():
+        reconstructions = reconstruct(model, images, per_class)
+        resmaps = calculate_resmaps(images, reconstructions, method=method, dtype="float64")
+        plots.plot_inspection(images, reconstructions, resmaps, out_dir / f"{name}.png")
+    logger.info("inspection plots in %s", out_dir)
+
+
+def config_from_args(args) -> TrainConfig:
+    return TrainConfig(
+        input_dir=args.input_dir,
+        architecture=args.architecture,
+        color_mode=args.color,
+        loss=args.loss,
+        batch_size=args.batch,
+        epochs=args.epochs,
+        image_size=args.image_size,
+        learning_rate=args.lr,
+        validation_split=args.validation_split,
+        augment=not args.no_augment,
+        seed=args.seed,
+        inspect=args.inspect,
+        output_dir=args.output_dir,
+        patience=args.patience,
+    )
+

@@ -1,0 +1,46 @@
+"""Choose the minimum defect area and the residual-map threshold of a trained model.
+
+Example:
+    python finetune.py -p saved_models/grass/mvtecCAE/ssim/<timestamp> -m ssim -t float64
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from autoencoder import cli
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-p", "--path", required=True, help="model folder written by train.py, or its .keras file")
+    parser.add_argument("-m", "--method", default="ssim", choices=["ssim", "l2"], help="residual map")
+    parser.add_argument("-t", "--dtype", default="float64", choices=["float64", "uint8"], help="residual map type")
+    parser.add_argument("--finetune-split", type=float, default=0.1, help="fraction of each test class used for finetuning")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the finetuning subset")
+    parser.add_argument("-b", "--batch", type=int, default=16, help="inference batch size")
+    parser.add_argument("--results-dir", default="results", help="where results are written")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None):
+    args = parse_args(argv)
+    cli.setup_logging(args.verbose)
+    from processing.finetuning import FinetuneConfig, finetune
+
+    return finetune(
+        FinetuneConfig(
+            path=args.path,
+            method=args.method,
+            dtype=args.dtype,
+            finetune_split=args.finetune_split,
+            seed=args.seed,
+            batch_size=args.batch,
+            results_root=args.results_dir,
+        )
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run(main))

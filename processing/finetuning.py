@@ -1,0 +1,115 @@
+"""Choose the (minimum defect area, threshold) pair of a trained model (what finetune.py runs).
+
+Validation images (defect-free, held out of training) fix, for every min_area, the lowest threshold
+at which they all stay clean; a stratified finetuning subset of the test images then picks the
+pair with the best balanced accuracy. The test images outside that subset are left for test.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from autoencoder import bundle
+from processing import plots
+from processing.data import scan_dataset
+from processing.inference import compute_resmaps
+from processing.splits import stratified_finetune_split, validation_files
+from processing.thresholds import DEFAULT_MIN_AREAS, search_min_area_threshold
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("ssim", "l2")
+DTYPES = ("float64", "uint8")
+RESULT_FILE = "finetuning_result.json"
+
+
+@dataclass
+class FinetuneConfig:
+    path: str
+    method: str = "ssim"
+    dtype: str = "float64"
+    finetune_split: float = 0.1
+    seed: int = 42
+    batch_size: int = 16
+    results_root: str = "results"
+
+
+def check_method_dtype(method: str, dtype: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+
+
+def finetuning_dir(model: bundle.ModelBundle, method: str, dtype: str, results_root: str = "results") -> Path:
+    return model.results_dir(results_root) / "finetuning" / f"{method}_{dtype}"
+
+
+def finetune(config: FinetuneConfig) -> Path:
+    """Run the search and write `finetuning_result.json` and its plots; return the folder."""
+    check_method_dtype(config.method, config.dtype)
+    model = bundle.load_bundle(config.path)
+    layout = scan_dataset(model.info["dataset"]["path"], require_test=True)
+    color_mode = model.info["model"]["color_mode"]
+    size = model.info["model"]["image_size"]
+
+    val_files = validation_files(layout, model.info)
+    finetune_pairs, _ = stratified_finetune_split(layout.test_files(), config.finetune_split, config.seed)
+    finetune_files = [path for path, _ in finetune_pairs]
+    labels = np.array([name != "good" for _, name in finetune_pairs])
+    logger.info(
+        "%d validation images, %d finetuning images (%d defective)", len(val_files), len(finetune_files), labels.sum()
+    )
+
+    started = time.perf_counter()
+    def maps(paths):
+        return compute_resmaps(model.model, paths, color_mode, size, config.method, config.dtype, config.batch_size)
+
+    val_resmaps = maps(val_files)
+    finetune_resmaps = maps(finetune_files)
+    search = search_min_area_threshold(
+        val_resmaps, finetune_resmaps, labels, config.dtype, min_areas=DEFAULT_MIN_AREAS
+    )
+    seconds = time.perf_counter() - started
+    logger.info(
+        "best pair: min_area=%d threshold=%.4g balanced accuracy=%.3f (%.1f s)",
+        search.best_min_area, search.best_threshold, search.best_score, seconds,
+    )
+
+    out_dir = finetuning_dir(model, config.method, config.dtype, config.results_root)
+    best = int(np.flatnonzero(np.asarray(search.min_areas) == search.best_min_area)[0])
+    result = {
+        "model": str(model.model_file),
+        "method": config.method,
+        "dtype": config.dtype,
+        "best_min_area": int(search.best_min_area),
+        "best_threshold": float(search.best_threshold),
+        "best_score": float(search.best_score),
+        "best_tpr": float(search.tpr[best]),
+        "best_tnr": float(search.tnr[best]),
+        "finetune_split": config.finetune_split,
+        "seed": config.seed,
+        "n_validation": len(val_files),
+        "n_finetune": len(finetune_files),
+        "finetuning_files": [str(path.relative_to(layout.root)) for path in finetune_files],
+        "settings": vars(config) | {"command": bundle.command_line()},
+        "search": {
+            "min_areas": [int(a) for a in search.min_areas],
+            "thresholds": [float(t) for t in search.pair_thresholds],
+            "tpr": [float(v) for v in search.tpr],
+            "tnr": [float(v) for v in search.tnr],
+            "score": [float(v) for v in search.scores],
+        },
+        "seconds": round(seconds, 2),
+    }
+    with bundle.staging_folder(out_dir, replace=True) as staging:
+        bundle.write_json(staging / RESULT_FILE, result)
+        plots.plot_threshold_vs_min_area(search.min_areas, search.pair_thresholds, search.best_min_area, staging / "threshold_vs_min_area.png")
+        plots.plot_scores_vs_min_area(search.min_areas, search.tpr, search.tnr, search.scores, search.best_min_area, staging / "scores_vs_min_area.png")
+    logger.info("finetuning result in %s", out_dir)
+    return out_dir

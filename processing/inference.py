@@ -1,0 +1,53 @@
+"""Run a trained autoencoder over image files in batches and turn its output into residual maps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from processing.data import iter_batches
+from processing.resmaps import calculate_resmaps
+
+
+@dataclass
+class ResmapBatch:
+    paths: list[Path]
+    images: np.ndarray  # (B, H, W, C) float32 in [0, 1], the model input
+    reconstructions: np.ndarray  # (B, H, W, C) float32
+    resmaps: np.ndarray  # (B, H, W) float64 or uint8
+
+
+def iter_resmaps(
+    model,
+    paths: list[Path],
+    color_mode: str,
+    size: int,
+    method: str,
+    dtype: str,
+    batch_size: int = 16,
+) -> Iterator[ResmapBatch]:
+    """Yield residual maps batch by batch, so memory does not grow with the number of images."""
+    for batch_paths, images in iter_batches(paths, color_mode, size, batch_size):
+        reconstructions = reconstruct(model, images, batch_size)
+        resmaps = calculate_resmaps(images, reconstructions, method=method, dtype=dtype)
+        yield ResmapBatch(list(batch_paths), images, reconstructions, resmaps)
+
+
+def reconstruct(model, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """The model's output for one batch; a short last batch is padded so the graph is traced once."""
+    n = len(images)
+    if n < batch_size:
+        padding = np.zeros((batch_size - n, *images.shape[1:]), dtype=images.dtype)
+        images = np.concatenate([images, padding])
+    return np.asarray(model.predict_on_batch(images), dtype=np.float32)[:n]
+
+
+def compute_resmaps(model, paths, color_mode, size, method, dtype, batch_size: int = 16) -> np.ndarray:
+    """All residual maps of `paths` as one (N, H, W) array (for the few images finetuning needs)."""
+    batches = [batch.resmaps for batch in iter_resmaps(model, paths, color_mode, size, method, dtype, batch_size)]
+    if not batches:
+        return np.zeros((0, size, size), dtype=np.uint8 if dtype == "uint8" else np.float64)
+    return np.concatenate(batches)

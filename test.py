@@ -1,0 +1,46 @@
+"""Classify and segment the test images (outside the finetuning subset) with a finetuned model.
+
+Example:
+    python test.py -p saved_models/grass/mvtecCAE/ssim/<timestamp> -s
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from autoencoder import cli
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-p", "--path", required=True, help="model folder written by train.py, or its .keras file")
+    parser.add_argument("-s", "--save", action="store_true", help="write predicted masks and overlays for every test image")
+    parser.add_argument("-m", "--method", default=None, choices=["ssim", "l2"], help="only this residual map (default: every finetuning result)")
+    parser.add_argument("-t", "--dtype", default=None, choices=["float64", "uint8"], help="only this residual map type")
+    parser.add_argument("--include-finetune", action="store_true", help="also score the finetuning images (as the original toolkit did)")
+    parser.add_argument("-b", "--batch", type=int, default=16, help="inference batch size")
+    parser.add_argument("--results-dir", default="results", help="where results are read and written")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None):
+    args = parse_args(argv)
+    cli.setup_logging(args.verbose)
+    from processing.evaluation import TestConfig, test
+
+    return test(
+        TestConfig(
+            path=args.path,
+            save_segmentation=args.save,
+            include_finetune=args.include_finetune,
+            method=args.method,
+            dtype=args.dtype,
+            batch_size=args.batch,
+            results_root=args.results_dir,
+        )
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run(main))

@@ -1,0 +1,47 @@
+"""Train a convolutional autoencoder on the defect-free images of an MVTec-layout dataset.
+
+Example:
+    python train.py -d demo_data/grass -a mvtecCAE -l ssim -c grayscale -b 8 --epochs 30
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from autoencoder import cli
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from autoencoder.models import available_architectures
+    from autoencoder.trainer import TrainConfig
+
+    defaults = TrainConfig(input_dir="")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-d", "--input-dir", required=True, help="dataset root in MVTec AD layout (<dir>/train/good/...)")
+    parser.add_argument("-a", "--architecture", default=defaults.architecture, help=f"one of {', '.join(available_architectures())}")
+    parser.add_argument("-c", "--color", default=defaults.color_mode, choices=["grayscale", "rgb"], help="colour mode the images are converted to")
+    parser.add_argument("-l", "--loss", default=defaults.loss, choices=["ssim", "mssim", "l2"], help="ssim needs grayscale, mssim needs rgb")
+    parser.add_argument("-b", "--batch", type=int, default=defaults.batch_size, help="batch size")
+    parser.add_argument("-i", "--inspect", action="store_true", help="write input/reconstruction/residual plots of validation and test images")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="most epochs to train (early stopping usually ends sooner)")
+    parser.add_argument("--image-size", type=int, default=None, help="side of the square model input (default: the architecture's)")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate of the cyclical schedule; skips the learning-rate range test")
+    parser.add_argument("--validation-split", type=float, default=defaults.validation_split, help="fraction of train/good held out for validation")
+    parser.add_argument("--patience", type=int, default=defaults.patience, help="early-stopping patience in epochs")
+    parser.add_argument("--no-augment", action="store_true", help="train without rotation/shift/brightness augmentation")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the split, the initialisation and the augmentation")
+    parser.add_argument("--output-dir", default=defaults.output_dir, help="where model folders are written")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None):
+    args = parse_args(argv)
+    cli.setup_logging(args.verbose)
+    from autoencoder.trainer import config_from_args, train
+
+    return train(config_from_args(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run(main))
