@@ -15,9 +15,13 @@ C = 1 for ``"grayscale"`` and C = 3 for ``"rgb"``. Every problem with the data r
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+import shutil
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -575,3 +579,34 @@ def make_training_dataset(
 def make_validation_dataset(images: np.ndarray, batch_size: int):
     """(x, x) batches in order, without augmentation: make_training_dataset(shuffle=False, augment=False)."""
     return make_training_dataset(images, batch_size, shuffle=False, augment=False)
+
+
+@contextmanager
+def writing_dataset(out_dir: str | os.PathLike, settings: dict, settings_file: str, kind: str, overwrite: bool = False):
+    """Yield a temporary sibling of `out_dir` to write a generated dataset into; rename it into place.
+
+    A non-empty `out_dir` is replaced only with `overwrite`, and only when it holds `settings_file`
+    (i.e. is itself a generated dataset of this `kind`), so a typo cannot delete unrelated files.
+    `settings` is written to `settings_file` inside the new folder. On any error the temporary
+    folder is removed and `out_dir` is left as it was.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DatasetError(f"{out_dir} is a file: expected a folder for the {kind} dataset")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise DatasetError(f"{out_dir} is not empty: pass --overwrite to replace it")
+        if not (out_dir / settings_file).is_file():
+            raise DatasetError(f"refusing to replace {out_dir}: it is not a {kind} dataset (no {settings_file})")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        yield staging
+        (staging / settings_file).write_text(json.dumps(settings, indent=2) + "\n")
+        staging.chmod(0o755)  # mkdtemp makes it private
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -18,8 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +26,7 @@ import numpy as np
 import skimage
 import skimage.data
 
-from processing.data import DatasetError
+from processing.data import DatasetError, writing_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -209,17 +207,6 @@ def _write_pngs(folder: Path, images: np.ndarray, suffix: str = "") -> None:
             raise DatasetError(f"cannot write {path}")
 
 
-def _prepare_output(out_dir: Path, overwrite: bool) -> None:
-    """Refuse to replace a non-empty out_dir unless `overwrite`, and never one that is not a demo."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DatasetError(f"{out_dir} is a file: expected a folder for the demo dataset")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise DatasetError(f"{out_dir} is not empty: pass overwrite=True (--overwrite) to replace it")
-        if not (out_dir / SETTINGS_FILE).is_file():
-            raise DatasetError(f"refusing to replace {out_dir}: it is not a demo dataset (no {SETTINGS_FILE})")
-
-
 def make_demo_dataset(
     out_dir: str | os.PathLike,
     image_size: int = 64,
@@ -239,39 +226,27 @@ def make_demo_dataset(
     `overwrite=True`, and only when it is itself a demo dataset.
     """
     out_dir = Path(out_dir)
-    _prepare_output(out_dir, overwrite)
     arrays = generate_demo_arrays(image_size, n_train, n_test_good, n_test_defect, texture, seed)
-
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    settings = {
+        "texture": texture,
+        "image_size": image_size,
+        "n_train": n_train,
+        "n_test_good": n_test_good,
+        "n_test_defect": n_test_defect,
+        "defect_types": list(DEFECT_TYPES),
+        "seed": seed,
+        "train_rows_fraction": TRAIN_ROWS_FRACTION,
+        "crop_size": min(image_size, MAX_CROP),
+        "defect_area_range": list(DEFECT_AREA_RANGE),
+        "scikit_image_version": skimage.__version__,
+    }
+    with writing_dataset(out_dir, settings, SETTINGS_FILE, "demo", overwrite) as staging:
         _write_pngs(staging / "train" / "good", arrays.train_good)
         _write_pngs(staging / "test" / "good", arrays.test_good)
         for defect_type in DEFECT_TYPES:
             _write_pngs(staging / "test" / defect_type, arrays.defective[defect_type])
             masks = arrays.masks[defect_type].astype(np.uint8) * 255
             _write_pngs(staging / "ground_truth" / defect_type, masks, suffix="_mask")
-        settings = {
-            "texture": texture,
-            "image_size": image_size,
-            "n_train": n_train,
-            "n_test_good": n_test_good,
-            "n_test_defect": n_test_defect,
-            "defect_types": list(DEFECT_TYPES),
-            "seed": seed,
-            "train_rows_fraction": TRAIN_ROWS_FRACTION,
-            "crop_size": min(image_size, MAX_CROP),
-            "defect_area_range": list(DEFECT_AREA_RANGE),
-            "scikit_image_version": skimage.__version__,
-        }
-        (staging / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
-        staging.chmod(0o755)  # mkdtemp makes it private
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     logger.info(
         "demo dataset (%s, %dpx) written to %s: %d train, %d test good, %d x %s",
         texture,

@@ -19,12 +19,9 @@ exactly one split:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -34,7 +31,7 @@ import numpy as np
 import sklearn
 from sklearn.datasets import load_digits
 
-from processing.data import DatasetError
+from processing.data import DatasetError, writing_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -243,17 +240,6 @@ def generate_digits_arrays(
     )
 
 
-def _prepare_output(out_dir: Path, overwrite: bool) -> None:
-    """Refuse a non-empty out_dir unless `overwrite`, and never replace one that is not a digits dataset."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DatasetError(f"{out_dir} is a file: expected a folder for the digits dataset")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise DatasetError(f"{out_dir} is not empty: pass --overwrite to replace it")
-        if not (out_dir / SETTINGS_FILE).is_file():
-            raise DatasetError(f"refusing to replace {out_dir}: it is not a digits dataset (no {SETTINGS_FILE})")
-
-
 def _write_pngs(folder: Path, indices: np.ndarray, images: np.ndarray) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for index, image in zip(indices, images):
@@ -277,21 +263,9 @@ def make_digits_dataset(
     dataset_settings.json (i.e. is itself a digits dataset).
     """
     out_dir = Path(out_dir)
-    _prepare_output(out_dir, overwrite)
     arrays = generate_digits_arrays(normal_digits, noise_sigmas, train_fraction, seed)
-
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with writing_dataset(out_dir, arrays.settings, SETTINGS_FILE, "digits", overwrite) as staging:
         for folder, indices in arrays.indices.items():
             _write_pngs(staging / folder, indices, arrays.images[folder])
-        (staging / SETTINGS_FILE).write_text(json.dumps(arrays.settings, indent=2) + "\n")
-        staging.chmod(0o755)  # mkdtemp makes it private
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     logger.info("digits dataset written to %s: %s", out_dir, arrays.settings["counts"])
     return out_dir

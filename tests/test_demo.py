@@ -154,7 +154,7 @@ def test_deterministic_for_a_seed():
 def test_refuses_to_overwrite(tmp_path):
     out = make_demo_dataset(tmp_path / "demo", **SMALL)
     before = read_gray(out / "train" / "good" / "000.png")
-    with pytest.raises(DatasetError, match=r"demo is not empty: pass overwrite=True"):
+    with pytest.raises(DatasetError, match=r"demo is not empty: pass --overwrite"):
         make_demo_dataset(out, **SMALL)
     make_demo_dataset(out, **{**SMALL, "seed": 9, "n_train": 2}, overwrite=True)
     assert len(list((out / "train" / "good").iterdir())) == 2
