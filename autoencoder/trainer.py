@@ -28,6 +28,10 @@ from processing.resmaps import calculate_resmaps
 logger = logging.getLogger(__name__)
 
 RESMAP_METHOD_FOR_LOSS = {"ssim": "ssim", "mssim": "ssim", "l2": "l2"}
+# Adam diverges well below a rate of 1 on these models, so the sweep stops there; and when the
+# loss does not fall at all during the sweep (a long initial plateau), Adam's default rate is used.
+LR_FINDER_END = 1.0
+FALLBACK_LR = 1e-3
 
 
 @dataclass
@@ -47,8 +51,14 @@ class TrainConfig:
     seed: int = 42
     inspect: bool = False
     output_dir: str = "saved_models"
-    lr_finder_steps: int = 200
+    lr_finder_steps: int = 300
     patience: int = 12
+    encoder_weights: str | None = None  # local VGG16 no-top weights file (vggCAE only)
+    freeze_encoder: bool = False
+    adversarial: bool = False  # adversarial autoencoder with rejection (autoencoder/adversarial.py)
+    latent_dim: int = 16  # adversarial only
+    reject_every: int = 5  # adversarial only: epochs between rejection checks, 0 = no rejection
+    reject_fraction: float | None = None  # adversarial only: None = estimated from the likelihoods
 
 
 def validate_config(config: TrainConfig) -> tuple:
@@ -56,6 +66,7 @@ def validate_config(config: TrainConfig) -> tuple:
     architecture = get_architecture(config.architecture)
     size = architecture.default_size if config.image_size is None else config.image_size
     architecture.check_size(size)
+    check_encoder_options(config)
     check_loss_color(config.loss, config.color_mode)
     if config.batch_size < 1:
         raise ValueError(f"--batch {config.batch_size}: expected a positive batch size")
@@ -67,9 +78,26 @@ def validate_config(config: TrainConfig) -> tuple:
     return architecture, size, layout
 
 
+def check_encoder_options(config: TrainConfig) -> None:
+    """--encoder-weights must name an existing file and suit the architecture; --freeze-encoder needs it."""
+    if config.encoder_weights is not None:
+        from autoencoder.models.vgg_cae import NAME as VGG_CAE
+
+        if config.architecture != VGG_CAE:
+            raise ValueError(f"--encoder-weights: architecture {config.architecture} has no VGG16 encoder; use -a {VGG_CAE}")
+        if not Path(config.encoder_weights).is_file():
+            raise ValueError(f"--encoder-weights {config.encoder_weights} not found: expected a Keras VGG16 no-top weights file")
+    elif config.freeze_encoder:
+        raise ValueError("--freeze-encoder needs --encoder-weights (freezing a randomly initialised encoder)")
+
+
 def train(config: TrainConfig) -> Path:
     """Train, then write the model folder; return its path."""
     architecture, size, layout = validate_config(config)
+    if config.adversarial:
+        from autoencoder.adversarial import train_adversarial
+
+        return train_adversarial(config, architecture, size, layout)
     keras.utils.set_random_seed(config.seed)
 
     train_files, val_files = split_train_validation(layout.train_good, config.validation_split, config.seed)
@@ -89,19 +117,25 @@ def train(config: TrainConfig) -> Path:
     steps_per_epoch = math.ceil(len(train_images) / config.batch_size)
 
     model = architecture.build(config.color_mode, size)
+    if config.encoder_weights is not None:
+        from autoencoder.models.vgg_cae import freeze_vgg16_encoder, load_vgg16_encoder_weights
+
+        load_vgg16_encoder_weights(model, config.encoder_weights)
+        if config.freeze_encoder:
+            logger.info("froze %d VGG16 encoder layers", freeze_vgg16_encoder(model))
     compile_model(model, config)
     logger.info("%s: %d parameters", architecture.name, model.count_params())
 
     finder = None
     if config.learning_rate is None:
         logger.info("learning-rate range test (%d steps at most)", config.lr_finder_steps)
-        finder = find_learning_rate(model, train_ds, max_steps=config.lr_finder_steps)
+        finder = find_learning_rate(model, train_ds, end_lr=LR_FINDER_END, max_steps=config.lr_finder_steps)
         if finder.suggested_lr is None:
-            raise ValueError(
-                f"--input-dir {config.input_dir}: the learning-rate range test found no rate (the loss never fell); pass --lr"
-            )
-        max_lr = float(finder.suggested_lr)
-        logger.info("suggested learning rate %.3g", max_lr)
+            max_lr = FALLBACK_LR
+            logger.warning("the range test saw no falling loss; training with Adam's default rate %.3g (or pass --lr)", max_lr)
+        else:
+            max_lr = float(finder.suggested_lr)
+            logger.info("suggested learning rate %.3g", max_lr)
     else:
         max_lr = float(config.learning_rate)
 
@@ -182,6 +216,7 @@ def build_info(config, architecture, size, layout, train_files, val_files, resul
             "epochs_run": result.epochs_run,
             "best_epoch": result.best_epoch,
             "lr_finder": finder is not None,
+            "lr_finder_suggestion": None if finder is None else finder.suggested_lr,
             "max_lr": max_lr,
             "base_lr": max_lr / 10,
             "augment": config.augment,
@@ -222,5 +257,11 @@ def config_from_args(args) -> TrainConfig:
         inspect=args.inspect,
         output_dir=args.output_dir,
         patience=args.patience,
+        encoder_weights=getattr(args, "encoder_weights", None),
+        freeze_encoder=getattr(args, "freeze_encoder", False),
+        adversarial=getattr(args, "adversarial", False),
+        latent_dim=getattr(args, "latent_dim", 16),
+        reject_every=getattr(args, "reject_every", 5),
+        reject_fraction=getattr(args, "reject_fraction", None),
     )
 
