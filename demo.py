@@ -22,7 +22,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--texture", default="brick", choices=["brick", "grass", "gravel"], help="texture photo of the demo dataset")
     parser.add_argument("-a", "--architecture", default="mvtecCAE", help="architecture to train")
     parser.add_argument("--image-size", type=int, default=64, help="side of the demo images and of the model input")
-    parser.add_argument("--epochs", type=int, default=40, help="most training epochs")
+    parser.add_argument("--epochs", type=int, default=80, help="most training epochs")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the learning-rate range test picks it)")
     parser.add_argument("--seed", type=int, default=42, help="seed of the dataset, the splits and the training")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
@@ -39,18 +40,23 @@ def main(argv: list[str] | None = None):
     data_dir = Path(args.data_dir)
     if not (data_dir / "train" / "good").is_dir():
         cli.logger.info("generating the demo dataset in %s", data_dir)
-        make_demo_dataset(data_dir, image_size=args.image_size, texture=args.texture, seed=args.seed)
+        make_demo_dataset(
+            data_dir, image_size=args.image_size, n_test_good=40, n_test_defect=20, texture=args.texture, seed=args.seed
+        )
     model_dir = train(
         TrainConfig(
             input_dir=str(data_dir),
             architecture=args.architecture,
             image_size=args.image_size,
             epochs=args.epochs,
+            learning_rate=args.lr,
             seed=args.seed,
             inspect=True,
         )
     )
-    finetune(FinetuneConfig(path=str(model_dir), method="ssim", dtype="float64", seed=args.seed))
+    # The demo's test set is small (100 images): a 20% finetuning subset gives the search a few
+    # images of every class to choose from.
+    finetune(FinetuneConfig(path=str(model_dir), method="ssim", dtype="float64", finetune_split=0.2, seed=args.seed))
     for out_dir in test(TestConfig(path=str(model_dir), save_segmentation=True)):
         result = json.loads((out_dir / "test_result.json").read_text())
         keys = ["image_auroc", "pixel_auroc", "aupro", "balanced_accuracy", "tpr", "tnr"]
