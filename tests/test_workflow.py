@@ -234,3 +234,15 @@ def test_test_rejects_mask_of_wrong_size(tmp_path, trained, dataset, workspace, 
     err = run_cli(test_script, ["-p", str(model), "--results-dir", str(results)], capsys)
     assert mask.name in err
     assert not (results / "tiles" / "mvtecCAE" / "ssim" / "model" / "test").exists()
+
+
+def test_demo_runs_the_whole_workflow(tmp_path, monkeypatch, capsys):
+    import demo
+
+    monkeypatch.chdir(tmp_path)
+    model_dir = demo.main(["--data-dir", "data/brick", "--image-size", "32", "--epochs", "1", "--lr", "1e-3"])
+    assert (tmp_path / "data" / "brick" / "demo_settings.json").is_file()
+    assert model_dir.parent == Path("saved_models/brick/mvtecCAE/ssim")
+    test_dir = Path("results/brick/mvtecCAE/ssim") / model_dir.name / "test" / "ssim_float64"
+    assert (test_dir / "test_result.json").is_file() and (test_dir / "segmentation").is_dir()
+    assert "image_auroc=" in capsys.readouterr().out
