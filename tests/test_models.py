@@ -107,7 +107,7 @@ def test_builds_at_default_and_other_valid_sizes(name):
             assert model.name == name
             assert tuple(model.output_shape) == (None, size, size, channels), (size, color_mode)
             assert model.get_layer(BOTTLENECK_LAYER).output.shape[0] is None
-            if size == architecture.default_size:
+            if size == architecture.default_size and name != "vggCAE":  # VGG16's encoder alone has 14.7M
                 assert model.count_params() < 5_000_000  # sensible for CPU training
 
 

@@ -18,6 +18,7 @@ from autoencoder.models import (  # noqa: E402,F401
     resnet_cae,
     skip_cae,
     small_aes,
+    vgg_cae,
 )
 
 __all__ = [
