@@ -20,6 +20,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=42, help="seed of the finetuning subset")
     parser.add_argument("-b", "--batch", type=int, default=16, help="inference batch size")
     parser.add_argument("--results-dir", default="results", help="where results are written")
+    parser.add_argument("--smoothing", type=float, default=0.0, help="Gaussian sigma in pixels applied to the residual maps (test.py applies the same)")
+    parser.add_argument("--detector", default="segmentation", choices=["segmentation", "kde"], help="kde: latent-code density OR reconstruction error (fits <model folder>/density.npz when missing)")
+    parser.add_argument("--bandwidth", type=float, default=None, help="kde: Gaussian kernel width (default: chosen by cross-validation)")
+    parser.add_argument("--pca-components", type=int, default=None, help="kde: project the codes onto this many principal components first")
+    parser.add_argument("--refit-density", action="store_true", help="kde: refit density.npz even when the model folder has one")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
 
@@ -38,6 +43,11 @@ def main(argv: list[str] | None = None):
             seed=args.seed,
             batch_size=args.batch,
             results_root=args.results_dir,
+            smoothing_sigma=args.smoothing,
+            detector=args.detector,
+            bandwidth=args.bandwidth,
+            pca_components=args.pca_components,
+            refit_density=args.refit_density,
         )
     )
 

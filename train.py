@@ -31,6 +31,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-augment", action="store_true", help="train without rotation/shift/brightness augmentation")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the split, the initialisation and the augmentation")
     parser.add_argument("--output-dir", default=defaults.output_dir, help="where model folders are written")
+    parser.add_argument("--encoder-weights", default=None, metavar="PATH", help="vggCAE: initialise the encoder from a local Keras VGG16 no-top weights file (nothing is downloaded)")
+    parser.add_argument("--freeze-encoder", action="store_true", help="vggCAE with --encoder-weights: keep the loaded encoder fixed")
+    parser.add_argument("--adversarial", action="store_true", help="adversarial autoencoder that leaves suspicious training images out (architectures without skip connections)")
+    parser.add_argument("--latent-dim", type=int, default=defaults.latent_dim, help="--adversarial: length of the latent code")
+    parser.add_argument("--reject-every", type=int, default=defaults.reject_every, help="--adversarial: epochs between rejection checks (0: no rejection)")
+    parser.add_argument("--reject-fraction", type=float, default=None, help="--adversarial: fraction of training images to leave out (default: estimated by Tukey's fence on the rejection scores)")
+    parser.add_argument("--reject-by", default=defaults.reject_by, choices=["likelihood", "reconstruction", "combined"], help="--adversarial: what decides which training images are left out (likelihood: the latent likelihood, as in Beggel et al.)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
 

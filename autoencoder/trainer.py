@@ -58,7 +58,8 @@ class TrainConfig:
     adversarial: bool = False  # adversarial autoencoder with rejection (autoencoder/adversarial.py)
     latent_dim: int = 16  # adversarial only
     reject_every: int = 5  # adversarial only: epochs between rejection checks, 0 = no rejection
-    reject_fraction: float | None = None  # adversarial only: None = estimated from the likelihoods
+    reject_fraction: float | None = None  # adversarial only: None = estimated (Tukey's fence)
+    reject_by: str = "reconstruction"  # adversarial only: likelihood, reconstruction or combined
 
 
 def validate_config(config: TrainConfig) -> tuple:
@@ -263,5 +264,6 @@ def config_from_args(args) -> TrainConfig:
         latent_dim=getattr(args, "latent_dim", 16),
         reject_every=getattr(args, "reject_every", 5),
         reject_fraction=getattr(args, "reject_fraction", None),
+        reject_by=getattr(args, "reject_by", "reconstruction"),
     )
 

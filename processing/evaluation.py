@@ -17,6 +17,7 @@ from autoencoder import bundle
 from processing.data import check_masks, load_masks, read_image, scan_dataset
 from processing.finetuning import RESULT_FILE, check_method_dtype
 from processing.inference import iter_resmaps
+from processing.postprocess import smooth_resmaps
 from processing.metrics import (
     PixelMetricsAccumulator,
     classification_metrics,
@@ -66,12 +67,25 @@ def test(config: TestConfig) -> list[Path]:
     model = bundle.load_bundle(config.path)
     layout = scan_dataset(model.info["dataset"]["path"], require_test=True)
     check_masks(layout)
-    return [evaluate(model, layout, result, config) for result in finetuning_results(model, config)]
+    return [evaluator(result)(model, layout, result, config) for result in finetuning_results(model, config)]
+
+
+def evaluator(finetuning: dict):
+    """The test function for a finetuning result's `detector` ("segmentation" when absent)."""
+    detector = finetuning.get("detector", "segmentation")
+    if detector == "kde":
+        from processing.density import evaluate_kde
+
+        return evaluate_kde
+    if detector != "segmentation":
+        raise ValueError(f"finetuning result for {finetuning.get('model')}: unknown detector {detector!r}")
+    return evaluate
 
 
 def evaluate(model: bundle.ModelBundle, layout, finetuning: dict, config: TestConfig) -> Path:
     method, dtype = finetuning["method"], finetuning["dtype"]
     min_area, threshold = int(finetuning["best_min_area"]), float(finetuning["best_threshold"])
+    sigma = float(finetuning.get("smoothing_sigma", 0.0))  # the smoothing the threshold was found with
     color_mode = model.info["model"]["color_mode"]
     size = model.info["model"]["image_size"]
 
@@ -102,12 +116,13 @@ def evaluate(model: bundle.ModelBundle, layout, finetuning: dict, config: TestCo
         batches = iter_resmaps(model.model, files, color_mode, size, method, dtype, config.batch_size)
         with tqdm(total=len(files), desc=f"test {method}_{dtype}", unit="img") as progress:
             for batch in batches:
-                predicted = segment(batch.resmaps, threshold, min_area)
-                scores = max_component_level(batch.resmaps, min_area, empty_score=no_defect_score)
+                resmaps = smooth_resmaps(batch.resmaps, sigma)
+                predicted = segment(resmaps, threshold, min_area)
+                scores = max_component_level(resmaps, min_area, empty_score=no_defect_score)
                 names = [classes[path] for path in batch.paths]
                 truth = truth_masks(layout, batch.paths, names, size)
                 if has_masks:
-                    update_pixel_metrics(accumulators, batch.resmaps, truth, names)
+                    update_pixel_metrics(accumulators, resmaps, truth, names)
                 for path, name, mask_pred, mask_true, score in zip(batch.paths, names, predicted, truth, scores):
                     rows.append({
                         "file": str(path.relative_to(layout.root)),
@@ -124,6 +139,10 @@ def evaluate(model: bundle.ModelBundle, layout, finetuning: dict, config: TestCo
         seconds = time.perf_counter() - started
 
         result = summarise(rows, ious, accumulators if has_masks else None, finetuning, config, seconds)
+        if model.info.get("adversarial"):  # image scores of the adversarial autoencoder (latent likelihood + MSE)
+            from autoencoder.adversarial import adversarial_test_metrics
+
+            result |= adversarial_test_metrics(model, files, [row["truth"] for row in rows], config.batch_size)
         write_classification_csv(staging / "classification.csv", rows)
         bundle.write_json(staging / TEST_RESULT_FILE, result)
     log_summary(method, dtype, result)
@@ -165,6 +184,7 @@ def summarise(rows, ious, accumulators, finetuning, config, seconds) -> dict:
         "dtype": finetuning["dtype"],
         "min_area": int(finetuning["best_min_area"]),
         "threshold": float(finetuning["best_threshold"]),
+        "smoothing_sigma": float(finetuning.get("smoothing_sigma", 0.0)),
         "n_images": len(rows),
         "n_defective": int(truth.sum()),
         "include_finetune": config.include_finetune,

@@ -18,6 +18,7 @@ from autoencoder import bundle
 from processing import plots
 from processing.data import scan_dataset
 from processing.inference import compute_resmaps
+from processing.postprocess import check_sigma, smooth_resmaps
 from processing.splits import stratified_finetune_split, validation_files
 from processing.thresholds import DEFAULT_MIN_AREAS, search_min_area_threshold
 
@@ -37,6 +38,11 @@ class FinetuneConfig:
     seed: int = 42
     batch_size: int = 16
     results_root: str = "results"
+    smoothing_sigma: float = 0.0  # Gaussian sigma (pixels) applied to the residual maps; 0: none
+    detector: str = "segmentation"  # or "kde": latent density OR reconstruction error (processing/density.py)
+    bandwidth: float | None = None  # kde: kernel width; None: cross-validated
+    pca_components: int | None = None  # kde: PCA before the KDE; None/0: none
+    refit_density: bool = False  # kde: refit density.npz even when the model folder has one
 
 
 def check_method_dtype(method: str, dtype: str) -> None:
@@ -52,7 +58,14 @@ def finetuning_dir(model: bundle.ModelBundle, method: str, dtype: str, results_r
 
 def finetune(config: FinetuneConfig) -> Path:
     """Run the search and write `finetuning_result.json` and its plots; return the folder."""
+    if config.detector == "kde":
+        from processing.density import finetune_kde
+
+        return finetune_kde(config)
+    if config.detector != "segmentation":
+        raise ValueError(f"--detector {config.detector!r}: expected segmentation or kde")
     check_method_dtype(config.method, config.dtype)
+    sigma = check_sigma(config.smoothing_sigma)
     model = bundle.load_bundle(config.path)
     layout = scan_dataset(model.info["dataset"]["path"], require_test=True)
     color_mode = model.info["model"]["color_mode"]
@@ -68,7 +81,8 @@ def finetune(config: FinetuneConfig) -> Path:
 
     started = time.perf_counter()
     def maps(paths):
-        return compute_resmaps(model.model, paths, color_mode, size, config.method, config.dtype, config.batch_size)
+        resmaps = compute_resmaps(model.model, paths, color_mode, size, config.method, config.dtype, config.batch_size)
+        return smooth_resmaps(resmaps, sigma)
 
     val_resmaps = maps(val_files)
     finetune_resmaps = maps(finetune_files)
@@ -87,6 +101,7 @@ def finetune(config: FinetuneConfig) -> Path:
         "model": str(model.model_file),
         "method": config.method,
         "dtype": config.dtype,
+        "smoothing_sigma": sigma,
         "best_min_area": int(search.best_min_area),
         "best_threshold": float(search.best_threshold),
         "best_score": float(search.best_score),

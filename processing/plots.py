@@ -378,3 +378,30 @@ def plot_loss_histograms(
     if title:
         figure.suptitle(title)
     return save_figure(figure, path)
+
+
+def plot_density_error_scatter(groups: dict, density_threshold: float, error_threshold: float, path: str | os.PathLike) -> Path:
+    """Log density (x) against reconstruction error (y) per image, with the two kde thresholds.
+
+    groups: {label: (log_density (N,), error (N,))}, e.g. validation / finetuning good /
+    finetuning defective. A threshold of -inf / +inf (rule switched off) is not drawn. Images left
+    of the density line or above the error line are called anomalous.
+    """
+    figure = Figure(figsize=(6.4, 4.8), layout="constrained")
+    axes = figure.subplots()
+    for index, (label, (log_density, error)) in enumerate(groups.items()):
+        log_density = np.asarray(log_density, dtype=np.float64)
+        error = np.asarray(error, dtype=np.float64)
+        if log_density.shape != error.shape or log_density.ndim != 1:
+            raise ValueError(f"group {label!r}: expected 1-D log densities and errors of one length, got {log_density.shape} and {error.shape}")
+        axes.scatter(log_density, error, s=14, alpha=0.7, color=f"C{index}", label=f"{label} ({log_density.size})")
+    if np.isfinite(density_threshold):
+        axes.axvline(density_threshold, color="k", linestyle="--", label=f"density threshold {density_threshold:.4g}")
+    if np.isfinite(error_threshold):
+        axes.axhline(error_threshold, color="k", linestyle=":", label=f"error threshold {error_threshold:.4g}")
+    axes.set_xlabel("log density of the latent code")
+    axes.set_ylabel("reconstruction error")
+    axes.set_title("anomaly: left of the dashed line OR above the dotted line")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    return save_figure(figure, path)
