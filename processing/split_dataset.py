@@ -19,18 +19,16 @@ seed. The output is written into a temporary sibling folder and renamed when com
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from processing.data import GOOD_CLASS, IMAGE_EXTENSIONS, DatasetError
+from processing.data import GOOD_CLASS, IMAGE_EXTENSIONS, DatasetError, writing_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -126,12 +124,18 @@ def split_dataset(
     _check_output(out_dir, source, overwrite)
     train, test_good = split_normal(classes[normal], train_fraction, seed)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     summary = SplitSummary(out_dir=out_dir)
     plan = [("train/good", train), ("test/good", test_good)]
     plan += [(f"test/{name}", files) for name, files in classes.items() if name != normal]
-    try:
+    settings = {
+        "input_dir": str(source.resolve()),
+        "normal": normal,
+        "anomaly_classes": [name for name in classes if name != normal],
+        "train_fraction": train_fraction,
+        "seed": seed,
+        "files": "copies" if copy else "symbolic links",
+    }
+    with writing_dataset(out_dir, settings, SETTINGS_FILE, "split", overwrite) as staging:
         with tqdm(total=sum(len(files) for _, files in plan), desc="split", unit="img", disable=None) as progress:
             for folder, files in plan:
                 (staging / folder).mkdir(parents=True)
@@ -144,22 +148,6 @@ def split_dataset(
                     summary.train_good = pairs
                 else:
                     summary.test[folder.split("/", 1)[1]] = pairs
-        settings = {
-            "input_dir": str(source.resolve()),
-            "normal": normal,
-            "anomaly_classes": [name for name in classes if name != normal],
-            "train_fraction": train_fraction,
-            "seed": seed,
-            "files": "copies" if copy else "symbolic links",
-            "counts": summary.counts(),
-        }
-        (staging / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
-        staging.chmod(0o755)  # mkdtemp makes it private
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        settings["counts"] = summary.counts()  # written when the block ends
     logger.info("%s -> %s: %s", source, out_dir, summary.counts())
     return summary
