@@ -1,0 +1,93 @@
+"""Train, finetune and test one or more configurations on an MVTec-layout dataset and compare them.
+
+Prints a table per configuration and defect type, then one line for the configuration with the
+best image AUROC (then balanced accuracy) on the finetuning subset; the scored test images never
+enter that choice:
+
+    image_auroc=… pixel_auroc=… aupro=… balanced_accuracy=… train_s=… infer_ms_per_image=…
+
+Everything (settings, metrics, timings, versions) is saved to <output-dir>/benchmarks/<dataset>_<time>.json.
+
+Example:
+    python benchmark.py -d /path/to/magnetic_tile -a mvtecCAE -l ssim l2 --image-sizes 128 --epochs 30 --lr 1e-3
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from autoencoder import cli
+
+QUICK = {"epochs": 2, "image_sizes": [32], "learning_rate": 1e-3}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from processing.benchmarking import BenchmarkConfig
+
+    defaults = BenchmarkConfig(input_dir="")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-d", "--input-dir", required=True, help="dataset root in MVTec AD layout")
+    parser.add_argument("-a", "--architectures", nargs="+", default=defaults.architectures, help="architectures to compare")
+    parser.add_argument("-l", "--losses", nargs="+", default=defaults.losses, choices=["ssim", "mssim", "l2"], help="losses to compare")
+    parser.add_argument("--image-sizes", nargs="+", type=int, default=defaults.image_sizes, help="model input sides to compare")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="most epochs per training")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: a range test per training)")
+    parser.add_argument("-b", "--batch", type=int, default=defaults.batch_size, help="training batch size")
+    parser.add_argument("-c", "--color", default=defaults.color_mode, choices=["grayscale", "rgb"], help="colour mode")
+    parser.add_argument("-m", "--method", default=None, choices=["ssim", "l2"], help="residual map (default: the one matching each loss)")
+    parser.add_argument("-t", "--dtype", default=defaults.dtype, choices=["float64", "uint8"], help="residual map type")
+    parser.add_argument("--smoothing", type=float, default=None, help="Gaussian sigma (pixels) applied to residual maps (default: finetune.py's)")
+    parser.add_argument("--patience", type=int, default=defaults.patience, help="early-stopping patience in epochs")
+    parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of every split, initialisation and augmentation")
+    parser.add_argument("--output-dir", default=defaults.output_dir, help="results root (the JSON goes to <output-dir>/benchmarks/)")
+    parser.add_argument("--models-dir", default=defaults.models_dir, help="where the trained model folders are written")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 32 px, 2 epochs, --lr 1e-3 (overrides those flags)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser.parse_args(argv)
+
+
+def config_from_args(args):
+    from processing.benchmarking import BenchmarkConfig
+
+    config = BenchmarkConfig(
+        input_dir=args.input_dir,
+        architectures=list(args.architectures),
+        losses=list(args.losses),
+        image_sizes=list(args.image_sizes),
+        epochs=args.epochs,
+        learning_rate=args.lr,
+        batch_size=args.batch,
+        color_mode=args.color,
+        method=args.method,
+        dtype=args.dtype,
+        smoothing_sigma=args.smoothing,
+        patience=args.patience,
+        augment=not args.no_augment,
+        seed=args.seed,
+        output_dir=args.output_dir,
+        models_dir=args.models_dir,
+    )
+    if args.quick:
+        for key, value in QUICK.items():
+            setattr(config, key, value)
+    return config
+
+
+def main(argv: list[str] | None = None):
+    args = parse_args(argv)
+    cli.setup_logging(args.verbose)
+    from processing.benchmarking import benchmark, final_line, format_table
+
+    path, result = benchmark(config_from_args(args))
+    for run in result["runs"]:
+        print(format_table(run))
+        print()
+    print(f"results: {path}")
+    print(f"best configuration (chosen on the finetuning subset): {result['best']}")
+    print(final_line(result["runs"][result["best_index"]]))
+    return path
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run(main))

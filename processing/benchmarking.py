@@ -1,0 +1,311 @@
+"""Benchmark configurations end to end: train, finetune and test each one, then compare them.
+
+Every configuration (architecture x loss x image size) goes through the same library calls the
+scripts make (:func:`autoencoder.trainer.train`, :func:`processing.finetuning.finetune`,
+:func:`processing.evaluation.test`), so the numbers are the ones a user gets from train.py,
+finetune.py and test.py with the same settings.
+
+The best configuration is chosen on the finetuning subset only (its image AUROC, then the balanced
+accuracy the (min_area, threshold) search reached on it); the test images whose metrics are
+reported never take part in the choice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from autoencoder import bundle
+
+logger = logging.getLogger(__name__)
+
+BENCHMARK_DIR = "benchmarks"  # under the results root
+RESMAP_METHOD_FOR_LOSS = {"ssim": "ssim", "mssim": "ssim", "l2": "l2"}
+FINAL_KEYS = ("image_auroc", "pixel_auroc", "aupro", "balanced_accuracy", "train_s", "infer_ms_per_image")
+TABLE_KEYS = ("n_images", "n_defective", "image_auroc", "pixel_auroc", "aupro", "tpr", "tnr", "balanced_accuracy")
+
+
+@dataclass
+class BenchmarkConfig:
+    """The grid of configurations to run and the settings they share."""
+
+    input_dir: str
+    architectures: list[str] = field(default_factory=lambda: ["mvtecCAE"])
+    losses: list[str] = field(default_factory=lambda: ["ssim"])
+    image_sizes: list[int] = field(default_factory=lambda: [128])
+    epochs: int = 30
+    learning_rate: float | None = None  # None: each training runs the learning-rate range test
+    batch_size: int = 8
+    color_mode: str = "grayscale"
+    method: str | None = None  # residual map; None: the one that matches the loss
+    dtype: str = "float64"
+    smoothing_sigma: float | None = None  # None: the finetune/test default
+    patience: int = 12
+    augment: bool = True
+    finetune_split: float = 0.1
+    seed: int = 42
+    output_dir: str = "results"  # results root; the benchmark JSON goes to <output_dir>/benchmarks/
+    models_dir: str = "saved_models"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One configuration of the grid."""
+
+    architecture: str
+    loss: str
+    image_size: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.architecture}-{self.loss}-{self.image_size}"
+
+
+def expand_grid(config: BenchmarkConfig) -> list[RunSpec]:
+    """Every (architecture, loss, image size) combination, in the order the flags list them.
+
+    Raises ValueError (naming the flag) on an empty list, an unknown architecture, an image size the
+    architecture cannot take, or a loss that does not fit the colour mode: before any training.
+    """
+    from autoencoder.losses import check_loss_color
+    from autoencoder.models import get_architecture
+
+    for flag, values in (("--architectures", config.architectures), ("--losses", config.losses), ("--image-sizes", config.image_sizes)):
+        if not values:
+            raise ValueError(f"{flag}: expected at least one value")
+    if config.epochs < 1:
+        raise ValueError(f"--epochs {config.epochs}: expected at least 1 epoch")
+    if config.smoothing_sigma is not None:
+        from processing.postprocess import check_sigma
+
+        check_sigma(config.smoothing_sigma)
+    for loss in config.losses:
+        check_loss_color(loss, config.color_mode)
+        if loss not in RESMAP_METHOD_FOR_LOSS:
+            raise ValueError(f"--losses {loss!r}: expected some of {', '.join(RESMAP_METHOD_FOR_LOSS)}")
+    for name, size in itertools.product(config.architectures, config.image_sizes):
+        get_architecture(name).check_size(int(size))
+    specs = [RunSpec(a, l, int(s)) for a, l, s in itertools.product(config.architectures, config.losses, config.image_sizes)]
+    return list(dict.fromkeys(specs))  # drop repeats, keep order
+
+
+def run_configuration(spec: RunSpec, config: BenchmarkConfig) -> dict:
+    """Train, finetune and test one configuration; return its record (settings, metrics, timings)."""
+    from autoencoder.trainer import TrainConfig, train
+    from processing.evaluation import TEST_RESULT_FILE, TestConfig, test
+    from processing.finetuning import RESULT_FILE, FinetuneConfig, finetune
+
+    method = config.method or RESMAP_METHOD_FOR_LOSS[spec.loss]
+    post = {} if config.smoothing_sigma is None else {"smoothing_sigma": config.smoothing_sigma}
+    timings = {}
+
+    started = time.perf_counter()
+    folder = train(TrainConfig(
+        input_dir=config.input_dir,
+        architecture=spec.architecture,
+        color_mode=config.color_mode,
+        loss=spec.loss,
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        image_size=spec.image_size,
+        learning_rate=config.learning_rate,
+        augment=config.augment,
+        seed=config.seed,
+        output_dir=config.models_dir,
+        patience=config.patience,
+    ))
+    timings["train_total_s"] = time.perf_counter() - started
+    info = json.loads((Path(folder) / bundle.INFO_FILE).read_text())
+
+    started = time.perf_counter()
+    finetune_dir = finetune(FinetuneConfig(
+        path=str(folder), method=method, dtype=config.dtype, finetune_split=config.finetune_split,
+        seed=config.seed, results_root=config.output_dir, **post,
+    ))
+    timings["finetune_s"] = time.perf_counter() - started
+    finetuning = json.loads((Path(finetune_dir) / RESULT_FILE).read_text())
+    finetuning["image_auroc"] = finetuning_image_auroc(folder, finetuning)
+
+    started = time.perf_counter()
+    test_dirs = test(TestConfig(
+        path=str(folder), method=method, dtype=config.dtype, results_root=config.output_dir,
+    ))
+    timings["test_s"] = time.perf_counter() - started
+    tested = json.loads((Path(test_dirs[0]) / TEST_RESULT_FILE).read_text())
+
+    return {
+        "name": spec.name,
+        "architecture": spec.architecture,
+        "loss": spec.loss,
+        "image_size": spec.image_size,
+        "method": method,
+        "dtype": config.dtype,
+        "model_folder": str(folder),
+        "finetuning_dir": str(finetune_dir),
+        "test_dir": str(test_dirs[0]),
+        "training": {key: info["training"][key] for key in ("epochs_run", "best_epoch", "max_lr", "seconds")},
+        "parameters": info["model"]["parameters"],
+        "finetuning": {key: finetuning[key] for key in ("best_min_area", "best_threshold", "best_score", "best_tpr", "best_tnr", "n_finetune", "smoothing_sigma", "image_auroc") if key in finetuning},
+        "finetuning_settings": finetuning.get("settings", {}),
+        "test": {key: value for key, value in tested.items() if key not in ("settings",)},
+        "summary": summary_metrics(tested, info),
+        "timings_s": {key: round(value, 2) for key, value in timings.items()},
+    }
+
+
+def summary_metrics(tested: dict, info: dict) -> dict:
+    """The six numbers of the final line, from a test result and the model's info.json."""
+    return {
+        "image_auroc": tested.get("image_auroc", math.nan),
+        "pixel_auroc": tested.get("pixel_auroc", math.nan),
+        "aupro": tested.get("aupro", math.nan),
+        "balanced_accuracy": tested.get("balanced_accuracy", math.nan),
+        "train_s": float(info["training"]["seconds"]),
+        "infer_ms_per_image": float(tested["ms_per_image"]),
+    }
+
+
+def _nan_to_low(value) -> float:
+    value = float(value)
+    return -math.inf if math.isnan(value) else value
+
+
+def finetuning_image_auroc(model_folder: str | Path, finetuning: dict, batch_size: int = 16) -> float:
+    """Image AUROC on the finetuning subset, with the image score test.py uses.
+
+    The maps of the finetuning images are made as finetuning made them (method, dtype, smoothing)
+    and scored with ``max_component_level`` at the chosen min_area; NaN when the subset holds a
+    single class.
+    """
+    from processing.data import scan_dataset
+    from processing.inference import compute_resmaps
+    from processing.metrics import image_auroc
+    from processing.postprocess import smooth_resmaps
+    from processing.resmaps import resmap_value_range
+    from processing.thresholds import max_component_level
+
+    model = bundle.load_bundle(model_folder)
+    layout = scan_dataset(model.info["dataset"]["path"], require_test=True)
+    files = [layout.root / name for name in finetuning["finetuning_files"]]
+    labels = np.array([Path(name).parent.name != "good" for name in finetuning["finetuning_files"]])
+    if labels.all() or not labels.any():
+        return math.nan
+    method, dtype = finetuning["method"], finetuning["dtype"]
+    resmaps = compute_resmaps(
+        model.model, files, model.info["model"]["color_mode"], model.info["model"]["image_size"], method, dtype, batch_size
+    )
+    resmaps = smooth_resmaps(resmaps, float(finetuning.get("smoothing_sigma", 0.0)))
+    empty = float(resmap_value_range(method, dtype)[0]) - 1.0
+    scores = max_component_level(resmaps, int(finetuning["best_min_area"]), empty_score=empty)
+    return float(image_auroc(labels, scores))
+
+
+def selection_key(run: dict) -> tuple[float, float]:
+    """(finetuning image AUROC, finetuning balanced accuracy), NaN counted as -inf."""
+    finetuning = run["finetuning"]
+    return (_nan_to_low(finetuning.get("image_auroc", math.nan)), _nan_to_low(finetuning["best_score"]))
+
+
+def select_best(runs: list[dict]) -> int:
+    """Index of the run with the best :func:`selection_key` (ties: the earlier run).
+
+    The key is measured on the finetuning subset only, never on the reported test images: its
+    image AUROC first (threshold-free, so it separates models better than the balanced accuracy of
+    one threshold on a few dozen images), then the balanced accuracy the threshold search reached.
+    """
+    if not runs:
+        raise ValueError("select_best: no benchmark runs to choose from")
+    keys = [selection_key(run) for run in runs]
+    return max(range(len(runs)), key=lambda index: (keys[index], -index))
+
+
+def _fmt(value) -> str:
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    value = float(value)
+    return "nan" if math.isnan(value) else f"{value:.3f}"
+
+
+def format_table(run: dict) -> str:
+    """A text table of one run: one row per defect type and an 'all' row, columns TABLE_KEYS.
+
+    A defect type's row scores its images against all the good test images (n_images counts both).
+    """
+    tested = run["test"]
+    rows = []
+    for name, metrics in sorted(tested.get("per_defect_type", {}).items()):
+        rows.append([name] + [_fmt(metrics.get(key, math.nan)) for key in TABLE_KEYS])
+    rows.append(["all"] + [_fmt(tested.get(key, math.nan)) for key in TABLE_KEYS])
+    header = ["defect_type", *TABLE_KEYS]
+    widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(len(header))]
+    lines = [
+        f"== {run['name']} ({run['method']}_{run['dtype']} maps; finetuning subset: image_auroc "
+        f"{_fmt(run['finetuning'].get('image_auroc', math.nan))}, balanced accuracy "
+        f"{_fmt(run['finetuning']['best_score'])}; train {run['summary']['train_s']:.0f} s, "
+        f"{run['summary']['infer_ms_per_image']:.1f} ms/image)",
+        "  ".join(h.ljust(w) for h, w in zip(header, widths)),
+    ]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def final_line(run: dict) -> str:
+    """`image_auroc=… pixel_auroc=… aupro=… balanced_accuracy=… train_s=… infer_ms_per_image=…`."""
+    summary = run["summary"]
+    parts = []
+    for key in FINAL_KEYS:
+        value = float(summary[key])
+        text = "nan" if math.isnan(value) else (f"{value:.1f}" if key.endswith(("_s", "_image")) else f"{value:.3f}")
+        parts.append(f"{key}={text}")
+    return " ".join(parts)
+
+
+def benchmark(config: BenchmarkConfig) -> tuple[Path, dict]:
+    """Run every configuration of the grid, save the JSON, return (its path, its content)."""
+    from processing.data import scan_dataset
+
+    specs = expand_grid(config)
+    layout = scan_dataset(config.input_dir, require_test=True)
+    started_stamp = bundle.timestamp()
+    started = time.perf_counter()
+    runs = []
+    with tqdm(total=len(specs), desc="benchmark", unit="config") as progress:
+        for spec in specs:
+            progress.set_postfix_str(spec.name)
+            logger.info("configuration %d/%d: %s", len(runs) + 1, len(specs), spec.name)
+            runs.append(run_configuration(spec, config))
+            progress.update(1)
+    best = select_best(runs)
+    payload = {
+        "created": started_stamp,
+        "command": bundle.command_line(),
+        "dataset": {"path": str(layout.root.resolve()), "name": layout.root.name},
+        "config": asdict(config),
+        "selection": "highest image AUROC, then balanced accuracy, on the finetuning subset (never the scored test images)",
+        "best": runs[best]["name"],
+        "best_index": best,
+        "final_line": final_line(runs[best]),
+        "runs": runs,
+        "seconds": round(time.perf_counter() - started, 1),
+        "versions": bundle.environment_versions() | {"scikit-learn": _version("sklearn"), "scikit-image": _version("skimage")},
+    }
+    out_dir = Path(config.output_dir) / BENCHMARK_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = bundle.write_json(out_dir / f"{layout.root.name}_{started_stamp}.json", payload)
+    logger.info("benchmark result in %s", path)
+    return path, payload
+
+
+def _version(module: str) -> str | None:
+    try:
+        return __import__(module).__version__
+    except ImportError:
+        return None
