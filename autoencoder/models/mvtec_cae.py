@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from autoencoder.models.registry import BOTTLENECK_LAYER, register_architecture
+from autoencoder.models.registry import BOTTLENECK_LAYER, check_divisible, register_architecture
 
 NAME = "mvtecCAE"
 LATENT_DIM = 100  # d in the paper
@@ -55,8 +55,7 @@ def build_mvtec_cae(input_shape: tuple[int, int, int], latent_dim: int = LATENT_
     (batch, H, W, C); the layer named "bottleneck" outputs (batch, 1, 1, latent_dim).
     """
     height, width, channels = input_shape
-    if height % DOWNSAMPLING or width % DOWNSAMPLING:
-        raise ValueError(f"{NAME}: input height and width must be multiples of {DOWNSAMPLING}, got {height}x{width}")
+    check_divisible(NAME, input_shape, DOWNSAMPLING)
     code_kernel = (height // DOWNSAMPLING, width // DOWNSAMPLING)
 
     inputs = keras.Input(shape=(height, width, channels), name="image")

@@ -64,6 +64,13 @@ def register_architecture(name: str, *, default_size: int, **spec):
     return decorator
 
 
+def check_divisible(name: str, input_shape: tuple[int, int, int], multiple: int) -> None:
+    """For builders called directly: height and width must be multiples of `multiple`."""
+    height, width = input_shape[:2]
+    if height % multiple or width % multiple:
+        raise ValueError(f"{name}: input height and width must be multiples of {multiple}, got {height}x{width}")
+
+
 def channels_for(color_mode: str) -> int:
     try:
         return COLOR_CHANNELS[color_mode]

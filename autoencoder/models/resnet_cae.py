@@ -14,7 +14,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from autoencoder.models.registry import BOTTLENECK_LAYER, register_architecture
+from autoencoder.models.registry import BOTTLENECK_LAYER, check_divisible, register_architecture
 
 NAME = "resnetCAE"
 STEM_FILTERS = 32
@@ -52,8 +52,7 @@ def build_resnet_cae(input_shape: tuple[int, int, int]) -> keras.Model:
     (batch, H, W, C); the layer named "bottleneck" outputs (batch, H/16, W/16, 16).
     """
     height, width, channels = input_shape
-    if height % DOWNSAMPLING or width % DOWNSAMPLING:
-        raise ValueError(f"{NAME}: input height and width must be multiples of {DOWNSAMPLING}, got {height}x{width}")
+    check_divisible(NAME, input_shape, DOWNSAMPLING)
 
     inputs = keras.Input(shape=(height, width, channels), name="image")
     x = layers.ReLU()(_conv_bn(inputs, STEM_FILTERS, 3))

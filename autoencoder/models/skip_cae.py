@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from autoencoder.models.registry import BOTTLENECK_LAYER, register_architecture
+from autoencoder.models.registry import BOTTLENECK_LAYER, check_divisible, register_architecture
 
 NAME = "skipCAE"
 # Encoder convolutions (filters, stride); a 3x3 kernel each.
@@ -48,8 +48,7 @@ def build_skip_cae(input_shape: tuple[int, int, int]) -> keras.Model:
     (batch, H, W, C); the layer named "bottleneck" outputs (batch, H/16, W/16, 16).
     """
     height, width, channels = input_shape
-    if height % DOWNSAMPLING or width % DOWNSAMPLING:
-        raise ValueError(f"{NAME}: input height and width must be multiples of {DOWNSAMPLING}, got {height}x{width}")
+    check_divisible(NAME, input_shape, DOWNSAMPLING)
 
     inputs = keras.Input(shape=(height, width, channels), name="image")
     encoder_features = []  # output of encoder layer i, kept for the skip connections

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from autoencoder.models.registry import BOTTLENECK_LAYER, register_architecture
+from autoencoder.models.registry import BOTTLENECK_LAYER, check_divisible, register_architecture
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +55,7 @@ def build_vgg_cae(input_shape: tuple[int, int, int], code_channels: int = CODE_C
     "bottleneck" outputs (batch, H/32, W/32, code_channels).
     """
     height, width, channels = input_shape
-    if height % DOWNSAMPLING or width % DOWNSAMPLING:
-        raise ValueError(f"{NAME}: input height and width must be multiples of {DOWNSAMPLING}, got {height}x{width}")
+    check_divisible(NAME, input_shape, DOWNSAMPLING)
     inputs = keras.Input(shape=(height, width, channels), name="image")
     x = inputs
     for block, filters, n_convs in VGG16_BLOCKS:
