@@ -7,7 +7,6 @@ MVTec AD layout.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -16,11 +15,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from processing.data import DatasetError  # noqa: E402
+from autoencoder import cli  # noqa: E402
 from processing.demo import TEXTURES, make_demo_dataset  # noqa: E402
-
-logger = logging.getLogger("make_demo_dataset")
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,26 +31,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+def main(argv: list[str] | None = None):
     args = parse_args(argv)
-    try:
-        out_dir = make_demo_dataset(
-            args.output_dir,
-            image_size=args.image_size,
-            n_train=args.n_train,
-            n_test_good=args.n_test_good,
-            n_test_defect=args.n_test_defect,
-            texture=args.texture,
-            seed=args.seed,
-            overwrite=args.overwrite,
-        )
-    except DatasetError as error:
-        logger.error("%s", error)
-        return 2
-    logger.info("done: %s", out_dir)
-    return 0
+    cli.setup_logging()
+    return make_demo_dataset(
+        args.output_dir,
+        image_size=args.image_size,
+        n_train=args.n_train,
+        n_test_good=args.n_test_good,
+        n_test_defect=args.n_test_defect,
+        texture=args.texture,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(cli.run(main))

@@ -9,7 +9,6 @@ Gaussian-noise test classes) in the MVTec AD layout. Nothing is downloaded.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -18,11 +17,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from processing.data import DatasetError  # noqa: E402
+from autoencoder import cli  # noqa: E402
 from processing.digits import DEFAULT_NOISE_SIGMAS, DEFAULT_TRAIN_FRACTION, make_digits_dataset  # noqa: E402
-
-logger = logging.getLogger("make_digits_dataset")
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,24 +50,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+def main(argv: list[str] | None = None):
     args = parse_args(argv)
-    try:
-        out_dir = make_digits_dataset(
-            args.output_dir,
-            normal_digits=args.digits,
-            noise_sigmas=args.noise_sigmas,
-            train_fraction=args.train_fraction,
-            seed=args.seed,
-            overwrite=args.overwrite,
-        )
-    except DatasetError as error:
-        logger.error("%s", error)
-        return 2
-    logger.info("done: %s", out_dir)
-    return 0
+    cli.setup_logging()
+    return make_digits_dataset(
+        args.output_dir,
+        normal_digits=args.digits,
+        noise_sigmas=args.noise_sigmas,
+        train_fraction=args.train_fraction,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(cli.run(main))

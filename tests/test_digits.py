@@ -251,18 +251,20 @@ def _load_script():
 
 
 def test_cli_writes_a_one_class_dataset_and_refuses_to_overwrite(tmp_path):
+    from autoencoder import cli
+
     script = _load_script()
     out = tmp_path / "cli"
     argv = ["-o", str(out), "--digits", "3", "--noise-sigmas", "0.2", "--seed", "4", "--train-fraction", "0.6"]
-    assert script.main(argv) == 0
+    assert cli.run(script.main, argv) == 0
     settings = json.loads((out / SETTINGS_FILE).read_text())
     assert settings["normal_digits"] == [3] and settings["noise_sigmas"] == [0.2]
     assert settings["counts"]["train/good"] == round(0.6 * np.sum(SKLEARN_DIGITS.target == 3))
     assert sorted(p.name for p in (out / "test").iterdir()) == sorted(
         ["good", "noise_0.2"] + [f"digit_{d}" for d in range(10) if d != 3]
     )
-    assert script.main(argv) == 2
-    assert script.main(argv + ["--overwrite"]) == 0
+    assert cli.run(script.main, argv) == 2
+    assert cli.run(script.main, argv + ["--overwrite"]) == 0
 
 
 # ---------------------------------------------------------------------------------------------
