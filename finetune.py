@@ -1,7 +1,7 @@
 """Choose the minimum defect area and the residual-map threshold of a trained model.
 
 Example:
-    python finetune.py -p saved_models/grass/mvtecCAE/ssim/<timestamp> -m ssim -t float64
+    python finetune.py -p saved_models/brick/mvtecCAE/ssim/<timestamp> -m ssim -t float64
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Classify and segment the test images (outside the finetuning subset) with a finetuned model.
 
 Example:
-    python test.py -p saved_models/grass/mvtecCAE/ssim/<timestamp> -s
+    python test.py -p saved_models/brick/mvtecCAE/ssim/<timestamp> -s
 """
 
 from __future__ import annotations

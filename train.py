@@ -1,7 +1,7 @@
 """Train a convolutional autoencoder on the defect-free images of an MVTec-layout dataset.
 
 Example:
-    python train.py -d demo_data/grass -a mvtecCAE -l ssim -c grayscale -b 8 --epochs 30
+    python train.py -d demo_data/brick -a mvtecCAE -l ssim -c grayscale -b 8 --epochs 30
 """
 
 from __future__ import annotations
