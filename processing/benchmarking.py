@@ -24,11 +24,11 @@ import numpy as np
 from tqdm import tqdm
 
 from autoencoder import bundle
+from autoencoder.trainer import RESMAP_METHOD_FOR_LOSS
 
 logger = logging.getLogger(__name__)
 
 BENCHMARK_DIR = "benchmarks"  # under the results root
-RESMAP_METHOD_FOR_LOSS = {"ssim": "ssim", "mssim": "ssim", "l2": "l2"}
 FINAL_KEYS = ("image_auroc", "pixel_auroc", "aupro", "balanced_accuracy", "train_s", "infer_ms_per_image")
 TABLE_KEYS = ("n_images", "n_defective", "image_auroc", "pixel_auroc", "aupro", "tpr", "tnr", "balanced_accuracy")
 
