@@ -15,9 +15,9 @@ from tqdm import tqdm
 
 from autoencoder import bundle
 from processing.data import check_masks, load_masks, read_image, scan_dataset
-from processing.finetuning import RESULT_FILE, check_method_dtype
+from processing.finetuning import RESULT_FILE, check_method_dtype, finetuning_dir
 from processing.inference import iter_resmaps
-from processing.postprocess import smooth_resmaps
+from processing.postprocess import ResmapPostprocessor
 from processing.metrics import (
     PixelMetricsAccumulator,
     classification_metrics,
@@ -26,7 +26,7 @@ from processing.metrics import (
     metrics_by_defect_type,
 )
 from processing.resmaps import resmap_value_range
-from processing.segmentation import segment
+from processing.segmentation import segment, validate_clear_border
 from processing.thresholds import max_component_level
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,9 @@ def evaluator(finetuning: dict):
 def evaluate(model: bundle.ModelBundle, layout, finetuning: dict, config: TestConfig) -> Path:
     method, dtype = finetuning["method"], finetuning["dtype"]
     min_area, threshold = int(finetuning["best_min_area"]), float(finetuning["best_threshold"])
-    sigma = float(finetuning.get("smoothing_sigma", 0.0))  # the smoothing the threshold was found with
+    clear_border = finetuning_clear_border(finetuning)
+    # The post-processing the threshold was found with (smoothing, per-pixel normalisation).
+    postprocess = ResmapPostprocessor.from_finetuning(finetuning_dir(model, method, dtype, config.results_root), finetuning)
     color_mode = model.info["model"]["color_mode"]
     size = model.info["model"]["image_size"]
 
@@ -98,12 +100,12 @@ def evaluate(model: bundle.ModelBundle, layout, finetuning: dict, config: TestCo
     classes = {path: name for path, name in pairs}
     files = [path for path, _ in pairs]
     logger.info(
-        "%s_%s: testing %d images (min_area=%d, threshold=%.4g)%s",
-        method, dtype, len(files), min_area, threshold,
+        "%s_%s: testing %d images (min_area=%d, threshold=%.4g%s)%s",
+        method, dtype, len(files), min_area, threshold, "" if clear_border else ", border components kept",
         " including the finetuning subset" if config.include_finetune else "",
     )
 
-    value_range = resmap_value_range(method, dtype)
+    value_range = tuple(finetuning["value_range"]) if "value_range" in finetuning else resmap_value_range(method, dtype)
     no_defect_score = float(value_range[0]) - 1.0  # below every real score: no component of min_area at any threshold
     accumulators = {"all": PixelMetricsAccumulator(value_range)}
     accumulators |= {name: PixelMetricsAccumulator(value_range) for name in layout.defect_types}
@@ -116,9 +118,9 @@ def evaluate(model: bundle.ModelBundle, layout, finetuning: dict, config: TestCo
         batches = iter_resmaps(model.model, files, color_mode, size, method, dtype, config.batch_size)
         with tqdm(total=len(files), desc=f"test {method}_{dtype}", unit="img") as progress:
             for batch in batches:
-                resmaps = smooth_resmaps(batch.resmaps, sigma)
-                predicted = segment(resmaps, threshold, min_area)
-                scores = max_component_level(resmaps, min_area, empty_score=no_defect_score)
+                resmaps = postprocess(batch.resmaps)
+                predicted = segment(resmaps, threshold, min_area, clear_border=clear_border)
+                scores = max_component_level(resmaps, min_area, empty_score=no_defect_score, clear_border=clear_border)
                 names = [classes[path] for path in batch.paths]
                 truth = truth_masks(layout, batch.paths, names, size)
                 if has_masks:
@@ -147,6 +149,11 @@ def evaluate(model: bundle.ModelBundle, layout, finetuning: dict, config: TestCo
         bundle.write_json(staging / TEST_RESULT_FILE, result)
     log_summary(method, dtype, result)
     return out_dir
+
+
+def finetuning_clear_border(finetuning: dict) -> bool:
+    """Whether the finetuning result dropped border components (True for results older than the flag)."""
+    return validate_clear_border(finetuning.get("clear_border", True), f"finetuning result {finetuning.get('model')}: clear_border")
 
 
 def truth_masks(layout, paths, names, size) -> np.ndarray:
@@ -185,6 +192,8 @@ def summarise(rows, ious, accumulators, finetuning, config, seconds) -> dict:
         "min_area": int(finetuning["best_min_area"]),
         "threshold": float(finetuning["best_threshold"]),
         "smoothing_sigma": float(finetuning.get("smoothing_sigma", 0.0)),
+        "clear_border": finetuning_clear_border(finetuning),
+        "normalize": finetuning.get("normalize", "none"),
         "n_images": len(rows),
         "n_defective": int(truth.sum()),
         "include_finetune": config.include_finetune,

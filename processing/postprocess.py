@@ -72,3 +72,101 @@ def smooth_resmaps(resmaps: np.ndarray, sigma: float) -> np.ndarray:
     if resmaps.dtype == np.uint8:
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)
     return out.astype(resmaps.dtype, copy=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-pixel standardisation
+# --------------------------------------------------------------------------------------------
+
+#: Normalisations of residual maps that finetune.py offers (``--normalize``).
+NORMALIZATIONS = ("none", "pixel")
+#: File in the finetuning folder with the per-pixel statistics (test.py reads it).
+PIXEL_STATISTICS_FILE = "pixel_statistics.npz"
+#: The standard deviation is floored at this fraction of its mean over the image, so pixels
+#: where every training map happens to agree do not turn tiny differences into huge scores.
+STD_FLOOR_FRACTION = 0.01
+
+
+def check_normalization(name) -> str:
+    if name not in NORMALIZATIONS:
+        raise ValueError(f"--normalize {name!r}: expected one of {', '.join(NORMALIZATIONS)}")
+    return name
+
+
+def fit_pixel_statistics(resmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (floored) standard deviation of defect-free residual maps, pixel by pixel.
+
+    Parameters
+    ----------
+    resmaps : float array of shape (N, H, W), N >= 2
+        Maps of defect-free images, post-processed as the maps they will standardise.
+
+    Returns
+    -------
+    mean, std : float64 arrays of shape (H, W); ``std >= STD_FLOOR_FRACTION * mean(std) > 0``.
+    """
+    resmaps = np.asarray(resmaps, dtype=np.float64)
+    if resmaps.ndim != 3 or resmaps.shape[0] < 2:
+        raise ValueError(f"resmaps: expected at least 2 maps of shape (N, H, W), got shape {resmaps.shape}")
+    mean = resmaps.mean(axis=0)
+    std = resmaps.std(axis=0)
+    floor = STD_FLOOR_FRACTION * float(std.mean())
+    if not floor > 0:
+        raise ValueError("resmaps: the defect-free maps are all identical; per-pixel statistics are undefined")
+    return mean, np.maximum(std, floor)
+
+
+def standardize_resmaps(resmaps: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``(resmaps - mean) / std`` per pixel: how unusual each residual is *at that position*.
+
+    A reconstruction is systematically worse in some places (edges of the object, the image
+    border, strong texture); standardising by the defect-free maps' statistics stops those
+    places from looking like defects. resmaps (N, H, W) float; mean, std (H, W). Returns float64.
+    """
+    resmaps = np.asarray(resmaps)
+    if resmaps.ndim != 3 or resmaps.shape[1:] != np.shape(mean) or np.shape(mean) != np.shape(std):
+        raise ValueError(
+            f"resmaps of shape {resmaps.shape} do not match the pixel statistics of shape {np.shape(mean)}"
+        )
+    return (resmaps.astype(np.float64) - mean) / std
+
+
+class ResmapPostprocessor:
+    """The post-processing finetuning chose, applied identically by test.py: Gaussian smoothing,
+    then (optionally) per-pixel standardisation."""
+
+    def __init__(self, sigma: float = 0.0, mean: np.ndarray | None = None, std: np.ndarray | None = None):
+        self.sigma = check_sigma(sigma)
+        if (mean is None) != (std is None):
+            raise ValueError("pixel statistics need both mean and std")
+        self.mean, self.std = mean, std
+
+    @property
+    def normalization(self) -> str:
+        return "none" if self.mean is None else "pixel"
+
+    def __call__(self, resmaps: np.ndarray) -> np.ndarray:
+        resmaps = smooth_resmaps(resmaps, self.sigma)
+        if self.mean is not None:
+            resmaps = standardize_resmaps(resmaps, self.mean, self.std)
+        return resmaps
+
+    def save_statistics(self, folder) -> None:
+        if self.mean is not None:
+            from pathlib import Path
+
+            np.savez(Path(folder) / PIXEL_STATISTICS_FILE, mean=self.mean, std=self.std)
+
+    @classmethod
+    def from_finetuning(cls, folder, finetuning: dict) -> "ResmapPostprocessor":
+        """Rebuild from a finetuning folder and its finetuning_result.json (old results: smoothing only)."""
+        from pathlib import Path
+
+        sigma = float(finetuning.get("smoothing_sigma", 0.0))
+        if finetuning.get("normalize", "none") == "none":
+            return cls(sigma)
+        path = Path(folder) / PIXEL_STATISTICS_FILE
+        if not path.is_file():
+            raise ValueError(f"{path} not found: the finetuning result asks for per-pixel normalisation; rerun finetune.py")
+        with np.load(path) as stats:
+            return cls(sigma, stats["mean"], stats["std"])

@@ -6,7 +6,8 @@ The decision rule used everywhere in the toolkit (segmentation, finetuning searc
 2. candidate pixels are grouped into 8-connected components
    (``skimage.measure.label(..., connectivity=2)``);
 3. components that touch the image border are discarded (what
-   ``skimage.segmentation.clear_border`` does);
+   ``skimage.segmentation.clear_border`` does), unless ``clear_border=False``
+   is passed, in which case every component is kept;
 4. an image is defective when one of the remaining components has an area
    (pixel count) ``>= min_area``.
 
@@ -69,12 +70,22 @@ def validate_min_area(min_area, name="min_area"):
     return int(min_area)
 
 
-def non_border_components(mask):
+def validate_clear_border(clear_border, name="clear_border"):
+    """Return ``clear_border`` as a bool; it must be a bool (a truthy string is refused)."""
+    if not isinstance(clear_border, (bool, np.bool_)):
+        raise ValueError(f"{name}: expected True or False, got {clear_border!r}")
+    return bool(clear_border)
+
+
+def non_border_components(mask, clear_border=True):
     """Label the 8-connected components of a binary image and measure them.
 
     Parameters
     ----------
     mask : (H, W) bool array
+    clear_border : bool
+        Give the components that touch the image border an area of 0 (the
+        default); when False every component keeps its pixel count.
 
     Returns
     -------
@@ -82,17 +93,19 @@ def non_border_components(mask):
         0 for background, 1..n for the components (border components included).
     areas : (n + 1,) int64 array
         ``areas[k]`` is the pixel count of component ``k``, or 0 when ``k`` is the
-        background or a component that touches the image border.
+        background or (with ``clear_border``) a component that touches the image border.
     """
     labels, n_components = ndi.label(mask, structure=EIGHT_CONNECTIVITY)
     areas = np.bincount(labels.ravel(), minlength=n_components + 1).astype(np.int64)
     areas[0] = 0
+    if not clear_border:
+        return labels, areas
     border_labels = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
     areas[border_labels] = 0
     return labels, areas
 
 
-def segment(resmaps, threshold, min_area):
+def segment(resmaps, threshold, min_area, clear_border=True):
     """Predicted defect masks: pixels of the non-border components with area >= ``min_area``.
 
     Parameters
@@ -101,6 +114,8 @@ def segment(resmaps, threshold, min_area):
     threshold : float
         A pixel is a defect candidate when ``resmap > threshold``.
     min_area : int >= 1
+    clear_border : bool
+        Drop the components that touch the image border (default); False keeps them.
 
     Returns
     -------
@@ -109,35 +124,39 @@ def segment(resmaps, threshold, min_area):
     resmaps = validate_resmaps(resmaps)
     threshold = validate_threshold(threshold)
     min_area = validate_min_area(min_area)
+    clear_border = validate_clear_border(clear_border)
     masks = np.zeros(resmaps.shape, dtype=bool)
     for index, resmap in enumerate(resmaps):
-        labels, areas = non_border_components(resmap > threshold)
+        labels, areas = non_border_components(resmap > threshold, clear_border)
         masks[index] = (areas >= min_area)[labels]
     return masks
 
 
-def largest_component_areas(resmaps, threshold):
+def largest_component_areas(resmaps, threshold, clear_border=True):
     """Largest area of a non-border component of ``resmap > threshold``, per map.
 
     Parameters
     ----------
     resmaps : (N, H, W) array (bool, integer or float)
     threshold : float
+    clear_border : bool
+        Drop the components that touch the image border (default); False keeps them.
 
     Returns
     -------
-    (N,) int64 array; 0 for a map without any non-border component.
+    (N,) int64 array; 0 for a map without any (non-border) component.
     """
     resmaps = validate_resmaps(resmaps)
     threshold = validate_threshold(threshold)
+    clear_border = validate_clear_border(clear_border)
     largest = np.zeros(len(resmaps), dtype=np.int64)
     for index, resmap in enumerate(resmaps):
-        _, areas = non_border_components(resmap > threshold)
+        _, areas = non_border_components(resmap > threshold, clear_border)
         largest[index] = areas.max()
     return largest
 
 
-def is_defective(resmaps, threshold, min_area):
+def is_defective(resmaps, threshold, min_area, clear_border=True):
     """Image decision: a non-border component of ``resmap > threshold`` has area >= ``min_area``.
 
     Parameters
@@ -145,10 +164,12 @@ def is_defective(resmaps, threshold, min_area):
     resmaps : (N, H, W) array (bool, integer or float)
     threshold : float
     min_area : int >= 1
+    clear_border : bool
+        Drop the components that touch the image border (default); False keeps them.
 
     Returns
     -------
     (N,) bool array
     """
     min_area = validate_min_area(min_area)
-    return largest_component_areas(resmaps, threshold) >= min_area
+    return largest_component_areas(resmaps, threshold, clear_border) >= min_area

@@ -2,7 +2,9 @@
 
 Everything follows the decision rule of :mod:`processing.segmentation`: pixels with
 ``resmap > threshold`` (strictly greater), 8-connected components, border components
-dropped, image defective when a remaining component has area ``>= min_area``.
+dropped (unless ``clear_border=False``), image defective when a remaining component
+has area ``>= min_area``. With ``clear_border=False`` the algorithm below runs
+unchanged with no pixel counted as a border pixel.
 
 The search needs, for every map and every threshold ``t`` of a grid, the largest area
 of a non-border component of ``{resmap > t}`` (the map's *area curve*). Relabelling
@@ -43,7 +45,12 @@ import numpy as np
 from scipy import ndimage as ndi
 from tqdm import tqdm
 
-from processing.segmentation import largest_component_areas, validate_min_area, validate_resmaps
+from processing.segmentation import (
+    largest_component_areas,
+    validate_clear_border,
+    validate_min_area,
+    validate_resmaps,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -306,12 +313,14 @@ def _subtree_sums(values, children, n_leaves):
     return np.array(totals, dtype=np.int64)
 
 
-def _non_border_pieces(levels):
+def _non_border_pieces(levels, clear_border=True):
     """Non-border components of every upper level set ``{levels > j}``, as pieces.
 
     Parameters
     ----------
     levels : (H, W) int64 array, values >= 0
+    clear_border : bool
+        When False no pixel counts as a border pixel, so every component is kept.
 
     Returns
     -------
@@ -325,12 +334,15 @@ def _non_border_pieces(levels):
     flat_levels = levels.ravel()
     n_regions = len(roots)
 
-    border = np.zeros((height, width), dtype=bool)
-    border[[0, -1], :] = True
-    border[:, [0, -1]] = True
-    border = np.flatnonzero(border)
+    # region_border: highest level of a region's border pixels; all 0 (no border pixel)
+    # when border components are kept.
     region_border = np.zeros(n_regions, dtype=np.int64)
-    np.maximum.at(region_border, region[border], flat_levels[border])
+    if clear_border:
+        border = np.zeros((height, width), dtype=bool)
+        border[[0, -1], :] = True
+        border[:, [0, -1]] = True
+        border = np.flatnonzero(border)
+        np.maximum.at(region_border, region[border], flat_levels[border])
 
     first, second, weight = _region_edges(region.reshape(height, width), levels)
     parent, node_level, children, node_border = _merge_tree(
@@ -425,7 +437,7 @@ def _interval_maximum(lo, hi, values, size):
 # ----------------------------------------------------------------------------- curves and scores
 
 
-def largest_area_curves(resmaps, thresholds, progress=False):
+def largest_area_curves(resmaps, thresholds, progress=False, clear_border=True):
     """Largest non-border component area of ``{resmap > t}`` for every map and threshold.
 
     One pass per map over its component tree (see the module docstring); equal to
@@ -437,6 +449,8 @@ def largest_area_curves(resmaps, thresholds, progress=False):
     thresholds : (T,) array, sorted in increasing order (duplicates allowed)
     progress : bool
         Show a tqdm progress bar over the maps.
+    clear_border : bool
+        Drop the components that touch the image border (default); False keeps them.
 
     Returns
     -------
@@ -444,17 +458,18 @@ def largest_area_curves(resmaps, thresholds, progress=False):
     """
     resmaps = validate_resmaps(resmaps)
     grid = _validate_thresholds(thresholds)
+    clear_border = validate_clear_border(clear_border)
     curves = np.zeros((len(resmaps), len(grid)), dtype=np.int64)
     for index in tqdm(range(len(resmaps)), desc="area curves", unit="map", disable=not progress, leave=False):
-        lo, hi, area = _non_border_pieces(_grid_levels(resmaps[index], grid))
+        lo, hi, area = _non_border_pieces(_grid_levels(resmaps[index], grid), clear_border)
         curves[index] = _interval_maximum(lo, hi, area, len(grid))
     return curves
 
 
-def largest_area_curves_naive(resmaps, thresholds, progress=False):
+def largest_area_curves_naive(resmaps, thresholds, progress=False, clear_border=True):
     """Reference for :func:`largest_area_curves`: relabel every map at every threshold.
 
-    ``curves[:, j] = segmentation.largest_component_areas(resmaps, thresholds[j])``.
+    ``curves[:, j] = segmentation.largest_component_areas(resmaps, thresholds[j], clear_border)``.
 
     Parameters
     ----------
@@ -462,6 +477,8 @@ def largest_area_curves_naive(resmaps, thresholds, progress=False):
     thresholds : (T,) array, sorted in increasing order
     progress : bool
         Show a tqdm progress bar over the thresholds.
+    clear_border : bool
+        Drop the components that touch the image border (default); False keeps them.
 
     Returns
     -------
@@ -471,11 +488,11 @@ def largest_area_curves_naive(resmaps, thresholds, progress=False):
     grid = _validate_thresholds(thresholds)
     curves = np.zeros((len(resmaps), len(grid)), dtype=np.int64)
     for index in tqdm(range(len(grid)), desc="area curves (naive)", unit="thr", disable=not progress, leave=False):
-        curves[:, index] = largest_component_areas(resmaps, grid[index])
+        curves[:, index] = largest_component_areas(resmaps, grid[index], clear_border)
     return curves
 
 
-def max_component_level(resmaps, min_area, empty_score=NO_COMPONENT_SCORE):
+def max_component_level(resmaps, min_area, empty_score=NO_COMPONENT_SCORE, clear_border=True):
     """Continuous image score consistent with :func:`segmentation.is_defective`.
 
     The score of a map is ``sup {t : is_defective(map, t, min_area)}``: the highest
@@ -484,7 +501,8 @@ def max_component_level(resmaps, min_area, empty_score=NO_COMPONENT_SCORE):
     and True for ``t`` in ``[u, score)`` where ``u`` is the map's next lower value.
     Below ``u`` the decision may flip back to False: at low thresholds the components
     grow until they touch the border and are dropped, so the decision is not monotone
-    in ``t``.
+    in ``t``. With ``clear_border=False`` the decision is monotone and the score is
+    the highest value ``t`` below which a component of area >= ``min_area`` exists.
 
     Parameters
     ----------
@@ -494,6 +512,8 @@ def max_component_level(resmaps, min_area, empty_score=NO_COMPONENT_SCORE):
         Score of a map that is defective at no threshold (e.g. when every component
         touches the border). The default, :data:`NO_COMPONENT_SCORE`, is the most
         negative finite float64; pass ``-np.inf`` for the supremum of the empty set.
+    clear_border : bool
+        Drop the components that touch the image border (default); False keeps them.
 
     Returns
     -------
@@ -501,11 +521,12 @@ def max_component_level(resmaps, min_area, empty_score=NO_COMPONENT_SCORE):
     """
     resmaps = validate_resmaps(resmaps)
     min_area = validate_min_area(min_area)
+    clear_border = validate_clear_border(clear_border)
     scores = np.full(len(resmaps), float(empty_score))
     for index, resmap in enumerate(resmaps):
         # The map's distinct values are the thresholds: level = rank of the value.
         values, ranks = np.unique(resmap, return_inverse=True)
-        lo, hi, area = _non_border_pieces(ranks.reshape(resmap.shape).astype(np.int64))
+        lo, hi, area = _non_border_pieces(ranks.reshape(resmap.shape).astype(np.int64), clear_border)
         large = area >= min_area
         if large.any():
             # Defective for t in [values[lo], values[hi]); the supremum is values[hi].
@@ -717,6 +738,7 @@ def search_min_area_threshold(
     n_steps=DEFAULT_FLOAT_STEPS,
     naive=False,
     progress=True,
+    clear_border=True,
 ):
     """Finetuning search of the (min_area, threshold) pair.
 
@@ -738,6 +760,8 @@ def search_min_area_threshold(
         Use :func:`largest_area_curves_naive` (the reference, for benchmarks).
     progress : bool
         Show tqdm progress bars.
+    clear_border : bool
+        Drop the components that touch the image border (default); False keeps them.
 
     Returns
     -------
@@ -749,14 +773,16 @@ def search_min_area_threshold(
         raise ValueError("val_resmaps: expected at least one validation map")
     labels = _validate_labels(finetune_labels, len(finetune_resmaps), "finetune_labels")
     min_areas = _validate_min_areas(min_areas)
+    clear_border = validate_clear_border(clear_border)
     grid = threshold_grid([val_resmaps, finetune_resmaps], dtype, n_steps)
     curves_of = largest_area_curves_naive if naive else largest_area_curves
     logger.info(
-        "area curves of %d validation and %d finetuning maps on %d thresholds%s",
+        "area curves of %d validation and %d finetuning maps on %d thresholds%s%s",
         len(val_resmaps), len(finetune_resmaps), len(grid), " (naive)" if naive else "",
+        "" if clear_border else ", border components kept",
     )
-    val_curves = curves_of(val_resmaps, grid, progress=progress)
-    finetune_curves = curves_of(finetune_resmaps, grid, progress=progress)
+    val_curves = curves_of(val_resmaps, grid, progress=progress, clear_border=clear_border)
+    finetune_curves = curves_of(finetune_resmaps, grid, progress=progress, clear_border=clear_border)
     pair_thresholds = min_thresholds_for_areas(val_curves, grid, min_areas)
     rates = score_pairs(finetune_curves, labels, grid, min_areas, pair_thresholds)
     best_min_area, best_threshold, best_score = choose_best_pair(min_areas, pair_thresholds, rates["score"])
