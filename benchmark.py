@@ -31,12 +31,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-l", "--losses", nargs="+", default=defaults.losses, choices=["ssim", "mssim", "l2"], help="losses to compare")
     parser.add_argument("--image-sizes", nargs="+", type=int, default=defaults.image_sizes, help="model input sides to compare")
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="most epochs per training")
-    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: a range test per training)")
+    parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="peak learning rate (default: %(default)g)")
+    parser.add_argument("--lr-finder", action="store_true", help="run the learning-rate range test per training instead of --lr")
     parser.add_argument("-b", "--batch", type=int, default=defaults.batch_size, help="training batch size")
     parser.add_argument("-c", "--color", default=defaults.color_mode, choices=["grayscale", "rgb"], help="colour mode")
     parser.add_argument("-m", "--method", default=None, choices=["ssim", "l2"], help="residual map (default: the one matching each loss)")
     parser.add_argument("-t", "--dtype", default=defaults.dtype, choices=["float64", "uint8"], help="residual map type")
-    parser.add_argument("--smoothing", type=float, default=None, help="Gaussian sigma (pixels) applied to residual maps (default: finetune.py's)")
+    parser.add_argument("--smoothing", type=float, default=defaults.smoothing_sigma, help="Gaussian sigma (pixels) applied to residual maps (default: %(default)g)")
+    parser.add_argument("--keep-border", action="store_true", help="keep defect components that touch the image border (default: drop them, as the original toolkit)")
+    parser.add_argument("--normalize", default=None, choices=["none", "pixel"], help="per-pixel standardisation of the residual maps (default: finetune.py's)")
     parser.add_argument("--patience", type=int, default=defaults.patience, help="early-stopping patience in epochs")
     parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of every split, initialisation and augmentation")
@@ -56,12 +59,14 @@ def config_from_args(args):
         losses=list(args.losses),
         image_sizes=list(args.image_sizes),
         epochs=args.epochs,
-        learning_rate=args.lr,
+        learning_rate=None if args.lr_finder else args.lr,
         batch_size=args.batch,
         color_mode=args.color,
         method=args.method,
         dtype=args.dtype,
         smoothing_sigma=args.smoothing,
+        clear_border=False if args.keep_border else None,
+        normalize=args.normalize,
         patience=args.patience,
         augment=not args.no_augment,
         seed=args.seed,

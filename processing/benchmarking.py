@@ -39,15 +39,19 @@ class BenchmarkConfig:
 
     input_dir: str
     architectures: list[str] = field(default_factory=lambda: ["mvtecCAE"])
-    losses: list[str] = field(default_factory=lambda: ["ssim"])
+    losses: list[str] = field(default_factory=lambda: ["l2"])
     image_sizes: list[int] = field(default_factory=lambda: [128])
-    epochs: int = 30
-    learning_rate: float | None = None  # None: each training runs the learning-rate range test
+    epochs: int = 100
+    # The rate the range test falls back to on magnetic_tile (the loss does not fall during the
+    # sweep); None: each training runs the range test.
+    learning_rate: float | None = 1e-3
     batch_size: int = 8
     color_mode: str = "grayscale"
     method: str | None = None  # residual map; None: the one that matches the loss
     dtype: str = "float64"
-    smoothing_sigma: float | None = None  # None: the finetune/test default
+    smoothing_sigma: float | None = 2.0  # None: the finetune/test default (no smoothing)
+    clear_border: bool | None = None  # None: the finetune default (True: drop border components)
+    normalize: str | None = None  # None: the finetune default ("none"); "pixel": per-pixel standardisation
     patience: int = 12
     augment: bool = True
     finetune_split: float = 0.1
@@ -87,6 +91,16 @@ def expand_grid(config: BenchmarkConfig) -> list[RunSpec]:
         from processing.postprocess import check_sigma
 
         check_sigma(config.smoothing_sigma)
+    if config.clear_border is not None:
+        from processing.segmentation import validate_clear_border
+
+        validate_clear_border(config.clear_border, "clear_border")
+    if config.normalize is not None:
+        from processing.postprocess import check_normalization
+
+        check_normalization(config.normalize)
+        if config.normalize != "none" and config.dtype != "float64":
+            raise ValueError(f"--normalize {config.normalize} needs float64 maps: use -t float64 (got -t {config.dtype})")
     for loss in config.losses:
         check_loss_color(loss, config.color_mode)
         if loss not in RESMAP_METHOD_FOR_LOSS:
@@ -105,6 +119,10 @@ def run_configuration(spec: RunSpec, config: BenchmarkConfig) -> dict:
 
     method = config.method or RESMAP_METHOD_FOR_LOSS[spec.loss]
     post = {} if config.smoothing_sigma is None else {"smoothing_sigma": config.smoothing_sigma}
+    if config.clear_border is not None:
+        post["clear_border"] = config.clear_border
+    if config.normalize is not None:
+        post["normalize"] = config.normalize
     timings = {}
 
     started = time.perf_counter()
@@ -132,7 +150,7 @@ def run_configuration(spec: RunSpec, config: BenchmarkConfig) -> dict:
     ))
     timings["finetune_s"] = time.perf_counter() - started
     finetuning = json.loads((Path(finetune_dir) / RESULT_FILE).read_text())
-    finetuning["image_auroc"] = finetuning_image_auroc(folder, finetuning)
+    finetuning["image_auroc"] = finetuning_image_auroc(folder, finetuning, finetune_dir)
 
     started = time.perf_counter()
     test_dirs = test(TestConfig(
@@ -153,7 +171,7 @@ def run_configuration(spec: RunSpec, config: BenchmarkConfig) -> dict:
         "test_dir": str(test_dirs[0]),
         "training": {key: info["training"][key] for key in ("epochs_run", "best_epoch", "max_lr", "seconds")},
         "parameters": info["model"]["parameters"],
-        "finetuning": {key: finetuning[key] for key in ("best_min_area", "best_threshold", "best_score", "best_tpr", "best_tnr", "n_finetune", "smoothing_sigma", "image_auroc") if key in finetuning},
+        "finetuning": {key: finetuning[key] for key in ("best_min_area", "best_threshold", "best_score", "best_tpr", "best_tnr", "n_finetune", "smoothing_sigma", "clear_border", "normalize", "image_auroc") if key in finetuning},
         "finetuning_settings": finetuning.get("settings", {}),
         "test": {key: value for key, value in tested.items() if key not in ("settings",)},
         "summary": summary_metrics(tested, info),
@@ -178,17 +196,18 @@ def _nan_to_low(value) -> float:
     return -math.inf if math.isnan(value) else value
 
 
-def finetuning_image_auroc(model_folder: str | Path, finetuning: dict, batch_size: int = 16) -> float:
+def finetuning_image_auroc(model_folder: str | Path, finetuning: dict, finetune_dir: str | Path, batch_size: int = 16) -> float:
     """Image AUROC on the finetuning subset, with the image score test.py uses.
 
     The maps of the finetuning images are made as finetuning made them (method, dtype, smoothing)
-    and scored with ``max_component_level`` at the chosen min_area; NaN when the subset holds a
-    single class.
+    and scored with ``max_component_level`` at the chosen min_area and with the finetuning's border
+    rule (``clear_border``); NaN when the subset holds a single class.
     """
     from processing.data import scan_dataset
+    from processing.evaluation import finetuning_clear_border
     from processing.inference import compute_resmaps
     from processing.metrics import image_auroc
-    from processing.postprocess import smooth_resmaps
+    from processing.postprocess import ResmapPostprocessor
     from processing.resmaps import resmap_value_range
     from processing.thresholds import max_component_level
 
@@ -202,9 +221,11 @@ def finetuning_image_auroc(model_folder: str | Path, finetuning: dict, batch_siz
     resmaps = compute_resmaps(
         model.model, files, model.info["model"]["color_mode"], model.info["model"]["image_size"], method, dtype, batch_size
     )
-    resmaps = smooth_resmaps(resmaps, float(finetuning.get("smoothing_sigma", 0.0)))
-    empty = float(resmap_value_range(method, dtype)[0]) - 1.0
-    scores = max_component_level(resmaps, int(finetuning["best_min_area"]), empty_score=empty)
+    resmaps = ResmapPostprocessor.from_finetuning(finetune_dir, finetuning)(resmaps)
+    empty = float(finetuning["value_range"][0] if "value_range" in finetuning else resmap_value_range(method, dtype)[0]) - 1.0
+    scores = max_component_level(
+        resmaps, int(finetuning["best_min_area"]), empty_score=empty, clear_border=finetuning_clear_border(finetuning)
+    )
     return float(image_auroc(labels, scores))
 
 
