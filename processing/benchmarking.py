@@ -98,9 +98,7 @@ def expand_grid(config: BenchmarkConfig) -> list[RunSpec]:
     if config.normalize is not None:
         from processing.postprocess import check_normalization
 
-        check_normalization(config.normalize)
-        if config.normalize != "none" and config.dtype != "float64":
-            raise ValueError(f"--normalize {config.normalize} needs float64 maps: use -t float64 (got -t {config.dtype})")
+        check_normalization(config.normalize, config.dtype)
     for loss in config.losses:
         check_loss_color(loss, config.color_mode)
         if loss not in RESMAP_METHOD_FOR_LOSS:
@@ -208,7 +206,7 @@ def finetuning_image_auroc(model_folder: str | Path, finetuning: dict, finetune_
     from processing.inference import compute_resmaps
     from processing.metrics import image_auroc
     from processing.postprocess import ResmapPostprocessor
-    from processing.resmaps import resmap_value_range
+    from processing.finetuning import result_value_range
     from processing.thresholds import max_component_level
 
     model = bundle.load_bundle(model_folder)
@@ -222,7 +220,7 @@ def finetuning_image_auroc(model_folder: str | Path, finetuning: dict, finetune_
         model.model, files, model.info["model"]["color_mode"], model.info["model"]["image_size"], method, dtype, batch_size
     )
     resmaps = ResmapPostprocessor.from_finetuning(finetune_dir, finetuning)(resmaps)
-    empty = float(finetuning["value_range"][0] if "value_range" in finetuning else resmap_value_range(method, dtype)[0]) - 1.0
+    empty = float(result_value_range(finetuning)[0]) - 1.0
     scores = max_component_level(
         resmaps, int(finetuning["best_min_area"]), empty_score=empty, clear_border=finetuning_clear_border(finetuning)
     )

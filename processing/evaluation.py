@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from autoencoder import bundle
 from processing.data import check_masks, load_masks, read_image, scan_dataset
-from processing.finetuning import RESULT_FILE, check_method_dtype, finetuning_dir
+from processing.finetuning import RESULT_FILE, check_method_dtype, finetuning_dir, result_value_range
 from processing.inference import iter_resmaps
 from processing.postprocess import ResmapPostprocessor
 from processing.metrics import (
@@ -25,7 +25,6 @@ from processing.metrics import (
     mask_iou,
     metrics_by_defect_type,
 )
-from processing.resmaps import resmap_value_range
 from processing.segmentation import segment, validate_clear_border
 from processing.thresholds import max_component_level
 
@@ -105,7 +104,7 @@ def evaluate(model: bundle.ModelBundle, layout, finetuning: dict, config: TestCo
         " including the finetuning subset" if config.include_finetune else "",
     )
 
-    value_range = tuple(finetuning["value_range"]) if "value_range" in finetuning else resmap_value_range(method, dtype)
+    value_range = result_value_range(finetuning)
     no_defect_score = float(value_range[0]) - 1.0  # below every real score: no component of min_area at any threshold
     accumulators = {"all": PixelMetricsAccumulator(value_range)}
     accumulators |= {name: PixelMetricsAccumulator(value_range) for name in layout.defect_types}

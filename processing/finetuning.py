@@ -62,7 +62,7 @@ def finetuning_dir(model: bundle.ModelBundle, method: str, dtype: str, results_r
 def finetune(config: FinetuneConfig) -> Path:
     """Run the search and write `finetuning_result.json` and its plots; return the folder."""
     check_sigma(config.smoothing_sigma)  # settings first: a bad flag is reported before the model is read
-    check_normalization(config.normalize)
+    check_normalization(config.normalize, config.dtype)
     if config.method is None:
         config = replace(config, method=method_for_model(config.path))
     if config.detector == "kde":
@@ -74,9 +74,7 @@ def finetune(config: FinetuneConfig) -> Path:
     check_method_dtype(config.method, config.dtype)
     sigma = check_sigma(config.smoothing_sigma)
     clear_border = validate_clear_border(config.clear_border, "clear_border")
-    normalize = check_normalization(config.normalize)
-    if normalize != "none" and config.dtype != "float64":
-        raise ValueError(f"--normalize {normalize} needs float64 maps: use -t float64 (got -t {config.dtype})")
+    normalize = check_normalization(config.normalize, config.dtype)
     model = bundle.load_bundle(config.path)
     layout = scan_dataset(model.info["dataset"]["path"], require_test=True)
     color_mode = model.info["model"]["color_mode"]
@@ -185,3 +183,12 @@ def method_for_model(path) -> str:
     folder, _ = bundle.resolve_model_path(path)
     loss = bundle.read_info(folder).get("settings", {}).get("loss", "ssim")
     return RESMAP_METHOD_FOR_LOSS.get(loss, "ssim")
+
+
+def result_value_range(finetuning: dict) -> tuple[float, float]:
+    """The range of a finetuning result's maps: recorded for standardised maps, else the method's own."""
+    from processing.resmaps import resmap_value_range
+
+    if "value_range" in finetuning:
+        return tuple(finetuning["value_range"])
+    return resmap_value_range(finetuning["method"], finetuning["dtype"])

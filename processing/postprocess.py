@@ -9,6 +9,7 @@ and test apply the same smoothing (finetuning records its sigma; test reads it f
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -87,9 +88,12 @@ PIXEL_STATISTICS_FILE = "pixel_statistics.npz"
 STD_FLOOR_FRACTION = 0.01
 
 
-def check_normalization(name) -> str:
+def check_normalization(name, dtype: str = "float64") -> str:
+    """`name` if it is a known normalisation that suits maps of `dtype` (standardised maps are floats)."""
     if name not in NORMALIZATIONS:
         raise ValueError(f"--normalize {name!r}: expected one of {', '.join(NORMALIZATIONS)}")
+    if name != "none" and dtype != "float64":
+        raise ValueError(f"--normalize {name} needs float64 maps: use -t float64 (got -t {dtype})")
     return name
 
 
@@ -153,15 +157,11 @@ class ResmapPostprocessor:
 
     def save_statistics(self, folder) -> None:
         if self.mean is not None:
-            from pathlib import Path
-
             np.savez(Path(folder) / PIXEL_STATISTICS_FILE, mean=self.mean, std=self.std)
 
     @classmethod
     def from_finetuning(cls, folder, finetuning: dict) -> "ResmapPostprocessor":
         """Rebuild from a finetuning folder and its finetuning_result.json (old results: smoothing only)."""
-        from pathlib import Path
-
         sigma = float(finetuning.get("smoothing_sigma", 0.0))
         if finetuning.get("normalize", "none") == "none":
             return cls(sigma)
