@@ -22,7 +22,7 @@ QUICK = {"epochs": 2, "image_sizes": [32], "learning_rate": 1e-3}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from processing.benchmarking import BenchmarkConfig
+    from processing.workflow.benchmarking import BenchmarkConfig
 
     defaults = BenchmarkConfig(input_dir="")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def config_from_args(args):
-    from processing.benchmarking import BenchmarkConfig
+    from processing.workflow.benchmarking import BenchmarkConfig
 
     config = BenchmarkConfig(
         input_dir=args.input_dir,
@@ -82,7 +82,7 @@ def config_from_args(args):
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
-    from processing.benchmarking import benchmark, final_line, format_table
+    from processing.workflow.benchmarking import benchmark, final_line, format_table
 
     path, result = benchmark(config_from_args(args))
     for run in result["runs"]:

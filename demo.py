@@ -32,10 +32,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
-    from autoencoder.trainer import TrainConfig, train
-    from processing.demo import make_demo_dataset
-    from processing.evaluation import TestConfig, test
-    from processing.finetuning import FinetuneConfig, finetune
+    from processing.workflow.training import TrainConfig, train
+    from processing.data.demo import make_demo_dataset
+    from processing.workflow.testing import TestConfig, test
+    from processing.workflow.finetuning import FinetuneConfig, finetune
 
     data_dir = Path(args.data_dir)
     if not (data_dir / "train" / "good").is_dir():

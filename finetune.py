@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
-    from processing.finetuning import FinetuneConfig, finetune
+    from processing.workflow.finetuning import FinetuneConfig, finetune
 
     return finetune(
         FinetuneConfig(

@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
-    from processing.evaluation import TestConfig, test
+    from processing.workflow.testing import TestConfig, test
 
     return test(
         TestConfig(

@@ -13,7 +13,7 @@ from autoencoder import cli
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from autoencoder.models import available_architectures
-    from autoencoder.trainer import TrainConfig
+    from processing.workflow.training import TrainConfig
 
     defaults = TrainConfig(input_dir="")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
-    from autoencoder.trainer import config_from_args, train
+    from processing.workflow.training import config_from_args, train
 
     return train(config_from_args(args))
 

@@ -269,6 +269,8 @@ ssim_metric.name = "ssim"
 mssim_metric.name = "mssim"
 
 LOSSES = {"ssim": ssim_loss, "mssim": mssim_loss, "l2": l2_loss}
+# The residual map that matches each loss: SSIM maps for the SSIM losses, squared differences for L2.
+RESMAP_METHOD_FOR_LOSS = {"ssim": "ssim", "mssim": "ssim", "l2": "l2"}
 _COLOR_MODES = ("grayscale", "rgb")
 
 

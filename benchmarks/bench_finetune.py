@@ -2,7 +2,7 @@
 
 Builds smooth random residual maps (validation maps without defects, finetuning maps of
 which half carry an added bright blob), times the whole search with the one-pass area
-curves (``processing.thresholds.largest_area_curves``) and with the naive reference that
+curves (``processing.decision.thresholds.largest_area_curves``) and with the naive reference that
 relabels every map at every threshold (``largest_area_curves_naive``), checks that both
 give the same curves and the same best pair, and prints the times and their ratio.
 
@@ -24,7 +24,7 @@ from scipy.ndimage import gaussian_filter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from processing.thresholds import DEFAULT_FLOAT_STEPS, search_min_area_threshold  # noqa: E402
+from processing.decision.thresholds import DEFAULT_FLOAT_STEPS, search_min_area_threshold  # noqa: E402
 
 
 def make_maps(rng, n_maps, size, n_defective, dtype):

@@ -31,8 +31,9 @@ if str(REPO_ROOT) not in sys.path:
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from processing.data import load_images, make_training_dataset, scan_dataset  # noqa: E402
-from processing.demo import make_demo_dataset  # noqa: E402
+from autoencoder.pipeline import make_training_dataset  # noqa: E402
+from processing.data.images import load_images, scan_dataset  # noqa: E402
+from processing.data.demo import make_demo_dataset  # noqa: E402
 
 
 def tiny_autoencoder(size: int, channels: int) -> keras.Model:

@@ -1,4 +1,4 @@
-"""Time the KDE scoring of processing.density against a naive numpy loop and scikit-learn.
+"""Time the KDE scoring of processing.decision.density against a naive numpy loop and scikit-learn.
 
     python benchmarks/bench_kde.py                 # 1k, 10k, 100k training codes of length 28, 1,000 queries
     python benchmarks/bench_kde.py --quick         # 1k and 10k training codes, 300 queries
@@ -8,7 +8,7 @@ Training codes come from a mixture of Gaussians (latent codes cluster); queries 
 mixture, a tenth of them pushed far out (outliers: the images the detector must flag). All three
 compute log( mean_i N(q; c_i, h^2 I) ) on the same data:
 
-* ours: processing.density.gaussian_kde_log_density (blocks of queries, one matrix product each);
+* ours: processing.decision.density.gaussian_kde_log_density (blocks of queries, one matrix product each);
 * naive: one query at a time, broadcast differences and scipy's logsumexp (the reference);
 * sklearn: KernelDensity(kernel="gaussian").score_samples (tree-based, default tolerances).
 
@@ -29,7 +29,7 @@ from sklearn.neighbors import KernelDensity
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from processing.density import gaussian_kde_log_density  # noqa: E402
+from processing.decision.density import gaussian_kde_log_density  # noqa: E402
 
 
 def make_codes(n_train: int, n_queries: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

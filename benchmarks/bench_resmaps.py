@@ -1,4 +1,4 @@
-"""Time processing.resmaps.ssim_resmaps against a loop of skimage's structural_similarity.
+"""Time processing.maps.resmaps.ssim_resmaps against a loop of skimage's structural_similarity.
 
     python benchmarks/bench_resmaps.py              # 100 images of 256x256
     python benchmarks/bench_resmaps.py --quick      # 20 images of 128x128
@@ -25,7 +25,7 @@ from skimage.metrics import structural_similarity
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from processing.resmaps import ssim_resmaps  # noqa: E402
+from processing.maps.resmaps import ssim_resmaps  # noqa: E402
 
 
 def make_pairs(count: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -123,7 +123,7 @@ def build_contaminated(layout, out: Path, planted: list[Path], held_out: set[Pat
 
 
 def train_model(dataset: Path, models_dir: Path, args, seed: int, variant: str) -> Path:
-    from autoencoder.trainer import TrainConfig, train
+    from processing.workflow.training import TrainConfig, train
 
     adversarial, reject_every, reject_by = VARIANTS[variant]
     config = TrainConfig(
@@ -163,8 +163,8 @@ def score_images(folder: Path, images: np.ndarray) -> np.ndarray:
 
 def evaluate_model(folder: Path, dataset: Path, test_images, truth, planted_names, size, color) -> dict:
     from autoencoder import bundle
-    from processing.data import load_images
-    from processing.metrics import classification_metrics, image_auroc
+    from processing.data.images import load_images
+    from processing.evaluation.metrics import classification_metrics, image_auroc
 
     info = bundle.read_info(folder)
     val_files = [dataset / rel for rel in info["dataset"]["validation_files"]]
@@ -197,8 +197,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     keras.config.disable_interactive_logging()  # the per-epoch Keras bars of the plain model's fit
     from autoencoder.models import get_architecture
-    from processing.data import load_images, scan_dataset
-    from processing.digits import make_digits_dataset
+    from processing.data.images import load_images, scan_dataset
+    from processing.data.digits import make_digits_dataset
 
     started = time.perf_counter()
     fractions = sorted(set(args.fractions))

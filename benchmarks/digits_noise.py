@@ -38,7 +38,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from processing.digits import DEFAULT_NOISE_SIGMAS  # noqa: E402
+from processing.data.digits import DEFAULT_NOISE_SIGMAS  # noqa: E402
 
 logger = logging.getLogger("digits_noise")
 
@@ -89,7 +89,7 @@ def class_sort_key(name: str) -> tuple:
 
 def load_study_images(dataset_dir: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(train float32 (N, 28, 28, 1), {test class: float32 (n, 28, 28, 1)}) in [0, 1]."""
-    from processing.data import load_images, scan_dataset
+    from processing.data.images import load_images, scan_dataset
 
     layout = scan_dataset(dataset_dir, require_test=True)
     train = load_images(layout.train_good, COLOR_MODE, IMAGE_SIZE, progress=True)
@@ -149,7 +149,7 @@ def train_autoencoder(name: str, train: np.ndarray, args: argparse.Namespace):
 
 def score_classes(losses: dict[str, np.ndarray]) -> dict[str, dict]:
     """Per test class: mean loss, its ratio to the clean mean, AUROC of good vs that class."""
-    from processing.metrics import image_auroc
+    from processing.evaluation.metrics import image_auroc
 
     clean = losses[GOOD_CLASS]
     scores = {}
@@ -205,7 +205,7 @@ def figure_rows(test: dict[str, np.ndarray], max_noise_rows: int = 3) -> list[st
 
 
 def run(args: argparse.Namespace, dataset_dir: Path) -> dict:
-    from processing.plots import plot_loss_histograms, plot_reconstruction_pairs
+    from processing.evaluation.plots import plot_loss_histograms, plot_reconstruction_pairs
 
     train, test = load_study_images(dataset_dir)
     classes = list(test)
@@ -259,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     from autoencoder.models import get_architecture
-    from processing.data import DatasetError
-    from processing.digits import SETTINGS_FILE, make_digits_dataset
+    from processing.data.images import DatasetError
+    from processing.data.digits import SETTINGS_FILE, make_digits_dataset
 
     for name in args.architectures:
         try:

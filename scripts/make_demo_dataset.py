@@ -16,7 +16,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from autoencoder import cli  # noqa: E402
-from processing.demo import TEXTURES, make_demo_dataset  # noqa: E402
+from processing.data.demo import TEXTURES, make_demo_dataset  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
-    from processing.split_dataset import split_dataset
+    from processing.data.split_dataset import split_dataset
 
     return split_dataset(
         args.input_dir,

@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 import benchmark as benchmark_script
 import test as test_script
 from autoencoder import cli
-from processing.benchmarking import (
+from processing.workflow.benchmarking import (
     FINAL_KEYS,
     BenchmarkConfig,
     RunSpec,
@@ -25,7 +25,7 @@ from processing.benchmarking import (
     final_line,
     select_best,
 )
-from processing.demo import make_demo_dataset
+from processing.data.demo import make_demo_dataset
 
 SIZE = 32
 

@@ -1,4 +1,4 @@
-"""Tests for processing.data: reading images and masks, the MVTec layout, the split, tf.data."""
+"""Tests for processing.data.images: reading images and masks, the MVTec layout, the split, tf.data."""
 
 from pathlib import Path
 
@@ -8,13 +8,11 @@ import pytest
 import skimage.color
 import skimage.transform
 
-from processing.data import (
+from autoencoder.pipeline import augment_batch, augmentation_transforms, apply_affine, make_training_dataset, make_validation_dataset
+from processing.data.images import (
     IMAGE_EXTENSIONS,
     DatasetError,
     MVTecLayout,
-    augment_batch,
-    augmentation_transforms,
-    apply_affine,
     check_masks,
     image_size,
     iter_batches,
@@ -23,8 +21,6 @@ from processing.data import (
     load_images,
     load_mask,
     load_masks,
-    make_training_dataset,
-    make_validation_dataset,
     read_image,
     read_mask,
     scan_dataset,
@@ -492,9 +488,9 @@ def test_augment_batch_ranges():
 
 
 def test_training_dataset_rejects_bad_input():
-    with pytest.raises(DatasetError, match="expected \\(N>0, H, W, C\\)"):
+    with pytest.raises(ValueError, match="expected \\(N>0, H, W, C\\)"):
         make_training_dataset(np.zeros((4, 4, 1), np.float32), 2)
-    with pytest.raises(DatasetError, match="--batch-size 0"):
+    with pytest.raises(ValueError, match="--batch-size 0"):
         make_training_dataset(np.zeros((2, 4, 4, 1), np.float32), 0)
 
 

@@ -1,4 +1,4 @@
-"""Tests for processing.demo (the built-in demo dataset) and scripts/make_demo_dataset.py."""
+"""Tests for processing.data.demo (the built-in demo dataset) and scripts/make_demo_dataset.py."""
 
 import json
 import subprocess
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import skimage.data
 
-from processing.data import DatasetError, check_masks, list_images, scan_dataset
-from processing.demo import (
+from processing.data.images import DatasetError, check_masks, list_images, scan_dataset
+from processing.data.demo import (
     DEFECT_TYPES,
     SETTINGS_FILE,
     draw_defect,

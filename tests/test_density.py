@@ -18,8 +18,8 @@ import finetune
 import test as test_script
 import train
 from autoencoder import cli
-from processing.demo import make_demo_dataset
-from processing.density import (
+from processing.data.demo import make_demo_dataset
+from processing.decision.density import (
     DENSITY_FILE,
     DensityFileError,
     bandwidth_grid,
@@ -32,7 +32,7 @@ from processing.density import (
     search_dual_thresholds,
     select_bandwidth,
 )
-from processing.split_dataset import split_dataset
+from processing.data.split_dataset import split_dataset
 
 SIZE = 32
 

@@ -13,8 +13,8 @@ from scipy.stats import norm
 from skimage.transform import resize
 from sklearn.datasets import load_digits
 
-from processing.data import DatasetError, scan_dataset
-from processing.digits import (
+from processing.data.images import DatasetError, scan_dataset
+from processing.data.digits import (
     DEFAULT_NOISE_SIGMAS,
     SETTINGS_FILE,
     add_gaussian_noise,
@@ -273,7 +273,7 @@ def test_cli_writes_a_one_class_dataset_and_refuses_to_overwrite(tmp_path):
 
 
 def test_plot_reconstruction_pairs_and_loss_histograms_write_pngs(tmp_path):
-    from processing.plots import plot_loss_histograms, plot_reconstruction_pairs
+    from processing.evaluation.plots import plot_loss_histograms, plot_reconstruction_pairs
 
     rng = np.random.default_rng(0)
     images = rng.random((3, 28, 28, 1)).astype(np.float32)

@@ -19,10 +19,10 @@ import finetune
 import test as test_script
 import train
 from autoencoder import bundle
-from processing.benchmarking import BenchmarkConfig, expand_grid, finetuning_image_auroc
-from processing.inference import compute_resmaps
-from processing.segmentation import is_defective, largest_component_areas, segment
-from processing.thresholds import (
+from processing.workflow.benchmarking import BenchmarkConfig, expand_grid, finetuning_image_auroc
+from processing.maps.inference import compute_resmaps
+from processing.decision.segmentation import is_defective, largest_component_areas, segment
+from processing.decision.thresholds import (
     largest_area_curves,
     largest_area_curves_naive,
     max_component_level,

@@ -1,4 +1,4 @@
-"""Tests of processing.metrics against independent references (scikit-learn, scikit-image, plain loops)."""
+"""Tests of processing.evaluation.metrics against independent references (scikit-learn, scikit-image, plain loops)."""
 
 import json
 import logging
@@ -18,7 +18,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from processing.metrics import (
+from processing.evaluation.metrics import (
     PixelMetricsAccumulator,
     aupro,
     classification_metrics,
@@ -29,7 +29,7 @@ from processing.metrics import (
     pixel_auroc,
 )
 
-LOGGER_NAME = "processing.metrics"
+LOGGER_NAME = "processing.evaluation.metrics"
 
 
 # ----------------------------------------------------------------------------

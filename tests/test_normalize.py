@@ -13,17 +13,17 @@ import finetune
 import test as test_script
 import train
 from autoencoder import bundle, cli
-from processing.data import load_images, scan_dataset, split_train_validation
-from processing.demo import make_demo_dataset
-from processing.postprocess import (
+from processing.data.images import load_images, scan_dataset, split_train_validation
+from processing.data.demo import make_demo_dataset
+from processing.maps.postprocess import (
     PIXEL_STATISTICS_FILE,
     STD_FLOOR_FRACTION,
     ResmapPostprocessor,
     fit_pixel_statistics,
     standardize_resmaps,
 )
-from processing.resmaps import calculate_resmaps
-from processing.thresholds import max_component_level
+from processing.maps.resmaps import calculate_resmaps
+from processing.decision.thresholds import max_component_level
 
 SIZE = 32
 

@@ -1,10 +1,10 @@
-"""Tests for processing.plots: every function writes a readable PNG atomically."""
+"""Tests for processing.evaluation.plots: every function writes a readable PNG atomically."""
 
 import matplotlib.image
 import numpy as np
 import pytest
 
-from processing.plots import plot_inspection, plot_loss_history, plot_lr_finder, plot_lr_schedule, save_figure
+from processing.evaluation.plots import plot_inspection, plot_loss_history, plot_lr_finder, plot_lr_schedule, save_figure
 
 
 def read_png(path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from processing.postprocess import check_sigma, smooth_resmaps
+from processing.maps.postprocess import check_sigma, smooth_resmaps
 
 
 @pytest.mark.parametrize("sigma", [0.5, 1.0, 2.0, 3.3])

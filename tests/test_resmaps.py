@@ -1,4 +1,4 @@
-"""processing.resmaps against skimage's SSIM map, rgb2gray, img_as_ubyte and naive loops."""
+"""processing.maps.resmaps against skimage's SSIM map, rgb2gray, img_as_ubyte and naive loops."""
 
 import numpy as np
 import pytest
@@ -7,8 +7,8 @@ from skimage.color import rgb2gray
 from skimage.metrics import structural_similarity
 from skimage.util import img_as_ubyte
 
-from processing import resmaps
-from processing.resmaps import (
+from processing.maps import resmaps
+from processing.maps.resmaps import (
     RESMAP_RANGE,
     calculate_resmaps,
     l2_resmaps,

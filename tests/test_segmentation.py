@@ -4,7 +4,7 @@ from scipy.ndimage import gaussian_filter
 from skimage.measure import label
 from skimage.segmentation import clear_border
 
-from processing.segmentation import is_defective, largest_component_areas, non_border_components, segment
+from processing.decision.segmentation import is_defective, largest_component_areas, non_border_components, segment
 
 
 def smooth_maps(seed, shape, sigma=2.0, dtype=np.float64):

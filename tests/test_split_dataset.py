@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from processing.data import DatasetError, scan_dataset
-from processing.split_dataset import SETTINGS_FILE, split_dataset
+from processing.data.images import DatasetError, scan_dataset
+from processing.data.split_dataset import SETTINGS_FILE, split_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

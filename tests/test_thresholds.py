@@ -3,9 +3,9 @@ import pytest
 from scipy.ndimage import gaussian_filter
 from sklearn.metrics import balanced_accuracy_score, recall_score
 
-from processing import thresholds
-from processing.segmentation import is_defective
-from processing.thresholds import (
+from processing.decision import thresholds
+from processing.decision.segmentation import is_defective
+from processing.decision.thresholds import (
     NO_COMPONENT_SCORE,
     choose_best_pair,
     largest_area_curves,

@@ -14,7 +14,7 @@ from autoencoder.models.vgg_cae import (
     load_vgg16_encoder_weights,
     vgg16_conv_layer_names,
 )
-from autoencoder.trainer import TrainConfig, check_encoder_options
+from processing.workflow.training import TrainConfig, check_encoder_options
 
 SIZE = 32
 

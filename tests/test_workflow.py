@@ -17,8 +17,8 @@ import finetune
 import test as test_script
 import train
 from autoencoder import bundle
-from processing.data import load_images, scan_dataset
-from processing.demo import make_demo_dataset
+from processing.data.images import load_images, scan_dataset
+from processing.data.demo import make_demo_dataset
 
 SIZE = 32
 

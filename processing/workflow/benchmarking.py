@@ -1,8 +1,8 @@
 """Benchmark configurations end to end: train, finetune and test each one, then compare them.
 
 Every configuration (architecture x loss x image size) goes through the same library calls the
-scripts make (:func:`autoencoder.trainer.train`, :func:`processing.finetuning.finetune`,
-:func:`processing.evaluation.test`), so the numbers are the ones a user gets from train.py,
+scripts make (:func:`processing.workflow.training.train`, :func:`processing.workflow.finetuning.finetune`,
+:func:`processing.workflow.testing.test`), so the numbers are the ones a user gets from train.py,
 finetune.py and test.py with the same settings.
 
 The best configuration is chosen on the finetuning subset only (its image AUROC, then the balanced
@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from autoencoder import bundle
-from autoencoder.trainer import RESMAP_METHOD_FOR_LOSS
+from autoencoder.losses import RESMAP_METHOD_FOR_LOSS
 
 logger = logging.getLogger(__name__)
 
@@ -88,15 +88,15 @@ def expand_grid(config: BenchmarkConfig) -> list[RunSpec]:
     if config.epochs < 1:
         raise ValueError(f"--epochs {config.epochs}: expected at least 1 epoch")
     if config.smoothing_sigma is not None:
-        from processing.postprocess import check_sigma
+        from processing.maps.postprocess import check_sigma
 
         check_sigma(config.smoothing_sigma)
     if config.clear_border is not None:
-        from processing.segmentation import validate_clear_border
+        from processing.decision.segmentation import validate_clear_border
 
         validate_clear_border(config.clear_border, "clear_border")
     if config.normalize is not None:
-        from processing.postprocess import check_normalization
+        from processing.maps.postprocess import check_normalization
 
         check_normalization(config.normalize, config.dtype)
     for loss in config.losses:
@@ -111,9 +111,9 @@ def expand_grid(config: BenchmarkConfig) -> list[RunSpec]:
 
 def run_configuration(spec: RunSpec, config: BenchmarkConfig) -> dict:
     """Train, finetune and test one configuration; return its record (settings, metrics, timings)."""
-    from autoencoder.trainer import TrainConfig, train
-    from processing.evaluation import TEST_RESULT_FILE, TestConfig, test
-    from processing.finetuning import RESULT_FILE, FinetuneConfig, finetune
+    from processing.workflow.training import TrainConfig, train
+    from processing.workflow.testing import TEST_RESULT_FILE, TestConfig, test
+    from processing.workflow.finetuning import RESULT_FILE, FinetuneConfig, finetune
 
     method = config.method or RESMAP_METHOD_FOR_LOSS[spec.loss]
     post = {} if config.smoothing_sigma is None else {"smoothing_sigma": config.smoothing_sigma}
@@ -201,13 +201,13 @@ def finetuning_image_auroc(model_folder: str | Path, finetuning: dict, finetune_
     and scored with ``max_component_level`` at the chosen min_area and with the finetuning's border
     rule (``clear_border``); NaN when the subset holds a single class.
     """
-    from processing.data import scan_dataset
-    from processing.evaluation import finetuning_clear_border
-    from processing.inference import compute_resmaps
-    from processing.metrics import image_auroc
-    from processing.postprocess import ResmapPostprocessor
-    from processing.finetuning import result_value_range
-    from processing.thresholds import max_component_level
+    from processing.data.images import scan_dataset
+    from processing.workflow.testing import finetuning_clear_border
+    from processing.maps.inference import compute_resmaps
+    from processing.evaluation.metrics import image_auroc
+    from processing.maps.postprocess import ResmapPostprocessor
+    from processing.workflow.finetuning import result_value_range
+    from processing.decision.thresholds import max_component_level
 
     model = bundle.load_bundle(model_folder)
     layout = scan_dataset(model.info["dataset"]["path"], require_test=True)
@@ -289,7 +289,7 @@ def final_line(run: dict) -> str:
 
 def benchmark(config: BenchmarkConfig) -> tuple[Path, dict]:
     """Run every configuration of the grid, save the JSON, return (its path, its content)."""
-    from processing.data import scan_dataset
+    from processing.data.images import scan_dataset
 
     specs = expand_grid(config)
     layout = scan_dataset(config.input_dir, require_test=True)

@@ -12,7 +12,7 @@ codes OR the autoencoder reconstructs it badly::
   5-fold cross-validated log-likelihood on those codes over a log grid, unless given. Stored
   beside the model as data (``density.npz``: codes, bandwidth, PCA mean/components; no pickles).
 * Error: the per-image mean of the float64 residual map of the chosen method ("ssim" or "l2",
-  :func:`processing.resmaps.calculate_resmaps`).
+  :func:`processing.maps.resmaps.calculate_resmaps`).
 * Thresholds: every validation image (defect-free, unseen in training) must stay normal, so the
   density threshold is at most the lowest validation log-density and the error threshold at least
   the highest validation error; among those candidates (each rule may also be switched off), the
@@ -414,8 +414,8 @@ def codes_and_errors(scorer, paths, color_mode: str, size: int, method: str, bat
     The error is the mean of the image's float64 residual map of `method` ('ssim' or 'l2').
     `scorer` is :func:`code_and_reconstruction_model` of the autoencoder.
     """
-    from processing.data import iter_batches
-    from processing.resmaps import calculate_resmaps
+    from processing.data.images import iter_batches
+    from processing.maps.resmaps import calculate_resmaps
 
     codes, errors = [], []
     with tqdm(total=len(paths), desc=desc, unit="img", disable=len(paths) < 4 * batch_size) as progress:
@@ -469,14 +469,14 @@ def density_for_model(model_bundle, scorer, config, train_files) -> tuple[Densit
 def finetune_kde(config) -> Path:
     """finetune.py --detector kde: fit/load the density, choose the two thresholds, write the result.
 
-    `config` is a :class:`processing.finetuning.FinetuneConfig`. Writes
+    `config` is a :class:`processing.workflow.finetuning.FinetuneConfig`. Writes
     results/.../finetuning/kde_<method>/finetuning_result.json; returns that folder.
     """
     from autoencoder import bundle
-    from processing import plots
-    from processing.data import scan_dataset
-    from processing.finetuning import RESULT_FILE, check_method_dtype, finetuning_dir
-    from processing.splits import stratified_finetune_split, validation_files
+    from processing.evaluation import plots
+    from processing.data.images import scan_dataset
+    from processing.workflow.finetuning import RESULT_FILE, check_method_dtype, finetuning_dir
+    from processing.data.splits import stratified_finetune_split, validation_files
 
     check_method_dtype(config.method, config.dtype)
     if config.dtype != "float64" or getattr(config, "smoothing_sigma", 0.0):
@@ -560,7 +560,7 @@ def evaluate_kde(model, layout, finetuning: dict, config) -> Path:
     type) and classification.csv; returns that folder.
     """
     from autoencoder import bundle
-    from processing.metrics import classification_metrics, image_auroc, metrics_by_defect_type
+    from processing.evaluation.metrics import classification_metrics, image_auroc, metrics_by_defect_type
 
     method = finetuning["method"]
     density_path = model.folder / DENSITY_FILE

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from processing.data import GOOD_CLASS, IMAGE_EXTENSIONS, DatasetError, writing_dataset
+from processing.data.images import GOOD_CLASS, IMAGE_EXTENSIONS, DatasetError, writing_dataset
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ import numpy as np
 import sklearn
 from sklearn.datasets import load_digits
 
-from processing.data import DatasetError, writing_dataset
+from processing.data.images import DatasetError, writing_dataset
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from typing import Iterator
 
 import numpy as np
 
-from processing.data import iter_batches
-from processing.resmaps import calculate_resmaps
+from processing.data.images import iter_batches
+from processing.maps.resmaps import calculate_resmaps
 
 
 @dataclass

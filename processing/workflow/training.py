@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -15,19 +15,14 @@ from autoencoder.callbacks import find_learning_rate
 from autoencoder.losses import check_loss_color, get_loss, get_metrics
 from autoencoder.models import get_architecture
 from autoencoder.training import fit_autoencoder
-from processing import plots
-from processing.data import (
-    load_images,
-    make_training_dataset,
-    scan_dataset,
-    split_train_validation,
-)
-from processing.inference import reconstruct
-from processing.resmaps import calculate_resmaps
+from processing.evaluation import plots
+from autoencoder.pipeline import make_training_dataset
+from processing.data.images import load_images, scan_dataset, split_train_validation
+from processing.workflow.adversarial_training import train_adversarial
+from processing.workflow.model_info import build_info, write_inspection_plots
 
 logger = logging.getLogger(__name__)
 
-RESMAP_METHOD_FOR_LOSS = {"ssim": "ssim", "mssim": "ssim", "l2": "l2"}
 # Adam diverges well below a rate of 1 on these models, so the sweep stops there; and when the
 # loss does not fall at all during the sweep (a long initial plateau), Adam's default rate is used.
 LR_FINDER_END = 1.0
@@ -96,8 +91,6 @@ def train(config: TrainConfig) -> Path:
     """Train, then write the model folder; return its path."""
     architecture, size, layout = validate_config(config)
     if config.adversarial:
-        from autoencoder.adversarial import train_adversarial
-
         return train_adversarial(config, architecture, size, layout)
     keras.utils.set_random_seed(config.seed)
 
@@ -180,66 +173,6 @@ def compile_model(model: keras.Model, config: TrainConfig) -> None:
         loss=get_loss(config.loss),
         metrics=get_metrics(config.loss, config.color_mode),
     )
-
-
-def build_info(config, architecture, size, layout, train_files, val_files, result, max_lr, finder, train_seconds, model_name, stamp, n_parameters) -> dict:
-    history = {key: [float(v) for v in values] for key, values in result.history.items()}
-    best = result.best_epoch - 1
-    return {
-        "created": stamp,
-        "command": bundle.command_line(),
-        "settings": asdict(config),
-        "dataset": {
-            "path": str(layout.root.resolve()),
-            "name": layout.root.name,
-            "validation_split": config.validation_split,
-            "seed": config.seed,
-            "n_train": len(train_files),
-            "n_validation": len(val_files),
-            "n_test": {name: len(files) for name, files in layout.test.items()},
-            "validation_files": [str(path.relative_to(layout.root)) for path in val_files],
-        },
-        "model": {
-            "architecture": architecture.name,
-            "file": model_name,
-            "color_mode": config.color_mode,
-            "image_size": size,
-            "channels": 1 if config.color_mode == "grayscale" else 3,
-            "value_range": list(architecture.value_range),
-            "preprocessing": architecture.preprocessing,
-            "has_bottleneck": architecture.has_bottleneck,
-            "parameters": int(n_parameters),
-        },
-        "training": {
-            "loss": config.loss,
-            "batch_size": config.batch_size,
-            "epochs_cap": config.epochs,
-            "epochs_run": result.epochs_run,
-            "best_epoch": result.best_epoch,
-            "lr_finder": finder is not None,
-            "lr_finder_suggestion": None if finder is None else finder.suggested_lr,
-            "max_lr": max_lr,
-            "base_lr": max_lr / 10,
-            "augment": config.augment,
-            "seconds": round(train_seconds, 1),
-            "best": {key: values[best] for key, values in history.items() if best < len(values)},
-        },
-        "versions": bundle.environment_versions(),
-    }
-
-
-def write_inspection_plots(model, config, size, layout, val_images, out_dir: Path, per_class: int = 8) -> None:
-    """Input, reconstruction and residual map for validation images and each test class."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    method = RESMAP_METHOD_FOR_LOSS[config.loss]
-    groups = {"validation": val_images[:per_class]}
-    for name, files in layout.test.items():
-        groups[f"test_{name}"] = load_images(files[:per_class], config.color_mode, size)
-    for name, images in groups.items():
-        reconstructions = reconstruct(model, images, per_class)
-        resmaps = calculate_resmaps(images, reconstructions, method=method, dtype="float64")
-        plots.plot_inspection(images, reconstructions, resmaps, out_dir / f"{name}.png")
-    logger.info("inspection plots in %s", out_dir)
 
 
 def config_from_args(args) -> TrainConfig:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from processing.data import MVTecLayout, split_train_validation
+from processing.data.images import MVTecLayout, split_train_validation
 
 
 def validation_files(layout: MVTecLayout, info: dict) -> list[Path]:

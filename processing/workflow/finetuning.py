@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from autoencoder import bundle
-from processing import plots
-from processing.data import scan_dataset
-from processing.inference import compute_resmaps
-from processing.postprocess import ResmapPostprocessor, check_normalization, check_sigma, fit_pixel_statistics, smooth_resmaps
-from processing.splits import stratified_finetune_split, validation_files
-from processing.segmentation import validate_clear_border
-from processing.thresholds import DEFAULT_MIN_AREAS, search_min_area_threshold
+from processing.evaluation import plots
+from processing.data.images import scan_dataset
+from processing.maps.inference import compute_resmaps
+from processing.maps.postprocess import ResmapPostprocessor, check_normalization, check_sigma, fit_pixel_statistics, smooth_resmaps
+from processing.data.splits import stratified_finetune_split, validation_files
+from processing.decision.segmentation import validate_clear_border
+from processing.decision.thresholds import DEFAULT_MIN_AREAS, search_min_area_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def finetune(config: FinetuneConfig) -> Path:
     if config.method is None:
         config = replace(config, method=method_for_model(config.path))
     if config.detector == "kde":
-        from processing.density import finetune_kde
+        from processing.decision.density import finetune_kde
 
         return finetune_kde(config)
     if config.detector != "segmentation":
@@ -156,7 +156,7 @@ def pixel_statistics(model: bundle.ModelBundle, layout, config: FinetuneConfig, 
     The validation images are kept out: they set the threshold, and standardising them with
     their own statistics would make them look cleaner than unseen images.
     """
-    from processing.data import split_train_validation
+    from processing.data.images import split_train_validation
 
     dataset = model.info["dataset"]
     train_files, _ = split_train_validation(layout.train_good, dataset["validation_split"], dataset["seed"])
@@ -178,7 +178,7 @@ def widened_range(*resmaps: np.ndarray) -> list[float]:
 
 def method_for_model(path) -> str:
     """The residual map that matches the loss a model was trained with (SSIM maps for SSIM losses, else L2)."""
-    from autoencoder.trainer import RESMAP_METHOD_FOR_LOSS
+    from autoencoder.losses import RESMAP_METHOD_FOR_LOSS
 
     folder, _ = bundle.resolve_model_path(path)
     loss = bundle.read_info(folder).get("settings", {}).get("loss", "ssim")
@@ -187,7 +187,7 @@ def method_for_model(path) -> str:
 
 def result_value_range(finetuning: dict) -> tuple[float, float]:
     """The range of a finetuning result's maps: recorded for standardised maps, else the method's own."""
-    from processing.resmaps import resmap_value_range
+    from processing.maps.resmaps import resmap_value_range
 
     if "value_range" in finetuning:
         return tuple(finetuning["value_range"])

@@ -14,19 +14,19 @@ import numpy as np
 from tqdm import tqdm
 
 from autoencoder import bundle
-from processing.data import check_masks, load_masks, read_image, scan_dataset
-from processing.finetuning import RESULT_FILE, check_method_dtype, finetuning_dir, result_value_range
-from processing.inference import iter_resmaps
-from processing.postprocess import ResmapPostprocessor
-from processing.metrics import (
+from processing.data.images import check_masks, load_masks, read_image, scan_dataset
+from processing.workflow.finetuning import RESULT_FILE, check_method_dtype, finetuning_dir, result_value_range
+from processing.maps.inference import iter_resmaps
+from processing.maps.postprocess import ResmapPostprocessor
+from processing.evaluation.metrics import (
     PixelMetricsAccumulator,
     classification_metrics,
     image_auroc,
     mask_iou,
     metrics_by_defect_type,
 )
-from processing.segmentation import segment, validate_clear_border
-from processing.thresholds import max_component_level
+from processing.decision.segmentation import segment, validate_clear_border
+from processing.decision.thresholds import max_component_level
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def evaluator(finetuning: dict):
     """The test function for a finetuning result's `detector` ("segmentation" when absent)."""
     detector = finetuning.get("detector", "segmentation")
     if detector == "kde":
-        from processing.density import evaluate_kde
+        from processing.decision.density import evaluate_kde
 
         return evaluate_kde
     if detector != "segmentation":
@@ -141,7 +141,7 @@ def evaluate(model: bundle.ModelBundle, layout, finetuning: dict, config: TestCo
 
         result = summarise(rows, ious, accumulators if has_masks else None, finetuning, config, seconds)
         if model.info.get("adversarial"):  # image scores of the adversarial autoencoder (latent likelihood + MSE)
-            from autoencoder.adversarial import adversarial_test_metrics
+            from processing.workflow.adversarial_training import adversarial_test_metrics
 
             result |= adversarial_test_metrics(model, files, [row["truth"] for row in rows], config.batch_size)
         write_classification_csv(staging / "classification.csv", rows)

@@ -1,6 +1,6 @@
 """Fast (min_area, threshold) search used by finetuning, and the continuous image score.
 
-Everything follows the decision rule of :mod:`processing.segmentation`: pixels with
+Everything follows the decision rule of :mod:`processing.decision.segmentation`: pixels with
 ``resmap > threshold`` (strictly greater), 8-connected components, border components
 dropped (unless ``clear_border=False``), image defective when a remaining component
 has area ``>= min_area``. With ``clear_border=False`` the algorithm below runs
@@ -45,7 +45,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from tqdm import tqdm
 
-from processing.segmentation import (
+from processing.decision.segmentation import (
     largest_component_areas,
     validate_clear_border,
     validate_min_area,

@@ -26,7 +26,7 @@ import numpy as np
 import skimage
 import skimage.data
 
-from processing.data import DatasetError, writing_dataset
+from processing.data.images import DatasetError, writing_dataset
 
 logger = logging.getLogger(__name__)
 

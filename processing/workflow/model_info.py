@@ -1,0 +1,76 @@
+"""What every training run writes beside its model: the info.json record and the inspection plots."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+from autoencoder import bundle
+from autoencoder.losses import RESMAP_METHOD_FOR_LOSS
+from processing.data.images import load_images
+from processing.evaluation import plots
+from processing.maps.inference import reconstruct
+from processing.maps.resmaps import calculate_resmaps
+
+logger = logging.getLogger(__name__)
+
+
+def build_info(config, architecture, size, layout, train_files, val_files, result, max_lr, finder, train_seconds, model_name, stamp, n_parameters) -> dict:
+    history = {key: [float(v) for v in values] for key, values in result.history.items()}
+    best = result.best_epoch - 1
+    return {
+        "created": stamp,
+        "command": bundle.command_line(),
+        "settings": asdict(config),
+        "dataset": {
+            "path": str(layout.root.resolve()),
+            "name": layout.root.name,
+            "validation_split": config.validation_split,
+            "seed": config.seed,
+            "n_train": len(train_files),
+            "n_validation": len(val_files),
+            "n_test": {name: len(files) for name, files in layout.test.items()},
+            "validation_files": [str(path.relative_to(layout.root)) for path in val_files],
+        },
+        "model": {
+            "architecture": architecture.name,
+            "file": model_name,
+            "color_mode": config.color_mode,
+            "image_size": size,
+            "channels": 1 if config.color_mode == "grayscale" else 3,
+            "value_range": list(architecture.value_range),
+            "preprocessing": architecture.preprocessing,
+            "has_bottleneck": architecture.has_bottleneck,
+            "parameters": int(n_parameters),
+        },
+        "training": {
+            "loss": config.loss,
+            "batch_size": config.batch_size,
+            "epochs_cap": config.epochs,
+            "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch,
+            "lr_finder": finder is not None,
+            "lr_finder_suggestion": None if finder is None else finder.suggested_lr,
+            "max_lr": max_lr,
+            "base_lr": max_lr / 10,
+            "augment": config.augment,
+            "seconds": round(train_seconds, 1),
+            "best": {key: values[best] for key, values in history.items() if best < len(values)},
+        },
+        "versions": bundle.environment_versions(),
+    }
+
+
+def write_inspection_plots(model, config, size, layout, val_images, out_dir: Path, per_class: int = 8) -> None:
+    """Input, reconstruction and residual map for validation images and each test class."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    method = RESMAP_METHOD_FOR_LOSS[config.loss]
+    groups = {"validation": val_images[:per_class]}
+    for name, files in layout.test.items():
+        groups[f"test_{name}"] = load_images(files[:per_class], config.color_mode, size)
+    for name, images in groups.items():
+        reconstructions = reconstruct(model, images, per_class)
+        resmaps = calculate_resmaps(images, reconstructions, method=method, dtype="float64")
+        plots.plot_inspection(images, reconstructions, resmaps, out_dir / f"{name}.png")
+    logger.info("inspection plots in %s", out_dir)
