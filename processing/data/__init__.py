@@ -1,0 +1,1 @@
+"""Datasets: the MVTec layout (images.py), the splits every script agrees on (splits.py), and generated datasets (demo.py, digits.py, split_dataset.py)."""

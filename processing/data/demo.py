@@ -15,7 +15,6 @@ is exactly the set of pixels the defect changed.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field

@@ -1,0 +1,1 @@
+"""Decision rules: segmentation of maps (segmentation.py), the (min_area, threshold) search (thresholds.py), the latent kernel density (density.py)."""

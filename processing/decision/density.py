@@ -18,20 +18,23 @@ codes OR the autoencoder reconstructs it badly::
   the highest validation error; among those candidates (each rule may also be switched off), the
   finetuning subset of the test set picks the pair with the best balanced accuracy.
 
-finetune.py --detector kde runs :func:`finetune_kde` (it fits density.npz into the model folder
-when missing); test.py applies the result with :func:`evaluate_kde`.
+The detector built on these functions is ``processing.detectors.kde.KDEDetector``
+(finetune.py --detector kde).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from autoencoder.models import BOTTLENECK_LAYER
+from processing.data.images import iter_batches
+from processing.maps.resmaps import calculate_resmaps
 
 logger = logging.getLogger(__name__)
 
@@ -397,8 +400,6 @@ def code_and_reconstruction_model(model):
     """A keras.Model mapping images to [bottleneck code, reconstruction]; ValueError without a bottleneck."""
     import keras
 
-    from autoencoder.models import BOTTLENECK_LAYER
-
     names = {layer.name for layer in model.layers}
     if BOTTLENECK_LAYER not in names:
         raise ValueError(
@@ -408,235 +409,30 @@ def code_and_reconstruction_model(model):
     return keras.Model(model.inputs, [model.get_layer(BOTTLENECK_LAYER).output, model.output])
 
 
-def codes_and_errors(scorer, paths, color_mode: str, size: int, method: str, batch_size: int = 16, desc: str = "encoding"):
-    """Flattened codes (N, D) float64 and reconstruction errors (N,) float64 of image files.
+def batch_codes_and_errors(scorer, images: np.ndarray, method: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flattened codes (N, D) float64 and reconstruction errors (N,) float64 of one batch of model inputs.
 
     The error is the mean of the image's float64 residual map of `method` ('ssim' or 'l2').
     `scorer` is :func:`code_and_reconstruction_model` of the autoencoder.
     """
-    from processing.data.images import iter_batches
-    from processing.maps.resmaps import calculate_resmaps
+    n = len(images)
+    padded = images
+    if n < batch_size:  # one input shape, so the graph is traced once
+        padded = np.concatenate([images, np.zeros((batch_size - n, *images.shape[1:]), images.dtype)])
+    code, reconstruction = scorer.predict_on_batch(padded)
+    resmaps = calculate_resmaps(images, np.asarray(reconstruction, dtype=np.float32)[:n], method=method, dtype="float64")
+    return flatten_codes(np.asarray(code)[:n]), resmaps.reshape(n, -1).mean(axis=1)
 
+
+def codes_and_errors(scorer, paths, color_mode: str, size: int, method: str, batch_size: int = 16, desc: str = "encoding"):
+    """:func:`batch_codes_and_errors` of image files, batch by batch: (N, D) codes and (N,) errors."""
     codes, errors = [], []
     with tqdm(total=len(paths), desc=desc, unit="img", disable=len(paths) < 4 * batch_size) as progress:
-        for batch_paths, images in iter_batches(paths, color_mode, size, batch_size):
-            n = len(images)
-            padded = images
-            if n < batch_size:  # one input shape, so the graph is traced once
-                padded = np.concatenate([images, np.zeros((batch_size - n, *images.shape[1:]), images.dtype)])
-            code, reconstruction = scorer.predict_on_batch(padded)
-            codes.append(flatten_codes(np.asarray(code)[:n]))
-            resmaps = calculate_resmaps(images, np.asarray(reconstruction, dtype=np.float32)[:n], method=method, dtype="float64")
-            errors.append(resmaps.reshape(n, -1).mean(axis=1))
-            progress.update(n)
+        for _, images in iter_batches(paths, color_mode, size, batch_size):
+            code, error = batch_codes_and_errors(scorer, images, method, batch_size)
+            codes.append(code)
+            errors.append(error)
+            progress.update(len(images))
     if not codes:
         return np.zeros((0, 0)), np.zeros(0)
     return np.concatenate(codes), np.concatenate(errors)
-
-
-# --------------------------------------------------------------------------------------------
-# finetune.py --detector kde and test.py
-# --------------------------------------------------------------------------------------------
-
-
-def density_for_model(model_bundle, scorer, config, train_files) -> tuple[DensityModel, bool]:
-    """The model folder's density.npz, fitted on the training codes and written when missing
-    (or when config.refit_density). Returns (density, fitted_now)."""
-    path = model_bundle.folder / DENSITY_FILE
-    if path.is_file() and not config.refit_density:
-        density, metadata = load_density(path)
-        if metadata.get("model_file") not in (None, model_bundle.model_file.name):
-            raise ValueError(f"{path} was fitted for {metadata['model_file']}, not {model_bundle.model_file.name}; pass --refit-density")
-        wanted_pca = config.pca_components or 0
-        stored_pca = density.pca_components.shape[0]
-        if (config.bandwidth is not None and not np.isclose(config.bandwidth, density.bandwidth)) or (
-            config.pca_components is not None and wanted_pca != stored_pca
-        ):
-            raise ValueError(
-                f"{path} holds bandwidth {density.bandwidth:.4g} with {stored_pca} PCA components; "
-                "pass --refit-density to refit it with the given --bandwidth/--pca-components"
-            )
-        logger.info("density model %s: %d codes, bandwidth %.4g", path, len(density.codes), density.bandwidth)
-        return density, False
-    color_mode, size = model_bundle.info["model"]["color_mode"], model_bundle.info["model"]["image_size"]
-    codes, _ = codes_and_errors(scorer, train_files, color_mode, size, config.method, config.batch_size, desc="encoding train/good")
-    density = fit_density(codes, config.bandwidth, config.pca_components, seed=config.seed)
-    save_density(path, density, {"model_file": model_bundle.model_file.name, "n_train_images": len(train_files)})
-    logger.info("density model of %d training codes written to %s", len(codes), path)
-    return density, True
-
-
-def finetune_kde(config) -> Path:
-    """finetune.py --detector kde: fit/load the density, choose the two thresholds, write the result.
-
-    `config` is a :class:`processing.workflow.finetuning.FinetuneConfig`. Writes
-    results/.../finetuning/kde_<method>/finetuning_result.json; returns that folder.
-    """
-    from autoencoder import bundle
-    from processing.evaluation import plots
-    from processing.data.images import scan_dataset
-    from processing.workflow.finetuning import RESULT_FILE, check_method_dtype, finetuning_dir
-    from processing.data.splits import stratified_finetune_split, validation_files
-
-    check_method_dtype(config.method, config.dtype)
-    if config.dtype != "float64" or getattr(config, "smoothing_sigma", 0.0):
-        logger.warning("--detector kde uses the mean of the float64 %s residual map: --dtype/--smoothing are ignored", config.method)
-    model = bundle.load_bundle(config.path)
-    scorer = code_and_reconstruction_model(model.model)
-    layout = scan_dataset(model.info["dataset"]["path"], require_test=True)
-    color_mode, size = model.info["model"]["color_mode"], model.info["model"]["image_size"]
-
-    val_files = validation_files(layout, model.info)
-    held_out = set(val_files)
-    train_files = [path for path in layout.train_good if path not in held_out]
-    finetune_pairs, _ = stratified_finetune_split(layout.test_files(), config.finetune_split, config.seed)
-    finetune_files = [path for path, _ in finetune_pairs]
-    labels = np.array([name != "good" for _, name in finetune_pairs])
-
-    started = time.perf_counter()
-    density, fitted_now = density_for_model(model, scorer, config, train_files)
-    val_codes, val_error = codes_and_errors(scorer, val_files, color_mode, size, config.method, config.batch_size, desc="validation")
-    ft_codes, ft_error = codes_and_errors(scorer, finetune_files, color_mode, size, config.method, config.batch_size, desc="finetuning")
-    val_log_density = density.log_density(val_codes)
-    ft_log_density = density.log_density(ft_codes)
-    search = search_dual_thresholds(val_log_density, val_error, ft_log_density, ft_error, labels)
-    seconds = time.perf_counter() - started
-    logger.info(
-        "kde_%s: density_threshold=%s error_threshold=%s balanced accuracy=%.3f (%.1f s)",
-        config.method, threshold_to_json(search.best_density_threshold), threshold_to_json(search.best_error_threshold),
-        search.best_score, seconds,
-    )
-
-    out_dir = finetuning_dir(model, DETECTOR, config.method, config.results_root)
-    result = {
-        "detector": DETECTOR,
-        "model": str(model.model_file),
-        "method": config.method,
-        "dtype": "float64",
-        "error": f"mean of the {config.method} residual map",
-        "density_file": str(model.folder / DENSITY_FILE),
-        "density_fitted_now": fitted_now,
-        "bandwidth": density.bandwidth,
-        "pca_components": int(density.pca_components.shape[0]),
-        "n_train_codes": len(density.codes),
-        "code_length": density.n_features,
-        "density_threshold": threshold_to_json(search.best_density_threshold),
-        "error_threshold": threshold_to_json(search.best_error_threshold),
-        "best_score": search.best_score,
-        "best_tpr": search.best_tpr,
-        "best_tnr": search.best_tnr,
-        "validation_min_log_density": float(val_log_density.min()),
-        "validation_max_error": float(val_error.max()),
-        "finetune_split": config.finetune_split,
-        "seed": config.seed,
-        "n_validation": len(val_files),
-        "n_finetune": len(finetune_files),
-        "finetuning_files": [str(path.relative_to(layout.root)) for path in finetune_files],
-        "finetuning_scores": {
-            "log_density": ft_log_density.tolist(),
-            "error": ft_error.tolist(),
-            "label": labels.astype(int).tolist(),
-        },
-        "settings": vars(config) | {"command": bundle.command_line()},
-        "seconds": round(seconds, 2),
-    }
-    with bundle.staging_folder(out_dir, replace=True) as staging:
-        bundle.write_json(staging / RESULT_FILE, result)
-        groups = {
-            "validation": (val_log_density, val_error),
-            "finetuning good": (ft_log_density[~labels], ft_error[~labels]),
-            "finetuning defective": (ft_log_density[labels], ft_error[labels]),
-        }
-        plots.plot_density_error_scatter(groups, search.best_density_threshold, search.best_error_threshold, staging / "density_vs_error.png")
-    logger.info("finetuning result in %s", out_dir)
-    return out_dir
-
-
-def evaluate_kde(model, layout, finetuning: dict, config) -> Path:
-    """test.py for a kde finetuning result: classify the held-out test images with the OR rule.
-
-    Writes results/.../test/kde_<method>/test_result.json (decision metrics of the combined rule,
-    image_auroc_density of -log density alone, image_auroc_error of the error alone, per defect
-    type) and classification.csv; returns that folder.
-    """
-    from autoencoder import bundle
-    from processing.evaluation.metrics import classification_metrics, image_auroc, metrics_by_defect_type
-
-    method = finetuning["method"]
-    density_path = model.folder / DENSITY_FILE
-    if not density_path.is_file():
-        raise DensityFileError(
-            f"{density_path} not found: the kde finetuning result needs the model's density file; "
-            f"run finetune.py -p {model.folder} --detector kde"
-        )
-    density, _ = load_density(density_path)
-    density_threshold = threshold_from_json(finetuning["density_threshold"], -np.inf)
-    error_threshold = threshold_from_json(finetuning["error_threshold"], np.inf)
-    scorer = code_and_reconstruction_model(model.model)
-    color_mode, size = model.info["model"]["color_mode"], model.info["model"]["image_size"]
-    if config.save_segmentation:
-        logger.warning("kde_%s: the kde detector classifies whole images; no segmentation masks are written", method)
-
-    tuned_on = set(finetuning["finetuning_files"])
-    pairs = [
-        (path, name)
-        for path, name in layout.test_files()
-        if config.include_finetune or str(path.relative_to(layout.root)) not in tuned_on
-    ]
-    files = [path for path, _ in pairs]
-    types = np.array([name for _, name in pairs])
-    truth = types != "good"
-    logger.info("kde_%s: testing %d images", method, len(files))
-
-    started = time.perf_counter()
-    codes, error = codes_and_errors(scorer, files, color_mode, size, method, config.batch_size, desc=f"test kde_{method}")
-    log_density = density.log_density(codes, progress=True)
-    by_density = log_density < density_threshold
-    by_error = error > error_threshold
-    predicted = by_density | by_error
-    seconds = time.perf_counter() - started
-
-    per_type = metrics_by_defect_type(types, truth, -log_density, predicted)
-    for name, metrics in per_type.items():
-        metrics["image_auroc_density"] = metrics.pop("image_auroc")
-        keep = (types == "good") | (types == name)
-        metrics["image_auroc_error"] = image_auroc(truth[keep], error[keep])
-    result = {
-        "detector": DETECTOR,
-        "method": method,
-        "density_threshold": finetuning["density_threshold"],
-        "error_threshold": finetuning["error_threshold"],
-        "n_images": len(files),
-        "n_defective": int(truth.sum()),
-        "include_finetune": config.include_finetune,
-        **classification_metrics(truth, predicted),
-        "image_auroc_density": image_auroc(truth, -log_density),
-        "image_auroc_error": image_auroc(truth, error),
-        "flagged_by_density": int(by_density.sum()),
-        "flagged_by_error": int(by_error.sum()),
-        "per_defect_type": per_type,
-        "seconds": round(seconds, 2),
-        "ms_per_image": round(1000 * seconds / max(len(files), 1), 2),
-        "settings": vars(config) | {"command": bundle.command_line()},
-    }
-    out_dir = model.results_dir(config.results_root) / "test" / f"{DETECTOR}_{method}"
-    with bundle.staging_folder(out_dir, replace=True) as staging:
-        write_kde_classification_csv(staging / "classification.csv", layout, files, types, log_density, error, by_density, by_error)
-        bundle.write_json(staging / "test_result.json", result)
-    logger.info(
-        "kde_%s: balanced_accuracy=%.3f tpr=%.3f tnr=%.3f image_auroc_density=%.3f image_auroc_error=%.3f (%.1f ms/image)",
-        method, result["balanced_accuracy"], result["tpr"], result["tnr"], result["image_auroc_density"],
-        result["image_auroc_error"], result["ms_per_image"],
-    )
-    return out_dir
-
-
-def write_kde_classification_csv(path, layout, files, types, log_density, error, by_density, by_error) -> None:
-    import csv
-
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "defect_type", "truth", "prediction", "log_density", "error", "by_density", "by_error"])
-        for row in zip(files, types, log_density, error, by_density, by_error):
-            file, name, ld, err, d, e = row
-            writer.writerow([file.relative_to(layout.root), name, int(name != "good"), int(d or e), repr(float(ld)), repr(float(err)), int(d), int(e)])

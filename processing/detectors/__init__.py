@@ -1,0 +1,18 @@
+"""Detectors: ways of turning a trained model's output into decisions (see base.py).
+
+Importing this package registers the built-in detectors: ``segmentation`` (residual maps,
+min-area/threshold) and ``kde`` (latent density OR reconstruction error).
+"""
+
+from processing.detectors import segmentation, kde  # noqa: F401  (in this order: the default first)
+from processing.detectors.base import (  # noqa: F401
+    Decisions,
+    Detector,
+    FinetuneConfig,
+    FinetuneData,
+    Scores,
+    available_detectors,
+    detector_of_result,
+    get_detector,
+    register_detector,
+)

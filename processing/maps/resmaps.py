@@ -265,6 +265,14 @@ def _check_method_dtype(method: str, dtype: str) -> None:
         raise ValueError(f"resmap dtype {dtype!r}: expected one of {', '.join(RESMAP_DTYPES)}")
 
 
+def check_method_dtype(method: str, dtype: str) -> None:
+    """The --method/--dtype flags of finetune.py and test.py: one line naming the flag when wrong."""
+    if method not in RESMAP_METHODS:
+        raise ValueError(f"--method {method!r}: expected one of {', '.join(RESMAP_METHODS)}")
+    if dtype not in RESMAP_DTYPES:
+        raise ValueError(f"--dtype {dtype!r}: expected one of {', '.join(RESMAP_DTYPES)}")
+
+
 def resmap_value_range(method: str, dtype: str = "float64") -> tuple[float, float] | tuple[int, int]:
     """The (min, max) values maps from ``calculate_resmaps(..., method, dtype)`` can take.
 

@@ -1,4 +1,4 @@
-"""Benchmark configurations end to end: train, finetune and test each one, then compare them.
+"""benchmark.py: train, finetune and test each configuration end to end, then compare them.
 
 Every configuration (architecture x loss x image size) goes through the same library calls the
 scripts make (:func:`processing.workflow.training.train`, :func:`processing.workflow.finetuning.finetune`,
@@ -197,17 +197,12 @@ def _nan_to_low(value) -> float:
 def finetuning_image_auroc(model_folder: str | Path, finetuning: dict, finetune_dir: str | Path, batch_size: int = 16) -> float:
     """Image AUROC on the finetuning subset, with the image score test.py uses.
 
-    The maps of the finetuning images are made as finetuning made them (method, dtype, smoothing)
-    and scored with ``max_component_level`` at the chosen min_area and with the finetuning's border
-    rule (``clear_border``); NaN when the subset holds a single class.
+    The finetuning images are scored by the result's own detector, exactly as test.py scores the
+    test images; NaN when the subset holds a single class.
     """
-    from processing.data.images import scan_dataset
-    from processing.workflow.testing import finetuning_clear_border
-    from processing.maps.inference import compute_resmaps
+    from processing.data.images import iter_batches, scan_dataset
+    from processing.detectors import detector_of_result
     from processing.evaluation.metrics import image_auroc
-    from processing.maps.postprocess import ResmapPostprocessor
-    from processing.workflow.finetuning import result_value_range
-    from processing.decision.thresholds import max_component_level
 
     model = bundle.load_bundle(model_folder)
     layout = scan_dataset(model.info["dataset"]["path"], require_test=True)
@@ -215,16 +210,13 @@ def finetuning_image_auroc(model_folder: str | Path, finetuning: dict, finetune_
     labels = np.array([Path(name).parent.name != "good" for name in finetuning["finetuning_files"]])
     if labels.all() or not labels.any():
         return math.nan
-    method, dtype = finetuning["method"], finetuning["dtype"]
-    resmaps = compute_resmaps(
-        model.model, files, model.info["model"]["color_mode"], model.info["model"]["image_size"], method, dtype, batch_size
-    )
-    resmaps = ResmapPostprocessor.from_finetuning(finetune_dir, finetuning)(resmaps)
-    empty = float(result_value_range(finetuning)[0]) - 1.0
-    scores = max_component_level(
-        resmaps, int(finetuning["best_min_area"]), empty_score=empty, clear_border=finetuning_clear_border(finetuning)
-    )
-    return float(image_auroc(labels, scores))
+    detector = detector_of_result(finetuning).load(model, Path(finetune_dir), finetuning, batch_size)
+    info = model.info["model"]
+    scores = [
+        detector.score(images).image_scores
+        for _, images in iter_batches(files, info["color_mode"], info["image_size"], batch_size)
+    ]
+    return float(image_auroc(labels, np.concatenate(scores)))
 
 
 def selection_key(run: dict) -> tuple[float, float]:

@@ -1,4 +1,5 @@
-"""Classify and segment the held-out test images with a finetuned model (what test.py runs)."""
+"""test.py: classify and segment the held-out test images with every finetuning result of a model,
+through the detector interface (processing/detectors/)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,9 @@ import numpy as np
 from tqdm import tqdm
 
 from autoencoder import bundle
-from processing.data.images import check_masks, load_masks, read_image, scan_dataset
-from processing.workflow.finetuning import RESULT_FILE, check_method_dtype, finetuning_dir, result_value_range
-from processing.maps.inference import iter_resmaps
-from processing.maps.postprocess import ResmapPostprocessor
+from processing.data.images import check_masks, iter_batches, load_masks, read_image, scan_dataset
+from processing.detectors.base import RESULT_FILE, Detector, detector_of_result, finetuning_root
+from processing.maps.resmaps import check_method_dtype
 from processing.evaluation.metrics import (
     PixelMetricsAccumulator,
     classification_metrics,
@@ -25,8 +25,7 @@ from processing.evaluation.metrics import (
     mask_iou,
     metrics_by_defect_type,
 )
-from processing.decision.segmentation import segment, validate_clear_border
-from processing.decision.thresholds import max_component_level
+from processing.workflow.adversarial_training import adversarial_test_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +45,9 @@ class TestConfig:
     results_root: str = "results"
 
 
-def finetuning_results(model: bundle.ModelBundle, config: TestConfig) -> list[dict]:
-    """The finetuning results of `model` that `config` selects; errors when there are none."""
-    root = model.results_dir(config.results_root) / "finetuning"
+def finetuning_results(model: bundle.ModelBundle, config: TestConfig) -> list[tuple[Path, dict]]:
+    """The finetuning folders of `model` that `config` selects, with their results; errors when there are none."""
+    root = finetuning_root(model, config.results_root)
     pattern = f"{config.method or '*'}_{config.dtype or '*'}"
     files = sorted(root.glob(f"{pattern}/{RESULT_FILE}"))
     if not files:
@@ -56,7 +55,15 @@ def finetuning_results(model: bundle.ModelBundle, config: TestConfig) -> list[di
         raise ValueError(
             f"no finetuning result{wanted} in {root}: run finetune.py -p {model.folder} first"
         )
-    return [json.loads(path.read_text()) for path in files]
+    return [(path.parent, json.loads(path.read_text())) for path in files]
+
+
+def load_detectors(model: bundle.ModelBundle, config: TestConfig) -> list[Detector]:
+    """The detector of every finetuning result `config` selects."""
+    return [
+        detector_of_result(result).load(model, folder, result, config.batch_size)
+        for folder, result in finetuning_results(model, config)
+    ]
 
 
 def test(config: TestConfig) -> list[Path]:
@@ -66,93 +73,78 @@ def test(config: TestConfig) -> list[Path]:
     model = bundle.load_bundle(config.path)
     layout = scan_dataset(model.info["dataset"]["path"], require_test=True)
     check_masks(layout)
-    return [evaluator(result)(model, layout, result, config) for result in finetuning_results(model, config)]
+    return [evaluate(detector, layout, config) for detector in load_detectors(model, config)]
 
 
-def evaluator(finetuning: dict):
-    """The test function for a finetuning result's `detector` ("segmentation" when absent)."""
-    detector = finetuning.get("detector", "segmentation")
-    if detector == "kde":
-        from processing.decision.density import evaluate_kde
-
-        return evaluate_kde
-    if detector != "segmentation":
-        raise ValueError(f"finetuning result for {finetuning.get('model')}: unknown detector {detector!r}")
-    return evaluate
-
-
-def evaluate(model: bundle.ModelBundle, layout, finetuning: dict, config: TestConfig) -> Path:
-    method, dtype = finetuning["method"], finetuning["dtype"]
-    min_area, threshold = int(finetuning["best_min_area"]), float(finetuning["best_threshold"])
-    clear_border = finetuning_clear_border(finetuning)
-    # The post-processing the threshold was found with (smoothing, per-pixel normalisation).
-    postprocess = ResmapPostprocessor.from_finetuning(finetuning_dir(model, method, dtype, config.results_root), finetuning)
+def evaluate(detector: Detector, layout, config: TestConfig) -> Path:
+    """Classify (and segment) the test images outside the detector's finetuning subset; write
+    test_result.json, classification.csv and, with config.save_segmentation, masks and overlays."""
+    model = detector.model
+    name = detector.result_name(detector.result)
     color_mode = model.info["model"]["color_mode"]
     size = model.info["model"]["image_size"]
-
-    tuned_on = set(finetuning["finetuning_files"])
+    tuned_on = detector.tuned_on
     pairs = [
-        (path, name)
-        for path, name in layout.test_files()
+        (path, kind)
+        for path, kind in layout.test_files()
         if config.include_finetune or str(path.relative_to(layout.root)) not in tuned_on
     ]
-    classes = {path: name for path, name in pairs}
+    classes = {path: kind for path, kind in pairs}
     files = [path for path, _ in pairs]
+    settings = detector.test_settings()
     logger.info(
-        "%s_%s: testing %d images (min_area=%d, threshold=%.4g%s)%s",
-        method, dtype, len(files), min_area, threshold, "" if clear_border else ", border components kept",
+        "%s: testing %d images (%s)%s", name, len(files), ", ".join(f"{k}={v}" for k, v in settings.items() if k != "detector"),
         " including the finetuning subset" if config.include_finetune else "",
     )
-
-    value_range = result_value_range(finetuning)
-    no_defect_score = float(value_range[0]) - 1.0  # below every real score: no component of min_area at any threshold
-    accumulators = {"all": PixelMetricsAccumulator(value_range)}
-    accumulators |= {name: PixelMetricsAccumulator(value_range) for name in layout.defect_types}
+    value_range = detector.map_value_range
+    accumulators = None
     has_masks = any(layout.mask_path(path) is not None for path in files if classes[path] != "good")
+    if value_range is not None and has_masks:
+        accumulators = {"all": PixelMetricsAccumulator(value_range)}
+        accumulators |= {kind: PixelMetricsAccumulator(value_range) for kind in layout.defect_types}
+    if config.save_segmentation and value_range is None:
+        logger.warning("%s: the %s detector classifies whole images; no segmentation masks are written", name, detector.name)
 
-    rows, ious = [], []
-    out_dir = model.results_dir(config.results_root) / "test" / f"{method}_{dtype}"
+    rows, ious, columns = [], [], {}
+    out_dir = model.results_dir(config.results_root) / "test" / name
     started = time.perf_counter()
     with bundle.staging_folder(out_dir, replace=True) as staging:
-        batches = iter_resmaps(model.model, files, color_mode, size, method, dtype, config.batch_size)
-        with tqdm(total=len(files), desc=f"test {method}_{dtype}", unit="img") as progress:
-            for batch in batches:
-                resmaps = postprocess(batch.resmaps)
-                predicted = segment(resmaps, threshold, min_area, clear_border=clear_border)
-                scores = max_component_level(resmaps, min_area, empty_score=no_defect_score, clear_border=clear_border)
-                names = [classes[path] for path in batch.paths]
-                truth = truth_masks(layout, batch.paths, names, size)
-                if has_masks:
-                    update_pixel_metrics(accumulators, resmaps, truth, names)
-                for path, name, mask_pred, mask_true, score in zip(batch.paths, names, predicted, truth, scores):
+        with tqdm(total=len(files), desc=f"test {name}", unit="img") as progress:
+            for batch_paths, images in iter_batches(files, color_mode, size, config.batch_size):
+                scores = detector.score(images)
+                decisions = detector.decide(scores)
+                kinds = [classes[path] for path in batch_paths]
+                truth = truth_masks(layout, batch_paths, kinds, size)
+                if accumulators is not None and scores.maps is not None:
+                    update_pixel_metrics(accumulators, scores.maps, truth, kinds)
+                batch_columns = scores.columns | decisions.columns
+                for key, values in batch_columns.items():
+                    columns.setdefault(key, []).extend(np.asarray(values).tolist())
+                for i, (path, kind) in enumerate(zip(batch_paths, kinds)):
                     rows.append({
                         "file": str(path.relative_to(layout.root)),
-                        "defect_type": name,
-                        "truth": int(name != "good"),
-                        "prediction": int(mask_pred.any()),
-                        "score": float(score),
+                        "defect_type": kind,
+                        "truth": int(kind != "good"),
+                        "prediction": int(decisions.defective[i]),
+                        "score": float(scores.image_scores[i]),
                     })
-                    if name != "good" and layout.mask_path(path) is not None:
-                        ious.append(float(mask_iou(mask_pred[None], mask_true[None])[0]))
+                    if decisions.masks is None:
+                        continue
+                    if kind != "good" and layout.mask_path(path) is not None:
+                        ious.append(float(mask_iou(decisions.masks[i][None], truth[i][None])[0]))
                     if config.save_segmentation:
-                        write_segmentation(staging / "segmentation" / name, path, mask_pred, layout.mask_path(path), color_mode)
-                progress.update(len(batch.paths))
+                        write_segmentation(staging / "segmentation" / kind, path, decisions.masks[i], layout.mask_path(path), color_mode)
+                progress.update(len(batch_paths))
         seconds = time.perf_counter() - started
 
-        result = summarise(rows, ious, accumulators if has_masks else None, finetuning, config, seconds)
+        columns = {key: np.asarray(values) for key, values in columns.items()}
+        result = summarise(detector, rows, columns, ious, accumulators, config, seconds)
         if model.info.get("adversarial"):  # image scores of the adversarial autoencoder (latent likelihood + MSE)
-            from processing.workflow.adversarial_training import adversarial_test_metrics
-
             result |= adversarial_test_metrics(model, files, [row["truth"] for row in rows], config.batch_size)
-        write_classification_csv(staging / "classification.csv", rows)
+        write_classification_csv(staging / "classification.csv", rows, columns)
         bundle.write_json(staging / TEST_RESULT_FILE, result)
-    log_summary(method, dtype, result)
+    logger.info("%s: %s (%.1f ms/image)", name, detector.summary_line(result), result["ms_per_image"])
     return out_dir
-
-
-def finetuning_clear_border(finetuning: dict) -> bool:
-    """Whether the finetuning result dropped border components (True for results older than the flag)."""
-    return validate_clear_border(finetuning.get("clear_border", True), f"finetuning result {finetuning.get('model')}: clear_border")
 
 
 def truth_masks(layout, paths, names, size) -> np.ndarray:
@@ -180,37 +172,34 @@ def update_pixel_metrics(accumulators, resmaps, truth, names) -> None:
             accumulator.update(truth[keep], scores[keep])
 
 
-def summarise(rows, ious, accumulators, finetuning, config, seconds) -> dict:
+def summarise(detector: Detector, rows, columns, ious, accumulators, config, seconds) -> dict:
     truth = np.array([row["truth"] for row in rows], dtype=bool)
     predicted = np.array([row["prediction"] for row in rows], dtype=bool)
     scores = np.array([row["score"] for row in rows], dtype=float)
     types = np.array([row["defect_type"] for row in rows])
+    extra, extra_per_type = detector.extra_metrics(truth, types, columns)
     result = {
-        "method": finetuning["method"],
-        "dtype": finetuning["dtype"],
-        "min_area": int(finetuning["best_min_area"]),
-        "threshold": float(finetuning["best_threshold"]),
-        "smoothing_sigma": float(finetuning.get("smoothing_sigma", 0.0)),
-        "clear_border": finetuning_clear_border(finetuning),
-        "normalize": finetuning.get("normalize", "none"),
+        **detector.test_settings(),
         "n_images": len(rows),
         "n_defective": int(truth.sum()),
         "include_finetune": config.include_finetune,
         **classification_metrics(truth, predicted),
-        "image_auroc": image_auroc(truth, scores),
+        detector.score_key: image_auroc(truth, scores),
     }
     if accumulators is not None:
         overall = accumulators["all"].result()
         result["pixel_auroc"] = overall["pixel_auroc"]
         result["aupro"] = overall["aupro"]
         result["mean_iou"] = float(np.nanmean(ious)) if ious else float("nan")
+    result |= extra
     per_type = metrics_by_defect_type(types, truth, scores, predicted)
-    if accumulators is not None:
-        for name, metrics in per_type.items():
-            if name in accumulators:
-                pixel = accumulators[name].result()
-                metrics["pixel_auroc"] = pixel["pixel_auroc"]
-                metrics["aupro"] = pixel["aupro"]
+    for name, metrics in per_type.items():
+        metrics[detector.score_key] = metrics.pop("image_auroc")
+        metrics |= extra_per_type.get(name, {})
+        if accumulators is not None and name in accumulators:
+            pixel = accumulators[name].result()
+            metrics["pixel_auroc"] = pixel["pixel_auroc"]
+            metrics["aupro"] = pixel["aupro"]
     result["per_defect_type"] = per_type
     result["seconds"] = round(seconds, 2)
     result["ms_per_image"] = round(1000 * seconds / max(len(rows), 1), 2)
@@ -218,11 +207,20 @@ def summarise(rows, ious, accumulators, finetuning, config, seconds) -> dict:
     return result
 
 
-def write_classification_csv(path: Path, rows: list[dict]) -> None:
+def write_classification_csv(path: Path, rows: list[dict], columns: dict[str, np.ndarray]) -> None:
+    """file, defect_type, truth, prediction, then the detector's per-image columns."""
     with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["file", "defect_type", "truth", "prediction", "score"])
-        writer.writeheader()
-        writer.writerows(rows)
+        writer = csv.writer(handle)
+        writer.writerow(["file", "defect_type", "truth", "prediction", *columns])
+        for index, row in enumerate(rows):
+            values = [_csv_value(values[index]) for values in columns.values()]
+            writer.writerow([row["file"], row["defect_type"], row["truth"], row["prediction"], *values])
+
+
+def _csv_value(value):
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    return repr(float(value))
 
 
 def write_segmentation(out_dir: Path, image_path: Path, mask_pred: np.ndarray, mask_path, color_mode: str) -> None:
@@ -241,9 +239,3 @@ def write_segmentation(out_dir: Path, image_path: Path, mask_pred: np.ndarray, m
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     cv2.drawContours(overlay, contours, -1, PREDICTED_COLOR, thickness)
     cv2.imwrite(str(out_dir / f"{image_path.stem}_overlay.png"), overlay)
-
-
-def log_summary(method: str, dtype: str, result: dict) -> None:
-    keys = ["image_auroc", "pixel_auroc", "aupro", "mean_iou", "balanced_accuracy", "tpr", "tnr"]
-    parts = [f"{key}={result[key]:.3f}" for key in keys if key in result]
-    logger.info("%s_%s: %s (%.1f ms/image)", method, dtype, " ".join(parts), result["ms_per_image"])

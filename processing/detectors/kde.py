@@ -1,0 +1,202 @@
+"""The latent-density detector (finetune.py --detector kde): a kernel density estimate on the
+bottleneck codes OR the reconstruction error (the math is in processing/decision/density.py).
+
+    anomaly = log_density(code) < density_threshold  OR  error > error_threshold
+
+It classifies whole images: no maps, no masks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from autoencoder import bundle
+from processing.decision.density import (
+    DENSITY_FILE,
+    DensityFileError,
+    DensityModel,
+    batch_codes_and_errors,
+    code_and_reconstruction_model,
+    codes_and_errors,
+    fit_density,
+    load_density,
+    save_density,
+    search_dual_thresholds,
+    threshold_from_json,
+    threshold_to_json,
+)
+from processing.detectors.base import Decisions, Detector, FinetuneConfig, FinetuneData, Scores, register_detector
+from processing.evaluation import plots
+from processing.evaluation.metrics import image_auroc
+from processing.maps.resmaps import check_method_dtype
+
+logger = logging.getLogger(__name__)
+
+
+@register_detector
+class KDEDetector(Detector):
+    name = "kde"
+    score_key = "image_auroc_density"  # the image score is -log density
+
+    def __init__(self, model, result, folder=None, batch_size=16, density: DensityModel | None = None):
+        super().__init__(model, result, folder, batch_size)
+        self.method = result["method"]
+        self.density = density if density is not None else self._load_density()
+        self.density_threshold = threshold_from_json(result["density_threshold"], -np.inf)
+        self.error_threshold = threshold_from_json(result["error_threshold"], np.inf)
+        self.scorer = code_and_reconstruction_model(model.model)
+
+    def _load_density(self) -> DensityModel:
+        path = self.model.folder / DENSITY_FILE
+        if not path.is_file():
+            raise DensityFileError(
+                f"{path} not found: the kde finetuning result needs the model's density file; "
+                f"run finetune.py -p {self.model.folder} --detector kde"
+            )
+        return load_density(path)[0]
+
+    @classmethod
+    def check_config(cls, config: FinetuneConfig) -> FinetuneConfig:
+        check_method_dtype(config.method, config.dtype)
+        if config.dtype != "float64" or config.smoothing_sigma:
+            logger.warning("--detector kde uses the mean of the float64 %s residual map: --dtype/--smoothing are ignored", config.method)
+        return config
+
+    @staticmethod
+    def result_name(config_or_result) -> str:
+        method = config_or_result["method"] if isinstance(config_or_result, dict) else config_or_result.method
+        return f"kde_{method}"
+
+    @classmethod
+    def fit(cls, model: bundle.ModelBundle, config: FinetuneConfig, data: FinetuneData) -> "KDEDetector":
+        scorer = code_and_reconstruction_model(model.model)
+        color_mode, size = model.info["model"]["color_mode"], model.info["model"]["image_size"]
+        held_out = set(data.validation_files)
+        train_files = [path for path in data.layout.train_good if path not in held_out]
+        labels = data.labels
+
+        started = time.perf_counter()
+        density, fitted_now = density_for_model(model, scorer, config, train_files)
+        val_codes, val_error = codes_and_errors(scorer, data.validation_files, color_mode, size, config.method, config.batch_size, desc="validation")
+        ft_codes, ft_error = codes_and_errors(scorer, data.finetune_files, color_mode, size, config.method, config.batch_size, desc="finetuning")
+        val_log_density = density.log_density(val_codes)
+        ft_log_density = density.log_density(ft_codes)
+        search = search_dual_thresholds(val_log_density, val_error, ft_log_density, ft_error, labels)
+        seconds = time.perf_counter() - started
+        logger.info(
+            "kde_%s: density_threshold=%s error_threshold=%s balanced accuracy=%.3f (%.1f s)",
+            config.method, threshold_to_json(search.best_density_threshold), threshold_to_json(search.best_error_threshold),
+            search.best_score, seconds,
+        )
+        result = {
+            "detector": cls.name,
+            "model": str(model.model_file),
+            "method": config.method,
+            "dtype": "float64",
+            "error": f"mean of the {config.method} residual map",
+            "density_file": str(model.folder / DENSITY_FILE),
+            "density_fitted_now": fitted_now,
+            "bandwidth": density.bandwidth,
+            "pca_components": int(density.pca_components.shape[0]),
+            "n_train_codes": len(density.codes),
+            "code_length": density.n_features,
+            "density_threshold": threshold_to_json(search.best_density_threshold),
+            "error_threshold": threshold_to_json(search.best_error_threshold),
+            "best_score": search.best_score,
+            "best_tpr": search.best_tpr,
+            "best_tnr": search.best_tnr,
+            "validation_min_log_density": float(val_log_density.min()),
+            "validation_max_error": float(val_error.max()),
+            "finetune_split": config.finetune_split,
+            "seed": config.seed,
+            "n_validation": len(data.validation_files),
+            "n_finetune": len(data.finetune_files),
+            "finetuning_files": data.relative_finetune_files(),
+            "finetuning_scores": {
+                "log_density": ft_log_density.tolist(),
+                "error": ft_error.tolist(),
+                "label": labels.astype(int).tolist(),
+            },
+            "settings": vars(config) | {"command": bundle.command_line()},
+            "seconds": round(seconds, 2),
+        }
+        detector = cls(model, result, batch_size=config.batch_size, density=density)
+        detector._plot_groups = {
+            "validation": (val_log_density, val_error),
+            "finetuning good": (ft_log_density[~labels], ft_error[~labels]),
+            "finetuning defective": (ft_log_density[labels], ft_error[labels]),
+        }
+        return detector
+
+    def save(self, folder) -> None:
+        super().save(folder)
+        groups = getattr(self, "_plot_groups", None)
+        if groups is not None:
+            plots.plot_density_error_scatter(groups, self.density_threshold, self.error_threshold, folder / "density_vs_error.png")
+
+    # ---- scoring and deciding --------------------------------------------------------------
+
+    def score(self, images: np.ndarray) -> Scores:
+        codes, error = batch_codes_and_errors(self.scorer, images, self.method, self.batch_size)
+        log_density = self.density.log_density(codes)
+        return Scores(-log_density, None, {"log_density": log_density, "error": error})
+
+    def decide(self, scores: Scores) -> Decisions:
+        by_density = scores.columns["log_density"] < self.density_threshold
+        by_error = scores.columns["error"] > self.error_threshold
+        return Decisions(by_density | by_error, None, {"by_density": by_density, "by_error": by_error})
+
+    def test_settings(self) -> dict:
+        return {
+            "detector": self.name,
+            "method": self.method,
+            "density_threshold": self.result["density_threshold"],
+            "error_threshold": self.result["error_threshold"],
+        }
+
+    def extra_metrics(self, truth, types, columns) -> tuple[dict, dict]:
+        error = columns["error"]
+        overall = {
+            "image_auroc_error": image_auroc(truth, error),
+            "flagged_by_density": int(columns["by_density"].sum()),
+            "flagged_by_error": int(columns["by_error"].sum()),
+        }
+        per_type = {}
+        for name in sorted(set(types[truth])):
+            keep = (types == "good") | (types == name)
+            per_type[name] = {"image_auroc_error": image_auroc(truth[keep], error[keep])}
+        return overall, per_type
+
+    def summary_line(self, result: dict) -> str:
+        keys = ["balanced_accuracy", "tpr", "tnr", "image_auroc_density", "image_auroc_error"]
+        return " ".join(f"{key}={result[key]:.3f}" for key in keys)
+
+
+def density_for_model(model_bundle, scorer, config, train_files) -> tuple[DensityModel, bool]:
+    """The model folder's density.npz, fitted on the training codes and written when missing
+    (or when config.refit_density). Returns (density, fitted_now)."""
+    path = model_bundle.folder / DENSITY_FILE
+    if path.is_file() and not config.refit_density:
+        density, metadata = load_density(path)
+        if metadata.get("model_file") not in (None, model_bundle.model_file.name):
+            raise ValueError(f"{path} was fitted for {metadata['model_file']}, not {model_bundle.model_file.name}; pass --refit-density")
+        wanted_pca = config.pca_components or 0
+        stored_pca = density.pca_components.shape[0]
+        if (config.bandwidth is not None and not np.isclose(config.bandwidth, density.bandwidth)) or (
+            config.pca_components is not None and wanted_pca != stored_pca
+        ):
+            raise ValueError(
+                f"{path} holds bandwidth {density.bandwidth:.4g} with {stored_pca} PCA components; "
+                "pass --refit-density to refit it with the given --bandwidth/--pca-components"
+            )
+        logger.info("density model %s: %d codes, bandwidth %.4g", path, len(density.codes), density.bandwidth)
+        return density, False
+    color_mode, size = model_bundle.info["model"]["color_mode"], model_bundle.info["model"]["image_size"]
+    codes, _ = codes_and_errors(scorer, train_files, color_mode, size, config.method, config.batch_size, desc="encoding train/good")
+    density = fit_density(codes, config.bandwidth, config.pca_components, seed=config.seed)
+    save_density(path, density, {"model_file": model_bundle.model_file.name, "n_train_images": len(train_files)})
+    logger.info("density model of %d training codes written to %s", len(codes), path)
+    return density, True
