@@ -1,6 +1,13 @@
 """Pretrained feature backbones: EfficientNet-Lite0 (ImageNet weights read offline from a
 PyTorch file, without torch) and keras.applications networks, as multi-stage feature extractors."""
 
+from .efficientnet_lite import (
+    build_efficientnet_lite0,
+    efficientnet_lite0,
+    grayscale_to_rgb,
+    load_efficientnet_lite0_weights,
+    preprocess_efficientnet_lite,
+)
 from .torch_weights import (
     RestrictedUnpickler,
     WeightsFileError,
