@@ -100,8 +100,7 @@ class MemoryBank:
         step = chunk_length(len(self.bank) * 4, self.block_bytes)
         for start in range(0, len(queries), step):
             block = queries[start : start + step]
-            products = block @ self.bank.T  # (block, M)
-            products *= -2.0
+            products = (-2.0 * block) @ self.bank.T  # (block, M); scaling by 2 is exact
             products += self._norms  # |b|^2 - 2 a.b: the same argmin as |a - b|^2
             nearest = np.argmin(products, axis=1)
             differences = block - self.bank[nearest]
