@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 
 from autoencoder import cli
+from processing.maps.resmaps import MAP_METHODS
 
 QUICK = {"epochs": 2, "image_sizes": [32], "learning_rate": 1e-3}
 
@@ -28,14 +29,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-d", "--input-dir", required=True, help="dataset root in MVTec AD layout")
     parser.add_argument("-a", "--architectures", nargs="+", default=defaults.architectures, help="architectures to compare")
-    parser.add_argument("-l", "--losses", nargs="+", default=defaults.losses, choices=["ssim", "mssim", "l2"], help="losses to compare")
+    parser.add_argument("-l", "--losses", nargs="+", default=defaults.losses, choices=["ssim", "mssim", "l2", "feature"], help="losses to compare (an architecture that takes none of them trains with its own, e.g. featureCAE with feature)")
     parser.add_argument("--image-sizes", nargs="+", type=int, default=defaults.image_sizes, help="model input sides to compare")
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="most epochs per training")
     parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="peak learning rate (default: %(default)g)")
     parser.add_argument("--lr-finder", action="store_true", help="run the learning-rate range test per training instead of --lr")
     parser.add_argument("-b", "--batch", type=int, default=defaults.batch_size, help="training batch size")
     parser.add_argument("-c", "--color", default=defaults.color_mode, choices=["grayscale", "rgb"], help="colour mode")
-    parser.add_argument("-m", "--method", default=None, choices=["ssim", "l2"], help="residual map (default: the one matching each loss)")
+    parser.add_argument("-m", "--method", default=None, choices=MAP_METHODS, help="residual map (default: the one matching each loss)")
     parser.add_argument("-t", "--dtype", default=defaults.dtype, choices=["float64", "uint8"], help="residual map type")
     parser.add_argument("--smoothing", type=float, default=defaults.smoothing_sigma, help="Gaussian sigma (pixels) applied to residual maps (default: %(default)g)")
     parser.add_argument("--keep-border", action="store_true", help="keep defect components that touch the image border (default: drop them, as the original toolkit)")

@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 
 from autoencoder import cli
+from processing.maps.resmaps import MAP_METHODS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-p", "--path", required=True, help="model folder written by train.py, or its .keras file")
-    parser.add_argument("-m", "--method", default=None, choices=["ssim", "l2"], help="residual map (default: the one matching the model's loss: ssim for ssim/mssim, l2 for l2)")
+    parser.add_argument("-m", "--method", default=None, choices=MAP_METHODS, help="anomaly map (default: the one matching the model's loss: ssim for ssim/mssim, l2 for l2, feature for featureCAE); padim / knn: a per-position Gaussian / nearest-neighbour memory bank on a featureCAE's features")
     parser.add_argument("-t", "--dtype", default="float64", choices=["float64", "uint8"], help="residual map type")
     parser.add_argument("--finetune-split", type=float, default=0.1, help="fraction of each test class used for finetuning")
     parser.add_argument("--seed", type=int, default=42, help="seed of the finetuning subset")
@@ -23,6 +24,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--smoothing", type=float, default=0.0, help="Gaussian sigma in pixels applied to the residual maps (test.py applies the same)")
     parser.add_argument("--keep-border", action="store_true", help="keep defect components that touch the image border (default: drop them, as the original toolkit)")
     parser.add_argument("--normalize", default="none", choices=["none", "pixel"], help="pixel: standardise each pixel of the (smoothed) maps by its mean and std over the training images' maps (test.py applies the same)")
+    parser.add_argument("--image-score", default="component", choices=["component", "max"], help="image score: component (the highest threshold at which a component of min_area survives; default) or max (the map's maximum)")
     parser.add_argument("--detector", default="segmentation", help="a registered detector (processing/detectors/): segmentation (default: residual maps, min_area + threshold) or kde (latent-code density OR reconstruction error; fits <model folder>/density.npz when missing)")
     parser.add_argument("--bandwidth", type=float, default=None, help="kde: Gaussian kernel width (default: chosen by cross-validation)")
     parser.add_argument("--pca-components", type=int, default=None, help="kde: project the codes onto this many principal components first")
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None):
             clear_border=not args.keep_border,
             normalize=args.normalize,
             detector=args.detector,
+            image_score=args.image_score,
             bandwidth=args.bandwidth,
             pca_components=args.pca_components,
             refit_density=args.refit_density,

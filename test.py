@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 
 from autoencoder import cli
+from processing.maps.resmaps import MAP_METHODS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-p", "--path", required=True, help="model folder written by train.py, or its .keras file")
     parser.add_argument("-s", "--save", action="store_true", help="write predicted masks and overlays for every test image")
-    parser.add_argument("-m", "--method", default=None, choices=["ssim", "l2"], help="only this residual map (default: every finetuning result)")
+    parser.add_argument("-m", "--method", default=None, choices=MAP_METHODS, help="only this residual map (default: every finetuning result)")
     parser.add_argument("-t", "--dtype", default=None, choices=["float64", "uint8"], help="only this residual map type")
     parser.add_argument("--include-finetune", action="store_true", help="also score the finetuning images (as the original toolkit did)")
     parser.add_argument("-b", "--batch", type=int, default=16, help="inference batch size")

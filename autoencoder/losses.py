@@ -268,9 +268,20 @@ def mssim_metric(y_true, y_pred):
 ssim_metric.name = "ssim"
 mssim_metric.name = "mssim"
 
-LOSSES = {"ssim": ssim_loss, "mssim": mssim_loss, "l2": l2_loss}
-# The residual map that matches each loss: SSIM maps for the SSIM losses, squared differences for L2.
-RESMAP_METHOD_FOR_LOSS = {"ssim": "ssim", "mssim": "ssim", "l2": "l2"}
+@keras.saving.register_keras_serializable(package="autoencoder")
+def feature_loss(y_true, y_pred):
+    """Loss of the models whose output is their own anomaly map (featureCAE): the map's mean.
+
+    The target (the input image) is not used: the model's output already is the squared error of
+    its feature reconstruction.
+    """
+    return ops.mean(y_pred)
+
+
+LOSSES = {"ssim": ssim_loss, "mssim": mssim_loss, "l2": l2_loss, "feature": feature_loss}
+# The residual map that matches each loss: SSIM maps for the SSIM losses, squared differences for
+# L2, the model's own output map for feature-reconstruction models.
+RESMAP_METHOD_FOR_LOSS = {"ssim": "ssim", "mssim": "ssim", "l2": "l2", "feature": "feature"}
 _COLOR_MODES = ("grayscale", "rgb")
 
 
@@ -299,6 +310,8 @@ def get_metrics(loss_name: str, color_mode: str) -> list:
         return [ssim_metric]
     if loss_name == "mssim":
         return [mssim_metric]
+    if loss_name == "feature":
+        return []
     return [ssim_metric] if color_mode == "grayscale" else [mssim_metric]
 
 

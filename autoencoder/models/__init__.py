@@ -14,6 +14,7 @@ from autoencoder.models.registry import (
 from autoencoder.models import (  # noqa: E402,F401
     baseline_cae,
     inception_cae,
+    feature_cae,
     mvtec_cae,
     resnet_cae,
     skip_cae,

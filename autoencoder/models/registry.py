@@ -29,6 +29,12 @@ class Architecture:
     preprocessing: str = "rescale"  # pixel / max_value, so inputs lie in value_range
     has_bottleneck: bool = True  # a layer named BOTTLENECK_LAYER holds the latent code
     description: str = ""
+    output: str = "reconstruction"  # or "map": the model outputs its own anomaly map (H, W, 1)
+    default_loss: str = "l2"
+    losses: tuple[str, ...] = ("ssim", "mssim", "l2")  # the losses it can train with
+    # prepare(model, train_images): fit what the model needs from the training images before
+    # training (e.g. featureCAE's feature statistics); None: nothing.
+    prepare: Callable | None = field(default=None, repr=False)
 
     def check_size(self, size: int) -> None:
         """Raise ValueError with a one-line message when this architecture cannot take `size`."""
@@ -40,6 +46,10 @@ class Architecture:
             raise ValueError(
                 f"--image-size {size}: architecture {self.name} needs a multiple of {self.size_multiple}"
             )
+
+    def check_loss(self, loss: str) -> None:
+        if loss not in self.losses:
+            raise ValueError(f"--loss {loss}: architecture {self.name} trains with {' or '.join(self.losses)}")
 
     def build(self, color_mode: str, size: int | None = None) -> keras.Model:
         size = self.default_size if size is None else int(size)

@@ -19,9 +19,11 @@ from processing.decision.segmentation import segment, validate_clear_border
 from processing.decision.thresholds import DEFAULT_MIN_AREAS, max_component_level, search_min_area_threshold
 from processing.detectors.base import Decisions, Detector, FinetuneConfig, FinetuneData, Scores, register_detector
 from processing.evaluation import plots
-from processing.maps.inference import compute_resmaps, reconstruct
+from processing.data.images import iter_batches
+from processing.maps.inference import maps_from_output, reconstruct
 from processing.maps.postprocess import ResmapPostprocessor, check_normalization, check_sigma, fit_pixel_statistics, smooth_resmaps
-from processing.maps.resmaps import calculate_resmaps, check_method_dtype, resmap_value_range
+from processing.maps.feature_maps import FEATURE_SCORERS, feature_model_of, feature_scorer_maps, fit_feature_scorer, load_feature_scorer
+from processing.maps.resmaps import FEATURE_SCORER_METHODS, UNBOUNDED_METHODS, check_method_dtype, resmap_value_range
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +32,18 @@ logger = logging.getLogger(__name__)
 class SegmentationDetector(Detector):
     name = "segmentation"
 
-    def __init__(self, model, result, folder=None, batch_size=16, postprocess: ResmapPostprocessor | None = None):
+    def __init__(self, model, result, folder=None, batch_size=16, postprocess: ResmapPostprocessor | None = None, feature_scorer=None):
         super().__init__(model, result, folder, batch_size)
         self.method, self.dtype = result["method"], result["dtype"]
+        self.feature_scorer = feature_scorer
+        self.features = None
+        if self.method in FEATURE_SCORER_METHODS:
+            self.features = feature_model_of(model.model)
+            if feature_scorer is None:
+                self.feature_scorer = load_feature_scorer(self.method, folder)
         self.min_area, self.threshold = int(result["best_min_area"]), float(result["best_threshold"])
         self.clear_border = result_clear_border(result)
+        self.image_score = check_image_score(result.get("image_score", "component"), "finetuning result image_score")
         self.postprocess = postprocess
         if postprocess is None and folder is not None:
             # The post-processing the threshold was found with (smoothing, per-pixel normalisation).
@@ -43,6 +52,7 @@ class SegmentationDetector(Detector):
     @classmethod
     def check_config(cls, config: FinetuneConfig) -> FinetuneConfig:
         check_method_dtype(config.method, config.dtype)
+        check_image_score(config.image_score)
         check_sigma(config.smoothing_sigma)
         validate_clear_border(config.clear_border, "clear_border")
         check_normalization(config.normalize, config.dtype)
@@ -59,15 +69,21 @@ class SegmentationDetector(Detector):
         clear_border = validate_clear_border(config.clear_border, "clear_border")
         normalize = check_normalization(config.normalize, config.dtype)
         started = time.perf_counter()
-        postprocess = ResmapPostprocessor(sigma)
+        feature_scorer = None
+        if config.method in FEATURE_SCORER_METHODS:
+            info = model.info["model"]
+            feature_scorer = fit_feature_scorer(
+                config.method, model.model, training_files(model, data), info["color_mode"], info["image_size"],
+                config.batch_size, config.seed,
+            )
+        # A detector without a result yet, to make maps exactly as test.py will.
+        maker = cls(model, {"method": config.method, "dtype": config.dtype, "best_min_area": 1, "best_threshold": 0.0},
+                    batch_size=config.batch_size, postprocess=ResmapPostprocessor(sigma), feature_scorer=feature_scorer)
         if normalize == "pixel":
-            postprocess = ResmapPostprocessor(sigma, *pixel_statistics(model, data, config, sigma))
+            maker.postprocess = ResmapPostprocessor(sigma, *fit_pixel_statistics(maker.raw_maps_of_files(training_files(model, data), smoothed=True)))
 
-        def maps(paths):
-            return postprocess(resmaps_of_files(model, paths, config.method, config.dtype, config.batch_size))
-
-        val_resmaps = maps(data.validation_files)
-        finetune_resmaps = maps(data.finetune_files)
+        val_resmaps = maker.maps_of_files(data.validation_files)
+        finetune_resmaps = maker.maps_of_files(data.finetune_files)
         search = search_min_area_threshold(
             val_resmaps, finetune_resmaps, data.labels, config.dtype, min_areas=DEFAULT_MIN_AREAS,
             clear_border=clear_border,
@@ -85,9 +101,11 @@ class SegmentationDetector(Detector):
             "smoothing_sigma": sigma,
             "clear_border": clear_border,
             "normalize": normalize,
-            # Standardised maps are unbounded: test.py bins its pixel metrics over this range (the
-            # span of the validation and finetuning maps, widened; values outside land in the end bins).
-            **({"value_range": widened_range(val_resmaps, finetune_resmaps)} if normalize != "none" else {}),
+            "image_score": config.image_score,
+            # Standardised and model-output maps are unbounded: test.py bins its pixel metrics over
+            # this range (the span of the validation and finetuning maps, widened; values outside
+            # land in the end bins).
+            **({"value_range": widened_range(val_resmaps, finetune_resmaps)} if unbounded_maps(config) else {}),
             "best_min_area": int(search.best_min_area),
             "best_threshold": float(search.best_threshold),
             "best_score": float(search.best_score),
@@ -108,10 +126,12 @@ class SegmentationDetector(Detector):
             },
             "seconds": round(seconds, 2),
         }
-        return cls(model, result, batch_size=config.batch_size, postprocess=postprocess)
+        return cls(model, result, batch_size=config.batch_size, postprocess=maker.postprocess, feature_scorer=feature_scorer)
 
     def save(self, folder) -> None:
         self.postprocess.save_statistics(folder)
+        if self.feature_scorer is not None:
+            self.feature_scorer.save(folder / FEATURE_SCORERS[self.method].file)
         super().save(folder)
         search = self.result["search"]
         plots.plot_threshold_vs_min_area(search["min_areas"], search["thresholds"], self.min_area, folder / "threshold_vs_min_area.png")
@@ -119,14 +139,33 @@ class SegmentationDetector(Detector):
 
     # ---- scoring and deciding --------------------------------------------------------------
 
+    def raw_maps(self, images: np.ndarray) -> np.ndarray:
+        """The anomaly maps (N, H, W) of a batch of model inputs, before post-processing."""
+        if self.feature_scorer is not None:
+            return feature_scorer_maps(self.feature_scorer, self.features, images, self.batch_size)
+        outputs = reconstruct(self.model.model, images, self.batch_size)
+        return maps_from_output(images, outputs, self.method, self.dtype)
+
     def resmaps(self, images: np.ndarray) -> np.ndarray:
-        """The post-processed residual maps (N, H, W) of a batch of model inputs."""
-        reconstructions = reconstruct(self.model.model, images, self.batch_size)
-        return self.postprocess(calculate_resmaps(images, reconstructions, method=self.method, dtype=self.dtype))
+        """The post-processed anomaly maps (N, H, W) of a batch of model inputs."""
+        return self.postprocess(self.raw_maps(images))
+
+    def raw_maps_of_files(self, paths, smoothed: bool = False) -> np.ndarray:
+        info = self.model.info["model"]
+        batches = [self.raw_maps(images) for _, images in iter_batches(paths, info["color_mode"], info["image_size"], self.batch_size)]
+        maps = np.concatenate(batches) if batches else np.zeros((0, info["image_size"], info["image_size"]))
+        return smooth_resmaps(maps, self.postprocess.sigma) if smoothed else maps
+
+    def maps_of_files(self, paths) -> np.ndarray:
+        """Post-processed maps (N, H, W) of image files, as test.py makes them."""
+        return self.postprocess(self.raw_maps_of_files(paths))
 
     def score(self, images: np.ndarray) -> Scores:
         resmaps = self.resmaps(images)
-        scores = max_component_level(resmaps, self.min_area, empty_score=self.no_defect_score, clear_border=self.clear_border)
+        if self.image_score == "max":
+            scores = resmaps.reshape(len(resmaps), -1).max(axis=1).astype(np.float64)
+        else:
+            scores = max_component_level(resmaps, self.min_area, empty_score=self.no_defect_score, clear_border=self.clear_border)
         return Scores(np.asarray(scores, dtype=np.float64), resmaps, {"score": scores})
 
     def decide(self, scores: Scores) -> Decisions:
@@ -154,7 +193,21 @@ class SegmentationDetector(Detector):
             "smoothing_sigma": float(self.result.get("smoothing_sigma", 0.0)),
             "clear_border": self.clear_border,
             "normalize": self.result.get("normalize", "none"),
+            "image_score": self.image_score,
         }
+
+
+IMAGE_SCORES = ("component", "max")
+
+
+def check_image_score(name: str, flag: str = "--image-score") -> str:
+    if name not in IMAGE_SCORES:
+        raise ValueError(f"{flag} {name!r}: expected one of {', '.join(IMAGE_SCORES)}")
+    return name
+
+
+def unbounded_maps(config: FinetuneConfig) -> bool:
+    return config.normalize != "none" or config.method in UNBOUNDED_METHODS
 
 
 def result_clear_border(result: dict) -> bool:
@@ -162,23 +215,15 @@ def result_clear_border(result: dict) -> bool:
     return validate_clear_border(result.get("clear_border", True), f"finetuning result {result.get('model')}: clear_border")
 
 
-def resmaps_of_files(model: bundle.ModelBundle, paths, method: str, dtype: str, batch_size: int) -> np.ndarray:
-    """Raw residual maps (N, H, W) of image files at the model's input size."""
-    info = model.info["model"]
-    return compute_resmaps(model.model, paths, info["color_mode"], info["image_size"], method, dtype, batch_size)
+def training_files(model: bundle.ModelBundle, data: FinetuneData) -> list:
+    """The model's *training* images (train/good minus its validation split).
 
-
-def pixel_statistics(model: bundle.ModelBundle, data: FinetuneData, config: FinetuneConfig, sigma: float):
-    """Per-pixel mean and std of the smoothed maps of the model's *training* images.
-
-    The validation images are kept out: they set the threshold, and standardising them with
-    their own statistics would make them look cleaner than unseen images.
+    Per-pixel statistics and feature densities are fitted on them; the validation images are kept
+    out: they set the threshold, and fitting on them would make them look cleaner than unseen images.
     """
     dataset = model.info["dataset"]
     train_files, _ = split_train_validation(data.layout.train_good, dataset["validation_split"], dataset["seed"])
-    logger.info("per-pixel statistics of %d training maps", len(train_files))
-    resmaps = resmaps_of_files(model, train_files, config.method, config.dtype, config.batch_size)
-    return fit_pixel_statistics(smooth_resmaps(resmaps, sigma))
+    return train_files
 
 
 def widened_range(*resmaps: np.ndarray) -> list[float]:

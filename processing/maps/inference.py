@@ -9,7 +9,7 @@ from typing import Iterator
 import numpy as np
 
 from processing.data.images import iter_batches
-from processing.maps.resmaps import calculate_resmaps
+from processing.maps.resmaps import MODEL_MAP_METHODS, calculate_resmaps
 
 
 @dataclass
@@ -32,8 +32,7 @@ def iter_resmaps(
     """Yield residual maps batch by batch, so memory does not grow with the number of images."""
     for batch_paths, images in iter_batches(paths, color_mode, size, batch_size):
         reconstructions = reconstruct(model, images, batch_size)
-        resmaps = calculate_resmaps(images, reconstructions, method=method, dtype=dtype)
-        yield ResmapBatch(list(batch_paths), images, reconstructions, resmaps)
+        yield ResmapBatch(list(batch_paths), images, reconstructions, maps_from_output(images, reconstructions, method, dtype))
 
 
 def reconstruct(model, images: np.ndarray, batch_size: int) -> np.ndarray:
@@ -43,6 +42,24 @@ def reconstruct(model, images: np.ndarray, batch_size: int) -> np.ndarray:
         padding = np.zeros((batch_size - n, *images.shape[1:]), dtype=images.dtype)
         images = np.concatenate([images, padding])
     return np.asarray(model.predict_on_batch(images), dtype=np.float32)[:n]
+
+
+def maps_from_output(images: np.ndarray, outputs: np.ndarray, method: str, dtype: str) -> np.ndarray:
+    """Anomaly maps (N, H, W) from a batch and the model's output for it.
+
+    Pixel methods ('ssim', 'l2') compare the input with its reconstruction; 'feature' takes the
+    model's output as the map (models that output their own anomaly map, e.g. featureCAE).
+    """
+    if method in MODEL_MAP_METHODS:
+        if outputs.shape[-1] != 1 or outputs.shape[:3] != images.shape[:3]:
+            raise ValueError(
+                f"--method {method}: the model outputs {outputs.shape[1:]}, not an anomaly map of its input size; "
+                "use ssim or l2 maps for reconstruction models"
+            )
+        return outputs[..., 0].astype(np.float64)
+    if outputs.shape != images.shape:
+        raise ValueError(f"--method {method}: the model outputs {outputs.shape[1:]}, not a reconstruction of its input; use --method feature")
+    return calculate_resmaps(images, outputs, method=method, dtype=dtype)
 
 
 def compute_resmaps(model, paths, color_mode, size, method, dtype, batch_size: int = 16) -> np.ndarray:

@@ -44,6 +44,12 @@ GRAY_WEIGHTS = (0.2125, 0.7154, 0.0721)
 
 RESMAP_METHODS = ("ssim", "l2")
 RESMAP_DTYPES = ("float64", "uint8")
+# Maps a model outputs itself (featureCAE: its feature reconstruction error); unbounded, float64 only.
+MODEL_MAP_METHODS = ("feature",)
+# Maps of a density fitted on a featureCAE's features (processing/maps/feature_maps.py); unbounded.
+FEATURE_SCORER_METHODS = ("padim", "knn")
+MAP_METHODS = RESMAP_METHODS + MODEL_MAP_METHODS + FEATURE_SCORER_METHODS
+UNBOUNDED_METHODS = MODEL_MAP_METHODS + FEATURE_SCORER_METHODS
 # Range calculate_resmaps clips float64 maps to; uint8 maps map it linearly onto 0..255.
 RESMAP_RANGE = {"ssim": (0.0, 1.0), "l2": (0.0, 1.0)}
 
@@ -267,10 +273,12 @@ def _check_method_dtype(method: str, dtype: str) -> None:
 
 def check_method_dtype(method: str, dtype: str) -> None:
     """The --method/--dtype flags of finetune.py and test.py: one line naming the flag when wrong."""
-    if method not in RESMAP_METHODS:
-        raise ValueError(f"--method {method!r}: expected one of {', '.join(RESMAP_METHODS)}")
+    if method not in MAP_METHODS:
+        raise ValueError(f"--method {method!r}: expected one of {', '.join(MAP_METHODS)}")
     if dtype not in RESMAP_DTYPES:
         raise ValueError(f"--dtype {dtype!r}: expected one of {', '.join(RESMAP_DTYPES)}")
+    if method in UNBOUNDED_METHODS and dtype != "float64":
+        raise ValueError(f"--method {method} maps are unbounded: use --dtype float64, not {dtype}")
 
 
 def resmap_value_range(method: str, dtype: str = "float64") -> tuple[float, float] | tuple[int, int]:

@@ -105,8 +105,19 @@ def expand_grid(config: BenchmarkConfig) -> list[RunSpec]:
             raise ValueError(f"--losses {loss!r}: expected some of {', '.join(RESMAP_METHOD_FOR_LOSS)}")
     for name, size in itertools.product(config.architectures, config.image_sizes):
         get_architecture(name).check_size(int(size))
-    specs = [RunSpec(a, l, int(s)) for a, l, s in itertools.product(config.architectures, config.losses, config.image_sizes)]
+    specs = [
+        RunSpec(name, loss, int(size))
+        for name in config.architectures
+        for loss in losses_for(get_architecture(name), config.losses)
+        for size in config.image_sizes
+    ]
     return list(dict.fromkeys(specs))  # drop repeats, keep order
+
+
+def losses_for(architecture, losses: list[str]) -> list[str]:
+    """The listed losses an architecture can train with; its default loss when it takes none of them
+    (featureCAE trains only on its feature error, whatever the pixel models compare)."""
+    return [loss for loss in losses if loss in architecture.losses] or [architecture.default_loss]
 
 
 def run_configuration(spec: RunSpec, config: BenchmarkConfig) -> dict:

@@ -10,8 +10,7 @@ from autoencoder import bundle
 from autoencoder.losses import RESMAP_METHOD_FOR_LOSS
 from processing.data.images import load_images
 from processing.evaluation import plots
-from processing.maps.inference import reconstruct
-from processing.maps.resmaps import calculate_resmaps
+from processing.maps.inference import maps_from_output, reconstruct
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +41,7 @@ def build_info(config, architecture, size, layout, train_files, val_files, resul
             "value_range": list(architecture.value_range),
             "preprocessing": architecture.preprocessing,
             "has_bottleneck": architecture.has_bottleneck,
+            "output": architecture.output,
             "parameters": int(n_parameters),
         },
         "training": {
@@ -70,7 +70,9 @@ def write_inspection_plots(model, config, size, layout, val_images, out_dir: Pat
     for name, files in layout.test.items():
         groups[f"test_{name}"] = load_images(files[:per_class], config.color_mode, size)
     for name, images in groups.items():
-        reconstructions = reconstruct(model, images, per_class)
-        resmaps = calculate_resmaps(images, reconstructions, method=method, dtype="float64")
+        outputs = reconstruct(model, images, per_class)
+        resmaps = maps_from_output(images, outputs, method, "float64")
+        # A model that outputs its own anomaly map has no reconstruction to show: the input stands in.
+        reconstructions = outputs if outputs.shape == images.shape else images
         plots.plot_inspection(images, reconstructions, resmaps, out_dir / f"{name}.png")
     logger.info("inspection plots in %s", out_dir)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import keras
@@ -36,7 +36,7 @@ class TrainConfig:
     input_dir: str
     architecture: str = "mvtecCAE"
     color_mode: str = "grayscale"
-    loss: str = "l2"  # best on the magnetic_tile benchmark (README); ssim needs grayscale
+    loss: str | None = None  # None: the architecture's default (l2 for pixel models, feature for featureCAE)
     batch_size: int = 8
     epochs: int = 100
     image_size: int | None = None
@@ -64,6 +64,9 @@ def validate_config(config: TrainConfig) -> tuple:
     architecture.check_size(size)
     check_encoder_options(config)
     check_loss_color(config.loss, config.color_mode)
+    architecture.check_loss(config.loss)
+    if config.adversarial and architecture.output != "reconstruction":
+        raise ValueError(f"--adversarial: architecture {architecture.name} outputs an anomaly map, not a reconstruction")
     if config.batch_size < 1:
         raise ValueError(f"--batch {config.batch_size}: expected a positive batch size")
     if config.epochs < 1:
@@ -72,6 +75,13 @@ def validate_config(config: TrainConfig) -> tuple:
         raise ValueError(f"--lr {config.learning_rate}: expected a positive learning rate")
     layout = scan_dataset(config.input_dir)
     return architecture, size, layout
+
+
+def with_default_loss(config: TrainConfig) -> TrainConfig:
+    """The config with its loss filled in: the architecture's default when none was asked for."""
+    if config.loss is not None:
+        return config
+    return replace(config, loss=get_architecture(config.architecture).default_loss)
 
 
 def check_encoder_options(config: TrainConfig) -> None:
@@ -89,6 +99,7 @@ def check_encoder_options(config: TrainConfig) -> None:
 
 def train(config: TrainConfig) -> Path:
     """Train, then write the model folder; return its path."""
+    config = with_default_loss(config)
     architecture, size, layout = validate_config(config)
     if config.adversarial:
         return train_adversarial(config, architecture, size, layout)
@@ -117,6 +128,8 @@ def train(config: TrainConfig) -> Path:
         load_vgg16_encoder_weights(model, config.encoder_weights)
         if config.freeze_encoder:
             logger.info("froze %d VGG16 encoder layers", freeze_vgg16_encoder(model))
+    if architecture.prepare is not None:
+        architecture.prepare(model, train_images)
     compile_model(model, config)
     logger.info("%s: %d parameters", architecture.name, model.count_params())
 
