@@ -36,7 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr-finder", action="store_true", help="run the learning-rate range test per training instead of --lr")
     parser.add_argument("-b", "--batch", type=int, default=defaults.batch_size, help="training batch size")
     parser.add_argument("-c", "--color", default=defaults.color_mode, choices=["grayscale", "rgb"], help="colour mode")
-    parser.add_argument("-m", "--method", default=None, choices=MAP_METHODS, help="residual map (default: the one matching each loss)")
+    parser.add_argument("-m", "--methods", nargs="+", default=defaults.methods, choices=MAP_METHODS, help="anomaly maps to finetune and test on each model, each a row of its own: pixel maps (ssim, l2) apply to the pixel autoencoders, feature/padim/knn to featureCAE (default: the map matching each loss)")
+    parser.add_argument("--image-score", default=defaults.image_score, choices=["component", "max"], help="image score of the segmentation detector (default: finetune.py's, component)")
     parser.add_argument("-t", "--dtype", default=defaults.dtype, choices=["float64", "uint8"], help="residual map type")
     parser.add_argument("--smoothing", type=float, default=defaults.smoothing_sigma, help="Gaussian sigma (pixels) applied to residual maps (default: %(default)g)")
     parser.add_argument("--keep-border", action="store_true", help="keep defect components that touch the image border (default: drop them, as the original toolkit)")
@@ -63,7 +64,8 @@ def config_from_args(args):
         learning_rate=None if args.lr_finder else args.lr,
         batch_size=args.batch,
         color_mode=args.color,
-        method=args.method,
+        methods=None if args.methods is None else list(args.methods),
+        image_score=args.image_score,
         dtype=args.dtype,
         smoothing_sigma=args.smoothing,
         clear_border=False if args.keep_border else None,

@@ -23,7 +23,7 @@ from processing.data.images import iter_batches
 from processing.maps.inference import maps_from_output, reconstruct
 from processing.maps.postprocess import ResmapPostprocessor, check_normalization, check_sigma, fit_pixel_statistics, smooth_resmaps
 from processing.maps.feature_maps import FEATURE_SCORERS, feature_model_of, feature_scorer_maps, fit_feature_scorer, load_feature_scorer
-from processing.maps.resmaps import FEATURE_SCORER_METHODS, UNBOUNDED_METHODS, check_method_dtype, resmap_value_range
+from processing.maps.resmaps import FEATURE_SCORER_METHODS, UNBOUNDED_METHODS, check_method_dtype, check_method_for_model, resmap_value_range
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class SegmentationDetector(Detector):
 
     @classmethod
     def fit(cls, model: bundle.ModelBundle, config: FinetuneConfig, data: FinetuneData) -> "SegmentationDetector":
+        check_method_for_model(config.method, model.info["model"].get("output", "reconstruction"))
         sigma = check_sigma(config.smoothing_sigma)
         clear_border = validate_clear_border(config.clear_border, "clear_border")
         normalize = check_normalization(config.normalize, config.dtype)

@@ -22,12 +22,15 @@ import cv2
 import numpy as np
 
 from autoencoder.features.gaussian import fit_position_gaussians, load_position_gaussians
-from autoencoder.features.memory_bank import fit_memory_bank, load_memory_bank
+from autoencoder.features.memory_bank import fit_memory_bank, load_memory_bank, random_subsample
 from processing.data.images import iter_batches
 
 logger = logging.getLogger(__name__)
 
 MEMORY_BANK_SIZE = 16384
+# The greedy coreset costs (pool x bank size) distance updates: it picks from a random pool of at
+# most this many training vectors (175k at 128 px, 700k at 256 px would take minutes).
+CORESET_POOL = 65536
 
 
 @dataclass(frozen=True)
@@ -40,11 +43,19 @@ class FeatureScorerKind:
 FEATURE_SCORERS = {
     "padim": FeatureScorerKind(lambda features, seed: fit_position_gaussians(features, seed=seed), load_position_gaussians, "padim.npz"),
     "knn": FeatureScorerKind(
-        lambda features, seed: fit_memory_bank(features, size=MEMORY_BANK_SIZE, method="coreset", seed=seed),
+        lambda features, seed: fit_memory_bank(coreset_pool(features, seed), size=MEMORY_BANK_SIZE, method="coreset", seed=seed),
         load_memory_bank,
         "memory_bank.npz",
     ),
 }
+
+
+def coreset_pool(features: np.ndarray, seed: int) -> np.ndarray:
+    """At most CORESET_POOL of the (N, h, w, C) training vectors, drawn at random, as (M, 1, 1, C)."""
+    vectors = features.reshape(-1, features.shape[-1])
+    if len(vectors) > CORESET_POOL:
+        vectors = vectors[random_subsample(vectors, CORESET_POOL, seed=seed)]
+    return vectors[:, None, None, :]
 
 
 def feature_model_of(model):

@@ -281,6 +281,15 @@ def check_method_dtype(method: str, dtype: str) -> None:
         raise ValueError(f"--method {method} maps are unbounded: use --dtype float64, not {dtype}")
 
 
+def check_method_for_model(method: str, model_output: str) -> None:
+    """Pixel maps compare a reconstruction with its input; feature/padim/knn need a featureCAE (whose
+    output is its own map). `model_output` is info.json's model.output ("reconstruction" or "map")."""
+    if model_output == "map" and method in RESMAP_METHODS:
+        raise ValueError(f"--method {method}: the model outputs its anomaly map, not a reconstruction of its input; use --method feature, padim or knn")
+    if model_output != "map" and method not in RESMAP_METHODS:
+        raise ValueError(f"--method {method}: needs a featureCAE model (train.py -a featureCAE); this model reconstructs pixels, use ssim or l2")
+
+
 def resmap_value_range(method: str, dtype: str = "float64") -> tuple[float, float] | tuple[int, int]:
     """The (min, max) values maps from ``calculate_resmaps(..., method, dtype)`` can take.
 

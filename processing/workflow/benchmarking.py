@@ -47,7 +47,8 @@ class BenchmarkConfig:
     learning_rate: float | None = 1e-3
     batch_size: int = 8
     color_mode: str = "grayscale"
-    method: str | None = None  # residual map; None: the one that matches the loss
+    methods: list[str] | None = None  # anomaly maps to finetune and test on each model; None: the one that matches the loss
+    image_score: str | None = None  # None: the finetune default ("component")
     dtype: str = "float64"
     smoothing_sigma: float | None = 2.0  # None: the finetune/test default (no smoothing)
     clear_border: bool | None = None  # None: the finetune default (True: drop border components)
@@ -120,18 +121,32 @@ def losses_for(architecture, losses: list[str]) -> list[str]:
     return [loss for loss in losses if loss in architecture.losses] or [architecture.default_loss]
 
 
-def run_configuration(spec: RunSpec, config: BenchmarkConfig) -> dict:
-    """Train, finetune and test one configuration; return its record (settings, metrics, timings)."""
+def methods_for(spec: RunSpec, config: BenchmarkConfig) -> list[str]:
+    """The anomaly maps to try on one configuration's model: those of --methods that suit its
+    architecture (pixel maps for reconstruction models, feature/padim/knn for featureCAE), or the
+    map that matches its loss."""
+    from autoencoder.models import get_architecture
+    from processing.maps.resmaps import RESMAP_METHODS
+
+    pixel_model = get_architecture(spec.architecture).output == "reconstruction"
+    fitting = [m for m in (config.methods or []) if (m in RESMAP_METHODS) == pixel_model]
+    return fitting or [RESMAP_METHOD_FOR_LOSS[spec.loss]]
+
+
+def run_configuration(spec: RunSpec, config: BenchmarkConfig) -> list[dict]:
+    """Train one configuration, then finetune and test each of its maps; return one record per map
+    (settings, metrics, timings)."""
     from processing.workflow.training import TrainConfig, train
     from processing.workflow.testing import TEST_RESULT_FILE, TestConfig, test
     from processing.workflow.finetuning import RESULT_FILE, FinetuneConfig, finetune
 
-    method = config.method or RESMAP_METHOD_FOR_LOSS[spec.loss]
     post = {} if config.smoothing_sigma is None else {"smoothing_sigma": config.smoothing_sigma}
     if config.clear_border is not None:
         post["clear_border"] = config.clear_border
     if config.normalize is not None:
         post["normalize"] = config.normalize
+    if config.image_score is not None:
+        post["image_score"] = config.image_score
     timings = {}
 
     started = time.perf_counter()
@@ -152,40 +167,46 @@ def run_configuration(spec: RunSpec, config: BenchmarkConfig) -> dict:
     timings["train_total_s"] = time.perf_counter() - started
     info = json.loads((Path(folder) / bundle.INFO_FILE).read_text())
 
-    started = time.perf_counter()
-    finetune_dir = finetune(FinetuneConfig(
-        path=str(folder), method=method, dtype=config.dtype, finetune_split=config.finetune_split,
-        seed=config.seed, results_root=config.output_dir, **post,
-    ))
-    timings["finetune_s"] = time.perf_counter() - started
-    finetuning = json.loads((Path(finetune_dir) / RESULT_FILE).read_text())
-    finetuning["image_auroc"] = finetuning_image_auroc(folder, finetuning, finetune_dir)
+    methods = methods_for(spec, config)
+    records = []
+    for method in methods:
+        started = time.perf_counter()
+        finetune_dir = finetune(FinetuneConfig(
+            path=str(folder), method=method, dtype=config.dtype, finetune_split=config.finetune_split,
+            seed=config.seed, results_root=config.output_dir, **post,
+        ))
+        timings["finetune_s"] = time.perf_counter() - started
+        finetuning = json.loads((Path(finetune_dir) / RESULT_FILE).read_text())
+        finetuning["image_auroc"] = finetuning_image_auroc(folder, finetuning, finetune_dir)
 
-    started = time.perf_counter()
-    test_dirs = test(TestConfig(
-        path=str(folder), method=method, dtype=config.dtype, results_root=config.output_dir,
-    ))
-    timings["test_s"] = time.perf_counter() - started
-    tested = json.loads((Path(test_dirs[0]) / TEST_RESULT_FILE).read_text())
+        started = time.perf_counter()
+        test_dirs = test(TestConfig(
+            path=str(folder), method=method, dtype=config.dtype, results_root=config.output_dir,
+        ))
+        timings["test_s"] = time.perf_counter() - started
+        tested = json.loads((Path(test_dirs[0]) / TEST_RESULT_FILE).read_text())
 
-    return {
-        "name": spec.name,
-        "architecture": spec.architecture,
-        "loss": spec.loss,
-        "image_size": spec.image_size,
-        "method": method,
-        "dtype": config.dtype,
-        "model_folder": str(folder),
-        "finetuning_dir": str(finetune_dir),
-        "test_dir": str(test_dirs[0]),
-        "training": {key: info["training"][key] for key in ("epochs_run", "best_epoch", "max_lr", "seconds")},
-        "parameters": info["model"]["parameters"],
-        "finetuning": {key: finetuning[key] for key in ("best_min_area", "best_threshold", "best_score", "best_tpr", "best_tnr", "n_finetune", "smoothing_sigma", "clear_border", "normalize", "image_auroc") if key in finetuning},
-        "finetuning_settings": finetuning.get("settings", {}),
-        "test": {key: value for key, value in tested.items() if key not in ("settings",)},
-        "summary": summary_metrics(tested, info),
-        "timings_s": {key: round(value, 2) for key, value in timings.items()},
-    }
+        records.append({
+            "name": spec.name if len(methods) == 1 else f"{spec.name}-{method}",
+            "architecture": spec.architecture,
+            "loss": spec.loss,
+            "image_size": spec.image_size,
+            "method": method,
+            "dtype": config.dtype,
+            "model_folder": str(folder),
+            "finetuning_dir": str(finetune_dir),
+            "test_dir": str(test_dirs[0]),
+            "training": {key: info["training"][key] for key in ("epochs_run", "best_epoch", "max_lr", "seconds")},
+            "parameters": info["model"]["parameters"],
+            "finetuning": {key: finetuning[key] for key in ("best_min_area", "best_threshold", "best_score", "best_tpr", "best_tnr", "n_finetune", "smoothing_sigma", "clear_border", "normalize", "image_score", "image_auroc") if key in finetuning},
+            "finetuning_settings": finetuning.get("settings", {}),
+            "test": {key: value for key, value in tested.items() if key not in ("settings",)},
+            "summary": summary_metrics(tested, info),
+            "timings_s": {key: round(value, 2) for key, value in timings.items()},
+        })
+    return records
+
+
 
 
 def summary_metrics(tested: dict, info: dict) -> dict:
@@ -303,7 +324,7 @@ def benchmark(config: BenchmarkConfig) -> tuple[Path, dict]:
         for spec in specs:
             progress.set_postfix_str(spec.name)
             logger.info("configuration %d/%d: %s", len(runs) + 1, len(specs), spec.name)
-            runs.append(run_configuration(spec, config))
+            runs.extend(run_configuration(spec, config))
             progress.update(1)
     best = select_best(runs)
     payload = {

