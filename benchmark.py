@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-b", "--batch", type=int, default=defaults.batch_size, help="training batch size")
     parser.add_argument("-c", "--color", default=defaults.color_mode, choices=["grayscale", "rgb"], help="colour mode")
     parser.add_argument("-m", "--methods", nargs="+", default=defaults.methods, choices=MAP_METHODS, help="anomaly maps to finetune and test on each model, each a row of its own: pixel maps (ssim, l2) apply to the pixel autoencoders, feature/padim/knn to featureCAE (default: the map matching each loss)")
-    parser.add_argument("--image-score", default=defaults.image_score, choices=["component", "max"], help="image score of the segmentation detector (default: finetune.py's, component)")
+    parser.add_argument("--image-score", default=defaults.image_score, choices=["component", "max"], help="image score of the segmentation detector (default: finetune.py's: max for feature/padim/knn maps, component for pixel maps)")
     parser.add_argument("-t", "--dtype", default=defaults.dtype, choices=["float64", "uint8"], help="residual map type")
     parser.add_argument("--smoothing", type=float, default=defaults.smoothing_sigma, help="Gaussian sigma (pixels) applied to residual maps (default: %(default)g)")
     parser.add_argument("--keep-border", action="store_true", help="keep defect components that touch the image border (default: drop them, as the original toolkit)")

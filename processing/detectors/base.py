@@ -47,7 +47,9 @@ class FinetuneConfig:
     smoothing_sigma: float = 0.0  # Gaussian sigma (pixels) applied to the residual maps; 0: none
     clear_border: bool = True  # drop defect components that touch the image border (the original toolkit's rule)
     normalize: str = "none"  # "pixel": standardise every pixel by the training images' maps (after smoothing)
-    image_score: str = "component"  # segmentation: "component" (highest level with a min_area component) or "max" (map maximum)
+    # segmentation: "component" (the highest level with a min_area component) or "max" (the map's
+    # maximum); None: max for feature/padim/knn maps, component for pixel maps.
+    image_score: str | None = None
     detector: str = DEFAULT_DETECTOR  # a name of the detector registry (processing/detectors/)
     bandwidth: float | None = None  # kde: kernel width; None: cross-validated
     pca_components: int | None = None  # kde: PCA before the KDE; None/0: none

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -52,6 +53,8 @@ class SegmentationDetector(Detector):
     @classmethod
     def check_config(cls, config: FinetuneConfig) -> FinetuneConfig:
         check_method_dtype(config.method, config.dtype)
+        if config.image_score is None:
+            config = replace(config, image_score="max" if config.method in UNBOUNDED_METHODS else "component")
         check_image_score(config.image_score)
         check_sigma(config.smoothing_sigma)
         validate_clear_border(config.clear_border, "clear_border")

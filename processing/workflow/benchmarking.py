@@ -48,7 +48,7 @@ class BenchmarkConfig:
     batch_size: int = 8
     color_mode: str = "grayscale"
     methods: list[str] | None = None  # anomaly maps to finetune and test on each model; None: the one that matches the loss
-    image_score: str | None = None  # None: the finetune default ("component")
+    image_score: str | None = None  # None: the finetune default (max for feature/padim/knn maps, component for pixel maps)
     dtype: str = "float64"
     smoothing_sigma: float | None = 2.0  # None: the finetune/test default (no smoothing)
     clear_border: bool | None = None  # None: the finetune default (True: drop border components)
