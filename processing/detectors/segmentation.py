@@ -23,7 +23,7 @@ from processing.evaluation import plots
 from processing.data.images import iter_batches
 from processing.maps.inference import maps_from_output, reconstruct
 from processing.maps.postprocess import ResmapPostprocessor, check_normalization, check_sigma, fit_pixel_statistics, smooth_resmaps
-from processing.maps.feature_maps import FEATURE_SCORERS, feature_model_of, feature_scorer_maps, fit_feature_scorer, load_feature_scorer
+from processing.maps.feature_maps import FEATURE_SCORERS, feature_grid, feature_model_of, fit_feature_scorer, load_feature_scorer, upsample_maps
 from processing.maps.resmaps import FEATURE_SCORER_METHODS, UNBOUNDED_METHODS, check_method_dtype, check_method_for_model, resmap_value_range
 
 logger = logging.getLogger(__name__)
@@ -33,15 +33,19 @@ logger = logging.getLogger(__name__)
 class SegmentationDetector(Detector):
     name = "segmentation"
 
-    def __init__(self, model, result, folder=None, batch_size=16, postprocess: ResmapPostprocessor | None = None, feature_scorer=None):
+    def __init__(self, model, result, folder=None, batch_size=16, postprocess: ResmapPostprocessor | None = None, feature_scorers=None):
         super().__init__(model, result, folder, batch_size)
         self.method, self.dtype = result["method"], result["dtype"]
-        self.feature_scorer = feature_scorer
+        self.components = self.method.split("+")  # one map, or the maps a combined map averages
+        # (mean, std) of each component's maps on the validation images, for combined maps.
+        self.combination = {name: tuple(value) for name, value in result.get("combination", {}).items()}
+        self.feature_scorers = dict(feature_scorers or {})
         self.features = None
-        if self.method in FEATURE_SCORER_METHODS:
+        if any(name in FEATURE_SCORER_METHODS for name in self.components):
             self.features = feature_model_of(model.model)
-            if feature_scorer is None:
-                self.feature_scorer = load_feature_scorer(self.method, folder)
+            for name in self.components:
+                if name in FEATURE_SCORER_METHODS and name not in self.feature_scorers:
+                    self.feature_scorers[name] = load_feature_scorer(name, folder)
         self.min_area, self.threshold = int(result["best_min_area"]), float(result["best_threshold"])
         self.clear_border = result_clear_border(result)
         self.image_score = check_image_score(result.get("image_score", "component"), "finetuning result image_score")
@@ -73,16 +77,17 @@ class SegmentationDetector(Detector):
         clear_border = validate_clear_border(config.clear_border, "clear_border")
         normalize = check_normalization(config.normalize, config.dtype)
         started = time.perf_counter()
-        feature_scorer = None
-        if config.method in FEATURE_SCORER_METHODS:
-            info = model.info["model"]
-            feature_scorer = fit_feature_scorer(
-                config.method, model.model, training_files(model, data), info["color_mode"], info["image_size"],
-                config.batch_size, config.seed,
-            )
+        info = model.info["model"]
+        feature_scorers = {
+            name: fit_feature_scorer(name, model.model, training_files(model, data), info["color_mode"], info["image_size"], config.batch_size, config.seed)
+            for name in config.method.split("+")
+            if name in FEATURE_SCORER_METHODS
+        }
         # A detector without a result yet, to make maps exactly as test.py will.
         maker = cls(model, {"method": config.method, "dtype": config.dtype, "best_min_area": 1, "best_threshold": 0.0},
-                    batch_size=config.batch_size, postprocess=ResmapPostprocessor(sigma), feature_scorer=feature_scorer)
+                    batch_size=config.batch_size, postprocess=ResmapPostprocessor(sigma), feature_scorers=feature_scorers)
+        if len(maker.components) > 1:
+            maker.combination = fit_combination(maker.component_maps_of_files(data.validation_files))
         if normalize == "pixel":
             maker.postprocess = ResmapPostprocessor(sigma, *fit_pixel_statistics(maker.raw_maps_of_files(training_files(model, data), smoothed=True)))
 
@@ -106,6 +111,7 @@ class SegmentationDetector(Detector):
             "clear_border": clear_border,
             "normalize": normalize,
             "image_score": config.image_score,
+            **({"combination": {name: list(value) for name, value in maker.combination.items()}} if maker.combination else {}),
             # Standardised and model-output maps are unbounded: test.py bins its pixel metrics over
             # this range (the span of the validation and finetuning maps, widened; values outside
             # land in the end bins).
@@ -130,12 +136,12 @@ class SegmentationDetector(Detector):
             },
             "seconds": round(seconds, 2),
         }
-        return cls(model, result, batch_size=config.batch_size, postprocess=maker.postprocess, feature_scorer=feature_scorer)
+        return cls(model, result, batch_size=config.batch_size, postprocess=maker.postprocess, feature_scorers=feature_scorers)
 
     def save(self, folder) -> None:
         self.postprocess.save_statistics(folder)
-        if self.feature_scorer is not None:
-            self.feature_scorer.save(folder / FEATURE_SCORERS[self.method].file)
+        for name, scorer in self.feature_scorers.items():
+            scorer.save(folder / FEATURE_SCORERS[name].file)
         super().save(folder)
         search = self.result["search"]
         plots.plot_threshold_vs_min_area(search["min_areas"], search["thresholds"], self.min_area, folder / "threshold_vs_min_area.png")
@@ -143,12 +149,30 @@ class SegmentationDetector(Detector):
 
     # ---- scoring and deciding --------------------------------------------------------------
 
+    def component_maps(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Each component's anomaly maps (N, H, W) of a batch of model inputs."""
+        maps = {}
+        grid = None
+        for name in self.components:
+            if name in self.feature_scorers:
+                if grid is None:  # one pass through the backbone for every density scorer
+                    grid = feature_grid(self.features, images, self.batch_size)
+                maps[name] = upsample_maps(self.feature_scorers[name].score(grid), images.shape[1])
+            else:
+                maps[name] = maps_from_output(images, reconstruct(self.model.model, images, self.batch_size), name, self.dtype)
+        return maps
+
     def raw_maps(self, images: np.ndarray) -> np.ndarray:
         """The anomaly maps (N, H, W) of a batch of model inputs, before post-processing."""
-        if self.feature_scorer is not None:
-            return feature_scorer_maps(self.feature_scorer, self.features, images, self.batch_size)
-        outputs = reconstruct(self.model.model, images, self.batch_size)
-        return maps_from_output(images, outputs, self.method, self.dtype)
+        maps = self.component_maps(images)
+        if len(maps) == 1:
+            return maps[self.components[0]]
+        return combine_maps(maps, self.combination)
+
+    def component_maps_of_files(self, paths) -> dict[str, np.ndarray]:
+        info = self.model.info["model"]
+        batches = [self.component_maps(images) for _, images in iter_batches(paths, info["color_mode"], info["image_size"], self.batch_size)]
+        return {name: np.concatenate([batch[name] for batch in batches]) for name in self.components}
 
     def resmaps(self, images: np.ndarray) -> np.ndarray:
         """The post-processed anomaly maps (N, H, W) of a batch of model inputs."""
@@ -217,6 +241,21 @@ def unbounded_maps(config: FinetuneConfig) -> bool:
 def result_clear_border(result: dict) -> bool:
     """Whether a finetuning result dropped border components (True for results older than the flag)."""
     return validate_clear_border(result.get("clear_border", True), f"finetuning result {result.get('model')}: clear_border")
+
+
+def fit_combination(component_maps: dict[str, np.ndarray]) -> dict[str, tuple[float, float]]:
+    """Mean and standard deviation of each component's validation maps (every pixel pooled)."""
+    return {name: (float(maps.mean()), float(max(maps.std(), 1e-12))) for name, maps in component_maps.items()}
+
+
+def combine_maps(component_maps: dict[str, np.ndarray], combination: dict[str, tuple[float, float]]) -> np.ndarray:
+    """The mean of the components' maps, each standardised by its validation mean and std."""
+    total = None
+    for name, maps in component_maps.items():
+        mean, std = combination[name]
+        standardized = (maps - mean) / std
+        total = standardized if total is None else total + standardized
+    return total / len(component_maps)
 
 
 def training_files(model: bundle.ModelBundle, data: FinetuneData) -> list:

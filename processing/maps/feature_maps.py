@@ -97,9 +97,3 @@ def load_feature_scorer(method: str, folder: Path):
     if not path.is_file():
         raise ValueError(f"{path} not found: the finetuning result needs its {method} scorer; rerun finetune.py")
     return FEATURE_SCORERS[method].load(path)
-
-
-def feature_scorer_maps(scorer, features_model, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """(N, H, W) float64 maps of a batch of model inputs, at the input size."""
-    grid_maps = scorer.score(feature_grid(features_model, images, batch_size))
-    return upsample_maps(grid_maps, images.shape[1])

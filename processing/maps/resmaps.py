@@ -48,8 +48,10 @@ RESMAP_DTYPES = ("float64", "uint8")
 MODEL_MAP_METHODS = ("feature",)
 # Maps of a density fitted on a featureCAE's features (processing/maps/feature_maps.py); unbounded.
 FEATURE_SCORER_METHODS = ("padim", "knn")
-MAP_METHODS = RESMAP_METHODS + MODEL_MAP_METHODS + FEATURE_SCORER_METHODS
-UNBOUNDED_METHODS = MODEL_MAP_METHODS + FEATURE_SCORER_METHODS
+# The mean of several of a featureCAE's maps, each standardised on the validation images ("padim+knn").
+COMBINED_METHODS = ("feature+padim", "feature+knn", "padim+knn", "feature+padim+knn")
+MAP_METHODS = RESMAP_METHODS + MODEL_MAP_METHODS + FEATURE_SCORER_METHODS + COMBINED_METHODS
+UNBOUNDED_METHODS = MODEL_MAP_METHODS + FEATURE_SCORER_METHODS + COMBINED_METHODS
 # Range calculate_resmaps clips float64 maps to; uint8 maps map it linearly onto 0..255.
 RESMAP_RANGE = {"ssim": (0.0, 1.0), "l2": (0.0, 1.0)}
 
