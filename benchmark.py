@@ -21,7 +21,8 @@ from autoencoder import cli
 QUICK = {"epochs": 2, "image_sizes": [32], "learning_rate": 1e-3}
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (docs/cli.md is generated from it: scripts/make_cli_docs.py)."""
     from processing.workflow.benchmarking import BenchmarkConfig
 
     defaults = BenchmarkConfig(input_dir="")
@@ -47,7 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models-dir", default=defaults.models_dir, help="where the trained model folders are written")
     parser.add_argument("--quick", action="store_true", help="smoke run: 32 px, 2 epochs, --lr 1e-3 (overrides those flags)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def config_from_args(args):

@@ -16,7 +16,8 @@ from pathlib import Path
 from autoencoder import cli
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (docs/cli.md is generated from it: scripts/make_cli_docs.py)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="demo_data/brick", help="where the demo dataset is generated (reused if present)")
     parser.add_argument("--texture", default="brick", choices=["brick", "grass", "gravel"], help="texture photo of the demo dataset")
@@ -26,7 +27,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the learning-rate range test picks it)")
     parser.add_argument("--seed", type=int, default=42, help="seed of the dataset, the splits and the training")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None):

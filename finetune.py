@@ -11,7 +11,8 @@ import argparse
 from autoencoder import cli
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (docs/cli.md is generated from it: scripts/make_cli_docs.py)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-p", "--path", required=True, help="model folder written by train.py, or its .keras file")
     parser.add_argument("-m", "--method", default=None, choices=["ssim", "l2"], help="residual map (default: the one matching the model's loss: ssim for ssim/mssim, l2 for l2)")
@@ -28,7 +29,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pca-components", type=int, default=None, help="kde: project the codes onto this many principal components first")
     parser.add_argument("--refit-density", action="store_true", help="kde: refit density.npz even when the model folder has one")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None):
