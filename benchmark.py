@@ -87,7 +87,7 @@ def config_from_args(args):
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
-    from processing.workflow.benchmarking import benchmark, final_line, format_table
+    from processing.workflow.benchmarking import absent_lines, benchmark, final_line, format_table
 
     path, result = benchmark(config_from_args(args))
     for run in result["runs"]:
@@ -95,7 +95,10 @@ def main(argv: list[str] | None = None):
         print()
     print(f"results: {path}")
     print(f"best configuration (chosen on the finetuning subset): {result['best']}")
-    print(final_line(result["runs"][result["best_index"]]))
+    best = result["runs"][result["best_index"]]
+    for line in absent_lines(best):  # why a metric of the final line reads n/a
+        print(line)
+    print(final_line(best))
     return path
 
 

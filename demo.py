@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None):
     from processing.data.demo import make_demo_dataset
     from processing.workflow.testing import TestConfig, test
     from processing.workflow.finetuning import FinetuneConfig, finetune
+    from processing.evaluation.metrics import format_metrics
 
     data_dir = Path(args.data_dir)
     if not (data_dir / "train" / "good").is_dir():
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None):
         result = json.loads((out_dir / "test_result.json").read_text())
         keys = ["image_auroc", "pixel_auroc", "aupro", "balanced_accuracy", "tpr", "tnr"]
         cli.logger.info("results in %s", out_dir)
-        print(" ".join(f"{key}={result[key]:.3f}" for key in keys if key in result))
+        print(format_metrics(result, keys))  # n/a for a metric that could not be computed
     return model_dir
 
 
