@@ -6,6 +6,9 @@ enter that choice:
 
     image_auroc=… pixel_auroc=… aupro=… balanced_accuracy=… train_s=… infer_ms_per_image=…
 
+A metric that cannot be computed (pixel metrics without ground_truth/ masks) reads n/a there, and
+the line before says why.
+
 Everything (settings, metrics, timings, versions) is saved to <output-dir>/benchmarks/<dataset>_<time>.json.
 
 Example:

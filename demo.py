@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None):
         TrainConfig(
             input_dir=str(data_dir),
             architecture=args.architecture,
-            loss="ssim",  # the brick texture is reconstructed best with SSIM (the demo's numbers in the README)
+            loss="ssim",  # the brick texture is reconstructed best with SSIM
             image_size=args.image_size,
             epochs=args.epochs,
             learning_rate=args.lr,

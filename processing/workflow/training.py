@@ -36,7 +36,7 @@ class TrainConfig:
     input_dir: str
     architecture: str = "mvtecCAE"
     color_mode: str = "grayscale"
-    loss: str = "l2"  # best on the magnetic_tile benchmark (README); ssim needs grayscale
+    loss: str = "l2"  # best on the magnetic_tile benchmark (docs/benchmarks.md); ssim needs grayscale
     batch_size: int = 8
     epochs: int = 100
     image_size: int | None = None
