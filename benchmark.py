@@ -6,6 +6,9 @@ enter that choice:
 
     image_auroc=… pixel_auroc=… aupro=… balanced_accuracy=… train_s=… infer_ms_per_image=…
 
+A metric that cannot be computed (pixel metrics without ground_truth/ masks) reads n/a there, and
+the line before says why.
+
 Everything (settings, metrics, timings, versions) is saved to <output-dir>/benchmarks/<dataset>_<time>.json.
 
 Example:
@@ -22,7 +25,8 @@ from processing.maps.resmaps import MAP_METHODS
 QUICK = {"epochs": 2, "image_sizes": [32], "learning_rate": 1e-3}
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (docs/cli.md is generated from it: scripts/make_cli_docs.py)."""
     from processing.workflow.benchmarking import BenchmarkConfig
 
     defaults = BenchmarkConfig(input_dir="")
@@ -49,7 +53,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models-dir", default=defaults.models_dir, help="where the trained model folders are written")
     parser.add_argument("--quick", action="store_true", help="smoke run: 32 px, 2 epochs, --lr 1e-3 (overrides those flags)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def config_from_args(args):
@@ -85,7 +93,7 @@ def config_from_args(args):
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
-    from processing.workflow.benchmarking import benchmark, final_line, format_table
+    from processing.workflow.benchmarking import absent_lines, benchmark, final_line, format_table
 
     path, result = benchmark(config_from_args(args))
     for run in result["runs"]:
@@ -93,7 +101,10 @@ def main(argv: list[str] | None = None):
         print()
     print(f"results: {path}")
     print(f"best configuration (chosen on the finetuning subset): {result['best']}")
-    print(final_line(result["runs"][result["best_index"]]))
+    best = result["runs"][result["best_index"]]
+    for line in absent_lines(best):  # why a metric of the final line reads n/a
+        print(line)
+    print(final_line(best))
     return path
 
 

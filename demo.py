@@ -16,7 +16,8 @@ from pathlib import Path
 from autoencoder import cli
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (docs/cli.md is generated from it: scripts/make_cli_docs.py)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="demo_data/brick", help="where the demo dataset is generated (reused if present)")
     parser.add_argument("--texture", default="brick", choices=["brick", "grass", "gravel"], help="texture photo of the demo dataset")
@@ -26,7 +27,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the learning-rate range test picks it)")
     parser.add_argument("--seed", type=int, default=42, help="seed of the dataset, the splits and the training")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None):
@@ -36,6 +41,7 @@ def main(argv: list[str] | None = None):
     from processing.data.demo import make_demo_dataset
     from processing.workflow.testing import TestConfig, test
     from processing.workflow.finetuning import FinetuneConfig, finetune
+    from processing.evaluation.metrics import format_metrics
 
     data_dir = Path(args.data_dir)
     if not (data_dir / "train" / "good").is_dir():
@@ -47,7 +53,7 @@ def main(argv: list[str] | None = None):
         TrainConfig(
             input_dir=str(data_dir),
             architecture=args.architecture,
-            loss="ssim",  # the brick texture is reconstructed best with SSIM (the demo's numbers in the README)
+            loss="ssim",  # the brick texture is reconstructed best with SSIM
             image_size=args.image_size,
             epochs=args.epochs,
             learning_rate=args.lr,
@@ -62,7 +68,7 @@ def main(argv: list[str] | None = None):
         result = json.loads((out_dir / "test_result.json").read_text())
         keys = ["image_auroc", "pixel_auroc", "aupro", "balanced_accuracy", "tpr", "tnr"]
         cli.logger.info("results in %s", out_dir)
-        print(" ".join(f"{key}={result[key]:.3f}" for key in keys if key in result))
+        print(format_metrics(result, keys))  # n/a for a metric that could not be computed
     return model_dir
 
 

@@ -11,7 +11,8 @@ import argparse
 from autoencoder import cli
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (docs/cli.md is generated from it: scripts/make_cli_docs.py)."""
     from autoencoder.models import available_architectures
     from processing.workflow.training import TrainConfig
 
@@ -39,7 +40,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reject-fraction", type=float, default=None, help="--adversarial: fraction of training images to leave out (default: estimated by Tukey's fence on the rejection scores)")
     parser.add_argument("--reject-by", default=defaults.reject_by, choices=["likelihood", "reconstruction", "combined"], help="--adversarial: what decides which training images are left out (likelihood: the latent likelihood, as in Beggel et al.)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None):

@@ -48,7 +48,7 @@ Why the default is not the paper's criterion: on the digits benchmark
 (benchmarks/contamination.py) the images of other digits get codes *closer* to the prior's mode
 than the normal digit does (their latent AUROC is below 0.5), so likelihood-based rejection
 catches almost none of the planted images, while their reconstruction error separates them
-(AUROC > 0.99 on the training set). See the README section on the benchmark.
+(AUROC > 0.99 on the training set). See docs/benchmarks.md (contamination of the training set).
 
 Anomaly score (:func:`combined_scores`): the paper flags an image when its code is unlikely under
 the prior or its reconstruction error is large. Here both criteria are put on one scale by robust

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import shutil
@@ -124,12 +125,27 @@ def staging_folder(final: Path, replace: bool = False):
 
 
 def write_json(path: str | os.PathLike, data: dict) -> Path:
-    """Write JSON through a temporary file so a reader never sees half of it."""
+    """Write JSON through a temporary file so a reader never sees half of it.
+
+    NaN (a metric that could not be computed) is written as ``null``, never as the non-standard ``NaN``.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+    tmp.write_text(json.dumps(_nan_to_none(data), indent=2, default=_json_default) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def _nan_to_none(value):
+    if isinstance(value, dict):
+        return {key: _nan_to_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(item) for item in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy arrays and scalars
+        return _nan_to_none(value.tolist())
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
 
 
 def _json_default(value):

@@ -18,7 +18,8 @@ if str(REPO_ROOT) not in sys.path:
 from autoencoder import cli  # noqa: E402
 from processing.data.demo import TEXTURES, make_demo_dataset  # noqa: E402
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (docs/cli.md is generated from it: scripts/make_cli_docs.py)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-o", "--output-dir", type=Path, default=Path("demo_data/brick"), help="folder to create")
     parser.add_argument("--texture", choices=TEXTURES, default="brick", help="scikit-image texture photo")
@@ -28,7 +29,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-test-defect", type=int, default=10, help="number of test images per defect type")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same dataset)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing demo dataset")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None):

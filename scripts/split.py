@@ -18,7 +18,8 @@ if str(REPO_ROOT) not in sys.path:
 from autoencoder import cli  # noqa: E402
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (docs/cli.md is generated from it: scripts/make_cli_docs.py)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-i", "--input-dir", required=True, help="folder with one sub-folder of images per class")
     parser.add_argument("-o", "--output-dir", required=True, help="dataset folder to create (MVTec AD layout)")
@@ -28,7 +29,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--copy", action="store_true", help="copy the images (default: symbolic links to them)")
     parser.add_argument("--overwrite", action="store_true", help="replace an output folder written by an earlier split.py run")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None):

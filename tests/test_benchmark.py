@@ -77,6 +77,7 @@ def test_prints_a_table_per_configuration_and_defect_type(benchmarked, dataset):
         assert len(re.findall(rf"^{defect_type}\s", stdout, flags=re.M)) == 2
     assert len(re.findall(r"^all\s", stdout, flags=re.M)) == 2
     assert "nan" not in re.findall(r"^all\s+(\S+)", stdout, flags=re.M)  # the image count is printed
+    assert not re.search(r"\bnan\b", stdout)
 
 
 def test_json_records_config_metrics_timings_and_versions(benchmarked, dataset):
@@ -144,7 +145,7 @@ def test_select_best_uses_finetuning_subset_only():
 
 def test_final_line_format():
     line = final_line(run_record(0.5, image_auroc=0.91234, aupro=math.nan, train_s=12.34, infer_ms_per_image=3.21))
-    assert line == ("image_auroc=0.912 pixel_auroc=0.500 aupro=nan balanced_accuracy=0.500 "
+    assert line == ("image_auroc=0.912 pixel_auroc=0.500 aupro=n/a balanced_accuracy=0.500 "
                     "train_s=12.3 infer_ms_per_image=3.2")
 
 

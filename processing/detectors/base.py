@@ -28,6 +28,7 @@ import numpy as np
 
 from autoencoder import bundle
 from processing.data.images import MVTecLayout
+from processing.evaluation.metrics import format_metrics
 
 RESULT_FILE = "finetuning_result.json"
 DEFAULT_DETECTOR = "segmentation"
@@ -156,7 +157,7 @@ class Detector(abc.ABC):
     def summary_line(self, result: dict) -> str:
         """The numbers test.py logs for one result."""
         keys = ["image_auroc", "pixel_auroc", "aupro", "mean_iou", "balanced_accuracy", "tpr", "tnr"]
-        return " ".join(f"{key}={result[key]:.3f}" for key in keys if key in result)
+        return format_metrics(result, keys)  # a metric that could not be computed prints as n/a
 
     @property
     def tuned_on(self) -> set[str]:

@@ -30,7 +30,7 @@ from processing.decision.density import (
 )
 from processing.detectors.base import Decisions, Detector, FinetuneConfig, FinetuneData, Scores, register_detector
 from processing.evaluation import plots
-from processing.evaluation.metrics import image_auroc
+from processing.evaluation.metrics import format_metrics, image_auroc
 from processing.maps.resmaps import check_method_dtype
 
 logger = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ class KDEDetector(Detector):
 
     def summary_line(self, result: dict) -> str:
         keys = ["balanced_accuracy", "tpr", "tnr", "image_auroc_density", "image_auroc_error"]
-        return " ".join(f"{key}={result[key]:.3f}" for key in keys)
+        return format_metrics(result, keys)
 
 
 def density_for_model(model_bundle, scorer, config, train_files) -> tuple[DensityModel, bool]:

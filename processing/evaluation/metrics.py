@@ -16,6 +16,11 @@ Pixel level
 Conventions: a label / mask value of True means *defective*; a higher score
 means *more anomalous*; a pixel (image) is predicted defective when its score
 is >= the threshold.
+
+Metrics that cannot be computed (one class only, no ground-truth masks) are NaN
+here, so array arithmetic keeps working. Results, JSON files and printed lines
+report them as absent instead: :func:`absent_to_none` turns NaN into None
+(``null`` in JSON) and :func:`format_metric` prints ``n/a``.
 """
 
 import logging
@@ -140,7 +145,7 @@ def image_auroc(labels, scores):
     labels, scores = _image_labels_and_scores(labels, scores)
     scores = _as_finite_float(scores, "scores")
     if labels.all() or not labels.any():
-        logger.warning("image AUROC undefined: only one class present in %d labels; returning nan", labels.size)
+        logger.warning("image AUROC undefined: only one class present in %d labels (reported as n/a)", labels.size)
         return math.nan
     return float(roc_auc_score(labels, scores))
 
@@ -159,8 +164,8 @@ def classification_metrics(y_true, y_pred):
         ``tp, fp, tn, fn`` (int) and ``tpr, tnr, fpr, fnr, balanced_accuracy,
         score, precision, f1, accuracy`` (float). ``score`` is an alias of
         ``balanced_accuracy`` = (tpr + tnr) / 2. A ratio with a zero denominator
-        is NaN (``json.dumps`` writes it as ``NaN``). All values are plain
-        Python numbers.
+        is NaN (results report it as absent: ``null`` in JSON, ``n/a`` when
+        printed). All values are plain Python numbers.
     """
     y_true, y_pred = _image_labels_and_scores(y_true, y_pred, "y_true", "y_pred")
     y_pred = _as_binary(y_pred, "y_pred")
@@ -349,7 +354,7 @@ class PixelMetricsAccumulator:
         n_defect = int(self._defect_counts.sum())
         if n_normal == 0 or n_defect == 0:
             logger.warning(
-                "pixel AUROC undefined: %d normal and %d defect pixels; returning nan", n_normal, n_defect
+                "pixel AUROC undefined: %d normal and %d defect pixels (reported as n/a)", n_normal, n_defect
             )
             return math.nan
         # Mann-Whitney: a defect pixel beats every normal pixel in a lower bin and half of those in its bin.
@@ -508,3 +513,58 @@ def mean_iou(masks_pred, masks_true, defect_images_only=True):
         ious = ious[has_defect]
     ious = ious[~np.isnan(ious)]
     return float(ious.mean()) if ious.size else math.nan
+
+
+# ----------------------------------------------------------------------------
+# reporting: absent metrics
+# ----------------------------------------------------------------------------
+NOT_AVAILABLE = "n/a"
+NOT_AVAILABLE_KEY = "not_available"  # in a result: {metric: why it is None}
+
+
+def is_absent(value) -> bool:
+    """True for None and NaN: a metric that could not be computed."""
+    if value is None:
+        return True
+    try:
+        return math.isnan(value)
+    except TypeError:
+        return False
+
+
+def absent_to_none(value):
+    """``value`` with every NaN float (also inside dicts, lists and numpy arrays) replaced by None."""
+    if isinstance(value, dict):
+        return {key: absent_to_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [absent_to_none(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return absent_to_none(value.tolist())
+    if isinstance(value, (float, np.floating)) and math.isnan(value):
+        return None
+    return value
+
+
+def format_metric(value, spec: str = ".3f") -> str:
+    """A metric for printing: ``n/a`` when absent (None or NaN), else ``format(value, spec)``."""
+    if is_absent(value):
+        return NOT_AVAILABLE
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return str(int(value))
+    return format(float(value), spec)
+
+
+def format_metrics(result: dict, keys, spec: str = ".3f") -> str:
+    """``key=value`` for every key of ``keys`` present in ``result`` (absent values as ``n/a``)."""
+    return " ".join(f"{key}={format_metric(result[key], spec)}" for key in keys if key in result)
+
+
+def absent_note(reasons: dict[str, str]) -> list[str]:
+    """One line per reason, e.g. ``pixel_auroc, aupro: n/a (no ground-truth masks)``.
+
+    ``reasons`` maps metric names to why they are absent; names with the same reason share a line.
+    """
+    by_reason: dict[str, list[str]] = {}
+    for key, reason in reasons.items():
+        by_reason.setdefault(reason, []).append(key)
+    return [f"{', '.join(keys)}: {NOT_AVAILABLE} ({reason})" for reason, keys in by_reason.items()]

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from autoencoder import bundle
 from autoencoder.losses import RESMAP_METHOD_FOR_LOSS
+from processing.evaluation.metrics import NOT_AVAILABLE_KEY, absent_note, absent_to_none, format_metric, is_absent
 
 logger = logging.getLogger(__name__)
 
@@ -210,27 +211,27 @@ def run_configuration(spec: RunSpec, config: BenchmarkConfig) -> list[dict]:
 
 
 def summary_metrics(tested: dict, info: dict) -> dict:
-    """The six numbers of the final line, from a test result and the model's info.json."""
+    """The six numbers of the final line, from a test result and the model's info.json (None: absent)."""
     return {
-        "image_auroc": tested.get("image_auroc", math.nan),
-        "pixel_auroc": tested.get("pixel_auroc", math.nan),
-        "aupro": tested.get("aupro", math.nan),
-        "balanced_accuracy": tested.get("balanced_accuracy", math.nan),
+        "image_auroc": absent_to_none(tested.get("image_auroc")),
+        "pixel_auroc": absent_to_none(tested.get("pixel_auroc")),
+        "aupro": absent_to_none(tested.get("aupro")),
+        "balanced_accuracy": absent_to_none(tested.get("balanced_accuracy")),
         "train_s": float(info["training"]["seconds"]),
         "infer_ms_per_image": float(tested["ms_per_image"]),
     }
 
 
-def _nan_to_low(value) -> float:
-    value = float(value)
-    return -math.inf if math.isnan(value) else value
+def _absent_to_low(value) -> float:
+    """A selection key: an absent metric (None or NaN) counts as the lowest value."""
+    return -math.inf if is_absent(value) else float(value)
 
 
-def finetuning_image_auroc(model_folder: str | Path, finetuning: dict, finetune_dir: str | Path, batch_size: int = 16) -> float:
+def finetuning_image_auroc(model_folder: str | Path, finetuning: dict, finetune_dir: str | Path, batch_size: int = 16) -> float | None:
     """Image AUROC on the finetuning subset, with the image score test.py uses.
 
     The finetuning images are scored by the result's own detector, exactly as test.py scores the
-    test images; NaN when the subset holds a single class.
+    test images; None (absent) when the subset holds a single class.
     """
     from processing.data.images import iter_batches, scan_dataset
     from processing.detectors import detector_of_result
@@ -241,7 +242,7 @@ def finetuning_image_auroc(model_folder: str | Path, finetuning: dict, finetune_
     files = [layout.root / name for name in finetuning["finetuning_files"]]
     labels = np.array([Path(name).parent.name != "good" for name in finetuning["finetuning_files"]])
     if labels.all() or not labels.any():
-        return math.nan
+        return None
     detector = detector_of_result(finetuning).load(model, Path(finetune_dir), finetuning, batch_size)
     info = model.info["model"]
     scores = [
@@ -252,9 +253,9 @@ def finetuning_image_auroc(model_folder: str | Path, finetuning: dict, finetune_
 
 
 def selection_key(run: dict) -> tuple[float, float]:
-    """(finetuning image AUROC, finetuning balanced accuracy), NaN counted as -inf."""
+    """(finetuning image AUROC, finetuning balanced accuracy), an absent value (None, NaN) counted as -inf."""
     finetuning = run["finetuning"]
-    return (_nan_to_low(finetuning.get("image_auroc", math.nan)), _nan_to_low(finetuning["best_score"]))
+    return (_absent_to_low(finetuning.get("image_auroc")), _absent_to_low(finetuning.get("best_score")))
 
 
 def select_best(runs: list[dict]) -> int:
@@ -271,10 +272,8 @@ def select_best(runs: list[dict]) -> int:
 
 
 def _fmt(value) -> str:
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    value = float(value)
-    return "nan" if math.isnan(value) else f"{value:.3f}"
+    """Integers as they are, floats with 3 decimals, an absent metric (None, NaN) as n/a."""
+    return format_metric(value)
 
 
 def format_table(run: dict) -> str:
@@ -285,14 +284,14 @@ def format_table(run: dict) -> str:
     tested = run["test"]
     rows = []
     for name, metrics in sorted(tested.get("per_defect_type", {}).items()):
-        rows.append([name] + [_fmt(metrics.get(key, math.nan)) for key in TABLE_KEYS])
-    rows.append(["all"] + [_fmt(tested.get(key, math.nan)) for key in TABLE_KEYS])
+        rows.append([name] + [_fmt(metrics.get(key)) for key in TABLE_KEYS])
+    rows.append(["all"] + [_fmt(tested.get(key)) for key in TABLE_KEYS])
     header = ["defect_type", *TABLE_KEYS]
     widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(len(header))]
     lines = [
         f"== {run['name']} ({run['method']}_{run['dtype']} maps; finetuning subset: image_auroc "
-        f"{_fmt(run['finetuning'].get('image_auroc', math.nan))}, balanced accuracy "
-        f"{_fmt(run['finetuning']['best_score'])}; train {run['summary']['train_s']:.0f} s, "
+        f"{_fmt(run['finetuning'].get('image_auroc'))}, balanced accuracy "
+        f"{_fmt(run['finetuning'].get('best_score'))}; train {run['summary']['train_s']:.0f} s, "
         f"{run['summary']['infer_ms_per_image']:.1f} ms/image)",
         "  ".join(h.ljust(w) for h, w in zip(header, widths)),
     ]
@@ -301,14 +300,21 @@ def format_table(run: dict) -> str:
 
 
 def final_line(run: dict) -> str:
-    """`image_auroc=… pixel_auroc=… aupro=… balanced_accuracy=… train_s=… infer_ms_per_image=…`."""
+    """`image_auroc=… pixel_auroc=… aupro=… balanced_accuracy=… train_s=… infer_ms_per_image=…`;
+    a metric that could not be computed reads `n/a` (see :func:`absent_lines` for why)."""
     summary = run["summary"]
     parts = []
     for key in FINAL_KEYS:
-        value = float(summary[key])
-        text = "nan" if math.isnan(value) else (f"{value:.1f}" if key.endswith(("_s", "_image")) else f"{value:.3f}")
-        parts.append(f"{key}={text}")
+        spec = ".1f" if key.endswith(("_s", "_image")) else ".3f"
+        parts.append(f"{key}={format_metric(summary.get(key), spec)}")
     return " ".join(parts)
+
+
+def absent_lines(run: dict) -> list[str]:
+    """Why the final line's absent metrics are absent, e.g. ``pixel_auroc, aupro: n/a (no ground-truth masks)``."""
+    reasons = run.get("test", {}).get(NOT_AVAILABLE_KEY, {})
+    missing = {key: reasons.get(key, "not computed") for key in FINAL_KEYS if is_absent(run["summary"].get(key))}
+    return absent_note(missing)
 
 
 def benchmark(config: BenchmarkConfig) -> tuple[Path, dict]:

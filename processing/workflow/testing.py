@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,13 @@ from processing.data.images import check_masks, iter_batches, load_masks, read_i
 from processing.detectors.base import RESULT_FILE, Detector, detector_of_result, finetuning_root
 from processing.maps.resmaps import check_method_dtype
 from processing.evaluation.metrics import (
+    NOT_AVAILABLE_KEY,
     PixelMetricsAccumulator,
+    absent_note,
+    absent_to_none,
     classification_metrics,
     image_auroc,
+    is_absent,
     mask_iou,
     metrics_by_defect_type,
 )
@@ -32,6 +37,7 @@ logger = logging.getLogger(__name__)
 TEST_RESULT_FILE = "test_result.json"
 PREDICTED_COLOR = (0, 0, 255)  # BGR red
 TRUTH_COLOR = (0, 200, 0)  # BGR green
+PIXEL_KEYS = ("pixel_auroc", "aupro", "mean_iou")  # need ground-truth masks
 
 
 @dataclass
@@ -141,9 +147,12 @@ def evaluate(detector: Detector, layout, config: TestConfig) -> Path:
         result = summarise(detector, rows, columns, ious, accumulators, config, seconds)
         if model.info.get("adversarial"):  # image scores of the adversarial autoencoder (latent likelihood + MSE)
             result |= adversarial_test_metrics(model, files, [row["truth"] for row in rows], config.batch_size)
+        result = mark_absent(result, masks=accumulators is not None)
         write_classification_csv(staging / "classification.csv", rows, columns)
         bundle.write_json(staging / TEST_RESULT_FILE, result)
     logger.info("%s: %s (%.1f ms/image)", name, detector.summary_line(result), result["ms_per_image"])
+    for line in absent_note(result[NOT_AVAILABLE_KEY]):
+        logger.info("%s: %s", name, line)
     return out_dir
 
 
@@ -186,11 +195,14 @@ def summarise(detector: Detector, rows, columns, ious, accumulators, config, sec
         **classification_metrics(truth, predicted),
         detector.score_key: image_auroc(truth, scores),
     }
+    makes_maps = detector.map_value_range is not None
     if accumulators is not None:
         overall = accumulators["all"].result()
         result["pixel_auroc"] = overall["pixel_auroc"]
         result["aupro"] = overall["aupro"]
-        result["mean_iou"] = float(np.nanmean(ious)) if ious else float("nan")
+        result["mean_iou"] = float(np.nanmean(ious)) if ious else math.nan
+    elif makes_maps:  # maps but no ground-truth masks: the pixel metrics are absent, not missing
+        result |= dict.fromkeys(PIXEL_KEYS, math.nan)
     result |= extra
     per_type = metrics_by_defect_type(types, truth, scores, predicted)
     for name, metrics in per_type.items():
@@ -200,10 +212,35 @@ def summarise(detector: Detector, rows, columns, ious, accumulators, config, sec
             pixel = accumulators[name].result()
             metrics["pixel_auroc"] = pixel["pixel_auroc"]
             metrics["aupro"] = pixel["aupro"]
+        elif makes_maps:
+            metrics |= {"pixel_auroc": math.nan, "aupro": math.nan}
     result["per_defect_type"] = per_type
     result["seconds"] = round(seconds, 2)
     result["ms_per_image"] = round(1000 * seconds / max(len(rows), 1), 2)
     result["settings"] = vars(config) | {"command": bundle.command_line()}
+    return result
+
+
+def mark_absent(result: dict, masks: bool) -> dict:
+    """The result with every metric that could not be computed (NaN) as None (``null`` in JSON), and
+    ``not_available``: {metric: why} for the top-level ones, which test.py logs as one line per reason."""
+    n_images, n_defective = result.get("n_images", 0), result.get("n_defective", 0)
+    if n_defective == 0:
+        one_class = "no defective test images"
+    elif n_defective == n_images:
+        one_class = "no good test images"
+    else:
+        one_class = None
+    reasons = {}
+    for key, value in result.items():
+        if key in ("settings", "per_defect_type") or not isinstance(value, float) or not is_absent(value):
+            continue
+        if key in PIXEL_KEYS and not masks:
+            reasons[key] = "no ground-truth masks"
+        else:
+            reasons[key] = one_class or "undefined on these test images"
+    result = absent_to_none(result)
+    result[NOT_AVAILABLE_KEY] = reasons
     return result
 
 

@@ -36,7 +36,7 @@ class TrainConfig:
     input_dir: str
     architecture: str = "mvtecCAE"
     color_mode: str = "grayscale"
-    loss: str | None = None  # None: the architecture's default (l2 for pixel models, feature for featureCAE)
+    loss: str | None = None  # None: the architecture's default (l2 for pixel models, the best on magnetic_tile; feature for featureCAE)
     batch_size: int = 8
     epochs: int = 100
     image_size: int | None = None
