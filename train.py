@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig(input_dir="")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-d", "--input-dir", required=True, help="dataset root in MVTec AD layout (<dir>/train/good/...)")
-    parser.add_argument("-a", "--architecture", default=defaults.architecture, help=f"one of {', '.join(available_architectures())}")
+    parser.add_argument("-a", "--architecture", default=defaults.architecture, help=f"one of {', '.join(available_architectures())} (default: {defaults.architecture})")
     parser.add_argument("-c", "--color", default=defaults.color_mode, choices=["grayscale", "rgb"], help="colour mode the images are converted to")
     parser.add_argument("-l", "--loss", default=defaults.loss, choices=["ssim", "mssim", "l2", "feature"], help="default: the architecture's (l2 for pixel autoencoders, feature for featureCAE); ssim needs grayscale, mssim needs rgb")
     parser.add_argument("-b", "--batch", type=int, default=defaults.batch_size, help="batch size")

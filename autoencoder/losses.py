@@ -282,6 +282,10 @@ LOSSES = {"ssim": ssim_loss, "mssim": mssim_loss, "l2": l2_loss, "feature": feat
 # The residual map that matches each loss: SSIM maps for the SSIM losses, squared differences for
 # L2, the model's own output map for feature-reconstruction models.
 RESMAP_METHOD_FOR_LOSS = {"ssim": "ssim", "mssim": "ssim", "l2": "l2", "feature": "feature"}
+# What finetune.py uses when no --method is given: the matching map, except for featureCAE models,
+# whose features are best scored by a per-position Gaussian (padim: the best on magnetic_tile's
+# finetuning subset, docs/benchmarks.md).
+DEFAULT_METHOD_FOR_LOSS = RESMAP_METHOD_FOR_LOSS | {"feature": "padim"}
 _COLOR_MODES = ("grayscale", "rgb")
 
 

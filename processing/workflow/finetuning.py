@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from autoencoder import bundle
-from autoencoder.losses import RESMAP_METHOD_FOR_LOSS
+from autoencoder.losses import DEFAULT_METHOD_FOR_LOSS
 from processing.data.images import scan_dataset
 from processing.data.splits import stratified_finetune_split, validation_files
 from processing.detectors.base import RESULT_FILE, FinetuneConfig, FinetuneData, finetuning_root, get_detector
@@ -57,7 +57,7 @@ def finetuning_data(model: bundle.ModelBundle, config: FinetuneConfig) -> Finetu
 
 
 def method_for_model(path) -> str:
-    """The residual map that matches the loss a model was trained with (SSIM maps for SSIM losses, else L2)."""
+    """The default map of a model: SSIM maps for SSIM losses, L2 maps for L2, padim for featureCAE."""
     folder, _ = bundle.resolve_model_path(path)
     loss = bundle.read_info(folder).get("settings", {}).get("loss", "ssim")
-    return RESMAP_METHOD_FOR_LOSS.get(loss, "ssim")
+    return DEFAULT_METHOD_FOR_LOSS.get(loss, "ssim")

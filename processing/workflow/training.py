@@ -34,7 +34,7 @@ class TrainConfig:
     """Every setting of a training run; saved in info.json."""
 
     input_dir: str
-    architecture: str = "mvtecCAE"
+    architecture: str = "featureCAE"  # the best on magnetic_tile (docs/benchmarks.md); mvtecCAE is the best pixel autoencoder
     color_mode: str = "grayscale"
     loss: str | None = None  # None: the architecture's default (l2 for pixel models, the best on magnetic_tile; feature for featureCAE)
     batch_size: int = 8
