@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep-border", action="store_true", help="keep defect components that touch the image border (default: drop them, as the original toolkit)")
     parser.add_argument("--normalize", default="none", choices=["none", "pixel"], help="pixel: standardise each pixel of the (smoothed) maps by its mean and std over the training images' maps (test.py applies the same)")
     parser.add_argument("--image-score", default=None, choices=["component", "max"], help="image score: component (the highest threshold at which a component of min_area survives) or max (the map's maximum); default: max for feature/padim/knn maps, component for pixel maps")
+    parser.add_argument("--combine-with", action="append", default=[], metavar="PATH[:METHOD]", help="average in the maps of another model of the same dataset (e.g. a featureCAE at another size, or a pixel autoencoder), each map standardised on the validation images; repeatable; METHOD defaults to that model's default map")
     parser.add_argument("--detector", default="segmentation", help="a registered detector (processing/detectors/): segmentation (default: residual maps, min_area + threshold) or kde (latent-code density OR reconstruction error; fits <model folder>/density.npz when missing)")
     parser.add_argument("--bandwidth", type=float, default=None, help="kde: Gaussian kernel width (default: chosen by cross-validation)")
     parser.add_argument("--pca-components", type=int, default=None, help="kde: project the codes onto this many principal components first")
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None):
             normalize=args.normalize,
             detector=args.detector,
             image_score=args.image_score,
+            combine_with=list(args.combine_with),
             bandwidth=args.bandwidth,
             pca_components=args.pca_components,
             refit_density=args.refit_density,

@@ -36,6 +36,12 @@ def feature_cae(work):
                        "--epochs", "1", "--lr", "1e-3", "--output-dir", str(work / "models")])
 
 
+@pytest.fixture(scope="module")
+def pixel_model(work):
+    return train.main(["-d", str(work / "tiles"), "-a", "mvtecCAE", "--image-size", str(SIZE), "--epochs", "1", "--lr", "1e-3",
+                       "--output-dir", str(work / "pixel")])
+
+
 def test_train_writes_a_map_model_with_training_feature_statistics(feature_cae, work):
     info = json.loads((feature_cae / "info.json").read_text())
     assert info["training"]["loss"] == "feature" and info["model"]["output"] == "map"
@@ -57,8 +63,8 @@ def classification(test_dir):
 
 def test_feature_maps_score_images_by_their_maximum(feature_cae, work):
     results = work / "results"
-    out = finetune.main(["-p", str(feature_cae), "--image-score", "max", "--results-dir", str(results)])
-    assert out.name == "feature_float64"
+    out = finetune.main(["-p", str(feature_cae), "-m", "feature", "--results-dir", str(results)])
+    assert out.name == "feature_float64"  # the image score defaults to the map's maximum for feature maps
     fitted = json.loads((out / "finetuning_result.json").read_text())
     assert fitted["method"] == "feature" and fitted["image_score"] == "max" and "value_range" in fitted
     (test_dir,) = test_script.main(["-p", str(feature_cae), "-m", "feature", "-s", "--results-dir", str(results)])
@@ -74,8 +80,8 @@ def test_feature_maps_score_images_by_their_maximum(feature_cae, work):
 
 def test_padim_maps_match_a_naive_mahalanobis(feature_cae, work):
     results = work / "results"
-    out = finetune.main(["-p", str(feature_cae), "-m", "padim", "--image-score", "max", "--results-dir", str(results)])
-    assert (out / "padim.npz").is_file()
+    out = finetune.main(["-p", str(feature_cae), "--results-dir", str(results)])  # padim: the default for featureCAE
+    assert out.name == "padim_float64" and (out / "padim.npz").is_file()
     (test_dir,) = test_script.main(["-p", str(feature_cae), "-m", "padim", "--results-dir", str(results)])
     rows = classification(test_dir)[:5]
 
@@ -106,17 +112,49 @@ def test_knn_writes_its_memory_bank_and_scores_every_test_image(feature_cae, wor
     assert rows and all(float(row["score"]) >= -1.0 for row in rows)
 
 
-def test_bad_combinations_get_one_line(feature_cae, work, capsys):
+def test_bad_combinations_get_one_line(feature_cae, pixel_model, work, capsys):
     data = work / "tiles"
     assert cli.run(train.main, ["-d", str(data), "-a", "featureCAE", "-l", "l2", "--image-size", str(SIZE), "--output-dir", str(work / "x")]) == 2
     assert "--loss l2: architecture featureCAE trains with feature" in capsys.readouterr().err
     assert cli.run(train.main, ["-d", str(data), "-a", "mvtecCAE", "-l", "feature", "--image-size", str(SIZE), "--output-dir", str(work / "x")]) == 2
     assert "--loss feature: architecture mvtecCAE trains with ssim or mssim or l2" in capsys.readouterr().err
     assert cli.run(finetune.main, ["-p", str(feature_cae), "-t", "uint8", "--results-dir", str(work / "x")]) == 2
-    assert "--method feature maps are unbounded: use --dtype float64" in capsys.readouterr().err
+    assert "--method padim maps are unbounded: use --dtype float64, not uint8" in capsys.readouterr().err
     assert cli.run(finetune.main, ["-p", str(feature_cae), "-m", "l2", "--results-dir", str(work / "x")]) == 2
     assert "error: --method l2: the model outputs its anomaly map, not a reconstruction of its input" in capsys.readouterr().err
-    pixel = train.main(["-d", str(data), "-a", "mvtecCAE", "--image-size", str(SIZE), "--epochs", "1", "--lr", "1e-3", "--output-dir", str(work / "pixel")])
-    assert cli.run(finetune.main, ["-p", str(pixel), "-m", "padim", "--results-dir", str(work / "x")]) == 2
+    assert cli.run(finetune.main, ["-p", str(pixel_model), "-m", "padim", "--results-dir", str(work / "x")]) == 2
     assert "error: --method padim: needs a featureCAE model" in capsys.readouterr().err
     assert not (work / "x").exists()
+
+
+def test_combined_maps_average_standardised_components(feature_cae, pixel_model, work):
+    """padim of the featureCAE combined with the L2 maps of a pixel autoencoder (--combine-with)."""
+    from processing.data.images import iter_batches
+    from processing.detectors.segmentation import SegmentationDetector
+    from processing.workflow.finetuning import finetuning_data
+    from processing.detectors.base import FinetuneConfig
+
+    results = work / "combined"
+    out = finetune.main(["-p", str(feature_cae), "-m", "padim", "--combine-with", f"{pixel_model}:l2", "--results-dir", str(results)])
+    fitted = json.loads((out / "finetuning_result.json").read_text())
+    assert fitted["partners"] == [{"model": str(pixel_model), "method": "l2"}]
+    assert set(fitted["combination"]) == {"padim", "partner_0"} and fitted["image_score"] == "max"
+    assert (out / "padim.npz").is_file()
+
+    # The components, made independently: padim alone on the featureCAE, l2 maps of the pixel model.
+    model, pixel = bundle.load_bundle(feature_cae), bundle.load_bundle(pixel_model)
+    padim_alone = SegmentationDetector.load(model, out, fitted | {"combination": {}, "partners": [], "method": "padim"})
+    data = finetuning_data(model, FinetuneConfig(path=str(feature_cae)))
+    validation = load_images(data.validation_files, "grayscale", SIZE)
+    padim_val = padim_alone.raw_maps(validation)
+    l2_val = np.square(validation - pixel.model.predict(validation, verbose=0))[..., 0].astype(np.float64)
+    np.testing.assert_allclose(fitted["combination"]["padim"], [padim_val.mean(), padim_val.std()], rtol=1e-6)
+    np.testing.assert_allclose(fitted["combination"]["partner_0"], [l2_val.mean(), l2_val.std()], rtol=1e-4)
+
+    (test_dir,) = test_script.main(["-p", str(feature_cae), "--results-dir", str(results)])
+    rows = classification(test_dir)
+    images = load_images([work / "tiles" / row["file"] for row in rows], "grayscale", SIZE)
+    (m0, s0), (m1, s1) = fitted["combination"]["padim"], fitted["combination"]["partner_0"]
+    l2 = np.square(images - pixel.model.predict(images, verbose=0))[..., 0]
+    combined = ((padim_alone.raw_maps(images) - m0) / s0 + (l2 - m1) / s1) / 2
+    np.testing.assert_allclose([float(row["score"]) for row in rows], combined.reshape(len(rows), -1).max(axis=1), rtol=1e-4)

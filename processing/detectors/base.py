@@ -51,6 +51,8 @@ class FinetuneConfig:
     # segmentation: "component" (the highest level with a min_area component) or "max" (the map's
     # maximum); None: max for feature/padim/knn maps, component for pixel maps.
     image_score: str | None = None
+    # segmentation: other models of the same dataset whose maps are averaged in ("PATH" or "PATH:METHOD")
+    combine_with: list[str] = field(default_factory=list)
     detector: str = DEFAULT_DETECTOR  # a name of the detector registry (processing/detectors/)
     bandwidth: float | None = None  # kde: kernel width; None: cross-validated
     pca_components: int | None = None  # kde: PCA before the KDE; None/0: none

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from dataclasses import replace
 
+import cv2
 import numpy as np
 
 from autoencoder import bundle
-from processing.data.images import split_train_validation
+from processing.data.images import scan_dataset, split_train_validation
 from processing.decision.segmentation import segment, validate_clear_border
 from processing.decision.thresholds import DEFAULT_MIN_AREAS, max_component_level, search_min_area_threshold
 from processing.detectors.base import Decisions, Detector, FinetuneConfig, FinetuneData, Scores, register_detector
@@ -24,7 +26,8 @@ from processing.data.images import iter_batches
 from processing.maps.inference import maps_from_output, reconstruct
 from processing.maps.postprocess import ResmapPostprocessor, check_normalization, check_sigma, fit_pixel_statistics, smooth_resmaps
 from processing.maps.feature_maps import FEATURE_SCORERS, feature_grid, feature_model_of, fit_feature_scorer, load_feature_scorer, upsample_maps
-from processing.maps.resmaps import FEATURE_SCORER_METHODS, UNBOUNDED_METHODS, check_method_dtype, check_method_for_model, resmap_value_range
+from autoencoder.losses import DEFAULT_METHOD_FOR_LOSS
+from processing.maps.resmaps import MAP_METHODS, FEATURE_SCORER_METHODS, UNBOUNDED_METHODS, check_method_dtype, check_method_for_model, resmap_value_range
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +36,14 @@ logger = logging.getLogger(__name__)
 class SegmentationDetector(Detector):
     name = "segmentation"
 
-    def __init__(self, model, result, folder=None, batch_size=16, postprocess: ResmapPostprocessor | None = None, feature_scorers=None):
+    def __init__(self, model, result, folder=None, batch_size=16, postprocess: ResmapPostprocessor | None = None, feature_scorers=None, partners=None):
         super().__init__(model, result, folder, batch_size)
         self.method, self.dtype = result["method"], result["dtype"]
         self.components = self.method.split("+")  # one map, or the maps a combined map averages
+        # Other models whose maps join the combination (--combine-with): map makers of their own.
+        self.partners = partners if partners is not None else [
+            load_partner(spec, Path(folder) / f"partner_{index}", batch_size) for index, spec in enumerate(result.get("partners", []))
+        ]
         # (mean, std) of each component's maps on the validation images, for combined maps.
         self.combination = {name: tuple(value) for name, value in result.get("combination", {}).items()}
         self.feature_scorers = dict(feature_scorers or {})
@@ -57,8 +64,10 @@ class SegmentationDetector(Detector):
     @classmethod
     def check_config(cls, config: FinetuneConfig) -> FinetuneConfig:
         check_method_dtype(config.method, config.dtype)
+        if config.combine_with and config.dtype != "float64":
+            raise ValueError(f"--combine-with averages standardised maps: use --dtype float64, not {config.dtype}")
         if config.image_score is None:
-            config = replace(config, image_score="max" if config.method in UNBOUNDED_METHODS else "component")
+            config = replace(config, image_score="max" if config.method in UNBOUNDED_METHODS or config.combine_with else "component")
         check_image_score(config.image_score)
         check_sigma(config.smoothing_sigma)
         validate_clear_border(config.clear_border, "clear_border")
@@ -67,8 +76,15 @@ class SegmentationDetector(Detector):
 
     @staticmethod
     def result_name(config_or_result) -> str:
-        get = config_or_result.get if isinstance(config_or_result, dict) else lambda key: getattr(config_or_result, key)
-        return f"{get('method')}_{get('dtype')}"
+        if isinstance(config_or_result, dict):
+            method, dtype = config_or_result["method"], config_or_result["dtype"]
+            partners = [(spec["model"], spec["method"]) for spec in config_or_result.get("partners", [])]
+        else:
+            method, dtype = config_or_result.method, config_or_result.dtype
+            partners = [parse_partner(spec) for spec in config_or_result.combine_with]
+        for folder, partner_method in partners:
+            method += f"+{Path(folder).name}-{partner_method or 'default'}"
+        return f"{method}_{dtype}"
 
     @classmethod
     def fit(cls, model: bundle.ModelBundle, config: FinetuneConfig, data: FinetuneData) -> "SegmentationDetector":
@@ -86,7 +102,8 @@ class SegmentationDetector(Detector):
         # A detector without a result yet, to make maps exactly as test.py will.
         maker = cls(model, {"method": config.method, "dtype": config.dtype, "best_min_area": 1, "best_threshold": 0.0},
                     batch_size=config.batch_size, postprocess=ResmapPostprocessor(sigma), feature_scorers=feature_scorers)
-        if len(maker.components) > 1:
+        maker.partners = [fit_partner(spec, model, config) for spec in config.combine_with]
+        if len(maker.components) + len(maker.partners) > 1:
             maker.combination = fit_combination(maker.component_maps_of_files(data.validation_files))
         if normalize == "pixel":
             maker.postprocess = ResmapPostprocessor(sigma, *fit_pixel_statistics(maker.raw_maps_of_files(training_files(model, data), smoothed=True)))
@@ -112,6 +129,7 @@ class SegmentationDetector(Detector):
             "normalize": normalize,
             "image_score": config.image_score,
             **({"combination": {name: list(value) for name, value in maker.combination.items()}} if maker.combination else {}),
+            **({"partners": [{"model": str(p.model.folder), "method": p.method} for p in maker.partners]} if maker.partners else {}),
             # Standardised and model-output maps are unbounded: test.py bins its pixel metrics over
             # this range (the span of the validation and finetuning maps, widened; values outside
             # land in the end bins).
@@ -136,12 +154,16 @@ class SegmentationDetector(Detector):
             },
             "seconds": round(seconds, 2),
         }
-        return cls(model, result, batch_size=config.batch_size, postprocess=maker.postprocess, feature_scorers=feature_scorers)
+        return cls(model, result, batch_size=config.batch_size, postprocess=maker.postprocess, feature_scorers=feature_scorers, partners=maker.partners)
 
     def save(self, folder) -> None:
         self.postprocess.save_statistics(folder)
         for name, scorer in self.feature_scorers.items():
             scorer.save(folder / FEATURE_SCORERS[name].file)
+        for index, partner in enumerate(self.partners):
+            (folder / f"partner_{index}").mkdir()
+            for name, scorer in partner.feature_scorers.items():
+                scorer.save(folder / f"partner_{index}" / FEATURE_SCORERS[name].file)
         super().save(folder)
         search = self.result["search"]
         plots.plot_threshold_vs_min_area(search["min_areas"], search["thresholds"], self.min_area, folder / "threshold_vs_min_area.png")
@@ -160,6 +182,10 @@ class SegmentationDetector(Detector):
                 maps[name] = upsample_maps(self.feature_scorers[name].score(grid), images.shape[1])
             else:
                 maps[name] = maps_from_output(images, reconstruct(self.model.model, images, self.batch_size), name, self.dtype)
+        for index, partner in enumerate(self.partners):
+            size = partner.model.info["model"]["image_size"]
+            partner_maps = partner.raw_maps(resize_images(images, size))
+            maps[f"partner_{index}"] = resize_maps(partner_maps, images.shape[1])
         return maps
 
     def raw_maps(self, images: np.ndarray) -> np.ndarray:
@@ -172,7 +198,7 @@ class SegmentationDetector(Detector):
     def component_maps_of_files(self, paths) -> dict[str, np.ndarray]:
         info = self.model.info["model"]
         batches = [self.component_maps(images) for _, images in iter_batches(paths, info["color_mode"], info["image_size"], self.batch_size)]
-        return {name: np.concatenate([batch[name] for batch in batches]) for name in self.components}
+        return {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}
 
     def resmaps(self, images: np.ndarray) -> np.ndarray:
         """The post-processed anomaly maps (N, H, W) of a batch of model inputs."""
@@ -235,12 +261,72 @@ def check_image_score(name: str, flag: str = "--image-score") -> str:
 
 
 def unbounded_maps(config: FinetuneConfig) -> bool:
-    return config.normalize != "none" or config.method in UNBOUNDED_METHODS
+    return config.normalize != "none" or config.method in UNBOUNDED_METHODS or bool(config.combine_with)
 
 
 def result_clear_border(result: dict) -> bool:
     """Whether a finetuning result dropped border components (True for results older than the flag)."""
     return validate_clear_border(result.get("clear_border", True), f"finetuning result {result.get('model')}: clear_border")
+
+
+def parse_partner(spec: str) -> tuple[str, str | None]:
+    """--combine-with PATH[:METHOD] -> (PATH, METHOD, or None for the model's default map)."""
+    path, _, method = spec.rpartition(":")
+    if path and method in MAP_METHODS:
+        return path, method
+    return spec, None
+
+
+def partner_maker(partner_model, method: str, batch_size: int, feature_scorers=None, folder=None) -> "SegmentationDetector":
+    """A map maker for another model's raw maps (no decision of its own)."""
+    result = {"method": method, "dtype": "float64", "best_min_area": 1, "best_threshold": 0.0}
+    return SegmentationDetector(partner_model, result, folder, batch_size, postprocess=ResmapPostprocessor(0.0), feature_scorers=feature_scorers, partners=[])
+
+
+def fit_partner(spec: str, model: bundle.ModelBundle, config: FinetuneConfig) -> "SegmentationDetector":
+    """The map maker of a --combine-with model, its feature scorers fitted on its own training images."""
+    path, method = parse_partner(spec)
+    partner = bundle.load_bundle(path)
+    ours, theirs = (Path(m.info["dataset"]["path"]).resolve() for m in (model, partner))
+    if ours != theirs:
+        raise ValueError(f"--combine-with {path}: that model was trained on {theirs}, this one on {ours}")
+    method = method or DEFAULT_METHOD_FOR_LOSS.get(partner.info.get("settings", {}).get("loss"), "ssim")
+    check_method_dtype(method, "float64")
+    if "+" in method:
+        raise ValueError(f"--combine-with {spec}: give a partner model one map (e.g. :padim), not {method}")
+    check_method_for_model(method, partner.info["model"].get("output", "reconstruction"))
+    scorers = {}
+    if method in FEATURE_SCORER_METHODS:
+        info = partner.info["model"]
+        layout = scan_dataset(partner.info["dataset"]["path"])
+        dataset = partner.info["dataset"]
+        train_files, _ = split_train_validation(layout.train_good, dataset["validation_split"], dataset["seed"])
+        scorers[method] = fit_feature_scorer(method, partner.model, train_files, info["color_mode"], info["image_size"], config.batch_size, config.seed)
+    logger.info("combining with %s (%s maps at %d px)", partner.folder, method, partner.info["model"]["image_size"])
+    return partner_maker(partner, method, config.batch_size, feature_scorers=scorers)
+
+
+def load_partner(spec: dict, folder: Path, batch_size: int) -> "SegmentationDetector":
+    partner_model = bundle.load_bundle(spec["model"])
+    return partner_maker(partner_model, spec["method"], batch_size, folder=folder)
+
+
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """A batch (N, H, W, C) float32 resized to (N, size, size, C): area averaging to shrink, bilinear to enlarge."""
+    if images.shape[1] == size:
+        return images
+    interpolation = cv2.INTER_AREA if size < images.shape[1] else cv2.INTER_LINEAR
+    out = np.empty((len(images), size, size, images.shape[-1]), dtype=np.float32)
+    for index, image in enumerate(images):
+        out[index] = cv2.resize(image, (size, size), interpolation=interpolation).reshape(size, size, -1)
+    return out
+
+
+def resize_maps(maps: np.ndarray, size: int) -> np.ndarray:
+    """(N, h, w) maps resized bilinearly to (N, size, size) float64."""
+    if maps.shape[1] == size:
+        return maps
+    return np.stack([cv2.resize(np.asarray(m, dtype=np.float64), (size, size), interpolation=cv2.INTER_LINEAR) for m in maps])
 
 
 def fit_combination(component_maps: dict[str, np.ndarray]) -> dict[str, tuple[float, float]]:
