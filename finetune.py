@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line of this script (docs/cli.md is generated from it: scripts/make_cli_docs.py)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-p", "--path", required=True, help="model folder written by train.py, or its .keras file")
-    parser.add_argument("-m", "--method", default=None, choices=MAP_METHODS, help="anomaly map (default: ssim for ssim/mssim models, l2 for l2 models, padim for featureCAE). featureCAE maps: feature (its own reconstruction error), padim (a Gaussian per grid position), knn (distance to a memory bank of training features), or a combination such as padim+knn")
+    parser.add_argument("-m", "--method", nargs="+", default=None, choices=[*MAP_METHODS, "auto"], help="anomaly map; several (or auto: every map that suits the model) are each fitted and the finetuning subset picks the best by image AUROC (default: ssim for ssim/mssim models, l2 for l2 models, padim for featureCAE). featureCAE maps: feature (its own reconstruction error), padim (a Gaussian per grid position), knn (distance to a memory bank of training features), or a combination such as padim+knn")
     parser.add_argument("-t", "--dtype", default="float64", choices=["float64", "uint8"], help="residual map type")
     parser.add_argument("--finetune-split", type=float, default=0.1, help="fraction of each test class used for finetuning")
     parser.add_argument("--seed", type=int, default=42, help="seed of the finetuning subset")
@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None):
     return finetune(
         FinetuneConfig(
             path=args.path,
-            method=args.method,
+            method=args.method[0] if args.method and len(args.method) == 1 and args.method != ["auto"] else None,
+            candidates=list(args.method) if args.method and (len(args.method) > 1 or args.method == ["auto"]) else None,
             dtype=args.dtype,
             finetune_split=args.finetune_split,
             seed=args.seed,

@@ -158,3 +158,17 @@ def test_combined_maps_average_standardised_components(feature_cae, pixel_model,
     l2 = np.square(images - pixel.model.predict(images, verbose=0))[..., 0]
     combined = ((padim_alone.raw_maps(images) - m0) / s0 + (l2 - m1) / s1) / 2
     np.testing.assert_allclose([float(row["score"]) for row in rows], combined.reshape(len(rows), -1).max(axis=1), rtol=1e-4)
+
+
+def test_the_finetuning_subset_chooses_among_candidate_maps(feature_cae, work):
+    results = work / "candidates"
+    out = finetune.main(["-p", str(feature_cae), "-m", "feature", "padim", "--results-dir", str(results)])
+    fitted = json.loads((out / "finetuning_result.json").read_text())
+    assert set(fitted["candidates"]) == {"feature", "padim"}
+    scores = {name: (c["finetuning_image_auroc"], c["balanced_accuracy"]) for name, c in fitted["candidates"].items()}
+    assert fitted["method"] == max(scores, key=lambda name: (scores[name][0], scores[name][1], name == "feature"))
+    assert out.name == f"{fitted['method']}_float64"
+    # The recorded AUROC is the one the benchmark measures from the saved result.
+    from processing.workflow.benchmarking import finetuning_image_auroc
+
+    assert finetuning_image_auroc(feature_cae, fitted, out) == pytest.approx(scores[fitted["method"]][0])

@@ -54,6 +54,8 @@ class FinetuneConfig:
     # segmentation: other models of the same dataset whose maps are averaged in ("PATH" or "PATH:METHOD")
     combine_with: list[str] = field(default_factory=list)
     detector: str = DEFAULT_DETECTOR  # a name of the detector registry (processing/detectors/)
+    # Several maps to try (or ["auto"]): the finetuning subset picks one (finetuning.choose_candidate).
+    candidates: list[str] | None = None
     bandwidth: float | None = None  # kde: kernel width; None: cross-validated
     pca_components: int | None = None  # kde: PCA before the KDE; None/0: none
     refit_density: bool = False  # kde: refit density.npz even when the model folder has one

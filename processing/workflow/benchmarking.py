@@ -227,29 +227,22 @@ def _absent_to_low(value) -> float:
     return -math.inf if is_absent(value) else float(value)
 
 
-def finetuning_image_auroc(model_folder: str | Path, finetuning: dict, finetune_dir: str | Path, batch_size: int = 16) -> float | None:
+def finetuning_image_auroc(model_folder: str | Path, finetuning: dict, finetune_dir: str | Path, batch_size: int = 16) -> float:
     """Image AUROC on the finetuning subset, with the image score test.py uses.
 
     The finetuning images are scored by the result's own detector, exactly as test.py scores the
-    test images; None (absent) when the subset holds a single class.
+    test images; NaN when the subset holds a single class.
     """
-    from processing.data.images import iter_batches, scan_dataset
     from processing.detectors import detector_of_result
-    from processing.evaluation.metrics import image_auroc
+    from processing.workflow.finetuning import subset_image_auroc
 
     model = bundle.load_bundle(model_folder)
-    layout = scan_dataset(model.info["dataset"]["path"], require_test=True)
-    files = [layout.root / name for name in finetuning["finetuning_files"]]
-    labels = np.array([Path(name).parent.name != "good" for name in finetuning["finetuning_files"]])
-    if labels.all() or not labels.any():
-        return None
+    root = Path(model.info["dataset"]["path"])
+    files = [root / name for name in finetuning["finetuning_files"]]
+    labels = [Path(name).parent.name != "good" for name in finetuning["finetuning_files"]]
     detector = detector_of_result(finetuning).load(model, Path(finetune_dir), finetuning, batch_size)
-    info = model.info["model"]
-    scores = [
-        detector.score(images).image_scores
-        for _, images in iter_batches(files, info["color_mode"], info["image_size"], batch_size)
-    ]
-    return float(image_auroc(labels, np.concatenate(scores)))
+    auroc = subset_image_auroc(detector, files, labels, batch_size)
+    return math.nan if auroc is None else auroc
 
 
 def selection_key(run: dict) -> tuple[float, float]:

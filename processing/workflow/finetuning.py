@@ -16,9 +16,10 @@ import numpy as np
 
 from autoencoder import bundle
 from autoencoder.losses import DEFAULT_METHOD_FOR_LOSS
-from processing.data.images import scan_dataset
+from processing.data.images import iter_batches, scan_dataset
 from processing.data.splits import stratified_finetune_split, validation_files
 from processing.detectors.base import RESULT_FILE, FinetuneConfig, FinetuneData, finetuning_root, get_detector
+from processing.evaluation.metrics import image_auroc
 from processing.maps.postprocess import check_normalization, check_sigma
 
 logger = logging.getLogger(__name__)
@@ -33,15 +34,71 @@ def finetune(config: FinetuneConfig) -> Path:
     detector = get_detector(config.detector)
     if config.method is None:
         config = replace(config, method=method_for_model(config.path))
-    config = detector.check_config(config)
+    candidates = candidate_methods(config)
+    for method in candidates:  # every setting is checked before the model is read
+        detector.check_config(replace(config, method=method))
     model = bundle.load_bundle(config.path)
     data = finetuning_data(model, config)
-    fitted = detector.fit(model, config, data)
+    if len(candidates) == 1:
+        config = detector.check_config(replace(config, method=candidates[0]))
+        fitted = detector.fit(model, config, data)
+    else:
+        config, fitted = choose_candidate(detector, model, config, data, candidates)
     out_dir = finetuning_root(model, config.results_root) / detector.result_name(config)
     with bundle.staging_folder(out_dir, replace=True) as staging:
         fitted.save(staging)
     logger.info("finetuning result in %s", out_dir)
     return out_dir
+
+
+def candidate_methods(config: FinetuneConfig) -> list[str]:
+    """The maps finetuning tries: config.candidates ("auto": every single and combined map that
+    suits the model), else config.method."""
+    if not config.candidates:
+        return [config.method]
+    if "auto" in config.candidates and len(config.candidates) > 1:
+        raise ValueError(f"--method {' '.join(config.candidates)}: auto stands alone")
+    if list(config.candidates) == ["auto"]:
+        folder, _ = bundle.resolve_model_path(config.path)
+        output = bundle.read_info(folder).get("model", {}).get("output", "reconstruction")
+        return list(AUTO_CANDIDATES[output])
+    return list(dict.fromkeys(config.candidates))
+
+
+# What -m auto tries, by the model's output: featureCAE's own map, the two densities on its
+# features and their combinations; for a pixel autoencoder both residual maps.
+AUTO_CANDIDATES = {"map": ("padim", "knn", "feature", "padim+knn", "feature+padim"), "reconstruction": ("l2", "ssim")}
+
+
+def choose_candidate(detector, model, config: FinetuneConfig, data: FinetuneData, candidates: list[str]):
+    """Fit every candidate map; keep the one with the best finetuning-subset image AUROC (then
+    balanced accuracy; ties: the earlier candidate). Its result lists every candidate's scores."""
+    fits = []
+    for method in candidates:
+        candidate = detector.check_config(replace(config, method=method))
+        fitted = detector.fit(model, candidate, data)
+        auroc = subset_image_auroc(fitted, data.finetune_files, data.labels, config.batch_size)
+        logger.info("candidate %s: finetuning-subset image AUROC %s, balanced accuracy %.3f", method, "n/a" if auroc is None else f"{auroc:.3f}", fitted.result["best_score"])
+        fits.append((candidate, fitted, auroc))
+    best = max(range(len(fits)), key=lambda i: (-np.inf if fits[i][2] is None else fits[i][2], fits[i][1].result["best_score"], -i))
+    config, fitted, _ = fits[best]
+    fitted.result["candidates"] = {
+        candidate.method: {"finetuning_image_auroc": auroc, "balanced_accuracy": result.result["best_score"]}
+        for candidate, result, auroc in fits
+    }
+    fitted.result["chosen_by"] = "finetuning-subset image AUROC, then balanced accuracy"
+    logger.info("chose %s among %s", config.method, ", ".join(candidates))
+    return config, fitted
+
+
+def subset_image_auroc(detector, files, labels, batch_size: int = 16) -> float | None:
+    """Image AUROC of a detector's scores on labelled files (None when they hold one class only)."""
+    labels = np.asarray(labels, dtype=bool)
+    if labels.all() or not labels.any():
+        return None
+    info = detector.model.info["model"]
+    scores = [detector.score(images).image_scores for _, images in iter_batches(files, info["color_mode"], info["image_size"], batch_size)]
+    return float(image_auroc(labels, np.concatenate(scores)))
 
 
 def finetuning_data(model: bundle.ModelBundle, config: FinetuneConfig) -> FinetuneData:
