@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output-dir", default=defaults.output_dir, help="results root (the JSON goes to <output-dir>/benchmarks/)")
     parser.add_argument("--models-dir", default=defaults.models_dir, help="where the trained model folders are written")
     parser.add_argument("--quick", action="store_true", help="smoke run: 32 px, 2 epochs, --lr 1e-3 (overrides those flags)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and TensorFlow's start-up messages")
     return parser.parse_args(argv)
 
 
@@ -82,9 +82,14 @@ def config_from_args(args):
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
+    from processing.workflow.options import check_benchmark_settings
+
+    config = config_from_args(args)
+    check_benchmark_settings(config)  # before TensorFlow is imported
+    cli.import_tensorflow(args.verbose)
     from processing.workflow.benchmarking import benchmark, final_line, format_table
 
-    path, result = benchmark(config_from_args(args))
+    path, result = benchmark(config)
     for run in result["runs"]:
         print(format_table(run))
         print()

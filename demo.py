@@ -25,13 +25,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=80, help="most training epochs")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the learning-rate range test picks it)")
     parser.add_argument("--seed", type=int, default=42, help="seed of the dataset, the splits and the training")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and TensorFlow's start-up messages")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
+    cli.import_tensorflow(args.verbose)
     from processing.workflow.training import TrainConfig, train
     from processing.data.demo import make_demo_dataset
     from processing.workflow.testing import TestConfig, test

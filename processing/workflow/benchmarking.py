@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from autoencoder import bundle
-from autoencoder.losses import RESMAP_METHOD_FOR_LOSS
+from autoencoder import bundle, folders
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +78,7 @@ def expand_grid(config: BenchmarkConfig) -> list[RunSpec]:
     Raises ValueError (naming the flag) on an empty list, an unknown architecture, an image size the
     architecture cannot take, or a loss that does not fit the colour mode: before any training.
     """
-    from autoencoder.losses import check_loss_color
+    from autoencoder.losses import RESMAP_METHOD_FOR_LOSS, check_loss_color
     from autoencoder.models import get_architecture
 
     for flag, values in (("--architectures", config.architectures), ("--losses", config.losses), ("--image-sizes", config.image_sizes)):
@@ -111,6 +110,7 @@ def expand_grid(config: BenchmarkConfig) -> list[RunSpec]:
 
 def run_configuration(spec: RunSpec, config: BenchmarkConfig) -> dict:
     """Train, finetune and test one configuration; return its record (settings, metrics, timings)."""
+    from autoencoder.losses import RESMAP_METHOD_FOR_LOSS
     from processing.workflow.training import TrainConfig, train
     from processing.workflow.testing import TEST_RESULT_FILE, TestConfig, test
     from processing.workflow.finetuning import RESULT_FILE, FinetuneConfig, finetune
@@ -283,6 +283,9 @@ def benchmark(config: BenchmarkConfig) -> tuple[Path, dict]:
     """Run every configuration of the grid, save the JSON, return (its path, its content)."""
     from processing.data.images import scan_dataset
 
+    from processing.workflow.options import check_benchmark_settings
+
+    check_benchmark_settings(config)
     specs = expand_grid(config)
     layout = scan_dataset(config.input_dir, require_test=True)
     started_stamp = bundle.timestamp()
@@ -310,7 +313,8 @@ def benchmark(config: BenchmarkConfig) -> tuple[Path, dict]:
     }
     out_dir = Path(config.output_dir) / BENCHMARK_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = bundle.write_json(out_dir / f"{layout.root.name}_{started_stamp}.json", payload)
+    # A benchmark started in the same second writes <name>_2.json, never over this one.
+    path = bundle.write_json(folders.claim_unique_file(out_dir / f"{layout.root.name}_{started_stamp}.json"), payload)
     logger.info("benchmark result in %s", path)
     return path, payload
 
