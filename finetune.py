@@ -27,13 +27,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bandwidth", type=float, default=None, help="kde: Gaussian kernel width (default: chosen by cross-validation)")
     parser.add_argument("--pca-components", type=int, default=None, help="kde: project the codes onto this many principal components first")
     parser.add_argument("--refit-density", action="store_true", help="kde: refit density.npz even when the model folder has one")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--data-dir", default=None, metavar="DIR", help="the dataset's folder when it moved since training (checked to hold the same train/good and test files as info.json records)")
+    parser.add_argument("--overwrite", action="store_true", help="when this finetuning result exists: move it and its test result aside (<name>.replaced-<time>; nothing is deleted) and finetune again")
+    parser.add_argument("--clean-stale", action="store_true", help="remove the staging folders that killed runs left among this model's results (they are reported either way)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and TensorFlow's start-up messages")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
+    from processing.workflow.options import check_finetune_flags, report_stale_results
+
+    folder, info = check_finetune_flags(args)  # before TensorFlow is imported
+    report_stale_results(folder, info, args.results_dir, args.clean_stale)
+    cli.import_tensorflow(args.verbose)
     from processing.workflow.finetuning import FinetuneConfig, finetune
 
     return finetune(
@@ -52,6 +60,8 @@ def main(argv: list[str] | None = None):
             bandwidth=args.bandwidth,
             pca_components=args.pca_components,
             refit_density=args.refit_density,
+            data_dir=args.data_dir,
+            overwrite=args.overwrite,
         )
     )
 
