@@ -25,7 +25,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=80, help="most training epochs")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the learning-rate range test picks it)")
     parser.add_argument("--seed", type=int, default=42, help="seed of the dataset, the splits and the training")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and TensorFlow's start-up messages")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
 
 

@@ -20,6 +20,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=42, help="seed of the finetuning subset")
     parser.add_argument("-b", "--batch", type=int, default=16, help="inference batch size")
     parser.add_argument("--results-dir", default="results", help="where results are written")
+    parser.add_argument("--data-dir", default=None, metavar="DIR", help="the dataset's folder when it moved since training (checked to hold the same train/good and test files as info.json records)")
+    parser.add_argument("--overwrite", action="store_true", help="when this finetuning result exists: move it and its test result aside (<name>.replaced-<time>; nothing is deleted) and finetune again")
+    parser.add_argument("--clean-stale", action="store_true", help="remove the staging folders that killed runs left among this model's results (they are reported either way)")
     parser.add_argument("--smoothing", type=float, default=0.0, help="Gaussian sigma in pixels applied to the residual maps (test.py applies the same)")
     parser.add_argument("--keep-border", action="store_true", help="keep defect components that touch the image border (default: drop them, as the original toolkit)")
     parser.add_argument("--normalize", default="none", choices=["none", "pixel"], help="pixel: standardise each pixel of the (smoothed) maps by its mean and std over the training images' maps (test.py applies the same)")
@@ -27,10 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bandwidth", type=float, default=None, help="kde: Gaussian kernel width (default: chosen by cross-validation)")
     parser.add_argument("--pca-components", type=int, default=None, help="kde: project the codes onto this many principal components first")
     parser.add_argument("--refit-density", action="store_true", help="kde: refit density.npz even when the model folder has one")
-    parser.add_argument("--data-dir", default=None, metavar="DIR", help="the dataset's folder when it moved since training (checked to hold the same train/good and test files as info.json records)")
-    parser.add_argument("--overwrite", action="store_true", help="when this finetuning result exists: move it and its test result aside (<name>.replaced-<time>; nothing is deleted) and finetune again")
-    parser.add_argument("--clean-stale", action="store_true", help="remove the staging folders that killed runs left among this model's results (they are reported either way)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and TensorFlow's start-up messages")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
 
 

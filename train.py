@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reject-fraction", type=float, default=None, help="--adversarial: fraction of training images to leave out (default: estimated by Tukey's fence on the rejection scores)")
     parser.add_argument("--reject-by", default=defaults.reject_by, choices=["likelihood", "reconstruction", "combined"], help="--adversarial: what decides which training images are left out (likelihood: the latent likelihood, as in Beggel et al.)")
     parser.add_argument("--clean-stale", action="store_true", help="remove the staging folders that killed trainings left under --output-dir (they are reported either way)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and TensorFlow's start-up messages")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
 
 

@@ -108,7 +108,7 @@ def environment_versions() -> dict:
 def write_json(path: str | os.PathLike, data: dict) -> Path:
     """Write JSON through a temporary file so a reader never sees half of it."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
     os.replace(tmp, path)
     return path

@@ -91,5 +91,5 @@ def finetuning_data(model: bundle.ModelBundle, config: FinetuneConfig) -> Finetu
 def method_for_model(path) -> str:
     """The residual map that matches the loss a model was trained with (SSIM maps for SSIM losses, else L2)."""
     folder, _ = bundle.resolve_model_path(path)
-    loss = bundle.read_info(folder)["training"]["loss"]
+    loss = bundle.read_info(folder).get("settings", {}).get("loss", "ssim")
     return RESMAP_METHOD_FOR_LOSS.get(loss, "ssim")

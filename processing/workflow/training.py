@@ -39,6 +39,12 @@ def validate_config(config: TrainConfig) -> tuple:
     architecture.check_size(size)
     check_encoder_options(config)
     check_loss_color(config.loss, config.color_mode)
+    if config.batch_size < 1:
+        raise ValueError(f"--batch {config.batch_size}: expected a positive batch size")
+    if config.epochs < 1:
+        raise ValueError(f"--epochs {config.epochs}: expected at least 1 epoch")
+    if config.learning_rate is not None and not config.learning_rate > 0:
+        raise ValueError(f"--lr {config.learning_rate}: expected a positive learning rate")
     layout = scan_dataset(config.input_dir)
     return architecture, size, layout
 
