@@ -93,9 +93,14 @@ def config_from_args(args):
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
+    from processing.workflow.options import check_benchmark_settings
+
+    config = config_from_args(args)
+    check_benchmark_settings(config)  # before TensorFlow is imported
+    cli.import_tensorflow(args.verbose)
     from processing.workflow.benchmarking import absent_lines, benchmark, final_line, format_table
 
-    path, result = benchmark(config_from_args(args))
+    path, result = benchmark(config)
     for run in result["runs"]:
         print(format_table(run))
         print()

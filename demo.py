@@ -37,6 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
+    cli.import_tensorflow(args.verbose)
     from processing.workflow.training import TrainConfig, train
     from processing.data.demo import make_demo_dataset
     from processing.workflow.testing import TestConfig, test

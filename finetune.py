@@ -22,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=42, help="seed of the finetuning subset")
     parser.add_argument("-b", "--batch", type=int, default=16, help="inference batch size")
     parser.add_argument("--results-dir", default="results", help="where results are written")
+    parser.add_argument("--data-dir", default=None, metavar="DIR", help="the dataset's folder when it moved since training (checked to hold the same train/good and test files as info.json records)")
+    parser.add_argument("--overwrite", action="store_true", help="when this finetuning result exists: move it and its test result aside (<name>.replaced-<time>; nothing is deleted) and finetune again")
+    parser.add_argument("--clean-stale", action="store_true", help="remove the staging folders that killed runs left among this model's results (they are reported either way)")
     parser.add_argument("--smoothing", type=float, default=0.0, help="Gaussian sigma in pixels applied to the residual maps (test.py applies the same)")
     parser.add_argument("--keep-border", action="store_true", help="keep defect components that touch the image border (default: drop them, as the original toolkit)")
     parser.add_argument("--normalize", default="none", choices=["none", "pixel"], help="pixel: standardise each pixel of the (smoothed) maps by its mean and std over the training images' maps (test.py applies the same)")
@@ -42,6 +45,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
+    from processing.workflow.options import check_finetune_flags, report_stale_results
+
+    folder, info = check_finetune_flags(args)  # before TensorFlow is imported
+    report_stale_results(folder, info, args.results_dir, args.clean_stale)
+    cli.import_tensorflow(args.verbose)
     from processing.workflow.finetuning import FinetuneConfig, finetune
 
     return finetune(
@@ -63,6 +71,8 @@ def main(argv: list[str] | None = None):
             bandwidth=args.bandwidth,
             pca_components=args.pca_components,
             refit_density=args.refit_density,
+            data_dir=args.data_dir,
+            overwrite=args.overwrite,
         )
     )
 

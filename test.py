@@ -22,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--include-finetune", action="store_true", help="also score the finetuning images (as the original toolkit did)")
     parser.add_argument("-b", "--batch", type=int, default=16, help="inference batch size")
     parser.add_argument("--results-dir", default="results", help="where results are read and written")
+    parser.add_argument("--data-dir", default=None, metavar="DIR", help="the dataset's folder when it moved since training (checked to hold the same train/good and test files as info.json records)")
+    parser.add_argument("--overwrite", action="store_true", help="when a test result exists: move it aside (<name>.replaced-<time>; nothing is deleted) and score again")
+    parser.add_argument("--clean-stale", action="store_true", help="remove the staging folders that killed runs left among this model's results (they are reported either way)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -33,6 +36,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
+    from processing.workflow.options import check_test_flags, report_stale_results
+
+    folder, info = check_test_flags(args)  # before TensorFlow is imported
+    report_stale_results(folder, info, args.results_dir, args.clean_stale)
+    cli.import_tensorflow(args.verbose)
     from processing.workflow.testing import TestConfig, test
 
     return test(
@@ -44,6 +52,8 @@ def main(argv: list[str] | None = None):
             dtype=args.dtype,
             batch_size=args.batch,
             results_root=args.results_dir,
+            data_dir=args.data_dir,
+            overwrite=args.overwrite,
         )
     )
 

@@ -13,13 +13,12 @@ from autoencoder import cli
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of this script (docs/cli.md is generated from it: scripts/make_cli_docs.py)."""
-    from autoencoder.models import available_architectures
-    from processing.workflow.training import TrainConfig
+    from processing.workflow.options import TrainConfig  # no TensorFlow: --help and bad flags answer at once
 
     defaults = TrainConfig(input_dir="")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-d", "--input-dir", required=True, help="dataset root in MVTec AD layout (<dir>/train/good/...)")
-    parser.add_argument("-a", "--architecture", default=defaults.architecture, help=f"one of {', '.join(available_architectures())} (default: {defaults.architecture})")
+    parser.add_argument("-a", "--architecture", default=defaults.architecture, help=f"architecture (default {defaults.architecture}; docs/models.md lists them, and an unknown name gets the list)")
     parser.add_argument("-c", "--color", default=defaults.color_mode, choices=["grayscale", "rgb"], help="colour mode the images are converted to")
     parser.add_argument("-l", "--loss", default=defaults.loss, choices=["ssim", "mssim", "l2", "feature"], help="default: the architecture's (l2 for pixel autoencoders, feature for featureCAE); ssim needs grayscale, mssim needs rgb")
     parser.add_argument("-b", "--batch", type=int, default=defaults.batch_size, help="batch size")
@@ -39,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reject-every", type=int, default=defaults.reject_every, help="--adversarial: epochs between rejection checks (0: no rejection)")
     parser.add_argument("--reject-fraction", type=float, default=None, help="--adversarial: fraction of training images to leave out (default: estimated by Tukey's fence on the rejection scores)")
     parser.add_argument("--reject-by", default=defaults.reject_by, choices=["likelihood", "reconstruction", "combined"], help="--adversarial: what decides which training images are left out (likelihood: the latent likelihood, as in Beggel et al.)")
+    parser.add_argument("--clean-stale", action="store_true", help="remove the staging folders that killed trainings left under --output-dir (they are reported either way)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -50,9 +50,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
-    from processing.workflow.training import config_from_args, train
+    from autoencoder.folders import report_stale_staging
+    from processing.workflow.options import check_train_settings, config_from_args
 
-    return train(config_from_args(args))
+    config = config_from_args(args)
+    check_train_settings(config)  # before TensorFlow is imported
+    report_stale_staging([config.output_dir], clean=args.clean_stale)
+    cli.import_tensorflow(args.verbose)
+    from processing.workflow.training import train
+
+    return train(config)
 
 
 if __name__ == "__main__":

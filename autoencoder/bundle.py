@@ -3,7 +3,12 @@
 train.py writes `saved_models/<dataset>/<architecture>/<loss>/<timestamp>/` holding
 `<architecture>_b<batch>_e<best epoch>.keras` and `info.json` (everything finetune.py and test.py
 need to rebuild the same preprocessing and splits). The folder is written under a temporary name and
-renamed when complete, so a folder with that layout is always a whole model.
+renamed when complete, so a folder with that layout is always a whole model (autoencoder/folders.py:
+two runs of the same second get `<timestamp>` and `<timestamp>_2`, never one folder).
+
+Keras is imported only where a model is built or loaded: reading and checking a model folder
+(:func:`resolve_model_path`, :func:`read_info`) needs no TensorFlow, so the scripts check their
+flags before paying for its start-up.
 """
 
 from __future__ import annotations
@@ -13,17 +18,17 @@ import logging
 import math
 import os
 import platform
-import shutil
 import sys
-from contextlib import contextmanager
+import zipfile
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
+from autoencoder.folders import staging_folder, timestamp  # noqa: F401  (part of this module's interface)
+from autoencoder.info_schema import check_info
 
-import autoencoder.losses  # noqa: F401  (registers the losses and metrics a saved model refers to)
-from autoencoder.models import BOTTLENECK_LAYER
+if TYPE_CHECKING:
+    import keras
 
 logger = logging.getLogger(__name__)
 
@@ -50,16 +55,14 @@ class ModelBundle:
 
     def results_dir(self, results_root: str | os.PathLike = "results") -> Path:
         """`results/<dataset>/<architecture>/<loss>/<model folder>/`."""
-        return (
-            Path(results_root)
-            / self.dataset_name
-            / self.info["model"]["architecture"]
-            / self.info["training"]["loss"]
-            / self.folder.name
-        )
+        return results_dir_of(self.info, self.folder, results_root)
 
     def encoder(self) -> keras.Model:
         """The model up to its bottleneck layer (the latent code)."""
+        import keras
+
+        from autoencoder.models import BOTTLENECK_LAYER
+
         try:
             bottleneck = self.model.get_layer(BOTTLENECK_LAYER)
         except ValueError:
@@ -70,8 +73,15 @@ class ModelBundle:
         return keras.Model(self.model.inputs, bottleneck.output)
 
 
-def timestamp() -> str:
-    return datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+def results_dir_of(info: dict, folder: str | os.PathLike, results_root: str | os.PathLike = "results") -> Path:
+    """`results/<dataset>/<architecture>/<loss>/<model folder>/` of a model folder and its info.json."""
+    return (
+        Path(results_root)
+        / info["dataset"]["name"]
+        / info["model"]["architecture"]
+        / info["training"]["loss"]
+        / Path(folder).name
+    )
 
 
 def model_folder(root: str | os.PathLike, dataset_name: str, architecture: str, loss: str, stamp: str) -> Path:
@@ -83,6 +93,7 @@ def model_file_name(architecture: str, batch_size: int, best_epoch: int) -> str:
 
 
 def environment_versions() -> dict:
+    import keras
     import numpy
     import tensorflow
 
@@ -93,35 +104,6 @@ def environment_versions() -> dict:
         "keras_backend": keras.backend.backend(),
         "numpy": numpy.__version__,
     }
-
-
-@contextmanager
-def staging_folder(final: Path, replace: bool = False):
-    """Yield a temporary sibling of `final`; rename it to `final` if the block succeeds.
-
-    On any error the temporary folder is removed, so no half-written folder is left behind. With
-    `replace`, an existing `final` is swapped out only once the new folder is complete.
-    """
-    final = Path(final)
-    if final.exists() and not replace:
-        raise FileExistsError(f"{final} already exists: refusing to overwrite it")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():
-        old = final.parent / f".{final.name}.old-{os.getpid()}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
 
 
 def write_json(path: str | os.PathLike, data: dict) -> Path:
@@ -186,21 +168,34 @@ def resolve_model_path(path: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def read_info(folder: str | os.PathLike) -> dict:
+    """The model folder's info.json, checked against the schema train.py writes (one-line error)."""
     path = Path(folder) / INFO_FILE
     try:
-        return json.loads(path.read_text())
+        info = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ModelPathError(f"{path} is not valid JSON: {error}") from None
+    except UnicodeDecodeError:
+        raise ModelPathError(f"{path} is not a text file: not an info.json written by train.py") from None
+    return check_info(info, path)
 
 
 def load_bundle(path: str | os.PathLike) -> ModelBundle:
     """Load a model written by train.py from its folder or its .keras file."""
     folder, model_file = resolve_model_path(path)
     info = read_info(folder)
+    if not zipfile.is_zipfile(model_file):
+        size = model_file.stat().st_size
+        raise ModelPathError(
+            f"cannot load model {model_file}: not a .keras archive ({size} bytes; truncated or corrupt?)"
+        )
+    import keras
+
+    import autoencoder.losses  # noqa: F401  (registers the losses and metrics a saved model refers to)
+
     try:
         model = keras.models.load_model(model_file, compile=False)
     except Exception as error:  # keras raises many types for a bad file
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelPathError(f"cannot load model {model_file}: {first_line}") from None
+        raise ModelPathError(f"cannot load model {model_file} (corrupt, or not saved by train.py): {first_line}") from None
     logger.info("loaded %s", model_file)
     return ModelBundle(model=model, info=info, folder=folder, model_file=model_file)

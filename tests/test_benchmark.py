@@ -118,7 +118,7 @@ def test_finetuning_auroc_matches_test_scores_of_the_finetuning_images(benchmark
     run = json.loads(path.read_text())["runs"][0]
     results = tmp_path / "results"
     shutil.copytree(work / "results", results)
-    test_script.main(["-p", run["model_folder"], "--include-finetune", "--results-dir", str(results)])
+    test_script.main(["-p", run["model_folder"], "--include-finetune", "--overwrite", "--results-dir", str(results)])
     relative = Path(run["test_dir"]).relative_to(work / "results")
     rows = list(csv.DictReader(open(results / relative / "classification.csv")))
     tuned = set(json.loads((Path(run["finetuning_dir"]) / "finetuning_result.json").read_text())["finetuning_files"])

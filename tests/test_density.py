@@ -293,14 +293,14 @@ def test_workflow_reuses_density_and_reports_errors(workflow, capsys):
     assert json.loads((again / "finetuning_result.json").read_text())["density_fitted_now"] is False
     assert (folder / DENSITY_FILE).stat().st_mtime_ns == stamp
 
-    code = cli.run(finetune.main, ["-p", str(folder), "--detector", "kde", "--bandwidth", "123", "--results-dir", str(results)])
+    code = cli.run(finetune.main, ["-p", str(folder), "--detector", "kde", "--bandwidth", "123", "--overwrite", "--results-dir", str(results)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "pass --refit-density" in err
 
     moved = folder / "density.npz.bak"
     (folder / DENSITY_FILE).rename(moved)
     try:
-        code = cli.run(test_script.main, ["-p", str(folder), "--results-dir", str(results)])
+        code = cli.run(test_script.main, ["-p", str(folder), "--overwrite", "--results-dir", str(results)])
         err = capsys.readouterr().err.strip()
         assert code == 2 and "\n" not in err
         assert err.startswith("error: ") and "density.npz not found" in err and "--detector kde" in err

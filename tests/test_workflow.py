@@ -140,7 +140,7 @@ def test_segmentation_masks_at_original_size(trained, workspace, dataset):
 def test_include_finetune_scores_every_image(trained, workspace):
     results = workspace / "results_all"
     shutil.copytree(workspace / "results", results)
-    test_script.main(["-p", str(trained), "-m", "ssim", "-t", "float64", "--include-finetune", "--results-dir", str(results)])
+    test_script.main(["-p", str(trained), "-m", "ssim", "-t", "float64", "--include-finetune", "--overwrite", "--results-dir", str(results)])
     base = results_dir(trained, workspace).relative_to(workspace / "results")
     rows = list(csv.DictReader(open(results / base / "test" / "ssim_float64" / "classification.csv")))
     assert len(rows) == 10 + 3 * 6

@@ -1,12 +1,79 @@
-"""The image splits that train.py, finetune.py and test.py must agree on."""
+"""The image splits that train.py, finetune.py and test.py must agree on, and the dataset a model was trained on (--data-dir)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
-from processing.data.images import MVTecLayout, split_train_validation
+from processing.data.images import DatasetError, MVTecLayout, scan_dataset, split_train_validation
+
+
+def check_dataset_location(info: dict, data_dir=None) -> None:
+    """The cheap checks of :func:`model_dataset` (no listing unless `data_dir` is given)."""
+    if data_dir is None:
+        root = Path(info["dataset"]["path"])
+        if not root.is_dir():
+            raise DatasetError(
+                f"dataset folder {root} (from info.json) not found: moved? pass --data-dir with its new location"
+            )
+    else:
+        model_dataset(info, data_dir, log=False)
+
+
+def model_dataset(info: dict, data_dir=None, log: bool = True) -> MVTecLayout:
+    """The test-ready dataset a model was trained on: the folder info.json names, or `data_dir`
+    (--data-dir: the dataset moved since training), which must hold the same train/good files
+    and the same test classes, as many images each, as info.json records."""
+    recorded = info["dataset"]
+    if data_dir is None:
+        check_dataset_location(info)
+        return scan_dataset(recorded["path"], require_test=True)
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DatasetError(f"--data-dir {root} not found: expected the folder of the dataset the model was trained on")
+    try:
+        layout = scan_dataset(root, require_test=True) if log else _quiet_scan(root)
+    except DatasetError as error:
+        raise DatasetError(f"--data-dir {root}: {error}") from None
+    problem = _moved_dataset_problem(layout, recorded)
+    if problem:
+        raise DatasetError(f"--data-dir {root}: {problem}; not the dataset the model was trained on ({recorded['path']})")
+    return layout
+
+
+def _quiet_scan(root: Path) -> MVTecLayout:
+    """scan_dataset without its summary line (the early check of a script; the run logs it later)."""
+    from processing.data import images
+
+    level = images.logger.level
+    images.logger.setLevel(logging.WARNING)
+    try:
+        return scan_dataset(root, require_test=True)
+    finally:
+        images.logger.setLevel(level)
+
+
+def _moved_dataset_problem(layout: MVTecLayout, recorded: dict) -> str | None:
+    """How `layout` differs from the dataset info.json describes; None when it holds the same files."""
+    saved = recorded.get("validation_files")
+    if saved is None:
+        return "info.json lists no validation files to compare with"
+    present = {str(path.relative_to(layout.root)) for path in layout.train_good}
+    missing = [name for name in saved if name not in present]
+    if missing:
+        return f"{missing[0]} not found (one of the {len(saved)} validation images info.json lists)"
+    expected = recorded["n_train"] + recorded["n_validation"]
+    if len(layout.train_good) != expected:
+        return f"train/good holds {len(layout.train_good)} images; info.json recorded {expected}"
+    classes, saved_classes = sorted(layout.test), sorted(recorded["n_test"])
+    if classes != saved_classes:
+        return f"test/ holds the classes {', '.join(classes)}; info.json recorded {', '.join(saved_classes)}"
+    for name in classes:
+        if len(layout.test[name]) != recorded["n_test"][name]:
+            return f"test/{name} holds {len(layout.test[name])} images; info.json recorded {recorded['n_test'][name]}"
+    return None
 
 
 def validation_files(layout: MVTecLayout, info: dict) -> list[Path]:

@@ -59,6 +59,8 @@ class FinetuneConfig:
     bandwidth: float | None = None  # kde: kernel width; None: cross-validated
     pca_components: int | None = None  # kde: PCA before the KDE; None/0: none
     refit_density: bool = False  # kde: refit density.npz even when the model folder has one
+    data_dir: str | None = None  # the dataset's folder when it moved since training (None: info.json's)
+    overwrite: bool = False  # move an existing result (and its test result) aside instead of stopping
 
 
 @dataclass

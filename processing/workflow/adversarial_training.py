@@ -77,7 +77,8 @@ def train_adversarial(config, architecture, size: int, layout) -> Path:
 
     stamp = bundle.timestamp()
     folder = bundle.model_folder(config.output_dir, layout.root.name, architecture.name, config.loss, stamp)
-    with bundle.staging_folder(folder) as staging:
+    writer = bundle.staging_folder(folder, unique=True)
+    with writer as staging:
         started = time.perf_counter()
         result = fit_with_rejection(
             aae, train_images, val_images, config.epochs, config.batch_size,
@@ -117,6 +118,7 @@ def train_adversarial(config, architecture, size: int, layout) -> Path:
         plots.plot_loss_history(result.history, staging / "loss_plot.png", best_epoch=result.epochs_run)
         if config.inspect:
             write_inspection_plots(autoencoder, config, size, layout, val_images, staging / "inspection")
+    folder = writer.final
     logger.info(
         "model folder %s (%d epochs, %d training images left out, %.0f s)",
         folder, result.epochs_run, result.rejected.sum(), train_seconds,

@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from autoencoder import bundle
-from autoencoder.losses import RESMAP_METHOD_FOR_LOSS
+from autoencoder import bundle, folders
 from processing.evaluation.metrics import NOT_AVAILABLE_KEY, absent_note, absent_to_none, format_metric, is_absent
 
 logger = logging.getLogger(__name__)
@@ -81,7 +80,7 @@ def expand_grid(config: BenchmarkConfig) -> list[RunSpec]:
     Raises ValueError (naming the flag) on an empty list, an unknown architecture, an image size the
     architecture cannot take, or a loss that does not fit the colour mode: before any training.
     """
-    from autoencoder.losses import check_loss_color
+    from autoencoder.losses import RESMAP_METHOD_FOR_LOSS, check_loss_color
     from autoencoder.models import get_architecture
 
     for flag, values in (("--architectures", config.architectures), ("--losses", config.losses), ("--image-sizes", config.image_sizes)):
@@ -126,6 +125,7 @@ def methods_for(spec: RunSpec, config: BenchmarkConfig) -> list[str]:
     """The anomaly maps to try on one configuration's model: those of --methods that suit its
     architecture (pixel maps for reconstruction models, feature/padim/knn for featureCAE), or the
     map that matches its loss."""
+    from autoencoder.losses import RESMAP_METHOD_FOR_LOSS
     from autoencoder.models import get_architecture
     from processing.maps.resmaps import RESMAP_METHODS
 
@@ -314,6 +314,9 @@ def benchmark(config: BenchmarkConfig) -> tuple[Path, dict]:
     """Run every configuration of the grid, save the JSON, return (its path, its content)."""
     from processing.data.images import scan_dataset
 
+    from processing.workflow.options import check_benchmark_settings
+
+    check_benchmark_settings(config)
     specs = expand_grid(config)
     layout = scan_dataset(config.input_dir, require_test=True)
     started_stamp = bundle.timestamp()
@@ -341,7 +344,8 @@ def benchmark(config: BenchmarkConfig) -> tuple[Path, dict]:
     }
     out_dir = Path(config.output_dir) / BENCHMARK_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = bundle.write_json(out_dir / f"{layout.root.name}_{started_stamp}.json", payload)
+    # A benchmark started in the same second writes <name>_2.json, never over this one.
+    path = bundle.write_json(folders.claim_unique_file(out_dir / f"{layout.root.name}_{started_stamp}.json"), payload)
     logger.info("benchmark result in %s", path)
     return path, payload
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from autoencoder import bundle
+from autoencoder import bundle, folders
 from autoencoder.losses import DEFAULT_METHOD_FOR_LOSS
-from processing.data.images import iter_batches, scan_dataset
-from processing.data.splits import stratified_finetune_split, validation_files
-from processing.detectors.base import RESULT_FILE, FinetuneConfig, FinetuneData, finetuning_root, get_detector
+from processing.data.images import iter_batches
+from processing.data.splits import model_dataset, stratified_finetune_split, validation_files
+from processing.detectors.base import RESULT_FILE, FinetuneConfig, FinetuneData, get_detector
 from processing.evaluation.metrics import image_auroc
 from processing.maps.postprocess import check_normalization, check_sigma
 
@@ -37,18 +37,53 @@ def finetune(config: FinetuneConfig) -> Path:
     candidates = candidate_methods(config)
     for method in candidates:  # every setting is checked before the model is read
         detector.check_config(replace(config, method=method))
+    folder, _ = bundle.resolve_model_path(config.path)
+    results = bundle.results_dir_of(bundle.read_info(folder), folder, config.results_root)
+    if len(candidates) == 1:
+        config = detector.check_config(replace(config, method=candidates[0]))
+        check_not_written(*result_dirs(results, detector.result_name(config)), config.overwrite)
     model = bundle.load_bundle(config.path)
     data = finetuning_data(model, config)
     if len(candidates) == 1:
-        config = detector.check_config(replace(config, method=candidates[0]))
         fitted = detector.fit(model, config, data)
     else:
         config, fitted = choose_candidate(detector, model, config, data, candidates)
-    out_dir = finetuning_root(model, config.results_root) / detector.result_name(config)
-    with bundle.staging_folder(out_dir, replace=True) as staging:
+    name = detector.result_name(config)
+    out_dir, test_dir = result_dirs(results, name)
+    check_not_written(out_dir, test_dir, config.overwrite)
+    stamp = folders.timestamp()
+    hint = f"pass --overwrite to move it aside to {name}{folders.REPLACED}<time>"
+    with bundle.staging_folder(out_dir, replace=config.overwrite, exists_hint=hint, stamp=stamp) as staging:
         fitted.save(staging)
+        if test_dir.exists():  # computed from the result being replaced: stale from now on
+            if not config.overwrite:
+                raise folders.FolderExistsError(f"{test_dir} appeared meanwhile: {hint}")
+            moved = folders.move_aside(test_dir, stamp)
+            logger.warning("moved the test result %s aside to %s: it was computed from the finetuning result being replaced", test_dir, moved.name)
     logger.info("finetuning result in %s", out_dir)
     return out_dir
+
+
+def result_dirs(results: Path, name: str) -> tuple[Path, Path]:
+    """The finetuning folder of a result name and the test folder computed from it."""
+    return results / "finetuning" / name, results / "test" / name
+
+
+def check_not_written(out_dir: Path, test_dir: Path, overwrite: bool) -> None:
+    """Stop (one line naming the folder and --overwrite) when a run would replace a result."""
+    if overwrite:
+        return
+    moved = f"{out_dir.name}{folders.REPLACED}<time>"
+    if out_dir.exists():
+        also = f" and {test_dir}" if test_dir.exists() else ""
+        raise folders.FolderExistsError(
+            f"{out_dir} already exists: pass --overwrite to move it{also} aside (to {moved}) and finetune again"
+        )
+    if test_dir.exists():
+        raise folders.FolderExistsError(
+            f"{test_dir} already exists (a test result of an earlier finetuning): pass --overwrite to move it "
+            f"aside (to {moved}) and finetune again"
+        )
 
 
 def candidate_methods(config: FinetuneConfig) -> list[str]:
@@ -103,7 +138,7 @@ def subset_image_auroc(detector, files, labels, batch_size: int = 16) -> float |
 
 def finetuning_data(model: bundle.ModelBundle, config: FinetuneConfig) -> FinetuneData:
     """The model's validation images and the stratified finetuning subset of its test images."""
-    layout = scan_dataset(model.info["dataset"]["path"], require_test=True)
+    layout = model_dataset(model.info, config.data_dir)
     val_files = validation_files(layout, model.info)
     finetune_pairs, _ = stratified_finetune_split(layout.test_files(), config.finetune_split, config.seed)
     labels = np.array([name != "good" for _, name in finetune_pairs])

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from autoencoder import bundle
+from autoencoder.info_schema import SCHEMA_VERSION
 from autoencoder.losses import RESMAP_METHOD_FOR_LOSS
 from processing.data.images import load_images
 from processing.evaluation import plots
@@ -19,6 +20,7 @@ def build_info(config, architecture, size, layout, train_files, val_files, resul
     history = {key: [float(v) for v in values] for key, values in result.history.items()}
     best = result.best_epoch - 1
     return {
+        "schema_version": SCHEMA_VERSION,  # autoencoder/info_schema.py: what finetune.py and test.py check on reading
         "created": stamp,
         "command": bundle.command_line(),
         "settings": asdict(config),

@@ -1,23 +1,32 @@
 """test.py: classify and segment the held-out test images with every finetuning result of a model,
-through the detector interface (processing/detectors/)."""
+through the detector interface (processing/detectors/).
+
+``test_result.json`` records the finetuning result it was scored with (its folder and the SHA-256
+of its ``finetuning_result.json``). An existing ``test/<name>/`` stops the run unless
+``config.overwrite``; then it is moved aside to ``<name>.replaced-<timestamp>`` (never deleted)
+once the new result is complete.
+"""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from autoencoder import bundle
-from processing.data.images import check_masks, iter_batches, load_masks, read_image, scan_dataset
-from processing.detectors.base import RESULT_FILE, Detector, detector_of_result, finetuning_root
+from autoencoder import bundle, folders
+from processing.data.images import check_masks, iter_batches, load_masks, read_image
+from processing.data.splits import model_dataset
+from processing.detectors.base import RESULT_FILE, Detector, detector_of_result
 from processing.maps.resmaps import check_method_dtype
 from processing.evaluation.metrics import (
     NOT_AVAILABLE_KEY,
@@ -49,19 +58,75 @@ class TestConfig:
     dtype: str | None = None
     batch_size: int = 16
     results_root: str = "results"
+    data_dir: str | None = None  # the dataset's folder when it moved since training (None: info.json's)
+    overwrite: bool = False  # move an existing test result aside instead of stopping
 
 
 def finetuning_results(model: bundle.ModelBundle, config: TestConfig) -> list[tuple[Path, dict]]:
     """The finetuning folders of `model` that `config` selects, with their results; errors when there are none."""
-    root = finetuning_root(model, config.results_root)
+    return _finetuning_results(model.info, model.folder, config)
+
+
+def _finetuning_results(info: dict, model_folder: Path, config: TestConfig) -> list[tuple[Path, dict]]:
+    root = bundle.results_dir_of(info, model_folder, config.results_root) / "finetuning"
     pattern = f"{config.method or '*'}_{config.dtype or '*'}"
-    files = sorted(root.glob(f"{pattern}/{RESULT_FILE}"))
+    files = sorted(
+        path for path in root.glob(f"{pattern}/{RESULT_FILE}")
+        if not path.parent.name.startswith(".") and not folders.is_replaced(path.parent.name)
+    )
     if not files:
         wanted = "" if pattern == "*_*" else f" for {pattern}"
         raise ValueError(
-            f"no finetuning result{wanted} in {root}: run finetune.py -p {model.folder} first"
+            f"no finetuning result{wanted} in {root}: run finetune.py -p {model_folder} first"
         )
-    return [(path.parent, json.loads(path.read_text())) for path in files]
+    return [(path.parent, read_result(path)) for path in files]
+
+
+def read_result(path: Path) -> dict:
+    """A finetuning_result.json; one line naming the file when it is not a JSON object."""
+    try:
+        result = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}): rerun finetune.py with --overwrite") from None
+    if not isinstance(result, dict) or not isinstance(result.get("finetuning_files"), list):
+        raise ValueError(f"{path}: not a result written by finetune.py (no finetuning_files list); rerun finetune.py with --overwrite")
+    return result
+
+
+def finetuning_record(folder: Path) -> dict:
+    """Which finetuning result a test result was scored with: its folder, the SHA-256 and the
+    modification time of its finetuning_result.json."""
+    path = Path(folder) / RESULT_FILE
+    return {
+        "folder": str(Path(folder).resolve()),
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "modified": datetime.fromtimestamp(path.stat().st_mtime).isoformat(timespec="seconds"),
+    }
+
+
+def check_test_dirs(info: dict, model_folder: Path, selected: list[tuple[Path, dict]], config: TestConfig) -> None:
+    """Stop, naming the folder and --overwrite, when a test result of a selected finetuning result exists."""
+    if config.overwrite:
+        return
+    root = bundle.results_dir_of(info, model_folder, config.results_root) / "test"
+    for folder, _ in selected:
+        test_dir = root / folder.name
+        if not test_dir.exists():
+            continue
+        try:
+            recorded = json.loads((test_dir / TEST_RESULT_FILE).read_text()).get("finetuning_result", {}).get("sha256")
+        except (OSError, ValueError, AttributeError):
+            recorded = None
+        if recorded is None:
+            state = "its finetuning result unrecorded"
+        elif recorded == finetuning_record(folder)["sha256"]:
+            state = "scored with the current finetuning result"
+        else:
+            state = "scored with an earlier finetuning result"
+        raise folders.FolderExistsError(
+            f"{test_dir} already exists ({state}): pass --overwrite to move it aside "
+            f"(to {test_dir.name}{folders.REPLACED}<time>) and score again"
+        )
 
 
 def load_detectors(model: bundle.ModelBundle, config: TestConfig) -> list[Detector]:
@@ -76,9 +141,12 @@ def test(config: TestConfig) -> list[Path]:
     """Score the test images for every selected finetuning result; return the output folders."""
     if config.method is not None or config.dtype is not None:
         check_method_dtype(config.method or "ssim", config.dtype or "float64")
-    model = bundle.load_bundle(config.path)
-    layout = scan_dataset(model.info["dataset"]["path"], require_test=True)
+    model_folder, _ = bundle.resolve_model_path(config.path)
+    info = bundle.read_info(model_folder)
+    check_test_dirs(info, model_folder, _finetuning_results(info, model_folder, config), config)
+    layout = model_dataset(info, config.data_dir)
     check_masks(layout)
+    model = bundle.load_bundle(config.path)
     return [evaluate(detector, layout, config) for detector in load_detectors(model, config)]
 
 
@@ -114,7 +182,8 @@ def evaluate(detector: Detector, layout, config: TestConfig) -> Path:
     rows, ious, columns = [], [], {}
     out_dir = model.results_dir(config.results_root) / "test" / name
     started = time.perf_counter()
-    with bundle.staging_folder(out_dir, replace=True) as staging:
+    hint = f"pass --overwrite to move it aside to {name}{folders.REPLACED}<time>"
+    with bundle.staging_folder(out_dir, replace=config.overwrite, exists_hint=hint) as staging:
         with tqdm(total=len(files), desc=f"test {name}", unit="img") as progress:
             for batch_paths, images in iter_batches(files, color_mode, size, config.batch_size):
                 scores = detector.score(images)
@@ -145,6 +214,7 @@ def evaluate(detector: Detector, layout, config: TestConfig) -> Path:
 
         columns = {key: np.asarray(values) for key, values in columns.items()}
         result = summarise(detector, rows, columns, ious, accumulators, config, seconds)
+        result["finetuning_result"] = finetuning_record(detector.folder)
         if model.info.get("adversarial"):  # image scores of the adversarial autoencoder (latent likelihood + MSE)
             result |= adversarial_test_metrics(model, files, [row["truth"] for row in rows], config.batch_size)
         result = mark_absent(result, masks=accumulators is not None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -20,6 +20,9 @@ from autoencoder.pipeline import make_training_dataset
 from processing.data.images import load_images, scan_dataset, split_train_validation
 from processing.workflow.adversarial_training import train_adversarial
 from processing.workflow.model_info import build_info, write_inspection_plots
+from processing.workflow.options import TrainConfig, check_train_settings, config_from_args
+
+__all__ = ["TrainConfig", "config_from_args", "train", "validate_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,36 +32,9 @@ LR_FINDER_END = 1.0
 FALLBACK_LR = 1e-3
 
 
-@dataclass
-class TrainConfig:
-    """Every setting of a training run; saved in info.json."""
-
-    input_dir: str
-    architecture: str = "featureCAE"  # the best on magnetic_tile (docs/benchmarks.md); mvtecCAE is the best pixel autoencoder
-    color_mode: str = "grayscale"
-    loss: str | None = None  # None: the architecture's default (l2 for pixel models, the best on magnetic_tile; feature for featureCAE)
-    batch_size: int = 8
-    epochs: int = 100
-    image_size: int | None = None
-    learning_rate: float | None = None  # None: run the learning-rate range test
-    validation_split: float = 0.1
-    augment: bool = True
-    seed: int = 42
-    inspect: bool = False
-    output_dir: str = "saved_models"
-    lr_finder_steps: int = 300
-    patience: int = 12
-    encoder_weights: str | None = None  # local VGG16 no-top weights file (vggCAE only)
-    freeze_encoder: bool = False
-    adversarial: bool = False  # adversarial autoencoder with rejection (autoencoder/adversarial.py)
-    latent_dim: int = 16  # adversarial only
-    reject_every: int = 5  # adversarial only: epochs between rejection checks, 0 = no rejection
-    reject_fraction: float | None = None  # adversarial only: None = estimated (Tukey's fence)
-    reject_by: str = "reconstruction"  # adversarial only: likelihood, reconstruction or combined
-
-
 def validate_config(config: TrainConfig) -> tuple:
     """Check every setting before any work; return (architecture, image size, layout)."""
+    check_train_settings(config)  # the checks that need no TensorFlow (train.py runs them before importing it)
     architecture = get_architecture(config.architecture)
     size = architecture.default_size if config.image_size is None else config.image_size
     architecture.check_size(size)
@@ -148,7 +124,9 @@ def train(config: TrainConfig) -> Path:
 
     stamp = bundle.timestamp()
     folder = bundle.model_folder(config.output_dir, layout.root.name, architecture.name, config.loss, stamp)
-    with bundle.staging_folder(folder) as staging:
+    # unique: a run that started in the same second gets <stamp>_2, never this run's folder.
+    writer = bundle.staging_folder(folder, unique=True)
+    with writer as staging:
         started = time.perf_counter()
         result = fit_autoencoder(
             model,
@@ -176,6 +154,7 @@ def train(config: TrainConfig) -> Path:
             plots.plot_lr_finder(finder.lrs, finder.losses, finder.suggested_lr, staging / "lr_finder_plot.png")
         if config.inspect:
             write_inspection_plots(model, config, size, layout, val_images, staging / "inspection")
+    folder = writer.final
     logger.info("model folder %s (best epoch %d of %d, %.0f s)", folder, result.best_epoch, result.epochs_run, train_seconds)
     return folder
 
@@ -186,30 +165,3 @@ def compile_model(model: keras.Model, config: TrainConfig) -> None:
         loss=get_loss(config.loss),
         metrics=get_metrics(config.loss, config.color_mode),
     )
-
-
-def config_from_args(args) -> TrainConfig:
-    return TrainConfig(
-        input_dir=args.input_dir,
-        architecture=args.architecture,
-        color_mode=args.color,
-        loss=args.loss,
-        batch_size=args.batch,
-        epochs=args.epochs,
-        image_size=args.image_size,
-        learning_rate=args.lr,
-        validation_split=args.validation_split,
-        augment=not args.no_augment,
-        seed=args.seed,
-        inspect=args.inspect,
-        output_dir=args.output_dir,
-        patience=args.patience,
-        encoder_weights=getattr(args, "encoder_weights", None),
-        freeze_encoder=getattr(args, "freeze_encoder", False),
-        adversarial=getattr(args, "adversarial", False),
-        latent_dim=getattr(args, "latent_dim", 16),
-        reject_every=getattr(args, "reject_every", 5),
-        reject_fraction=getattr(args, "reject_fraction", None),
-        reject_by=getattr(args, "reject_by", "reconstruction"),
-    )
-

@@ -1,0 +1,464 @@
+"""Nothing a user made is lost or silently replaced, and every bad input gets one clear line.
+
+- a second finetune.py / test.py stops (exit 2, naming the folder and --overwrite); with
+  --overwrite the earlier results are moved aside byte for byte, never deleted, and no test result
+  is left beside a finetuning result it was not computed from;
+- two trainings of the same second get two folders;
+- an info.json that is JSON but not train.py's gets one line naming the file and the key;
+- a killed training leaves only a hidden staging folder, reported by later runs (--clean-stale removes it);
+- flag errors are reported before TensorFlow is imported, and its start-up noise is hidden;
+- --data-dir reaches a dataset moved since training, and only the same dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import finetune
+import test as test_script
+import train
+from autoencoder import bundle, cli, folders
+from autoencoder.info_schema import SCHEMA_VERSION
+from processing.data.demo import make_demo_dataset
+
+SIZE = 32
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("reliability")
+
+
+@pytest.fixture(scope="module")
+def dataset(work) -> Path:
+    root = work / "data" / "tiles"
+    make_demo_dataset(root, image_size=SIZE, n_train=24, n_test_good=8, n_test_defect=4, texture="brick", seed=5)
+    return root
+
+
+def train_args(dataset: Path, out: Path, *extra: str) -> list[str]:
+    return ["-d", str(dataset), "-a", "mvtecCAE", "-l", "l2", "-b", "8", "--image-size", str(SIZE),
+            "--epochs", "1", "--lr", "1e-3", "--output-dir", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def model(dataset, work) -> Path:
+    return train.main(train_args(dataset, work / "models"))
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under `root` (relative path -> bytes)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(Path(root).rglob("*")) if p.is_file()}
+
+
+def run_cli(script, argv, capsys) -> tuple[int, str]:
+    """(exit code, last line of stderr)."""
+    code = cli.run(script.main, argv)
+    lines = [line for line in re.split(r"[\r\n]", capsys.readouterr().err) if line.strip()]
+    return code, (lines[-1] if lines else "")
+
+
+def results_of(model: Path, results: Path) -> Path:
+    info = json.loads((model / "info.json").read_text())
+    return bundle.results_dir_of(info, model, results)
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Versioned results: refuse without --overwrite, move aside with it
+# --------------------------------------------------------------------------------------------
+
+
+def test_second_finetune_and_test_never_replace_a_result(model, work, capsys):
+    results = work / "results_versions"
+    base = results_of(model, results)
+    finetune.main(["-p", str(model), "--results-dir", str(results)])
+    (first_test,) = test_script.main(["-p", str(model), "--results-dir", str(results)])
+    before = snapshot(base)
+
+    # A second finetuning: one line naming the folder and the flag; nothing changed.
+    code, err = run_cli(finetune, ["-p", str(model), "--smoothing", "2", "--results-dir", str(results)], capsys)
+    assert code == 2 and err.startswith("error: ")
+    assert str(base / "finetuning" / "l2_float64") in err and "--overwrite" in err and str(first_test) in err
+    assert snapshot(base) == before
+
+    # With --overwrite: both the finetuning result and the test result computed from it move aside, byte for byte.
+    finetune.main(["-p", str(model), "--smoothing", "2", "--overwrite", "--results-dir", str(results)])
+    (old_finetuning,) = (base / "finetuning").glob(f"l2_float64{folders.REPLACED}*")
+    (old_test,) = (base / "test").glob(f"l2_float64{folders.REPLACED}*")
+    assert old_finetuning.name == old_test.name  # moved aside together, with one time stamp
+    assert snapshot(old_finetuning) == {k.split("/", 2)[2]: v for k, v in before.items() if k.startswith("finetuning/l2_float64/")}
+    assert snapshot(old_test) == {k.split("/", 2)[2]: v for k, v in before.items() if k.startswith("test/l2_float64/")}
+    assert not (base / "test" / "l2_float64").exists(), "a test result of the replaced finetuning result stayed in place"
+
+    # test.py scores the current result only (not the moved-aside one) and records which it used.
+    (tested,) = test_script.main(["-p", str(model), "--results-dir", str(results)])
+    finetuning_file = base / "finetuning" / "l2_float64" / "finetuning_result.json"
+    finetuned = json.loads(finetuning_file.read_text())
+    result = json.loads((tested / "test_result.json").read_text())
+    assert finetuned["smoothing_sigma"] == result["smoothing_sigma"] == 2.0
+    assert (result["min_area"], result["threshold"]) == (finetuned["best_min_area"], finetuned["best_threshold"])
+    assert result["finetuning_result"]["sha256"] == hashlib.sha256(finetuning_file.read_bytes()).hexdigest()
+    assert result["finetuning_result"]["folder"] == str(finetuning_file.parent.resolve())
+
+    # A second test.py: refused without --overwrite, moved aside with it.
+    kept_finetuning = snapshot(old_finetuning)
+    before = snapshot(base)
+    code, err = run_cli(test_script, ["-p", str(model), "--results-dir", str(results)], capsys)
+    assert code == 2 and str(tested) in err and "--overwrite" in err and "current finetuning result" in err
+    assert snapshot(base) == before
+    test_script.main(["-p", str(model), "--overwrite", "--results-dir", str(results)])
+    moved = sorted(p for p in (base / "test").glob(f"l2_float64{folders.REPLACED}*") if p != old_test)
+    assert len(moved) == 1
+    assert snapshot(moved[0]) == {k.split("/", 2)[2]: v for k, v in before.items() if k.startswith("test/l2_float64/")}
+    assert snapshot(old_finetuning) == kept_finetuning
+    assert not [p for p in base.rglob(".*")], "staging left behind"
+
+
+def test_a_lone_test_result_blocks_finetuning_without_overwrite(model, work, capsys):
+    """A test/<name>/ without its finetuning result (deleted by hand) would be stale beside a new one."""
+    results = work / "results_lone"
+    base = results_of(model, results)
+    finetune.main(["-p", str(model), "--results-dir", str(results)])
+    test_script.main(["-p", str(model), "--results-dir", str(results)])
+    shutil.rmtree(base / "finetuning" / "l2_float64")
+    before = snapshot(base)
+    code, err = run_cli(finetune, ["-p", str(model), "--results-dir", str(results)], capsys)
+    assert code == 2 and str(base / "test" / "l2_float64") in err and "--overwrite" in err
+    assert snapshot(base) == before
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Folders that cannot collide
+# --------------------------------------------------------------------------------------------
+
+
+def test_staging_folders_of_the_same_name_never_replace_each_other(tmp_path):
+    final = tmp_path / "models" / "2026-01-01_00-00-00"
+    first, second = folders.staging_folder(final, unique=True), folders.staging_folder(final, unique=True)
+    with first as a:
+        (a / "model.keras").write_text("first")
+        with second as b:  # entered while the first is still being written: both see no final folder
+            (b / "model.keras").write_text("second")
+    assert second.final == final and first.final == final.with_name(final.name + "_2")
+    assert (second.final / "model.keras").read_text() == "second"
+    assert (first.final / "model.keras").read_text() == "first"
+    assert sorted(p.name for p in final.parent.iterdir()) == [final.name, final.name + "_2"]
+
+    # Without unique or replace, the later one stops and leaves the earlier folder as it was.
+    other = tmp_path / "result"
+    later = folders.staging_folder(other)
+    with pytest.raises(folders.FolderExistsError, match="already exists"):
+        with folders.staging_folder(other) as a:
+            with later as b:
+                (b / "f").write_text("later")
+            (a / "f").write_text("earlier")
+    assert (other / "f").read_text() == "later"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "result"]
+
+    # replace moves the old folder aside, it is never deleted; a failed block leaves nothing.
+    with folders.staging_folder(other, replace=True, stamp="T") as c:
+        (c / "f").write_text("newest")
+    assert (other / "f").read_text() == "newest" and (tmp_path / "result.replaced-T" / "f").read_text() == "later"
+    with pytest.raises(RuntimeError):
+        with folders.staging_folder(tmp_path / "failed"):
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "result", "result.replaced-T"]
+
+
+def test_two_trainings_in_the_same_second_get_two_folders(model, dataset, work, monkeypatch):
+    before = snapshot(model)
+    monkeypatch.setattr(bundle, "timestamp", lambda: model.name)  # the second training starts "in the same second"
+    second = train.main(train_args(dataset, work / "models", "--seed", "7"))
+    assert second == model.with_name(model.name + "_2")
+    assert snapshot(model) == before
+    assert json.loads((second / "info.json").read_text())["settings"]["seed"] == 7
+
+
+# --------------------------------------------------------------------------------------------
+# 3. info.json that is JSON but not train.py's
+# --------------------------------------------------------------------------------------------
+
+
+def broken_copies(model: Path, tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """Model copies with a damaged info.json -> (folder, what the error must name)."""
+    info = json.loads((model / "info.json").read_text())
+    cases = {}
+
+    def copy(name: str, content, expected: str) -> None:
+        folder = tmp_path / name
+        shutil.copytree(model, folder)
+        (folder / "info.json").write_text(json.dumps(content))
+        cases[name] = (folder, expected)
+
+    removed = json.loads(json.dumps(info))
+    del removed["model"]["image_size"]
+    copy("key_removed", removed, "'model.image_size' missing")
+    copy("a_list", [], "holds list")
+    wrong = json.loads(json.dumps(info))
+    wrong["dataset"]["validation_split"] = "0.1"
+    copy("wrong_type", wrong, "'dataset.validation_split' is '0.1' (str)")
+    no_section = json.loads(json.dumps(info))
+    no_section["training"] = None
+    copy("null_section", no_section, "'training' is None")
+    adversarial = json.loads(json.dumps(info))
+    adversarial["adversarial"] = {"latent_dim": 2}
+    copy("adversarial", adversarial, "'adversarial.prior_std' missing")
+    newer = dict(info, schema_version=SCHEMA_VERSION + 1)
+    copy("newer", newer, f"schema_version {SCHEMA_VERSION + 1}")
+    return cases
+
+
+def test_info_json_not_written_by_train_py_gets_one_line(model, tmp_path, capsys):
+    for name, (folder, expected) in broken_copies(model, tmp_path).items():
+        before = snapshot(folder)
+        for script in (finetune, test_script):
+            code, err = run_cli(script, ["-p", str(folder), "--results-dir", str(tmp_path / "r")], capsys)
+            assert code == 2, name
+            assert err.startswith(f"error: {folder / 'info.json'}: ") and expected in err, (name, err)
+            assert "not an info.json written by train.py" in err or "newer" in err
+        assert snapshot(folder) == before
+    assert not (tmp_path / "r").exists()
+
+
+def test_info_json_schema_version(model, tmp_path):
+    info = json.loads((model / "info.json").read_text())
+    assert info["schema_version"] == SCHEMA_VERSION == 1
+    old = tmp_path / "old"
+    shutil.copytree(model, old)
+    del info["schema_version"]  # written before the field existed: read as version 1
+    (old / "info.json").write_text(json.dumps(info))
+    assert bundle.read_info(old)["model"]["image_size"] == SIZE
+    assert bundle.load_bundle(old).info["dataset"]["name"] == "tiles"
+
+
+# --------------------------------------------------------------------------------------------
+# 4. A killed training
+# --------------------------------------------------------------------------------------------
+
+
+def dead_pid() -> int:
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True).stdout)
+
+
+def test_killed_training_leaves_no_model_and_is_reported(dataset, tmp_path, capsys, caplog):
+    out = tmp_path / "models"
+    process = subprocess.Popen(
+        [sys.executable, "train.py", *train_args(dataset, out, "--epochs", "500", "--patience", "500")],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    loss_dir = out / "tiles" / "mvtecCAE" / "l2"
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and not list(loss_dir.glob(".*/history.csv")):
+            assert process.poll() is None, "the training ended before it could be killed"
+            time.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    (staging,) = loss_dir.iterdir()
+    assert staging.name.startswith(".") and folders.INCOMPLETE in staging.name, "a killed run left a folder that looks like a model"
+    assert (staging / "history.csv").is_file()
+
+    # The next training reports it (here it then stops at a bad architecture name, after the report).
+    with caplog.at_level(logging.WARNING):
+        code, err = run_cli(train, [*train_args(dataset, out), "-a", "noSuchCAE"], capsys)
+    assert code == 2 and "noSuchCAE" in err
+    assert f"stale staging folder {staging}" in caplog.text and f"pid {process.pid}" in caplog.text
+    assert "--clean-stale" in caplog.text and staging.is_dir()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        run_cli(train, [*train_args(dataset, out), "-a", "noSuchCAE", "--clean-stale"], capsys)
+    assert not staging.exists() and "removed the stale staging folder" in caplog.text
+
+
+def test_stale_staging_detection(tmp_path):
+    results = tmp_path / "results" / "m" / "test"
+    running = results / f".l2_float64{folders.INCOMPLETE}{os.getpid()}-abcdef"  # this process: still running
+    killed = results / f".l2_uint8{folders.INCOMPLETE}{dead_pid()}-012345"
+    legacy = results / f".ssim_float64.tmp-{dead_pid()}"  # the name older versions used
+    unrelated = results / ".cache"
+    for folder in (running, killed, legacy, unrelated):
+        folder.mkdir(parents=True)
+    assert sorted(s.path for s in folders.stale_staging(tmp_path / "results")) == sorted([killed, legacy])
+    assert sorted(folders.report_stale_staging([tmp_path / "results"], clean=True)) == sorted([killed, legacy])
+    assert running.is_dir() and unrelated.is_dir() and not killed.exists() and not legacy.exists()
+
+
+def test_finetune_and_test_report_stale_staging_among_results(model, work, capsys, caplog):
+    results = work / "results_stale"
+    stale = results_of(model, results) / "finetuning" / f".l2_float64{folders.INCOMPLETE}{dead_pid()}-aaaaaa"
+    stale.mkdir(parents=True)
+    with caplog.at_level(logging.WARNING):
+        code, err = run_cli(test_script, ["-p", str(model), "--results-dir", str(results)], capsys)
+    assert code == 2 and "finetune.py" in err  # no finetuning result yet: the staging folder is not one
+    assert f"stale staging folder {stale}" in caplog.text
+    run_cli(finetune, ["-p", str(model), "-b", "0", "--results-dir", str(results), "--clean-stale"], capsys)
+    assert stale.is_dir(), "flags are checked before anything is removed"
+    with caplog.at_level(logging.WARNING):
+        run_cli(test_script, ["-p", str(model), "--results-dir", str(results), "--clean-stale"], capsys)
+    assert not stale.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# 5 and 6. Messages, and flags checked before TensorFlow is imported
+# --------------------------------------------------------------------------------------------
+
+FLAG_ERRORS = """
+import json, sys
+sys.path.insert(0, {root!r})
+import finetune, test, train, benchmark
+from autoencoder import cli
+cases = json.loads(sys.argv[1])
+out = []
+for script, argv in cases:
+    module = {{"train": train, "finetune": finetune, "test": test, "benchmark": benchmark}}[script]
+    try:
+        code = cli.run(module.main, argv)
+    except SystemExit as exit:  # argparse: --help, unknown flags
+        code = exit.code
+    out.append([code, "tensorflow" in sys.modules])
+print(json.dumps(out))
+"""
+
+
+def test_flag_errors_name_the_flag_before_tensorflow_is_imported(model, dataset, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    cases = {
+        "--validation-split 0: expected a fraction in (0, 1)": ("train", train_args(dataset, tmp_path / "m", "--validation-split", "0")),
+        "--image-size 0: expected a positive number of pixels": ("train", [*train_args(dataset, tmp_path / "m"), "--image-size", "0"]),
+        f"--output-dir {a_file}/x: {a_file} is a file, not a folder": ("train", train_args(dataset, a_file / "x")),
+        "--loss ssim needs --color grayscale (got rgb)": ("train", [*train_args(dataset, tmp_path / "m"), "-l", "ssim", "-c", "rgb"]),
+        "--epochs 0: expected at least 1 epoch": ("train", [*train_args(dataset, tmp_path / "m"), "--epochs", "0"]),
+        "-b/--batch 0: expected an inference batch size": ("finetune", ["-p", str(model), "-b", "0"]),
+        "-b/--batch -3: expected an inference batch size": ("test", ["-p", str(model), "-b", "-3"]),
+        "--smoothing -1.0: expected a number of pixels >= 0": ("finetune", ["-p", str(model), "--smoothing", "-1"]),
+        "--finetune-split 1: expected a fraction in (0, 1)": ("finetune", ["-p", str(model), "--finetune-split", "1"]),
+        f"--results-dir {a_file}: {a_file} is a file, not a folder": ("test", ["-p", str(model), "--results-dir", str(a_file)]),
+        "not found: expected a model folder": ("finetune", ["-p", str(tmp_path / "missing")]),
+        "--data-dir": ("test", ["-p", str(model), "--data-dir", str(tmp_path / "nowhere")]),
+        "--image-sizes 0: expected positive numbers of pixels": ("benchmark", ["-d", str(dataset), "--image-sizes", "0"]),
+    }
+    if os.geteuid() != 0:  # root writes anywhere
+        cases[f"--output-dir {locked}/m: no permission to write in {locked}"] = ("train", train_args(dataset, locked / "m"))
+    argvs = [list(case) for case in cases.values()] + [["finetune", ["--help"]], ["finetune", ["-p", "x", "--bad-flag"]], ["train", ["--help"]]]
+    process = subprocess.run(
+        [sys.executable, "-c", FLAG_ERRORS.format(root=str(ROOT)), json.dumps(argvs)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    locked.chmod(0o700)
+    assert process.returncode == 0, process.stderr
+    outcome = json.loads(process.stdout.strip().splitlines()[-1])
+    errors = [line for line in process.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == len(cases), process.stderr
+    for (expected, _), (code, tensorflow_imported), line in zip(cases.items(), outcome, errors):
+        assert code == 2 and expected in line, (expected, line)
+        assert not tensorflow_imported, f"TensorFlow imported before reporting {expected!r}"
+    assert [code for code, _ in outcome[len(cases):]] == [0, 2, 0]
+    assert not any(imported for _, imported in outcome), "--help or a bad flag imported TensorFlow"
+    assert not (tmp_path / "m").exists()
+
+
+def test_loss_color_early_check_agrees_with_the_losses_module():
+    from autoencoder.losses import check_loss_color
+    from processing.workflow.options import check_loss_color as early
+
+    for loss in ("ssim", "mssim", "l2"):
+        for color in ("grayscale", "rgb"):
+            outcomes = []
+            for check in (check_loss_color, early):
+                try:
+                    check(loss, color)
+                    outcomes.append(None)
+                except ValueError as error:
+                    outcomes.append(str(error))
+            assert outcomes[0] == outcomes[1], (loss, color, outcomes)
+
+
+def test_truncated_model_file_and_os_errors_say_what_is_wrong(model, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(model, broken)
+    keras_file = next(broken.glob("*.keras"))
+    keras_file.write_bytes(keras_file.read_bytes()[:1000])
+    code, err = run_cli(finetune, ["-p", str(broken), "--results-dir", str(tmp_path / "r")], capsys)
+    assert code == 2 and str(keras_file) in err and "truncated or corrupt" in err and "not found" not in err.lower()
+
+    line = cli.error_line(NotADirectoryError(20, "Not a directory", "/data/a_file/x"))
+    assert line == "/data/a_file/x: a part of that path is a file, not a folder"
+    assert cli.error_line(PermissionError(13, "Permission denied", "/x")) == "/x: permission denied"
+
+
+def test_tensorflow_start_up_noise_is_hidden_unless_verbose():
+    snippet = (
+        "import os, sys; sys.path.insert(0, {root!r}); from autoencoder import cli; "
+        "cli.import_tensorflow({verbose}); import tensorflow as tf; "
+        "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS')); print(float(tf.reduce_sum(tf.ones((2, 2)))))"
+    )
+    quiet = subprocess.run([sys.executable, "-c", snippet.format(root=str(ROOT), verbose=False)],
+                           capture_output=True, text=True, timeout=180, env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout.split() == ["None", "4.0"]  # oneDNN is left as it is: only its notice is hidden
+    assert "absl::InitializeLog" not in quiet.stderr and "oneDNN" not in quiet.stderr, quiet.stderr
+    assert quiet.stderr.strip() == "", quiet.stderr
+    assert cli.is_startup_noise("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR")
+    assert not cli.is_startup_noise("error: something real")
+
+
+# --------------------------------------------------------------------------------------------
+# 7. --data-dir
+# --------------------------------------------------------------------------------------------
+
+
+def test_data_dir_reaches_a_moved_dataset_and_only_the_same_one(model, dataset, tmp_path, capsys):
+    moved = tmp_path / "elsewhere" / "tiles"
+    shutil.copytree(dataset, moved)
+    copy = tmp_path / "model"
+    shutil.copytree(model, copy)
+    info = json.loads((copy / "info.json").read_text())
+    info["dataset"]["path"] = str(tmp_path / "gone" / "tiles")  # where it was at training time
+    (copy / "info.json").write_text(json.dumps(info))
+    info_bytes = (copy / "info.json").read_bytes()
+    results = tmp_path / "results"
+
+    code, err = run_cli(finetune, ["-p", str(copy), "--results-dir", str(results)], capsys)
+    assert code == 2 and str(tmp_path / "gone" / "tiles") in err and "--data-dir" in err
+
+    out = finetune.main(["-p", str(copy), "--data-dir", str(moved), "--results-dir", str(results)])
+    (tested,) = test_script.main(["-p", str(copy), "--data-dir", str(moved), "--results-dir", str(results)])
+    result = json.loads((tested / "test_result.json").read_text())
+    assert result["n_images"] + json.loads((out / "finetuning_result.json").read_text())["n_finetune"] == 8 + 3 * 4
+    assert (copy / "info.json").read_bytes() == info_bytes, "--data-dir must not rewrite info.json"
+
+    # Not the same dataset: one line naming what differs.
+    variants = {}
+    for name in ("missing_validation", "extra_class", "fewer_test"):
+        variant = tmp_path / name / "tiles"
+        shutil.copytree(dataset, variant)
+        variants[name] = variant
+    (variants["missing_validation"] / info["dataset"]["validation_files"][0]).unlink()
+    shutil.copytree(variants["extra_class"] / "test" / "spot", variants["extra_class"] / "test" / "dent")
+    next((variants["fewer_test"] / "test" / "good").iterdir()).unlink()
+    expected = {
+        "missing_validation": f"{info['dataset']['validation_files'][0]} not found",
+        "extra_class": "test/ holds the classes crack, dent, good, scratch, spot",
+        "fewer_test": "test/good holds 7 images; info.json recorded 8",
+    }
+    for name, variant in variants.items():
+        for script in (finetune, test_script):
+            code, err = run_cli(script, ["-p", str(copy), "--data-dir", str(variant), "--overwrite", "--results-dir", str(results)], capsys)
+            assert code == 2 and f"--data-dir {variant}" in err and expected[name] in err, (name, err)
