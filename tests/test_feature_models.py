@@ -172,3 +172,17 @@ def test_the_finetuning_subset_chooses_among_candidate_maps(feature_cae, work):
     from processing.workflow.benchmarking import finetuning_image_auroc
 
     assert finetuning_image_auroc(feature_cae, fitted, out) == pytest.approx(scores[fitted["method"]][0])
+
+
+@pytest.mark.parametrize("color_mode, channels", [("grayscale", 1), ("rgb", 3)])
+def test_feature_cae_outputs_one_map_per_image_at_its_input_size(color_mode, channels):
+    from autoencoder.models import get_architecture
+
+    architecture = get_architecture("featureCAE")
+    assert architecture.output == "map" and architecture.default_loss == "feature"
+    model = architecture.build(color_mode, 64)
+    assert tuple(model.output_shape) == (None, 64, 64, 1)
+    maps = model.predict(np.random.default_rng(0).random((2, 64, 64, channels), dtype=np.float32), verbose=0)
+    assert maps.shape == (2, 64, 64, 1) and np.isfinite(maps).all() and (maps >= 0).all()
+    with pytest.raises(ValueError, match="--image-size 48: architecture featureCAE needs a multiple of 32"):
+        architecture.build(color_mode, 48)

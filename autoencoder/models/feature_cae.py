@@ -77,7 +77,7 @@ def prepare_feature_cae(model: keras.Model, images: np.ndarray, batch_size: int 
 
 @register_architecture(
     NAME,
-    default_size=128,
+    default_size=256,  # measured best on magnetic_tile (docs/benchmarks.md); 128 is 4x faster
     size_multiple=32,
     has_bottleneck=False,
     preprocessing="rescale; backbone preprocessing inside the model",
