@@ -26,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="when this finetuning result exists: move it and its test result aside (<name>.replaced-<time>; nothing is deleted) and finetune again")
     parser.add_argument("--clean-stale", action="store_true", help="remove the staging folders that killed runs left among this model's results (they are reported either way)")
     parser.add_argument("--smoothing", type=float, default=0.0, help="Gaussian sigma in pixels applied to the residual maps (test.py applies the same)")
-    parser.add_argument("--keep-border", action="store_true", help="keep defect components that touch the image border (default: drop them, as the original toolkit)")
+    border = parser.add_mutually_exclusive_group()
+    border.add_argument("--keep-border", dest="clear_border", action="store_false", default=None, help="keep defect components that touch the image border (the default for feature/padim/knn maps)")
+    border.add_argument("--clear-border", dest="clear_border", action="store_true", help="drop defect components that touch the image border (the default for pixel maps, as the original toolkit)")
     parser.add_argument("--normalize", default="none", choices=["none", "pixel"], help="pixel: standardise each pixel of the (smoothed) maps by its mean and std over the training images' maps (test.py applies the same)")
     parser.add_argument("--image-score", default=None, choices=["component", "max"], help="image score: component (the highest threshold at which a component of min_area survives) or max (the map's maximum); default: max for feature/padim/knn maps, component for pixel maps")
     parser.add_argument("--combine-with", action="append", default=[], metavar="PATH[:METHOD]", help="average in the maps of another model of the same dataset (e.g. a featureCAE at another size, or a pixel autoencoder), each map standardised on the validation images; repeatable; METHOD defaults to that model's default map")
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None):
             batch_size=args.batch,
             results_root=args.results_dir,
             smoothing_sigma=args.smoothing,
-            clear_border=not args.keep_border,
+            clear_border=args.clear_border,
             normalize=args.normalize,
             detector=args.detector,
             image_score=args.image_score,

@@ -186,3 +186,14 @@ def test_feature_cae_outputs_one_map_per_image_at_its_input_size(color_mode, cha
     assert maps.shape == (2, 64, 64, 1) and np.isfinite(maps).all() and (maps >= 0).all()
     with pytest.raises(ValueError, match="--image-size 48: architecture featureCAE needs a multiple of 32"):
         architecture.build(color_mode, 48)
+
+
+def test_border_rule_defaults_to_the_map_kind():
+    from processing.detectors.base import FinetuneConfig
+    from processing.detectors.segmentation import SegmentationDetector
+
+    check = SegmentationDetector.check_config
+    assert check(FinetuneConfig(path="m", method="padim")).clear_border is False
+    assert check(FinetuneConfig(path="m", method="feature")).clear_border is False
+    assert check(FinetuneConfig(path="m", method="l2")).clear_border is True
+    assert check(FinetuneConfig(path="m", method="padim", clear_border=True)).clear_border is True

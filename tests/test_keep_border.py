@@ -167,8 +167,11 @@ def test_clear_border_must_be_a_bool(bad):
 
 
 def test_cli_flags_parse():
-    assert finetune.parse_args(["-p", "m", "--keep-border"]).keep_border is True
-    assert finetune.parse_args(["-p", "m"]).keep_border is False
+    assert finetune.parse_args(["-p", "m", "--keep-border"]).clear_border is False
+    assert finetune.parse_args(["-p", "m", "--clear-border"]).clear_border is True
+    assert finetune.parse_args(["-p", "m"]).clear_border is None  # the map decides: pixel maps clear it
+    with pytest.raises(SystemExit):
+        finetune.parse_args(["-p", "m", "--keep-border", "--clear-border"])
     config = benchmark_script.config_from_args(benchmark_script.parse_args(["-d", "x", "--keep-border"]))
     assert config.clear_border is False
     assert benchmark_script.config_from_args(benchmark_script.parse_args(["-d", "x"])).clear_border is None

@@ -46,7 +46,10 @@ class FinetuneConfig:
     batch_size: int = 16
     results_root: str = "results"
     smoothing_sigma: float = 0.0  # Gaussian sigma (pixels) applied to the residual maps; 0: none
-    clear_border: bool = True  # drop defect components that touch the image border (the original toolkit's rule)
+    # Drop defect components that touch the image border (the original toolkit's rule, right for
+    # pixel maps, whose frame is where reconstruction fails); None: True for pixel maps, False for
+    # feature/padim/knn maps (measured on magnetic_tile's finetuning subset, docs/benchmarks.md).
+    clear_border: bool | None = None
     normalize: str = "none"  # "pixel": standardise every pixel by the training images' maps (after smoothing)
     # segmentation: "component" (the highest level with a min_area component) or "max" (the map's
     # maximum); None: max for feature/padim/knn maps, component for pixel maps.

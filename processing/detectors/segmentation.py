@@ -66,8 +66,11 @@ class SegmentationDetector(Detector):
         check_method_dtype(config.method, config.dtype)
         if config.combine_with and config.dtype != "float64":
             raise ValueError(f"--combine-with averages standardised maps: use --dtype float64, not {config.dtype}")
+        feature_maps = config.method in UNBOUNDED_METHODS or bool(config.combine_with)
         if config.image_score is None:
-            config = replace(config, image_score="max" if config.method in UNBOUNDED_METHODS or config.combine_with else "component")
+            config = replace(config, image_score="max" if feature_maps else "component")
+        if config.clear_border is None:
+            config = replace(config, clear_border=not feature_maps)
         check_image_score(config.image_score)
         check_sigma(config.smoothing_sigma)
         validate_clear_border(config.clear_border, "clear_border")
