@@ -1,4 +1,8 @@
-"""The segmentation detector: threshold the residual maps, keep components of at least min_area.
+"""The segmentation detector: threshold the anomaly maps, keep components of at least min_area.
+
+The maps are a pixel autoencoder's residuals (ssim, l2), a featureCAE's own map (feature) or a
+density on its features (padim, knn), or the standardised mean of several (padim+knn, and the
+maps of other models through --combine-with).
 
 Validation images (defect-free, held out of training) fix, for every min_area, the lowest
 threshold at which they all stay clean; the finetuning subset then picks the (min_area,
@@ -10,24 +14,23 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from autoencoder import bundle
-from processing.data.images import scan_dataset, split_train_validation
+from autoencoder.losses import DEFAULT_METHOD_FOR_LOSS
+from processing.data.images import iter_batches, scan_dataset, split_train_validation
 from processing.decision.segmentation import segment, validate_clear_border
 from processing.decision.thresholds import DEFAULT_MIN_AREAS, max_component_level, search_min_area_threshold
 from processing.detectors.base import Decisions, Detector, FinetuneConfig, FinetuneData, Scores, register_detector
 from processing.evaluation import plots
-from processing.data.images import iter_batches
+from processing.maps.feature_maps import FEATURE_SCORERS, feature_grid, feature_model_of, fit_feature_scorer, load_feature_scorer, upsample_maps
 from processing.maps.inference import maps_from_output, reconstruct
 from processing.maps.postprocess import ResmapPostprocessor, check_normalization, check_sigma, fit_pixel_statistics, smooth_resmaps
-from processing.maps.feature_maps import FEATURE_SCORERS, feature_grid, feature_model_of, fit_feature_scorer, load_feature_scorer, upsample_maps
-from autoencoder.losses import DEFAULT_METHOD_FOR_LOSS
-from processing.maps.resmaps import MAP_METHODS, FEATURE_SCORER_METHODS, UNBOUNDED_METHODS, check_method_dtype, check_method_for_model, resmap_value_range
+from processing.maps.resmaps import FEATURE_SCORER_METHODS, MAP_METHODS, UNBOUNDED_METHODS, check_method_dtype, check_method_for_model, resmap_value_range
 
 logger = logging.getLogger(__name__)
 
