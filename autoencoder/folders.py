@@ -54,6 +54,20 @@ class FolderExistsError(FileExistsError):
         return self.args[0] if self.args else "folder exists"
 
 
+def write_npz(path: str | os.PathLike, arrays: dict) -> Path:
+    """Write plain arrays to `path` (.npz) through a temporary file and a rename: never half-written."""
+    import numpy as np
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def timestamp() -> str:
     return datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
 

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from autoencoder.folders import write_npz
 from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
 logger = logging.getLogger(__name__)
@@ -57,15 +59,7 @@ def check_features(features, n_channels: int | None = None, grid: tuple[int, int
 
 def save_arrays(path: str | os.PathLike, kind: str, arrays: dict[str, np.ndarray]) -> Path:
     """Write `arrays` plus a kind tag and format version to `path` (.npz), via a temporary file and a rename."""
-    path = Path(path)
-    arrays = {"kind": np.array(kind), "format_version": np.array(FORMAT_VERSION), **arrays}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_npz(path, {"kind": np.array(kind), "format_version": np.array(FORMAT_VERSION), **arrays})
 
 
 def load_arrays(path: str | os.PathLike, kind: str, required: Sequence[str]) -> dict[str, np.ndarray]:

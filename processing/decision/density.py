@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from autoencoder.folders import write_npz
 from autoencoder.models import BOTTLENECK_LAYER
 from processing.data.images import iter_batches
 from processing.maps.resmaps import calculate_resmaps
@@ -259,13 +260,7 @@ def save_density(path: str | os.PathLike, density: DensityModel, metadata: dict 
     }
     for key, value in (metadata or {}).items():
         arrays[f"meta_{key}"] = np.array(value)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_npz(path, arrays)
 
 
 def load_density(path: str | os.PathLike) -> tuple[DensityModel, dict]:
