@@ -13,9 +13,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from autoencoder import bundle
+from autoencoder.progress import progress_bar
 from processing.data.images import check_masks, iter_batches, load_masks, read_image, scan_dataset
 from processing.detectors.base import RESULT_FILE, Detector, detector_of_result, finetuning_root
 from processing.maps.resmaps import check_method_dtype
@@ -115,7 +115,7 @@ def evaluate(detector: Detector, layout, config: TestConfig) -> Path:
     out_dir = model.results_dir(config.results_root) / "test" / name
     started = time.perf_counter()
     with bundle.staging_folder(out_dir, replace=True) as staging:
-        with tqdm(total=len(files), desc=f"test {name}", unit="img") as progress:
+        with progress_bar(total=len(files), desc=f"test {name}", unit="img") as progress:
             for batch_paths, images in iter_batches(files, color_mode, size, config.batch_size):
                 scores = detector.score(images)
                 decisions = detector.decide(scores)
