@@ -2,8 +2,10 @@
 memory at 1,000 vs 10,000 images.
 
 What is used (generated here, nothing read from ../shared): the demo brick dataset at 64 px, an
-``mvtecCAE`` trained with the L2 loss for 2 epochs (grayscale, 64 px), finetuned with the defaults
-(L2 maps, component score, min_area + threshold). The images predicted are 64x64 PNG files:
+``mvtecCAE`` trained with the L2 loss for 2 epochs (grayscale, 64 px), finetuned twice: with the
+defaults (L2 maps, the ``component`` image score, min_area + threshold) and with ``--image-score
+max`` (the same decision; the score is the map's maximum instead of the highest level at which a
+component of min_area survives, which a per-image merge tree in Python computes). The images predicted are 64x64 PNG files:
 copies (hard links) of the demo test and training images under distinct names.
 
 1. Throughput, in one process, on the same ``--images`` files (default 1,000), after a warm-up:
@@ -13,7 +15,8 @@ copies (hard links) of the demo test and training images under distinct names.
      files, the model, the maps, the decision, masks at the original size, the CSV appended per
      batch) -- the streaming loop's rate (``runs[-1].images_per_second`` in predict_settings.json),
      and the whole call (model loading, report with its gallery) for reference.
-   The ratio end-to-end / forward is printed (target >= 0.7x).
+   Each is timed twice and the faster run kept. The ratio end-to-end / forward is printed for both
+   finetuning results (target >= 0.7x).
 2. Peak RSS: ``python predict.py`` as a subprocess on 1,000 and on 10,000 images (``os.wait4``
    gives each child's own ``ru_maxrss``).
 
@@ -61,6 +64,7 @@ def setup(work: Path) -> Path:
     folder = train.main(["-d", str(work / "brick"), "-a", "mvtecCAE", "-l", "l2", "-b", "8", "--image-size", str(SIZE),
                          "--epochs", "2", "--lr", "1e-3", "--output-dir", str(work / "models")])
     finetune.main(["-p", str(folder), "--results-dir", str(work / "results")])
+    finetune.main(["-p", str(folder), "--image-score", "max", "--results-dir", str(work / "results_max")])
     return folder
 
 
@@ -101,9 +105,9 @@ def throughput(work: Path, folder: Path, images: Path, batch: int) -> dict:
             np.asarray(model.predict_on_batch(chunk))
         return time.perf_counter() - started
 
-    def end_to_end(name: str) -> tuple[float, float]:
+    def end_to_end(name: str, results: str = "results") -> tuple[float, float]:
         config = PredictConfig(path=str(folder), inputs=[str(images)], output=str(work / name), batch_size=batch,
-                               results_root=str(work / "results"), overwrite=True)
+                               results_root=str(work / results), overwrite=True)
         started = time.perf_counter()
         summary = predict(config)
         return summary.settings["runs"][-1]["images_per_second"], len(files) / (time.perf_counter() - started)
@@ -111,10 +115,15 @@ def throughput(work: Path, folder: Path, images: Path, batch: int) -> dict:
     forward()  # warm-up: tracing, thread pools
     end_to_end("warmup")
     forward_s = min(forward() for _ in range(2))
-    loop_rate, call_rate = end_to_end("predictions")
+    # Best of two runs each, like the forward pass (the machine is shared; each predict() call
+    # loads the model again, and its first batch traces the graph).
+    loop_rate, call_rate = max(end_to_end("predictions") for _ in range(2))
+    max_loop_rate, max_call_rate = max(end_to_end("predictions_max", "results_max") for _ in range(2))
     forward_rate = len(files) / forward_s
     return {"images": len(files), "forward_img_s": forward_rate, "predict_loop_img_s": loop_rate,
-            "predict_call_img_s": call_rate, "ratio": loop_rate / forward_rate, "ratio_call": call_rate / forward_rate}
+            "predict_call_img_s": call_rate, "ratio": loop_rate / forward_rate, "ratio_call": call_rate / forward_rate,
+            "max_loop_img_s": max_loop_rate, "max_call_img_s": max_call_rate, "ratio_max": max_loop_rate / forward_rate,
+            "ratio_max_call": max_call_rate / forward_rate}
 
 
 def peak_rss(work: Path, folder: Path, images: Path) -> tuple[int, float]:
@@ -150,15 +159,17 @@ def main(argv=None) -> int:
         print(f"model: {folder} (mvtecCAE, L2, {SIZE} px, 2 epochs; setup {time.perf_counter() - started:.0f} s)")
         rates = throughput(work, folder, image_folder(work, args.images), args.batch)
         print(f"forward pass alone:    {rates['forward_img_s']:8.1f} images/s ({rates['images']} images, batch {args.batch})")
-        print(f"predict, streaming:    {rates['predict_loop_img_s']:8.1f} images/s (read, model, maps, decision, masks, CSV)")
+        print(f"predict, streaming:    {rates['predict_loop_img_s']:8.1f} images/s (read, model, maps, decision, masks, CSV; component score)")
         print(f"predict, whole call:   {rates['predict_call_img_s']:8.1f} images/s (+ model loading, report and its gallery)")
+        print(f"predict, max score:    {rates['max_loop_img_s']:8.1f} images/s streaming, {rates['max_call_img_s']:.1f} whole call")
         memory = {}
         for count in args.memory:
             memory[count] = peak_rss(work, folder, image_folder(work, count))
             print(f"peak RSS, {count:>6} images: {memory[count][0]:5d} MiB (python predict.py, {memory[count][1]:.0f} s)")
         small, large = args.memory
         growth = memory[large][0] / memory[small][0]
-        print(f"ratio predict/forward: {rates['ratio']:.2f}x (target >= 0.7x; whole call {rates['ratio_call']:.2f}x); "
+        print(f"ratio predict/forward: {rates['ratio']:.2f}x component score, {rates['ratio_max']:.2f}x max score (target >= 0.7x; "
+              f"whole call {rates['ratio_call']:.2f}x, {rates['ratio_max_call']:.2f}x); "
               f"peak RSS {large} vs {small} images: {growth:.2f}x")
         (work / "bench_predict.json").write_text(json.dumps({"rates": rates, "memory_mib": {str(k): v[0] for k, v in memory.items()}}, indent=2))
     finally:
