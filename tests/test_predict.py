@@ -295,3 +295,33 @@ def test_progress_is_a_log_line_off_a_terminal(caplog):
     lines = [record.getMessage() for record in caplog.records]
     assert lines[0].startswith("predict: 4/10 img (40%)") and lines[-1].startswith("predict: 10/10 img (100%)")
     assert ProgressBar(total=1, terminal=False).bar.disable  # no bar drawn off a terminal
+
+
+def test_bad_input_is_reported_before_tensorflow_is_imported(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, predict\n"
+        "from autoencoder import cli\n"
+        f"code = cli.run(predict.main, ['-p', 'model', '-i', {str(tmp_path / 'missing')!r}, '-o', {str(tmp_path / 'o')!r}])\n"
+        "print(code, 'tensorflow' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(predict_script.__file__).parent, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["2", "False"], done.stdout + done.stderr
+    assert "missing" in done.stderr
+
+
+def test_kde_results_classify_whole_images(model, work, images, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(work / "results", results)
+    kde = finetune.main(["-p", str(model), "--detector", "kde", "--results-dir", str(results)])
+    out = tmp_path / "kde"
+    run_ok(["-p", str(model), "-r", kde.name, "-i", str(images), "-o", str(out), "--masks", "--overlays", "--results-dir", str(results)])
+    rows = [row for row in rows_of(out) if not row["error"]]
+    assert len(rows) == 24 and all(row["min_area"] == "" and row["defect_area_px"] == "" and row["mask"] == "" for row in rows)
+    assert all(row["overlay"] for row in rows) and not (out / "masks").exists()
+    settings = json.loads((out / SETTINGS_FILE).read_text())
+    assert settings["decision"]["detector"] == "kde"
+    assert settings["decision"]["threshold"] == -settings["decision"]["density_threshold"]
+    assert 'src="report_files/scores.png"' in (out / REPORT_FILE).read_text()

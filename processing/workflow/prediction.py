@@ -613,7 +613,9 @@ def build_report(out_dir: Path, settings: dict, detector, gallery: int, workers:
             "An image is defective when, after the post-processing above, its anomaly map has a connected region "
             "above the threshold of at least min_area pixels"
             + (" not touching the border" if decision.get("clear_border") else "")
-            + f"; its score is the {'map maximum' if decision.get('image_score') == 'max' else 'highest level at which such a region survives'}."
+            + f"; its score is the {'map maximum' if decision.get('image_score') == 'max' else 'highest level at which such a region survives'}"
+            + ("; at the threshold itself such a region may have grown into the border, so an image can score above the threshold and be good."
+               if decision.get("clear_border") else ".")
         )
     data = ReportData(
         title=f"Predictions of {Path(settings['model_folder']).name} ({settings['result']})",
