@@ -28,6 +28,8 @@ SCRIPTS = [
     "train.py",
     "finetune.py",
     "test.py",
+    "predict.py",
+    "export.py",
     "benchmark.py",
     "demo.py",
     "scripts/make_demo_dataset.py",

@@ -190,6 +190,17 @@ def load_image(path: str | os.PathLike, color_mode: str, size: int) -> np.ndarra
     return _convert_channels(image, channels)
 
 
+def load_image_and_original(path: str | os.PathLike, color_mode: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The model input of one file (exactly :func:`load_image`) and the file decoded once, at its
+    original size: float32 (H, W, 1) gray or (H, W, 3) RGB in [0, 1], alpha dropped, colour as in
+    the file (for masks and overlays at the original size)."""
+    channels = _check_color_mode(color_mode)
+    size = _check_size(size)
+    original = _to_float_rgb_or_gray(_decode(path))
+    image = _convert_channels(_resize(original, size, cv2.INTER_AREA, cv2.INTER_LINEAR), channels)
+    return image, original
+
+
 def read_mask(path: str | os.PathLike) -> np.ndarray:
     """A ground-truth mask at its original size: bool (H, W), True where any colour channel is > 0
     (masks may hold 0/255 or 0/1; an alpha channel is ignored)."""

@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from autoencoder import bundle, folders
+from autoencoder.progress import progress_bar
 from processing.evaluation.metrics import NOT_AVAILABLE_KEY, absent_note, absent_to_none, format_metric, is_absent
 
 logger = logging.getLogger(__name__)
@@ -326,7 +326,7 @@ def benchmark(config: BenchmarkConfig) -> tuple[Path, dict]:
     started_stamp = bundle.timestamp()
     started = time.perf_counter()
     runs = []
-    with tqdm(total=len(specs), desc="benchmark", unit="config") as progress:
+    with progress_bar(total=len(specs), desc="benchmark", unit="config") as progress:
         for spec in specs:
             progress.set_postfix_str(spec.name)
             logger.info("configuration %d/%d: %s", len(runs) + 1, len(specs), spec.name)

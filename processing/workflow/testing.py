@@ -21,9 +21,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from autoencoder import bundle, folders
+from autoencoder.progress import progress_bar
 from processing.data.images import check_masks, iter_batches, load_masks, read_image
 from processing.data.splits import model_dataset
 from processing.detectors.base import RESULT_FILE, Detector, detector_of_result
@@ -184,7 +184,7 @@ def evaluate(detector: Detector, layout, config: TestConfig) -> Path:
     started = time.perf_counter()
     hint = f"pass --overwrite to move it aside to {name}{folders.REPLACED}<time>"
     with bundle.staging_folder(out_dir, replace=config.overwrite, exists_hint=hint) as staging:
-        with tqdm(total=len(files), desc=f"test {name}", unit="img") as progress:
+        with progress_bar(total=len(files), desc=f"test {name}", unit="img") as progress:
             for batch_paths, images in iter_batches(files, color_mode, size, config.batch_size):
                 scores = detector.score(images)
                 decisions = detector.decide(scores)

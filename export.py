@@ -1,0 +1,53 @@
+"""Export a finetuned model as one graph: uint8 pixels -> anomaly map, image score, decision.
+
+Examples:
+    python export.py -p saved_models/brick/mvtecCAE/ssim/<timestamp> --format savedmodel -o exports/brick_ssim
+    python export.py -p <model folder> -r feature_float64 --format onnx -o exports/tiles.onnx
+
+Supported: the segmentation detector with ssim, l2 or feature maps, -t float64 and
+--image-score max (finetune.py). The decision is in the graph only where it equals the toolkit's
+(min_area 1 and --keep-border); otherwise the graph gives the map, the image score and the pixels
+above the threshold, and export_info.json the component rule to apply (docs/predict.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from autoencoder import cli
+
+FORMATS = ("savedmodel", "tflite", "onnx")  # processing/workflow/export.py FORMATS (kept here: no TensorFlow import for --help)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (docs/cli.md is generated from it: scripts/make_cli_docs.py)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-p", "--path", required=True, help="model folder written by train.py, or its .keras file")
+    parser.add_argument("-r", "--result", default=None, metavar="NAME", help="finetuning result to export, e.g. ssim_float64 (default: the model's only one; required when it has several)")
+    parser.add_argument("--format", required=True, choices=FORMATS, help="savedmodel (a folder; maps in float64), tflite or onnx (one file; maps in float32; onnx needs tf2onnx)")
+    parser.add_argument("-o", "--output", required=True, help="the folder (savedmodel) or file (tflite, onnx) to write; export_info.json goes inside the folder or beside the file (<file>.json)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    parser.add_argument("--results-dir", default="results", help="where finetuning results are read")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def main(argv: list[str] | None = None):
+    args = parse_args(argv)
+    cli.setup_logging(args.verbose)
+    from processing.workflow.export import ExportConfig, check_output, export
+
+    config = ExportConfig(path=args.path, output=args.output, format=args.format, result=args.result,
+                          results_root=args.results_dir, overwrite=args.overwrite)
+    check_output(config)  # before TensorFlow is loaded
+    path = export(config)
+    print(f"exported to {path}")
+    return path
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run(main))

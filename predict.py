@@ -1,0 +1,69 @@
+"""Score new, unlabeled images with a finetuned model: predictions.csv, report.html, masks, overlays.
+
+Examples:
+    python predict.py -p saved_models/brick/mvtecCAE/ssim/<timestamp> -i new_images/ -o predictions/brick
+    python predict.py -p <model folder> -r padim_float64 -i 'line3/**/*.png' -o out --masks --overlays
+
+Folders are searched recursively (png/jpg/bmp/tif, 8/16-bit, gray/RGB/RGBA, any size). A file that
+cannot be read becomes a row with its error and the run goes on (exit code 0; --strict: 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from autoencoder import cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (docs/cli.md is generated from it: scripts/make_cli_docs.py)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-p", "--path", required=True, help="model folder written by train.py, or its .keras file")
+    parser.add_argument("-i", "--input", required=True, nargs="+", metavar="INPUT", help="image folders (searched recursively), image files or quoted glob patterns ('**' recurses)")
+    parser.add_argument("-o", "--output", required=True, help="output folder: predictions.csv, report.html, predict_settings.json, masks/, overlays/")
+    parser.add_argument("-r", "--result", default=None, metavar="NAME", help="finetuning result to apply, e.g. ssim_float64 or padim_float64 (default: the model's only one; required when it has several)")
+    parser.add_argument("--masks", action="store_true", help="write the predicted masks at each image's original size (masks/)")
+    parser.add_argument("--overlays", action="store_true", help="write each image with the predicted defect outlined in red (overlays/)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run: skip the images already in predictions.csv")
+    parser.add_argument("--overwrite", action="store_true", help="replace the predictions already in the output folder")
+    parser.add_argument("--strict", action="store_true", help="exit with code 2 when any image could not be read (the outputs are still written)")
+    parser.add_argument("--gallery", type=int, default=48, help="overlays shown in report.html, most suspicious first")
+    parser.add_argument("-b", "--batch", type=int, default=16, help="inference batch size")
+    parser.add_argument("--workers", type=int, default=None, help="threads reading images (default: one per CPU)")
+    parser.add_argument("--results-dir", default="results", help="where finetuning results are read")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def main(argv: list[str] | None = None):
+    args = parse_args(argv)
+    cli.setup_logging(args.verbose)
+    from processing.workflow.prediction import PredictConfig, check_inputs_and_output, predict
+
+    config = PredictConfig(
+        path=args.path,
+        inputs=args.input,
+        output=args.output,
+        result=args.result,
+        masks=args.masks,
+        overlays=args.overlays,
+        batch_size=args.batch,
+        results_root=args.results_dir,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        strict=args.strict,
+        gallery=args.gallery,
+        workers=args.workers,
+    )
+    check_inputs_and_output(config)  # bad inputs or output folder: one line before TensorFlow is loaded
+    summary = predict(config)
+    print(summary.line())
+    return summary
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run(main))

@@ -1,0 +1,327 @@
+"""predict.py on new, unlabeled images: predictions.csv, masks and overlays at the original size,
+report.html, predict_settings.json, --resume/--overwrite/--strict, and bad input (one line)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import finetune
+import predict as predict_script
+import train
+from autoencoder import bundle, cli
+from autoencoder.progress import ProgressBar
+from processing.data.demo import make_demo_dataset
+from processing.data.images import load_image
+from processing.detectors import detector_of_result
+from processing.workflow import prediction
+from processing.workflow.prediction import CSV_COLUMNS, PREDICTIONS_FILE, REPORT_FILE, SETTINGS_FILE, choose_result
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    make_demo_dataset(root / "tiles", image_size=SIZE, n_train=24, n_test_good=8, n_test_defect=4, texture="brick", seed=6)
+    return root
+
+
+@pytest.fixture(scope="module")
+def model(work):
+    folder = train.main(["-d", str(work / "tiles"), "-a", "mvtecCAE", "-l", "l2", "-b", "8", "--image-size", str(SIZE),
+                         "--epochs", "1", "--lr", "1e-3", "--output-dir", str(work / "models")])
+    out = finetune.main(["-p", str(folder), "--results-dir", str(work / "results")])
+    # A one-epoch model may call every image good: min_area 5 and the median test score as threshold, so
+    # that masks, boxes and overlays are exercised (what is tested is that predict applies it).
+    model = bundle.load_bundle(folder)
+    result = json.loads((out / "finetuning_result.json").read_text())
+    result["best_min_area"] = 5
+    detector = detector_of_result(result).load(model, out, result)
+    test_images = np.stack([load_image(path, "grayscale", SIZE) for path in sorted((work / "tiles" / "test").rglob("*.png"))])
+    scores = detector.score(test_images).image_scores
+    result["best_threshold"] = float(np.median(scores[scores > detector.no_defect_score]))
+    (out / "finetuning_result.json").write_text(json.dumps(result))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def images(work) -> Path:
+    """New images: the test images in nested folders, other formats and sizes, and a corrupt file."""
+    root = work / "new"
+    shutil.copytree(work / "tiles" / "test", root / "line1")
+    rng = np.random.default_rng(0)
+    extra = root / "line2" / "deeper"
+    extra.mkdir(parents=True)
+    cv2.imwrite(str(extra / "rgba16.png"), (rng.random((50, 70, 4)) * 65535).astype(np.uint16))
+    cv2.imwrite(str(extra / "small.jpg"), (rng.random((20, 17, 3)) * 255).astype(np.uint8))
+    cv2.imwrite(str(extra / "gray.bmp"), (rng.random((64, 48)) * 255).astype(np.uint8))
+    cv2.imwrite(str(extra / "rgb.tif"), (rng.random((40, 40, 3)) * 255).astype(np.uint8))
+    (extra / "broken.png").write_bytes(b"this is not a png")
+    (extra / "notes.txt").write_text("not an image: skipped in folders")
+    return root
+
+
+def run_ok(argv) -> None:
+    assert cli.run(predict_script.main, argv) == 0
+
+
+def run_error(argv, capsys) -> str:
+    assert cli.run(predict_script.main, argv) == 2
+    err = re.split(r"[\r\n]", capsys.readouterr().err.strip())[-1]
+    assert err.startswith("error: ")
+    return err
+
+
+def rows_of(out: Path) -> list[dict]:
+    with open(out / PREDICTIONS_FILE, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def base_args(model, work, out, *inputs) -> list[str]:
+    return ["-p", str(model), "-i", *map(str, inputs), "-o", str(out), "--results-dir", str(work / "results")]
+
+
+@pytest.fixture(scope="module")
+def predicted(model, work, images):
+    out = work / "out"
+    run_ok([*base_args(model, work, out, images), "--masks", "--overlays", "-b", "4"])
+    return out
+
+
+def test_predictions_csv_scores_every_image_like_the_detector(predicted, model, work, images):
+    rows = rows_of(predicted)
+    expected = sorted(str(path) for path in images.rglob("*") if path.suffix in (".png", ".jpg", ".bmp", ".tif"))
+    assert sorted(row["path"] for row in rows) == expected
+    assert list(rows[0]) == CSV_COLUMNS
+    broken = [row for row in rows if row["path"].endswith("broken.png")]
+    assert len(broken) == 1 and "broken.png" in broken[0]["error"] and broken[0]["score"] == ""
+    scored = [row for row in rows if not row["error"]]
+    assert len(scored) == len(rows) - 1
+
+    bundle_ = bundle.load_bundle(model)
+    _, folder, result = choose_result(bundle_, str(work / "results"), None)
+    detector = detector_of_result(result).load(bundle_, folder, result)
+    batch = np.stack([load_image(row["path"], "grayscale", SIZE) for row in scored])
+    scores = detector.score(batch)
+    decisions = detector.decide(scores)
+    np.testing.assert_allclose([float(row["score"]) for row in scored], scores.image_scores, rtol=1e-9)
+    np.testing.assert_array_equal([int(row["defective"]) for row in scored], decisions.defective.astype(int))
+    assert {row["threshold"] for row in scored} == {repr(detector.threshold)}
+    assert {row["min_area"] for row in scored} == {str(detector.min_area)}
+    assert 0 < decisions.defective.sum() < len(scored)
+
+
+def test_masks_overlays_and_boxes_at_the_original_size(predicted):
+    for row in rows_of(predicted):
+        if row["error"]:
+            assert row["mask"] == row["overlay"] == ""
+            continue
+        original = cv2.imread(row["path"], cv2.IMREAD_UNCHANGED)
+        height, width = original.shape[:2]
+        assert (int(row["height"]), int(row["width"])) == (height, width)
+        mask = cv2.imread(str(predicted / row["mask"]), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == (height, width) and set(np.unique(mask)) <= {0, 255}
+        assert int(row["defect_area_px"]) == np.count_nonzero(mask)
+        assert bool(mask.any()) == (row["defective"] == "1")
+        if mask.any():
+            ys, xs = np.nonzero(mask)
+            box = [int(row[key]) for key in ("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1")]
+            assert box == [xs.min(), ys.min(), xs.max(), ys.max()]
+        else:
+            assert row["bbox_x0"] == ""
+        overlay = cv2.imread(str(predicted / row["overlay"]))
+        assert overlay.shape == (height, width, 3)
+
+
+def test_report_and_settings(predicted, model):
+    page = (predicted / REPORT_FILE).read_text()
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    for target in re.findall(r'(?:src|href)="([^"]+)"', page):
+        from urllib.parse import unquote
+
+        assert (predicted / unquote(target)).exists(), target  # relative links that resolve offline
+    assert 'src="report_files/scores.png"' in page
+    thumbnails = re.findall(r'src="(report_files/gallery/[^"]+)"', page)
+    rows = [row for row in rows_of(predicted) if not row["error"]]
+    assert len(thumbnails) == len(rows)  # fewer than --gallery 48 images
+    # Sorted by score, most suspicious first.
+    shown = [float(value) for value in re.findall(r'<span class="score">([^<]+)</span>', page)]
+    assert shown == sorted(shown, reverse=True)
+    assert "broken.png" in page and "1 failed" not in page  # the failures table names the file
+    settings = json.loads((predicted / SETTINGS_FILE).read_text())
+    assert settings["model_folder"] == str(model.resolve()) and settings["result"] == "l2_float64"
+    assert settings["decision"]["threshold"] > 0 and settings["flags"]["masks"] is True
+    assert settings["counts"] == {"images": len(rows) + 1, "defective": sum(r["defective"] == "1" for r in rows),
+                                  "good": sum(r["defective"] == "0" for r in rows), "failed": 1}
+    assert settings["runs"][-1]["status"] == "complete"
+    assert not [path for path in predicted.iterdir() if path.name.startswith(".")], "temporary files left behind"
+
+
+def test_strict_fails_after_writing_everything(model, work, images, tmp_path, capsys):
+    out = tmp_path / "strict"
+    err = run_error([*base_args(model, work, out, images), "--strict"], capsys)
+    assert "1 of" in err and "failed" in err and "--strict" in err
+    assert len(rows_of(out)) == 25 and (out / REPORT_FILE).is_file()
+
+
+def test_resume_skips_what_is_done_and_drops_a_cut_line(model, work, images, tmp_path, caplog):
+    out = tmp_path / "resumed"
+    first = images / "line1" / "good"
+    run_ok(base_args(model, work, out, first))
+    done = rows_of(out)
+    assert len(done) == 8
+    with open(out / PREDICTIONS_FILE, "a") as handle:  # a run killed while writing a row
+        handle.write(f"{images / 'line1' / 'spot' / '000.png'},0.1,1")
+    run_ok([*base_args(model, work, out, images), "--resume"])
+    rows = rows_of(out)
+    assert len(rows) == 25 and len({row["path"] for row in rows}) == 25
+    assert rows[:8] == done
+    settings = json.loads((out / SETTINGS_FILE).read_text())
+    assert [run["n_skipped"] for run in settings["runs"]] == [0, 8]
+
+
+def test_csv_is_appended_batch_by_batch(model, work, images, tmp_path, monkeypatch):
+    out = tmp_path / "streamed"
+    seen = []
+    original = prediction.append_rows
+
+    def spy(handle, rows):
+        seen.append(len(rows))
+        original(handle, rows)
+        assert len(rows_of(out)) == sum(seen)  # on disk after every batch
+
+    monkeypatch.setattr(prediction, "append_rows", spy)
+    run_ok([*base_args(model, work, out, images), "-b", "5"])
+    assert seen == [5, 5, 5, 5, 5]
+
+
+def test_output_folder_rules(model, work, images, predicted, tmp_path, capsys):
+    err = run_error(base_args(model, work, predicted, images), capsys)
+    assert str(predicted) in err and "--resume" in err and "--overwrite" in err
+
+    # Another model (a copy elsewhere is another model folder) may not resume these predictions.
+    other = tmp_path / "models" / "other"
+    shutil.copytree(model, other)
+    info = json.loads((other / "info.json").read_text())
+    src = work / "results" / info["dataset"]["name"] / "mvtecCAE" / "l2" / model.name
+    shutil.copytree(src, work / "results" / info["dataset"]["name"] / "mvtecCAE" / "l2" / "other")
+    before = (predicted / PREDICTIONS_FILE).read_bytes()
+    err = run_error(["-p", str(other), "-i", str(images), "-o", str(predicted), "--resume", "--results-dir", str(work / "results")], capsys)
+    assert "holds predictions of model" in err and str(model.resolve()) in err
+    assert (predicted / PREDICTIONS_FILE).read_bytes() == before
+
+    copy = tmp_path / "copy"
+    shutil.copytree(predicted, copy)
+    (copy / "keep.txt").write_text("not ours")
+    run_ok(["-p", str(other), "-i", str(images / "line1" / "good"), "-o", str(copy), "--overwrite", "--results-dir", str(work / "results")])
+    assert len(rows_of(copy)) == 8 and not (copy / "masks").exists() and (copy / "keep.txt").is_file()
+    assert json.loads((copy / SETTINGS_FILE).read_text())["model_folder"] == str(other.resolve())
+
+
+def test_bad_inputs_are_one_line(model, work, images, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    err = run_error(base_args(model, work, tmp_path / "o1", empty), capsys)
+    assert str(empty) in err and "no image" in err
+    pattern = str(images / "*.gif")
+    err = run_error(base_args(model, work, tmp_path / "o1", pattern), capsys)
+    assert pattern in err and "matches no" in err
+    err = run_error(base_args(model, work, tmp_path / "o1", tmp_path / "missing"), capsys)
+    assert "missing" in err and "not found" in err
+    assert not (tmp_path / "o1").exists()
+
+    # A glob that matches images works, '**' recursing.
+    out = tmp_path / "globbed"
+    run_ok(base_args(model, work, out, str(images / "**" / "*.jpg"), str(images / "line1" / "crack" / "*.png")))
+    assert len(rows_of(out)) == 5
+
+
+def test_model_without_or_with_several_results(model, work, images, tmp_path, capsys):
+    err = run_error(["-p", str(model), "-i", str(images), "-o", str(tmp_path / "o"), "--results-dir", str(tmp_path / "none")], capsys)
+    assert "finetune.py" in err and "no finetuning result" in err
+    results = tmp_path / "results"
+    shutil.copytree(work / "results", results)
+    finetune.main(["-p", str(model), "-m", "ssim", "--results-dir", str(results)])
+    err = run_error(["-p", str(model), "-i", str(images), "-o", str(tmp_path / "o"), "--results-dir", str(results)], capsys)
+    assert "l2_float64" in err and "ssim_float64" in err and "-r/--result" in err
+    err = run_error(["-p", str(model), "-r", "knn_float64", "-i", str(images), "-o", str(tmp_path / "o"), "--results-dir", str(results)], capsys)
+    assert "knn_float64" in err and "l2_float64, ssim_float64" in err
+    assert not (tmp_path / "o").exists()
+    run_ok(["-p", str(model), "-r", "ssim_float64", "-i", str(images / "line1"), "-o", str(tmp_path / "o"), "--results-dir", str(results)])
+    assert json.loads((tmp_path / "o" / SETTINGS_FILE).read_text())["result"] == "ssim_float64"
+
+
+def read_only_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        (folder / "probe").touch()
+    except OSError:
+        return folder
+    # root writes anyway: use a folder no one may write to
+    folder = Path("/sys/kernel")
+    try:
+        (folder / "probe").touch()
+    except OSError:
+        return folder
+    pytest.skip("no read-only folder available")
+
+
+def test_read_only_output_folder(model, work, images, tmp_path, capsys):
+    folder = read_only_folder(tmp_path)
+    err = run_error(base_args(model, work, folder, images), capsys)
+    assert str(folder) in err and "not writable" in err
+    err = run_error(base_args(model, work, folder / "sub", images), capsys)
+    assert "not writable" in err
+    assert not (folder / "sub").exists() and not (folder / PREDICTIONS_FILE).exists()
+
+
+def test_progress_is_a_log_line_off_a_terminal(caplog):
+    with caplog.at_level(logging.INFO, logger="autoencoder.progress"):
+        with ProgressBar(total=10, desc="predict", unit="img", every_s=0.0, terminal=False) as bar:
+            bar.update(4)
+            bar.update(6)
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines[0].startswith("predict: 4/10 img (40%)") and lines[-1].startswith("predict: 10/10 img (100%)")
+    assert ProgressBar(total=1, terminal=False).bar.disable  # no bar drawn off a terminal
+
+
+def test_bad_input_is_reported_before_tensorflow_is_imported(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, predict\n"
+        "from autoencoder import cli\n"
+        f"code = cli.run(predict.main, ['-p', 'model', '-i', {str(tmp_path / 'missing')!r}, '-o', {str(tmp_path / 'o')!r}])\n"
+        "print(code, 'tensorflow' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(predict_script.__file__).parent, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["2", "False"], done.stdout + done.stderr
+    assert "missing" in done.stderr
+
+
+def test_kde_results_classify_whole_images(model, work, images, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(work / "results", results)
+    kde = finetune.main(["-p", str(model), "--detector", "kde", "--results-dir", str(results)])
+    out = tmp_path / "kde"
+    run_ok(["-p", str(model), "-r", kde.name, "-i", str(images), "-o", str(out), "--masks", "--overlays", "--results-dir", str(results)])
+    rows = [row for row in rows_of(out) if not row["error"]]
+    assert len(rows) == 24 and all(row["min_area"] == "" and row["defect_area_px"] == "" and row["mask"] == "" for row in rows)
+    assert all(row["overlay"] for row in rows) and not (out / "masks").exists()
+    settings = json.loads((out / SETTINGS_FILE).read_text())
+    assert settings["decision"]["detector"] == "kde"
+    assert settings["decision"]["threshold"] == -settings["decision"]["density_threshold"]
+    assert 'src="report_files/scores.png"' in (out / REPORT_FILE).read_text()
