@@ -47,6 +47,7 @@ class TrainConfig:
     reject_every: int = 5  # adversarial only: epochs between rejection checks, 0 = no rejection
     reject_fraction: float | None = None  # adversarial only: None = estimated (Tukey's fence)
     reject_by: str = "reconstruction"  # adversarial only: likelihood, reconstruction or combined
+    distribute: str = "none"  # none (no strategy), mirrored or multiworker (processing/workflow/distribute.py)
 
 
 def config_from_args(args) -> TrainConfig:
@@ -72,6 +73,7 @@ def config_from_args(args) -> TrainConfig:
         reject_every=getattr(args, "reject_every", 5),
         reject_fraction=getattr(args, "reject_fraction", None),
         reject_by=getattr(args, "reject_by", "reconstruction"),
+        distribute=getattr(args, "distribute", "none"),
     )
 
 
@@ -121,6 +123,11 @@ def check_train_settings(config: TrainConfig) -> None:
     if config.patience < 0:
         raise ValueError(f"--patience {config.patience}: expected a number of epochs >= 0")
     check_loss_color(config.loss, config.color_mode)
+    from processing.workflow.distribute import check_distribute
+
+    check_distribute(config.distribute)
+    if config.adversarial and config.distribute != "none":
+        raise ValueError(f"--distribute {config.distribute} with --adversarial: the adversarial training step runs on one device only; drop one of the two")
     if config.adversarial:
         check_positive_int(config.latent_dim, "--latent-dim", "a latent code length")
         if config.reject_every < 0:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import shutil
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +22,7 @@ from processing.evaluation import plots
 from autoencoder.pipeline import make_training_dataset
 from processing.data.images import load_images, scan_dataset, split_train_validation
 from processing.workflow.adversarial_training import train_adversarial
+from processing.workflow.distribute import build_before_fit, check_distribute, is_chief, make_strategy, shard_by_data
 from processing.workflow.model_info import build_info, write_inspection_plots
 from processing.workflow.options import TrainConfig, check_train_settings, config_from_args
 
@@ -73,13 +77,38 @@ def check_encoder_options(config: TrainConfig) -> None:
         raise ValueError("--freeze-encoder needs --encoder-weights (freezing a randomly initialised encoder)")
 
 
-def train(config: TrainConfig) -> Path:
-    """Train, then write the model folder; return its path."""
+def train(config: TrainConfig) -> Path | None:
+    """Train, then write the model folder; return its path (None on a multiworker task that is
+    not the chief: only the chief writes the model folder)."""
     config = with_default_loss(config)
     architecture, size, layout = validate_config(config)
     if config.adversarial:
         return train_adversarial(config, architecture, size, layout)
+    if config.distribute == "none":
+        # No strategy object at all: the single-device path, unchanged.
+        return train_on(config, architecture, size, layout)
+    tf_config = check_distribute(config.distribute)
+    # MultiWorkerMirroredStrategy must exist before TensorFlow initialises its devices: create it first.
+    strategy = make_strategy(config.distribute)
+    if is_chief(tf_config):
+        return train_on(config, architecture, size, layout, strategy)
+    # Other workers take part in every step (and in saving: its collective reads), but write
+    # their copy into a temporary folder that is removed: nothing under --output-dir.
+    scratch = tempfile.mkdtemp(prefix="worker_")
+    try:
+        train_on(replace(config, output_dir=scratch), architecture, size, layout, strategy)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    logger.info("worker %d done; the chief writes the model folder", tf_config["task"]["index"])
+    return None
+
+
+def train_on(config: TrainConfig, architecture, size: int, layout, strategy=None) -> Path:
+    """The training run of `train`, on one device (strategy None) or under a tf.distribute strategy:
+    then `config.batch_size` is the batch per replica, and the pipeline batches b x replicas."""
     keras.utils.set_random_seed(config.seed)
+    replicas = 1 if strategy is None else strategy.num_replicas_in_sync
+    global_batch = config.batch_size * replicas
 
     train_files, val_files = split_train_validation(layout.train_good, config.validation_split, config.seed)
     if not train_files or not val_files:
@@ -93,67 +122,79 @@ def train(config: TrainConfig) -> Path:
     )
     train_images = load_images(train_files, config.color_mode, size, progress=True)
     val_images = load_images(val_files, config.color_mode, size)
-    train_ds = make_training_dataset(train_images, config.batch_size, shuffle=True, augment=config.augment, seed=config.seed)
-    val_ds = make_training_dataset(val_images, config.batch_size, shuffle=False, augment=False)
-    steps_per_epoch = math.ceil(len(train_images) / config.batch_size)
+    train_ds = make_training_dataset(train_images, global_batch, shuffle=True, augment=config.augment, seed=config.seed)
+    val_ds = make_training_dataset(val_images, global_batch, shuffle=False, augment=False)
+    if strategy is not None:
+        # Every worker builds the same global batches; tf.data keeps each worker's share.
+        train_ds, val_ds = shard_by_data(train_ds), shard_by_data(val_ds)
+        logger.info("global batch %d (%d per replica x %d replicas)", global_batch, config.batch_size, replicas)
+    steps_per_epoch = math.ceil(len(train_images) / global_batch)
 
-    model = architecture.build(config.color_mode, size)
-    if config.encoder_weights is not None:
-        from autoencoder.models.vgg_cae import freeze_vgg16_encoder, load_vgg16_encoder_weights
+    with contextlib.nullcontext() if strategy is None else strategy.scope():
+        model = architecture.build(config.color_mode, size)
+        if config.encoder_weights is not None:
+            from autoencoder.models.vgg_cae import freeze_vgg16_encoder, load_vgg16_encoder_weights
 
-        load_vgg16_encoder_weights(model, config.encoder_weights)
-        if config.freeze_encoder:
-            logger.info("froze %d VGG16 encoder layers", freeze_vgg16_encoder(model))
-    if architecture.prepare is not None:
-        architecture.prepare(model, train_images)
-    compile_model(model, config)
-    logger.info("%s: %d parameters", architecture.name, model.count_params())
+            load_vgg16_encoder_weights(model, config.encoder_weights)
+            if config.freeze_encoder:
+                logger.info("froze %d VGG16 encoder layers", freeze_vgg16_encoder(model))
+        if architecture.prepare is not None:
+            architecture.prepare(model, train_images)
+        compile_model(model, config)
+        if strategy is not None:
+            build_before_fit(model, strategy, train_images)
+        logger.info("%s: %d parameters", architecture.name, model.count_params())
 
-    finder = None
-    if config.learning_rate is None:
-        logger.info("learning-rate range test (%d steps at most)", config.lr_finder_steps)
-        finder = find_learning_rate(model, train_ds, end_lr=LR_FINDER_END, max_steps=config.lr_finder_steps)
-        if finder.suggested_lr is None:
-            max_lr = FALLBACK_LR
-            logger.warning("the range test saw no falling loss; training with Adam's default rate %.3g (or pass --lr)", max_lr)
+        finder = None
+        if config.learning_rate is None:
+            logger.info("learning-rate range test (%d steps at most)", config.lr_finder_steps)
+            finder = find_learning_rate(model, train_ds, end_lr=LR_FINDER_END, max_steps=config.lr_finder_steps)
+            if finder.suggested_lr is None:
+                max_lr = FALLBACK_LR
+                logger.warning("the range test saw no falling loss; training with Adam's default rate %.3g (or pass --lr)", max_lr)
+            else:
+                max_lr = float(finder.suggested_lr)
+                logger.info("suggested learning rate %.3g", max_lr)
         else:
-            max_lr = float(finder.suggested_lr)
-            logger.info("suggested learning rate %.3g", max_lr)
-    else:
-        max_lr = float(config.learning_rate)
+            max_lr = float(config.learning_rate)
 
-    stamp = bundle.timestamp()
-    folder = bundle.model_folder(config.output_dir, layout.root.name, architecture.name, config.loss, stamp)
-    # unique: a run that started in the same second gets <stamp>_2, never this run's folder.
-    writer = bundle.staging_folder(folder, unique=True)
-    with writer as staging:
-        started = time.perf_counter()
-        result = fit_autoencoder(
-            model,
-            train_ds,
-            val_ds,
-            epochs=config.epochs,
-            max_lr=max_lr,
-            steps_per_epoch=steps_per_epoch,
-            log_dir=str(staging / "logs"),
-            csv_path=str(staging / "history.csv"),
-            patience=config.patience,
-        )
-        train_seconds = time.perf_counter() - started
-        model_name = bundle.model_file_name(architecture.name, config.batch_size, result.best_epoch)
-        model.save(staging / model_name)
+        stamp = bundle.timestamp()
+        folder = bundle.model_folder(config.output_dir, layout.root.name, architecture.name, config.loss, stamp)
+        # unique: a run that started in the same second gets <stamp>_2, never this run's folder.
+        writer = bundle.staging_folder(folder, unique=True)
+        with writer as staging:
+            started = time.perf_counter()
+            result = fit_autoencoder(
+                model,
+                train_ds,
+                val_ds,
+                epochs=config.epochs,
+                max_lr=max_lr,
+                steps_per_epoch=steps_per_epoch,
+                log_dir=str(staging / "logs"),
+                csv_path=str(staging / "history.csv"),
+                patience=config.patience,
+            )
+            train_seconds = time.perf_counter() - started
+            model_name = bundle.model_file_name(architecture.name, config.batch_size, result.best_epoch)
+            model.save(staging / model_name)
 
-        info = build_info(
-            config, architecture, size, layout, train_files, val_files, result, max_lr, finder,
-            train_seconds, model_name, stamp, model.count_params(),
-        )
-        bundle.write_json(staging / bundle.INFO_FILE, info)
-        plots.plot_loss_history(result.history, staging / "loss_plot.png", best_epoch=result.best_epoch)
-        plots.plot_lr_schedule(result.lrs, staging / "lr_plot.png", steps_per_epoch=steps_per_epoch)
-        if finder is not None:
-            plots.plot_lr_finder(finder.lrs, finder.losses, finder.suggested_lr, staging / "lr_finder_plot.png")
-        if config.inspect:
-            write_inspection_plots(model, config, size, layout, val_images, staging / "inspection")
+            info = build_info(
+                config, architecture, size, layout, train_files, val_files, result, max_lr, finder,
+                train_seconds, model_name, stamp, model.count_params(),
+            )
+            if strategy is not None:
+                info["training"].update(
+                    distribute=config.distribute, replicas=replicas, global_batch_size=global_batch,
+                    workers=getattr(strategy.extended, "_num_workers", 1),
+                )
+            bundle.write_json(staging / bundle.INFO_FILE, info)
+            plots.plot_loss_history(result.history, staging / "loss_plot.png", best_epoch=result.best_epoch)
+            plots.plot_lr_schedule(result.lrs, staging / "lr_plot.png", steps_per_epoch=steps_per_epoch)
+            if finder is not None:
+                plots.plot_lr_finder(finder.lrs, finder.losses, finder.suggested_lr, staging / "lr_finder_plot.png")
+            if config.inspect:
+                write_inspection_plots(model, config, size, layout, val_images, staging / "inspection")
     folder = writer.final
     logger.info("model folder %s (best epoch %d of %d, %.0f s)", folder, result.best_epoch, result.epochs_run, train_seconds)
     return folder
