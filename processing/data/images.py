@@ -29,6 +29,7 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 from tqdm.auto import tqdm
+from autoencoder.progress import on_terminal
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +236,7 @@ def _load_parallel(paths: Sequence[Path], out: np.ndarray, load_one, workers: in
     def fill(index: int) -> None:
         out[index] = load_one(paths[index])
 
-    bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress)
+    bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress or not on_terminal())
     try:
         if workers == 1:
             for index in range(len(paths)):

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
+from autoencoder.progress import on_terminal
 
 from autoencoder.models import BOTTLENECK_LAYER
 from processing.data.images import iter_batches
@@ -138,7 +139,7 @@ def gaussian_kde_log_density(
     out = np.empty(len(query), dtype=np.float64)
     rows = max(1, block_elements // max(n, 1))
     starts = range(0, len(query), rows)
-    for start in tqdm(starts, desc="kde scoring", unit="block", disable=not progress or len(starts) < 2):
+    for start in tqdm(starts, desc="kde scoring", unit="block", disable=not progress or len(starts) < 2 or not on_terminal()):
         block = query[start : start + rows]
         squared = np.einsum("ij,ij->i", block, block)[:, None] + train_sq[None, :]
         squared -= 2.0 * (block @ train.T)
@@ -427,7 +428,7 @@ def batch_codes_and_errors(scorer, images: np.ndarray, method: str, batch_size: 
 def codes_and_errors(scorer, paths, color_mode: str, size: int, method: str, batch_size: int = 16, desc: str = "encoding"):
     """:func:`batch_codes_and_errors` of image files, batch by batch: (N, D) codes and (N,) errors."""
     codes, errors = [], []
-    with tqdm(total=len(paths), desc=desc, unit="img", disable=len(paths) < 4 * batch_size) as progress:
+    with tqdm(total=len(paths), desc=desc, unit="img", disable=len(paths) < 4 * batch_size or not on_terminal()) as progress:
         for _, images in iter_batches(paths, color_mode, size, batch_size):
             code, error = batch_codes_and_errors(scorer, images, method, batch_size)
             codes.append(code)

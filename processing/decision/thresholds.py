@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 from tqdm import tqdm
+from autoencoder.progress import on_terminal
 
 from processing.decision.segmentation import (
     largest_component_areas,
@@ -460,7 +461,7 @@ def largest_area_curves(resmaps, thresholds, progress=False, clear_border=True):
     grid = _validate_thresholds(thresholds)
     clear_border = validate_clear_border(clear_border)
     curves = np.zeros((len(resmaps), len(grid)), dtype=np.int64)
-    for index in tqdm(range(len(resmaps)), desc="area curves", unit="map", disable=not progress, leave=False):
+    for index in tqdm(range(len(resmaps)), desc="area curves", unit="map", disable=not progress or not on_terminal(), leave=False):
         lo, hi, area = _non_border_pieces(_grid_levels(resmaps[index], grid), clear_border)
         curves[index] = _interval_maximum(lo, hi, area, len(grid))
     return curves
@@ -487,7 +488,7 @@ def largest_area_curves_naive(resmaps, thresholds, progress=False, clear_border=
     resmaps = validate_resmaps(resmaps)
     grid = _validate_thresholds(thresholds)
     curves = np.zeros((len(resmaps), len(grid)), dtype=np.int64)
-    for index in tqdm(range(len(grid)), desc="area curves (naive)", unit="thr", disable=not progress, leave=False):
+    for index in tqdm(range(len(grid)), desc="area curves (naive)", unit="thr", disable=not progress or not on_terminal(), leave=False):
         curves[:, index] = largest_component_areas(resmaps, grid[index], clear_border)
     return curves
 
