@@ -430,6 +430,7 @@ def fit_with_rejection(
     reject_by: "likelihood" (the paper's criterion) or "combined" (see rejection_scores).
     """
     from tqdm.auto import tqdm
+    from autoencoder.progress import on_terminal
 
     from autoencoder.pipeline import make_training_dataset
 
@@ -447,7 +448,7 @@ def fit_with_rejection(
     history: dict[str, list[float]] = {}
     rounds: list[RejectionRound] = []
     chunk = reject_every if reject_every > 0 else epochs
-    with tqdm(total=epochs, desc="adversarial training", unit="epoch", disable=not progress) as bar:
+    with tqdm(total=epochs, desc="adversarial training", unit="epoch", disable=not progress or not on_terminal()) as bar:
         for start in range(0, epochs, chunk):
             stop = min(start + chunk, epochs)
             kept = train_images[~rejected]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 from tqdm.auto import tqdm
+from autoencoder.progress import on_terminal
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ class LearningRateRangeTest(keras.callbacks.Callback):
         self._reset()
         _learning_rate_variable(self.model.optimizer)  # fail now, not mid-sweep
         self._read_batch_loss = _BatchLossReader(self.model)
-        self._bar = tqdm(total=self.max_steps, desc="lr range test", unit="batch", disable=not self.progress_bar)
+        self._bar = tqdm(total=self.max_steps, desc="lr range test", unit="batch", disable=not self.progress_bar or not on_terminal())
 
     def on_train_batch_begin(self, batch, logs=None):
         set_learning_rate(self.model.optimizer, self.learning_rate_at(self._step))

@@ -101,6 +101,24 @@ def test_export_agrees_with_the_keras_path(pixel_model, work, tmp_path, fmt, nam
         assert 0 < decisions.defective.sum() < N_IMAGES or True  # the decision is compared either way
 
 
+@pytest.mark.parametrize("fmt", ["savedmodel", "tflite"])
+def test_rgb_model_export(work, tmp_path, fmt):
+    """An RGB model: the graph takes RGB pixels and turns input and reconstruction to gray for the map."""
+    folder = train.main(["-d", str(work / "tiles"), "-a", "mvtecCAE", "-l", "l2", "-c", "rgb", "-b", "8", "--image-size", str(SIZE),
+                         "--epochs", "1", "--lr", "1e-3", "--output-dir", str(tmp_path / "models")])
+    results = tmp_path / "results"
+    finetune.main(["-p", str(folder), "-m", "ssim", "--image-score", "max", "--smoothing", "1", "--results-dir", str(results)])
+    out = tmp_path / ("model" if fmt == "savedmodel" else "model.tflite")
+    export_script.main(["-p", str(folder), "--format", fmt, "-o", str(out), "--results-dir", str(results)])
+    paths, _ = images_of(work)
+    pixels = np.stack([cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for path in paths])
+    model = bundle.load_bundle(folder)
+    _, result_folder, result = choose_result(model, str(results), None)
+    detector = detector_of_result(result).load(model, result_folder, result, 16)
+    scores = detector.score(load_images(paths, "rgb", SIZE))
+    check_agreement(load_exported(out, fmt)(pixels), detector, scores, detector.decide(scores), TOLERANCE[fmt])
+
+
 def run_cli(argv, capsys) -> str:
     assert cli.run(export_script.main, argv) == 2
     err = re.split(r"[\r\n]", capsys.readouterr().err.strip())[-1]

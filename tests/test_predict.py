@@ -325,3 +325,12 @@ def test_kde_results_classify_whole_images(model, work, images, tmp_path):
     assert settings["decision"]["detector"] == "kde"
     assert settings["decision"]["threshold"] == -settings["decision"]["density_threshold"]
     assert 'src="report_files/scores.png"' in (out / REPORT_FILE).read_text()
+
+
+def test_an_output_folder_inside_the_inputs_is_not_predicted(model, work, images, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(images / "line1" / "good", data)
+    run_ok([*base_args(model, work, data / "predictions", data), "--overlays"])
+    run_ok([*base_args(model, work, data / "predictions", data), "--resume"])
+    rows = rows_of(data / "predictions")
+    assert len(rows) == 8 and not any("predictions" in Path(row["path"]).parent.as_posix() for row in rows)

@@ -29,6 +29,7 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 from tqdm.auto import tqdm
+from autoencoder.progress import on_terminal
 
 from autoencoder.progress import on_terminal
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
+from autoencoder.progress import on_terminal
 
 from autoencoder.progress import on_terminal
 

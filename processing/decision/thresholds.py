@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 from tqdm import tqdm
+from autoencoder.progress import on_terminal
 
 from autoencoder.progress import on_terminal
 

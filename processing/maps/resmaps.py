@@ -25,6 +25,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from autoencoder.progress import on_terminal
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -225,7 +227,7 @@ def ssim_resmaps(imgs_input, imgs_pred, workers: int | None = None) -> np.ndarra
         desc="SSIM residual maps",
         unit="img",
         leave=False,
-        disable=x.size < _PROGRESS_MIN_PIXELS,
+        disable=x.size < _PROGRESS_MIN_PIXELS or not on_terminal(),
     )
 
     def run_blocks(worker_index: int) -> None:

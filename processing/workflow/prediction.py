@@ -283,6 +283,12 @@ def check_inputs_and_output(config: PredictConfig) -> tuple[list[Path], dict | N
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"-o {out_dir}: a file, not a folder")
     check_writable(out_dir)
+    # Never predict predict.py's own outputs (an output folder inside an input folder).
+    inside = os.path.realpath(out_dir) + os.sep
+    kept = [path for path in files if not os.path.realpath(path).startswith(inside)]
+    if not kept:
+        raise ValueError(f"-i {' '.join(config.inputs)}: the only images found are inside the output folder {out_dir}")
+    files = kept
     previous = read_settings(out_dir) if out_dir.is_dir() else None
     has_csv = (out_dir / PREDICTIONS_FILE).exists()
     if (previous is not None or has_csv) and not (config.resume or config.overwrite):
