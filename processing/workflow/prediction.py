@@ -303,7 +303,9 @@ def check_inputs_and_output(config: PredictConfig) -> tuple[list[Path], dict | N
 
 
 def finetuning_results(model, results_root: str) -> dict[str, Path]:
-    """{name: folder} of the model's finetuning results (folders holding finetuning_result.json)."""
+    """{name: folder} of the model's finetuning results (folders holding finetuning_result.json;
+    not the ones finetune.py --overwrite moved aside)."""
+    from autoencoder.folders import is_replaced
     from processing.detectors.base import RESULT_FILE, finetuning_root
 
     root = finetuning_root(model, results_root)
@@ -312,7 +314,7 @@ def finetuning_results(model, results_root: str) -> dict[str, Path]:
     return {
         folder.name: folder
         for folder in sorted(root.iterdir())
-        if folder.is_dir() and not folder.name.startswith(".") and (folder / RESULT_FILE).is_file()
+        if folder.is_dir() and not folder.name.startswith(".") and not is_replaced(folder.name) and (folder / RESULT_FILE).is_file()
     }
 
 
