@@ -192,9 +192,17 @@ def test_losses_and_metrics_are_per_image():
 
 def test_get_loss_and_its_error():
     assert get_loss("ssim") is ssim_loss and get_loss("mssim") is mssim_loss and get_loss("l2") is l2_loss
-    assert set(LOSSES) == {"ssim", "mssim", "l2"}
-    with pytest.raises(ValueError, match="^--loss 'mse': expected one of ssim, mssim, l2$"):
+    assert set(LOSSES) == {"ssim", "mssim", "l2", "feature"}
+    with pytest.raises(ValueError, match="^--loss 'mse': expected one of ssim, mssim, l2, feature$"):
         get_loss("mse")
+
+
+def test_feature_loss_is_the_mean_of_the_model_output_map():
+    from autoencoder.losses import feature_loss
+
+    maps = np.random.default_rng(0).random((2, 8, 8, 1)).astype(np.float32)
+    images = np.zeros((2, 8, 8, 1), np.float32)  # the target is not used
+    assert float(feature_loss(images, maps)) == pytest.approx(float(maps.mean()), rel=1e-6)
 
 
 def test_get_metrics():
