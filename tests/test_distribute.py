@@ -51,13 +51,14 @@ def model_folders(out: Path) -> list[Path]:
 def test_mirrored_two_cpu_replicas_match_one_device(dataset, tmp_path):
     """Global batch 8 either way: one device with -b 8, two replicas with -b 4 each.
 
-    Without augmentation both runs see the same batches in the same order, and one SGD step gives
-    the same weights; what remains is rounding (the gradient is the sum of two half-batch
-    gradients instead of one mean) that Adam amplifies: its first steps are about lr * sign(g),
-    so a component whose gradient is at rounding level can step either way. That moves the
-    first-epoch loss by ~0.2 % here (0.14 % measured on 36 images); 2 % is well below what a real
-    fault gives (a wrong global batch changes the number of steps, the schedule and the loss by
-    several %, and a missing gradient all-reduce makes the replicas diverge).
+    Without augmentation both runs see the same batches in the same order, and one SGD step from
+    the same initial weights gives the same weights on 1 and on 2 replicas (checked by hand); what
+    remains is rounding (the gradient is the sum of two half-batch gradients instead of one mean)
+    that Adam amplifies: its first steps are about lr * sign(g), so a component whose gradient is at
+    rounding level can step either way. Measured: 0.01 % on this dataset (22 images), 0.14 % on 36.
+    1 % leaves 7x that margin. Augmentation is off because with it the two runs differed by 1.5 %
+    (36 images): the random augmentation is not drawn identically under the strategy (not
+    investigated; the images and their order are the same), so that would be above the tolerance.
     """
     runs = {mode: train_args(dataset, tmp_path / mode, "--no-augment", "-b", batch, "--distribute", mode)
             for mode, batch in (("none", "8"), ("mirrored", "4"))}
@@ -82,8 +83,8 @@ def test_mirrored_two_cpu_replicas_match_one_device(dataset, tmp_path):
     assert (two["replicas"], two["global_batch_size"], two["batch_size"]) == (2, 8, 4)
     loss_one, loss_two = one["best"]["loss"], two["best"]["loss"]
     print(f"first-epoch loss: one device {loss_one:.6g}, 2 replicas {loss_two:.6g}, relative difference {abs(loss_two - loss_one) / loss_one:.2%}")
-    assert loss_two == pytest.approx(loss_one, rel=0.02)
-    assert two["best"]["val_loss"] == pytest.approx(one["best"]["val_loss"], rel=0.02)
+    assert loss_two == pytest.approx(loss_one, rel=0.01)
+    assert two["best"]["val_loss"] == pytest.approx(one["best"]["val_loss"], rel=0.01)
 
 
 def free_ports(count: int) -> list[int]:
