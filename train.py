@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-l", "--loss", default=defaults.loss, choices=["ssim", "mssim", "l2", "feature"], help="default: the architecture's (l2 for pixel autoencoders, feature for featureCAE); ssim needs grayscale, mssim needs rgb")
     parser.add_argument("-b", "--batch", type=int, default=defaults.batch_size, help="batch size (per replica with --distribute: the global batch is b x replicas)")
     parser.add_argument("-i", "--inspect", action="store_true", help="write input/reconstruction/residual plots of validation and test images")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="most epochs to train (early stopping usually ends sooner)")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="most epochs to train (default: the architecture's, 100 for pixel autoencoders, 20 for featureCAE; early stopping may end sooner)")
     parser.add_argument("--image-size", type=int, default=None, help="side of the square model input (default: the architecture's)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate of the cyclical schedule; skips the learning-rate range test")
     parser.add_argument("--validation-split", type=float, default=defaults.validation_split, help="fraction of train/good held out for validation")

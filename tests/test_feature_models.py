@@ -197,3 +197,13 @@ def test_border_rule_defaults_to_the_map_kind():
     assert check(FinetuneConfig(path="m", method="feature")).clear_border is False
     assert check(FinetuneConfig(path="m", method="l2")).clear_border is True
     assert check(FinetuneConfig(path="m", method="padim", clear_border=True)).clear_border is True
+
+
+def test_training_defaults_come_from_the_architecture():
+    from processing.workflow.training import TrainConfig, with_architecture_defaults
+
+    config = with_architecture_defaults(TrainConfig(input_dir="x"))
+    assert (config.architecture, config.loss, config.epochs) == ("featureCAE", "feature", 20)
+    config = with_architecture_defaults(TrainConfig(input_dir="x", architecture="mvtecCAE"))
+    assert (config.loss, config.epochs) == ("l2", 100)
+    assert with_architecture_defaults(TrainConfig(input_dir="x", epochs=3, loss="ssim", architecture="mvtecCAE")).epochs == 3

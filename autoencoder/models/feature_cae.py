@@ -83,6 +83,7 @@ def prepare_feature_cae(model: keras.Model, images: np.ndarray, batch_size: int 
     preprocessing="rescale; backbone preprocessing inside the model",
     output="map",
     default_loss="feature",
+    default_epochs=20,  # the default map (padim) needs only the feature statistics; 20 epochs for the feature map
     losses=("feature",),
     prepare=prepare_feature_cae,
     description="frozen EfficientNet-Lite0 features (stride 8/16/16) reconstructed by 1x1 convolutions; outputs its anomaly map",

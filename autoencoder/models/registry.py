@@ -31,6 +31,7 @@ class Architecture:
     description: str = ""
     output: str = "reconstruction"  # or "map": the model outputs its own anomaly map (H, W, 1)
     default_loss: str = "l2"
+    default_epochs: int = 100  # most training epochs when train.py is not told (early stopping may end sooner)
     losses: tuple[str, ...] = ("ssim", "mssim", "l2")  # the losses it can train with
     # prepare(model, train_images): fit what the model needs from the training images before
     # training (e.g. featureCAE's feature statistics); None: nothing.

@@ -30,7 +30,7 @@ class TrainConfig:
     color_mode: str = "grayscale"
     loss: str | None = None  # None: the architecture's default (l2 for pixel models, the best on magnetic_tile; feature for featureCAE)
     batch_size: int = 8
-    epochs: int = 100
+    epochs: int | None = None  # None: the architecture's default (100 for pixel autoencoders, 20 for featureCAE)
     image_size: int | None = None
     learning_rate: float | None = None  # None: run the learning-rate range test
     validation_split: float = 0.1
@@ -112,7 +112,7 @@ def check_train_settings(config: TrainConfig) -> None:
     if config.image_size is not None and (isinstance(config.image_size, bool) or not isinstance(config.image_size, int) or config.image_size < 1):
         raise ValueError(f"--image-size {config.image_size}: expected a positive number of pixels (the side of the square model input)")
     check_positive_int(config.batch_size, "--batch", "a batch size")
-    if not isinstance(config.epochs, int) or config.epochs < 1:
+    if config.epochs is not None and (not isinstance(config.epochs, int) or config.epochs < 1):
         raise ValueError(f"--epochs {config.epochs}: expected at least 1 epoch")
     if config.learning_rate is not None and not (config.learning_rate > 0 and math.isfinite(config.learning_rate)):
         raise ValueError(f"--lr {config.learning_rate}: expected a positive learning rate")

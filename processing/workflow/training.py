@@ -57,11 +57,14 @@ def validate_config(config: TrainConfig) -> tuple:
     return architecture, size, layout
 
 
-def with_default_loss(config: TrainConfig) -> TrainConfig:
-    """The config with its loss filled in: the architecture's default when none was asked for."""
-    if config.loss is not None:
-        return config
-    return replace(config, loss=get_architecture(config.architecture).default_loss)
+def with_architecture_defaults(config: TrainConfig) -> TrainConfig:
+    """The config with its loss and epochs filled in: the architecture's defaults when none were asked for."""
+    architecture = get_architecture(config.architecture)
+    if config.loss is None:
+        config = replace(config, loss=architecture.default_loss)
+    if config.epochs is None:
+        config = replace(config, epochs=architecture.default_epochs)
+    return config
 
 
 def check_encoder_options(config: TrainConfig) -> None:
@@ -80,7 +83,7 @@ def check_encoder_options(config: TrainConfig) -> None:
 def train(config: TrainConfig) -> Path | None:
     """Train, then write the model folder; return its path (None on a multiworker task that is
     not the chief: only the chief writes the model folder)."""
-    config = with_default_loss(config)
+    config = with_architecture_defaults(config)
     architecture, size, layout = validate_config(config)
     if config.adversarial:
         return train_adversarial(config, architecture, size, layout)
