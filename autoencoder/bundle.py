@@ -144,14 +144,14 @@ def command_line() -> str:
     return " ".join([Path(sys.executable).name, *sys.argv])
 
 
-def resolve_model_path(path: str | os.PathLike) -> tuple[Path, Path]:
-    """Return (model folder, .keras file) for a model folder or a .keras file inside one."""
+def resolve_model_path(path: str | os.PathLike, flag: str = "--path") -> tuple[Path, Path]:
+    """Return (model folder, .keras file) for a model folder or a .keras file inside one; errors name `flag`."""
     path = Path(path)
     if not path.exists():
-        raise ModelPathError(f"--path {path} not found: expected a model folder written by train.py or its .keras file")
+        raise ModelPathError(f"{flag} {path} not found: expected a model folder written by train.py or its .keras file")
     if path.is_file():
         if path.suffix != MODEL_SUFFIX:
-            raise ModelPathError(f"--path {path}: expected a {MODEL_SUFFIX} file or a model folder written by train.py")
+            raise ModelPathError(f"{flag} {path}: expected a {MODEL_SUFFIX} file or a model folder written by train.py")
         folder, model_file = path.parent, path
     else:
         folder = path
@@ -159,11 +159,11 @@ def resolve_model_path(path: str | os.PathLike) -> tuple[Path, Path]:
         if len(candidates) != 1:
             found = "no" if not candidates else f"{len(candidates)}"
             raise ModelPathError(
-                f"--path {folder}: found {found} {MODEL_SUFFIX} files; expected one model folder written by train.py"
+                f"{flag} {folder}: found {found} {MODEL_SUFFIX} files; expected one model folder written by train.py"
             )
         model_file = candidates[0]
     if not (folder / INFO_FILE).is_file():
-        raise ModelPathError(f"--path {path}: {folder / INFO_FILE} missing; not a model folder written by train.py")
+        raise ModelPathError(f"{flag} {path}: {folder / INFO_FILE} missing; not a model folder written by train.py")
     return folder, model_file
 
 

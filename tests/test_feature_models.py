@@ -124,6 +124,8 @@ def test_bad_combinations_get_one_line(feature_cae, pixel_model, work, capsys):
     assert "error: --method l2: the model outputs its anomaly map, not a reconstruction of its input" in capsys.readouterr().err
     assert cli.run(finetune.main, ["-p", str(pixel_model), "-m", "padim", "--results-dir", str(work / "x")]) == 2
     assert "error: --method padim: needs a featureCAE model" in capsys.readouterr().err
+    assert cli.run(finetune.main, ["-p", str(feature_cae), "--combine-with", str(work / "nope") + ":knn", "--results-dir", str(work / "x")]) == 2
+    assert f"error: --combine-with {work / 'nope'} not found: expected a model folder" in capsys.readouterr().err
     assert not (work / "x").exists()
 
 

@@ -67,6 +67,8 @@ class SegmentationDetector(Detector):
     @classmethod
     def check_config(cls, config: FinetuneConfig) -> FinetuneConfig:
         check_method_dtype(config.method, config.dtype)
+        for spec in config.combine_with:  # a wrong path answers before any map is fitted
+            bundle.resolve_model_path(parse_partner(spec)[0], flag="--combine-with")
         if config.combine_with and config.dtype != "float64":
             raise ValueError(f"--combine-with averages standardised maps: use --dtype float64, not {config.dtype}")
         feature_maps = config.method in UNBOUNDED_METHODS or bool(config.combine_with)
