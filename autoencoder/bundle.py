@@ -191,6 +191,9 @@ def load_bundle(path: str | os.PathLike) -> ModelBundle:
     import keras
 
     import autoencoder.losses  # noqa: F401  (registers the losses and metrics a saved model refers to)
+    from autoencoder.models import import_custom_layers
+
+    import_custom_layers()  # the architectures' own layers (featureCAE's), which a saved model refers to
 
     try:
         model = keras.models.load_model(model_file, compile=False)

@@ -14,10 +14,11 @@ The loss and metric functions are registered with Keras (package ``"autoencoder"
 
 from __future__ import annotations
 
-import math
-
 import keras
 from keras import ops
+
+from autoencoder import ssim as ssim_window
+from autoencoder.loss_rules import check_color_mode, check_loss_color, check_loss_name
 
 __all__ = [
     "ssim",
@@ -34,17 +35,6 @@ __all__ = [
 ]
 
 DEFAULT_POWER_FACTORS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
-
-
-def _gaussian_kernel_1d(filter_size: int, filter_sigma: float) -> list[float]:
-    """Normalised 1-D Gaussian of `filter_size` taps centred on the middle tap.
-
-    Its outer product with itself is the 2-D window of ``tf.image.ssim``.
-    """
-    centre = (filter_size - 1) / 2.0
-    weights = [math.exp(-0.5 * ((i - centre) / filter_sigma) ** 2) for i in range(filter_size)]
-    total = sum(weights)
-    return [w / total for w in weights]
 
 
 def _as_float_pair(x, y, func_name: str):
@@ -96,8 +86,7 @@ def _ssim_and_cs_per_channel(x, y, max_val, filter_size, filter_sigma, k1, k2):
     `x`, `y`: (N, H, W, C) float tensors of the same shape, H and W >= filter_size.
     """
     channels = x.shape[-1]
-    taps = _gaussian_kernel_1d(filter_size, filter_sigma)
-    taps = ops.convert_to_tensor(taps, dtype=x.dtype)
+    taps = ops.convert_to_tensor(ssim_window.gaussian_taps(filter_sigma, filter_size), dtype=x.dtype)
     # Four moments are enough: SSIM needs var_x + var_y, never var_x and var_y apart.
     moments = ops.concatenate([x, y, x * y, x * x + y * y], axis=-1)
     depth = 4 * channels
@@ -107,8 +96,7 @@ def _ssim_and_cs_per_channel(x, y, max_val, filter_size, filter_sigma, k1, k2):
     local = ops.depthwise_conv(local, horizontal, padding="valid")
     mean_x, mean_y, mean_xy, mean_sq_sum = ops.split(local, 4, axis=-1)
 
-    c1 = (k1 * max_val) ** 2
-    c2 = (k2 * max_val) ** 2
+    c1, c2 = (k1 * max_val) ** 2, (k2 * max_val) ** 2
     two_mean_product = 2.0 * mean_x * mean_y
     mean_sq = mean_x * mean_x + mean_y * mean_y
     luminance = (two_mean_product + c1) / (mean_sq + c1)
@@ -118,7 +106,7 @@ def _ssim_and_cs_per_channel(x, y, max_val, filter_size, filter_sigma, k1, k2):
     return ssim_per_channel, cs_per_channel
 
 
-def ssim(x, y, max_val=1.0, filter_size=11, filter_sigma=1.5, k1=0.01, k2=0.03):
+def ssim(x, y, max_val=1.0, filter_size=ssim_window.WINDOW, filter_sigma=ssim_window.SIGMA, k1=ssim_window.K1, k2=ssim_window.K2):
     """Mean structural similarity of each image pair, like ``tf.image.ssim``.
 
     Parameters
@@ -176,10 +164,10 @@ def ms_ssim(
     y,
     max_val=1.0,
     power_factors=DEFAULT_POWER_FACTORS,
-    filter_size=11,
-    filter_sigma=1.5,
-    k1=0.01,
-    k2=0.03,
+    filter_size=ssim_window.WINDOW,
+    filter_sigma=ssim_window.SIGMA,
+    k1=ssim_window.K1,
+    k2=ssim_window.K2,
 ):
     """Multi-scale SSIM of each image pair, like ``tf.image.ssim_multiscale``.
 
@@ -279,27 +267,11 @@ def feature_loss(y_true, y_pred):
 
 
 LOSSES = {"ssim": ssim_loss, "mssim": mssim_loss, "l2": l2_loss, "feature": feature_loss}
-# The residual map that matches each loss: SSIM maps for the SSIM losses, squared differences for
-# L2, the model's own output map for feature-reconstruction models.
-RESMAP_METHOD_FOR_LOSS = {"ssim": "ssim", "mssim": "ssim", "l2": "l2", "feature": "feature"}
-# What finetune.py uses when no --method is given: the matching map, except for featureCAE models,
-# whose features are best scored by a per-position Gaussian (padim: the best on magnetic_tile's
-# finetuning subset, docs/benchmarks.md).
-DEFAULT_METHOD_FOR_LOSS = RESMAP_METHOD_FOR_LOSS | {"feature": "padim"}
-_COLOR_MODES = ("grayscale", "rgb")
 
 
 def get_loss(name: str):
-    """The loss function registered as `name` ('ssim', 'mssim' or 'l2')."""
-    try:
-        return LOSSES[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"--loss {name!r}: expected one of {', '.join(LOSSES)}") from None
-
-
-def _check_color_mode(color_mode: str) -> None:
-    if color_mode not in _COLOR_MODES:
-        raise ValueError(f"--color {color_mode!r}: expected one of {', '.join(_COLOR_MODES)}")
+    """The loss function registered as `name` ('ssim', 'mssim', 'l2' or 'feature')."""
+    return LOSSES[check_loss_name(name)]
 
 
 def get_metrics(loss_name: str, color_mode: str) -> list:
@@ -308,8 +280,8 @@ def get_metrics(loss_name: str, color_mode: str) -> list:
     SSIM for grayscale, MS-SSIM for RGB: ssim -> [ssim_metric], mssim -> [mssim_metric],
     l2 -> [ssim_metric] for 'grayscale' or [mssim_metric] for 'rgb'.
     """
-    get_loss(loss_name)
-    _check_color_mode(color_mode)
+    check_loss_name(loss_name)
+    check_color_mode(color_mode)
     if loss_name == "ssim":
         return [ssim_metric]
     if loss_name == "mssim":
@@ -317,21 +289,3 @@ def get_metrics(loss_name: str, color_mode: str) -> list:
     if loss_name == "feature":
         return []
     return [ssim_metric] if color_mode == "grayscale" else [mssim_metric]
-
-
-def check_loss_color(loss_name: str, color_mode: str) -> None:
-    """Raise ValueError when `loss_name` does not suit `color_mode`.
-
-    As in the original toolkit, the SSIM loss is for grayscale images and the MS-SSIM loss for
-    RGB images; L2 works with both.
-    """
-    get_loss(loss_name)
-    _check_color_mode(color_mode)
-    if loss_name == "ssim" and color_mode != "grayscale":
-        raise ValueError(
-            f"--loss ssim needs --color grayscale (got {color_mode}); use --loss mssim for RGB images"
-        )
-    if loss_name == "mssim" and color_mode != "rgb":
-        raise ValueError(
-            f"--loss mssim needs --color rgb (got {color_mode}); use --loss ssim for grayscale images"
-        )

@@ -1,4 +1,5 @@
-"""Architectures by name. Importing this package registers every architecture module."""
+"""Architectures by name. Importing this package registers every architecture module (without
+importing Keras: the modules use autoencoder/lazy.py until a model is built)."""
 
 from autoencoder.models.registry import (
     BOTTLENECK_LAYER,
@@ -7,6 +8,7 @@ from autoencoder.models.registry import (
     build_model,
     channels_for,
     get_architecture,
+    import_custom_layers,
     register_architecture,
 )
 
@@ -29,5 +31,6 @@ __all__ = [
     "build_model",
     "channels_for",
     "get_architecture",
+    "import_custom_layers",
     "register_architecture",
 ]

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import logging
 
-import keras
 import numpy as np
-from keras import layers, ops
 
-from autoencoder.features.backbones import DEFAULT, build_feature_extractor, get_backbone
+from autoencoder.lazy import keras, layers
 from autoencoder.models.registry import register_architecture
 
 logger = logging.getLogger(__name__)
@@ -31,28 +29,6 @@ STANDARDIZED_LAYER = "standardized_features"  # the autoencoder's input and targ
 CODE_LAYER = "code"
 MAP_LAYER = "anomaly_map"
 KERNEL_SIZE = 1  # 1x1 convolutions: every grid location is reconstructed from its own features
-
-
-@keras.saving.register_keras_serializable(package="autoencoder")
-class SquaredFeatureError(layers.Layer):
-    """Mean over channels of (reconstruction - target)^2: (N, h, w, C) x 2 -> (N, h, w, 1)."""
-
-    def call(self, inputs):
-        reconstruction, target = inputs
-        return ops.mean(ops.square(reconstruction - target), axis=-1, keepdims=True)
-
-
-@keras.saving.register_keras_serializable(package="autoencoder")
-class Standardize(layers.Layer):
-    """(x - mean) / std per channel, with non-trainable statistics set from data (see prepare_feature_cae)."""
-
-    def build(self, input_shape):
-        channels = int(input_shape[-1])
-        self.mean = self.add_weight(shape=(channels,), initializer="zeros", trainable=False, name="mean")
-        self.std = self.add_weight(shape=(channels,), initializer="ones", trainable=False, name="std")
-
-    def call(self, inputs):
-        return (inputs - self.mean) / self.std
 
 
 def _pair(input_shape):
@@ -86,16 +62,20 @@ def prepare_feature_cae(model: keras.Model, images: np.ndarray, batch_size: int 
     default_epochs=20,  # the default map (padim) needs only the feature statistics; 20 epochs for the feature map
     losses=("feature",),
     prepare=prepare_feature_cae,
+    layers_module="autoencoder.models.feature_layers",
     description="frozen EfficientNet-Lite0 features (stride 8/16/16) reconstructed by 1x1 convolutions; outputs its anomaly map",
 )
 def build_feature_cae(
     input_shape: tuple[int, int, int],
     backbone: str = BACKBONE,
-    weights=DEFAULT,
+    weights="default",  # the backbone's offline weights (autoencoder/features/backbones.py DEFAULT)
     feature_layers=None,
     kernel_size: int = KERNEL_SIZE,
 ) -> keras.Model:
     """Image (H, W, C) in [0, 1] -> anomaly map (H, W, 1) of the feature reconstruction error."""
+    from autoencoder.features.backbones import build_feature_extractor
+    from autoencoder.models.feature_layers import SquaredFeatureError, Standardize
+
     height, width = _pair(input_shape)
     extractor = build_feature_extractor(backbone, (height, width), int(input_shape[2]), weights=weights, layers=feature_layers)
     extractor.trainable = False
@@ -129,4 +109,6 @@ def is_map_model(model: keras.Model) -> bool:
 
 
 def check_backbone_size(size: int, backbone: str = BACKBONE) -> None:
+    from autoencoder.features.backbones import get_backbone
+
     get_backbone(backbone).check_size(size, size)

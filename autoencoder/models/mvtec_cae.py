@@ -13,8 +13,7 @@ linear bottleneck and the sigmoid output.
 
 from __future__ import annotations
 
-import keras
-from keras import layers
+from autoencoder.lazy import keras, layers
 
 from autoencoder.models.registry import BOTTLENECK_LAYER, check_divisible, register_architecture
 

@@ -7,10 +7,12 @@ has the same shape as its input, with values in ``value_range``.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import keras
+if TYPE_CHECKING:
+    import keras
 
 COLOR_CHANNELS = {"grayscale": 1, "rgb": 3}
 BOTTLENECK_LAYER = "bottleneck"
@@ -36,6 +38,8 @@ class Architecture:
     # prepare(model, train_images): fit what the model needs from the training images before
     # training (e.g. featureCAE's feature statistics); None: nothing.
     prepare: Callable | None = field(default=None, repr=False)
+    # The module defining the custom Keras layers of its models (imported before a saved model is loaded).
+    layers_module: str | None = None
 
     def check_size(self, size: int) -> None:
         """Raise ValueError with a one-line message when this architecture cannot take `size`."""
@@ -98,6 +102,13 @@ def get_architecture(name: str) -> Architecture:
         raise ValueError(
             f"--architecture {name!r}: unknown architecture; expected one of {', '.join(available_architectures())}"
         ) from None
+
+
+def import_custom_layers() -> None:
+    """Import every architecture's custom layers, so that Keras can deserialise any saved model."""
+    for architecture in _REGISTRY.values():
+        if architecture.layers_module is not None:
+            importlib.import_module(architecture.layers_module)
 
 
 def available_architectures() -> list[str]:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import math
 
-import keras
-from keras import layers
+from autoencoder.lazy import keras, layers
 
 from autoencoder.models.registry import BOTTLENECK_LAYER, register_architecture
 

@@ -18,10 +18,9 @@ import logging
 import warnings
 from pathlib import Path
 
-import keras
 import numpy as np
-from keras import layers
 
+from autoencoder.lazy import keras, layers
 from autoencoder.models.registry import BOTTLENECK_LAYER, check_divisible, register_architecture
 
 logger = logging.getLogger(__name__)
