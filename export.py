@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None):
     config = ExportConfig(path=args.path, output=args.output, format=args.format, result=args.result,
                           results_root=args.results_dir, overwrite=args.overwrite)
     check_output(config)  # before TensorFlow is loaded
+    cli.import_tensorflow(args.verbose)
     path = export(config)
     print(f"exported to {path}")
     return path

@@ -46,13 +46,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
-    from processing.workflow.prediction import PredictConfig, check_inputs_and_output, check_merge, merge_predictions, predict
+    from processing.workflow.predict import PredictConfig, check_inputs_and_output, check_merge, merge_predictions, predict
 
     if args.merge is not None:
         for flag, value in (("-p/--path", args.path), ("-i/--input", args.input), ("--shard", args.shard), ("--resume", args.resume or None)):
             if value is not None:
                 raise ValueError(f"--merge joins finished runs: {flag} does not apply")
         check_merge(args.merge, args.output, args.overwrite)  # before TensorFlow is loaded
+        cli.import_tensorflow(args.verbose)
         summary = merge_predictions(args.merge, args.output, args.gallery, args.workers, args.overwrite)
         print(summary.line())
         return summary
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None):
         shard=args.shard,
     )
     check_inputs_and_output(config)  # bad inputs or output folder: one line before TensorFlow is loaded
+    cli.import_tensorflow(args.verbose)
     summary = predict(config)
     print(summary.line())
     return summary

@@ -1,19 +1,22 @@
 """What the command-line scripts share: logging set-up, quiet TensorFlow, one-line errors.
 
 A script parses and checks its flags first (nothing here imports TensorFlow), then calls
-:func:`import_tensorflow`, which imports TensorFlow with its start-up noise hidden (absl's
-"All log messages before absl::InitializeLog() ..." and the oneDNN notice; only the logs are
-hidden, oneDNN itself stays on, so the numbers are unchanged), unless ``-v``.
+:func:`import_tensorflow`, which imports TensorFlow and, unless ``-v``, hides the noise its C++
+side prints on stderr for the rest of the run (absl's "All log messages before
+absl::InitializeLog() ...", the oneDNN notice, the grappler remapper's lines during training; only
+the logs are hidden, oneDNN itself stays on, so the numbers are unchanged).
 """
 
 from __future__ import annotations
 
+import atexit
 import errno
 import logging
 import os
 import re
 import sys
 import tempfile
+import threading
 from typing import Callable
 
 # Must be set before TensorFlow is imported anywhere. Level 2 hides TensorFlow's C++ INFO and
@@ -23,7 +26,9 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 logger = logging.getLogger("autoencoder")
 
-# What TensorFlow prints on stderr while it is imported, on every run, whatever it is asked to do.
+# What TensorFlow's C++ side prints on stderr on every run, whatever it is asked to do: at start-up
+# (absl, oneDNN, CPU features, CUDA probes) and while it optimises training graphs (the grappler
+# remapper's "failed" lines, which change nothing in the result).
 STARTUP_NOISE = [
     re.compile(r"All log messages before absl::InitializeLog\(\) is called are written to STDERR"),
     re.compile(r"oneDNN custom operations are on"),
@@ -34,7 +39,12 @@ STARTUP_NOISE = [
     re.compile(r"TF-TRT Warning: Could not find TensorRT"),
     re.compile(r"Could not find cuda drivers on your machine"),
     re.compile(r"failed call to cuInit"),
+    re.compile(r"meta_optimizer\.cc:\d+\] remapper failed"),
 ]
+# The start of a line that may still turn out to be noise (held until its end is known):
+# absl/glog lines ("I0000 00:00:...", "E0000 ..."), absl's first notice, the CPU-instructions line.
+_NOISE_PREFIXES = (b"WARNING: All log messages", b"To enable the following")
+_GLOG_PREFIX = re.compile(rb"^[IWEF]\d{0,4}( |$)")
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -51,17 +61,102 @@ def is_startup_noise(line: str) -> bool:
     return any(pattern.search(line) for pattern in STARTUP_NOISE)
 
 
-def import_tensorflow(verbose: bool = False) -> None:
-    """Import TensorFlow and Keras; without `verbose`, drop the start-up lines they print on stderr.
+def _may_be_noise(partial: bytes) -> bool:
+    return bool(_GLOG_PREFIX.match(partial)) or any(p.startswith(partial) or partial.startswith(p) for p in _NOISE_PREFIXES)
 
-    Those lines come from C++ before any Python setting applies, so stderr (file descriptor 2) is
-    caught in a temporary file during the import and replayed without them: anything else printed
-    meanwhile (a warning, an error) still shows.
+
+class StderrFilter:
+    """File descriptor 2 through a pipe, with a thread that forwards everything but TensorFlow's
+    noise (STARTUP_NOISE) to the real stderr.
+
+    TensorFlow's C++ code writes to file descriptor 2 directly, at import and later (a second copy
+    of the oneDNN notice, the remapper lines during training), before and beyond any Python
+    setting. Lines are forwarded as they come; a partial line is held only while it may still
+    become a noise line (a progress bar's carriage-return updates pass at once). At exit the
+    descriptor is restored and the rest forwarded.
     """
-    if verbose or "tensorflow" in sys.modules:
+
+    def __init__(self):
+        sys.stderr.flush()
+        self.original = os.dup(2)
+        read, write = os.pipe()
+        os.dup2(write, 2)
+        os.close(write)
+        self.read = read
+        self.thread = threading.Thread(target=self._forward, name="stderr-filter", daemon=True)
+        self.thread.start()
+        atexit.register(self.close)
+
+    def _emit(self, data: bytes) -> None:
+        while data:
+            data = data[os.write(self.original, data):]
+
+    def _forward(self) -> None:
+        pending = b""
+        while True:
+            try:
+                chunk = os.read(self.read, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            out = b"".join(line + b"\n" for line in lines if not is_startup_noise(line.decode(errors="replace")))
+            if pending and not _may_be_noise(pending):
+                out, pending = out + pending, b""
+            if out:
+                self._emit(out)
+        if pending and not is_startup_noise(pending.decode(errors="replace")):
+            self._emit(pending)
+        os.close(self.read)
+
+    def close(self) -> None:
+        """Restore file descriptor 2 and forward what is left in the pipe."""
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(self.original, 2)  # closes the pipe's last write end: the thread sees the end of it
+        self.thread.join(timeout=5)
+
+
+_filter: StderrFilter | None = None
+
+
+def filter_native_stderr() -> None:
+    """Hide TensorFlow's C++ noise on stderr from now on (once per process). Not done where
+    sys.stderr has been replaced (pytest's capture, a notebook): fd 2 is not this process's console there."""
+    global _filter
+    if _filter is None and sys.stderr is sys.__stderr__ and sys.stderr is not None:
+        try:
+            if sys.stderr.fileno() != 2:
+                return
+        except (OSError, ValueError, AttributeError):
+            return
+        _filter = StderrFilter()
+
+
+def import_tensorflow(verbose: bool = False) -> None:
+    """Import TensorFlow and Keras; without `verbose`, hide the noise its C++ side prints on stderr
+    (at import and later: :class:`StderrFilter`). Only the logs are hidden: oneDNN itself stays on,
+    so the numbers are unchanged. Python warnings and TensorFlow's Python logger stay as they are,
+    except the tf.function retracing notice, which says nothing a user can act on."""
+    if not verbose:
+        filter_native_stderr()
+        tf_logger = logging.getLogger("tensorflow")
+        if not any(isinstance(f, _RetracingFilter) for f in tf_logger.filters):
+            tf_logger.addFilter(_RetracingFilter())
+    if "tensorflow" in sys.modules:
         import keras  # noqa: F401
 
         return
+    if verbose or _filter is not None:
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+
+        return
+    # stderr is not the console (replaced, or not fd 2): catch what the import prints, replay the rest.
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as caught:
@@ -79,6 +174,11 @@ def import_tensorflow(verbose: bool = False) -> None:
             if kept:
                 sys.stderr.write("\n".join(kept) + "\n")
                 sys.stderr.flush()
+
+
+class _RetracingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
 
 
 def error_line(error: BaseException) -> str:

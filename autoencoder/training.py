@@ -11,11 +11,13 @@ import importlib.util
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass, field
 
 import keras
 
 from autoencoder.callbacks import CyclicalLearningRate, ReduceMaxLROnPlateau, get_learning_rate
+from autoencoder.progress import on_terminal
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +98,24 @@ def training_callbacks(
     return callbacks
 
 
+class EpochLog(keras.callbacks.Callback):
+    """One log line per epoch (epoch, time, loss, validation loss, learning rate): what training
+    reports when stderr is not a terminal, instead of Keras's per-step progress bar."""
+
+    def __init__(self, epochs: int, log: logging.Logger | None = None):
+        super().__init__()
+        self.epochs = int(epochs)
+        self.log = log or logger
+        self.started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        values = " ".join(f"{key}={float(value):.5g}" for key, value in (logs or {}).items())
+        self.log.info("epoch %d/%d (%.1f s): %s", epoch + 1, self.epochs, time.perf_counter() - self.started, values)
+
+
 @dataclass
 class TrainingResult:
     """Outcome of :func:`fit_autoencoder`.
@@ -130,7 +150,7 @@ def fit_autoencoder(
     steps_per_epoch: int | None = None,
     log_dir: str | os.PathLike | None = None,
     csv_path: str | os.PathLike | None = None,
-    verbose: int | str = 1,
+    verbose: int | str = "auto",
     patience: int = 12,
     plateau_patience: int = 6,
     plateau_factor: float = 0.5,
@@ -142,9 +162,10 @@ def fit_autoencoder(
     ``train_ds`` and ``val_ds`` yield ``(inputs, targets)`` batches (a ``tf.data.Dataset`` or a
     ``keras.utils.PyDataset``); ``val_ds`` may be None, then the training loss is monitored.
     ``steps_per_epoch`` is required only when ``train_ds`` has no length (a repeated dataset);
-    otherwise it defaults to, and must equal, ``len(train_ds)``. Progress is Keras's own
-    (``verbose`` as in ``model.fit``: 1 a bar, 2 one line per epoch). On return the model holds
-    the weights of the best epoch.
+    otherwise it defaults to, and must equal, ``len(train_ds)``. Progress: ``verbose`` as in
+    ``model.fit`` (1 a bar, 2 one line per epoch, 0 none); ``"auto"``: Keras's bar on a terminal,
+    elsewhere one log line per epoch (:class:`EpochLog`), never per-step bar updates in a log file.
+    On return the model holds the weights of the best epoch.
     """
     if not getattr(model, "compiled", False) or model.optimizer is None:
         raise ValueError("fit_autoencoder: compile the model (e.g. Adam with a float learning_rate) first")
@@ -170,6 +191,10 @@ def fit_autoencoder(
         plateau_factor=plateau_factor,
         monitor=monitor,
     )
+    if verbose == "auto":
+        verbose = 1 if on_terminal() else 0
+        if not verbose:
+            callbacks.append(EpochLog(epochs))
     schedule = next(c for c in callbacks if isinstance(c, CyclicalLearningRate))
     best = next(c for c in callbacks if isinstance(c, BestEpoch))
     logger.info(
