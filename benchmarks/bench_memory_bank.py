@@ -1,4 +1,4 @@
-"""Time the memory bank of autoencoder.features.memory_bank: exact nearest-neighbour search and greedy coreset.
+"""Time the memory bank of processing.maps.knn: exact nearest-neighbour search and greedy coreset.
 
     python benchmarks/bench_memory_bank.py           # bank 16,384 x 232, 16x16x200 = 51,200 queries; coreset 100k -> 10k
     python benchmarks/bench_memory_bank.py --quick   # bank 4,096, 12,800 queries; coreset 20k -> 2k
@@ -34,7 +34,7 @@ from sklearn.neighbors import NearestNeighbors
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from autoencoder.features.memory_bank import MemoryBank, greedy_coreset, random_subsample  # noqa: E402
+from processing.maps.knn import MemoryBank, greedy_coreset, random_subsample  # noqa: E402
 
 
 def make_vectors(count: int, dim: int, seed: int, outliers: float = 0.0) -> np.ndarray:

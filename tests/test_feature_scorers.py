@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from autoencoder.features import gaussian
-from autoencoder.features.gaussian import (
+from processing.maps import feature_arrays
+from processing.maps.padim import (
     fit_global_gaussian,
     fit_position_gaussians,
     load_position_gaussians,
 )
-from autoencoder.features.memory_bank import (
+from processing.maps.knn import (
     MemoryBank,
     fit_memory_bank,
     greedy_coreset,
@@ -77,7 +77,7 @@ def test_mahalanobis_matches_naive_per_position_loop(eps, monkeypatch):
     scores = model.score(queries)
     assert scores.shape == (6, 3, 4) and scores.dtype == np.float32
     np.testing.assert_allclose(scores, expected, rtol=2e-4)
-    monkeypatch.setattr(gaussian, "CHUNK_BYTES", 1)  # one image and one position per chunk
+    monkeypatch.setattr(feature_arrays, "CHUNK_BYTES", 1)  # one image and one position per chunk
     chunked = fit_position_gaussians(train, regularization=eps)
     np.testing.assert_allclose(chunked.inv_covariance, model.inv_covariance, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(chunked.score(queries), expected, rtol=2e-4)

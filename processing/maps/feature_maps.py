@@ -1,29 +1,26 @@
-"""Anomaly maps from density scorers on a featureCAE's pretrained feature grid.
+"""The map kinds of models that output their own anomaly map (featureCAE), and of densities on
+their pretrained feature grid.
 
-Beside the featureCAE's own map (its feature reconstruction error, ``--method feature``), the same
-standardised features can be scored by a density fitted on the training images' features:
-
+- ``feature``: the model's own output (featureCAE: its feature reconstruction error);
 - ``padim``: one Gaussian per grid position, Mahalanobis distance (PaDiM, Defard et al. 2020);
 - ``knn``: distance to the nearest training feature vector in a memory bank (PatchCore, Roth et
   al. 2022: a greedy coreset of the training vectors).
 
-The grid maps (N, h, w) are upsampled bilinearly to the model's input size. The fitted scorer is
-stored as plain arrays (``.npz``, no pickles) in the finetuning folder.
+The densities score the ``features`` source, the featureCAE's standardised feature grid
+(N, h, w, C); their grid maps are upsampled bilinearly to the model's input size. The fitted
+scorer is stored as plain arrays (``.npz``, no pickles) in the finetuning folder.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 
-from autoencoder.features.gaussian import fit_position_gaussians, load_position_gaussians
-from autoencoder.features.memory_bank import fit_memory_bank, load_memory_bank, random_subsample
-from processing.data.images import iter_batches
+from processing.maps.kinds import MapKind, MapSource, register_map_kind, register_map_source
+from processing.maps.knn import fit_memory_bank, load_memory_bank, random_subsample
+from processing.maps.padim import fit_position_gaussians, load_position_gaussians
 
 logger = logging.getLogger(__name__)
 
@@ -31,23 +28,6 @@ MEMORY_BANK_SIZE = 16384
 # The greedy coreset costs (pool x bank size) distance updates: it picks from a random pool of at
 # most this many training vectors (175k at 128 px, 700k at 256 px would take minutes).
 CORESET_POOL = 65536
-
-
-@dataclass(frozen=True)
-class FeatureScorerKind:
-    fit: Callable  # (features (N, h, w, C), seed) -> scorer with .score(features) and .save(path)
-    load: Callable  # path -> scorer
-    file: str
-
-
-FEATURE_SCORERS = {
-    "padim": FeatureScorerKind(lambda features, seed: fit_position_gaussians(features, seed=seed), load_position_gaussians, "padim.npz"),
-    "knn": FeatureScorerKind(
-        lambda features, seed: fit_memory_bank(coreset_pool(features, seed), size=MEMORY_BANK_SIZE, method="coreset", seed=seed),
-        load_memory_bank,
-        "memory_bank.npz",
-    ),
-}
 
 
 def coreset_pool(features: np.ndarray, seed: int) -> np.ndarray:
@@ -75,6 +55,19 @@ def feature_grid(features_model, images: np.ndarray, batch_size: int) -> np.ndar
     return np.asarray(features_model.predict_on_batch(images), dtype=np.float32)[:n]
 
 
+def bind_feature_grid(model):
+    features_model = feature_model_of(model)
+    return lambda images, batch_size: feature_grid(features_model, images, batch_size)
+
+
+def feature_grid_tensor(model):
+    features_model = feature_model_of(model)
+    return lambda images: features_model(images, training=False)
+
+
+register_map_source(MapSource("features", bind_feature_grid, feature_grid_tensor))
+
+
 def upsample_maps(maps: np.ndarray, size: int) -> np.ndarray:
     """(N, h, w) grid maps -> (N, size, size) float64, bilinear (pixel centres aligned)."""
     out = np.empty((len(maps), size, size), dtype=np.float64)
@@ -83,17 +76,60 @@ def upsample_maps(maps: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def fit_feature_scorer(method: str, model, paths, color_mode: str, size: int, batch_size: int = 16, seed: int = 0):
-    """Fit the `method` scorer on the features of the training images `paths`."""
-    features_model = feature_model_of(model)
-    grids = [feature_grid(features_model, images, batch_size) for _, images in iter_batches(paths, color_mode, size, batch_size)]
-    features = np.concatenate(grids)
-    logger.info("%s: fitting on %d training images (%d x %d grid, %d channels)", method, *features.shape)
-    return FEATURE_SCORERS[method].fit(features, seed)
+@register_map_kind
+class FeatureMap(MapKind):
+    name = "feature"
+    model_output = "map"
+    source = "output"
+    matches_losses = ("feature",)
+    description = "the model's own anomaly map (featureCAE: its feature reconstruction error)"
+
+    def maps(self, images, source, dtype, state=None):
+        if source.shape[-1] != 1 or source.shape[:3] != images.shape[:3]:
+            raise ValueError(
+                f"--method {self.name}: the model outputs {source.shape[1:]}, not an anomaly map of its input size; "
+                "use ssim or l2 maps for reconstruction models"
+            )
+        return source[..., 0].astype(np.float64)
+
+    def graph(self, images, source, state, dtype):
+        from keras import ops
+
+        return ops.cast(source[..., 0], dtype)
 
 
-def load_feature_scorer(method: str, folder: Path):
-    path = Path(folder) / FEATURE_SCORERS[method].file
-    if not path.is_file():
-        raise ValueError(f"{path} not found: the finetuning result needs its {method} scorer; rerun finetune.py")
-    return FEATURE_SCORERS[method].load(path)
+class FeatureDensityMap(MapKind):
+    """A density fitted on the training images' feature grids; its map is the grid map upsampled."""
+
+    model_output = "map"
+    source = "features"
+
+    def maps(self, images, source, dtype, state=None):
+        return upsample_maps(state.score(source), images.shape[1])
+
+
+@register_map_kind
+class PadimMap(FeatureDensityMap):
+    name = "padim"
+    state_file = "padim.npz"
+    default_for_losses = ("feature",)  # the best featureCAE map on magnetic_tile's finetuning subset (docs/benchmarks.md)
+    description = "Mahalanobis distance to a Gaussian per grid position (PaDiM)"
+
+    def fit(self, source, seed):
+        return fit_position_gaussians(source, seed=seed)
+
+    def load_state(self, path):
+        return load_position_gaussians(path)
+
+
+@register_map_kind
+class KnnMap(FeatureDensityMap):
+    name = "knn"
+    state_file = "memory_bank.npz"
+    description = "distance to the nearest training feature vector of a coreset memory bank (PatchCore)"
+
+    def fit(self, source, seed):
+        return fit_memory_bank(coreset_pool(source, seed), size=MEMORY_BANK_SIZE, method="coreset", seed=seed)
+
+    def load_state(self, path):
+        return load_memory_bank(path)

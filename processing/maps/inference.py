@@ -1,38 +1,20 @@
-"""Run a trained autoencoder over image files in batches and turn its output into residual maps."""
+"""Run a model over image files in batches and turn its output into maps of one map kind.
+
+The model's output is the ``output`` map source (processing/maps/kinds.py) of the pixel maps and
+of the maps a model makes itself.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from processing.data.images import iter_batches
-from processing.maps.resmaps import MODEL_MAP_METHODS, calculate_resmaps
+from processing.maps.kinds import MapKind, MapSource, MapSpec, get_map_kind, get_map_source, register_map_source
 
-
-@dataclass
-class ResmapBatch:
-    paths: list[Path]
-    images: np.ndarray  # (B, H, W, C) float32 in [0, 1], the model input
-    reconstructions: np.ndarray  # (B, H, W, C) float32
-    resmaps: np.ndarray  # (B, H, W) float64 or uint8
-
-
-def iter_resmaps(
-    model,
-    paths: list[Path],
-    color_mode: str,
-    size: int,
-    method: str,
-    dtype: str,
-    batch_size: int = 16,
-) -> Iterator[ResmapBatch]:
-    """Yield residual maps batch by batch, so memory does not grow with the number of images."""
-    for batch_paths, images in iter_batches(paths, color_mode, size, batch_size):
-        reconstructions = reconstruct(model, images, batch_size)
-        yield ResmapBatch(list(batch_paths), images, reconstructions, maps_from_output(images, reconstructions, method, dtype))
+logger = logging.getLogger(__name__)
 
 
 def reconstruct(model, images: np.ndarray, batch_size: int) -> np.ndarray:
@@ -44,27 +26,45 @@ def reconstruct(model, images: np.ndarray, batch_size: int) -> np.ndarray:
     return np.asarray(model.predict_on_batch(images), dtype=np.float32)[:n]
 
 
-def maps_from_output(images: np.ndarray, outputs: np.ndarray, method: str, dtype: str) -> np.ndarray:
-    """Anomaly maps (N, H, W) from a batch and the model's output for it.
-
-    Pixel methods ('ssim', 'l2') compare the input with its reconstruction; 'feature' takes the
-    model's output as the map (models that output their own anomaly map, e.g. featureCAE).
-    """
-    if method in MODEL_MAP_METHODS:
-        if outputs.shape[-1] != 1 or outputs.shape[:3] != images.shape[:3]:
-            raise ValueError(
-                f"--method {method}: the model outputs {outputs.shape[1:]}, not an anomaly map of its input size; "
-                "use ssim or l2 maps for reconstruction models"
-            )
-        return outputs[..., 0].astype(np.float64)
-    if outputs.shape != images.shape:
-        raise ValueError(f"--method {method}: the model outputs {outputs.shape[1:]}, not a reconstruction of its input; use --method feature")
-    return calculate_resmaps(images, outputs, method=method, dtype=dtype)
+register_map_source(MapSource(
+    "output",
+    bind=lambda model: (lambda images, batch_size: reconstruct(model, images, batch_size)),
+    tensor=lambda model: (lambda images: model(images, training=False)),
+))
 
 
 def compute_resmaps(model, paths, color_mode, size, method, dtype, batch_size: int = 16) -> np.ndarray:
-    """All residual maps of `paths` as one (N, H, W) array (for the few images finetuning needs)."""
-    batches = [batch.resmaps for batch in iter_resmaps(model, paths, color_mode, size, method, dtype, batch_size)]
+    """All maps of kind `method` (one computed from the model's output) of `paths` as one (N, H, W) array."""
+    kind = get_map_kind(method)
+    batches = [
+        kind.maps(images, reconstruct(model, images, batch_size), dtype)
+        for _, images in iter_batches(paths, color_mode, size, batch_size)
+    ]
     if not batches:
         return np.zeros((0, size, size), dtype=np.uint8 if dtype == "uint8" else np.float64)
     return np.concatenate(batches)
+
+
+def bind_sources(spec: MapSpec, model) -> dict[str, object]:
+    """{source name: f(images, batch_size)} of the sources the spec's kinds are computed from."""
+    return {name: get_map_source(name).bind(model) for name in spec.sources}
+
+
+def source_values(sources: dict, images: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+    """Each source's values for one batch, computed once for all kinds."""
+    return {name: compute(images, batch_size) for name, compute in sources.items()}
+
+
+def fit_states(kinds: list[MapKind], model, paths: list[Path], color_mode: str, size: int, batch_size: int, seed: int) -> dict:
+    """{kind name: fitted state} of the fitted `kinds`, each fitted on the source values of the training images `paths`."""
+    states = {}
+    by_source: dict[str, list[MapKind]] = {}
+    for kind in kinds:
+        by_source.setdefault(kind.source, []).append(kind)
+    for name, group in by_source.items():
+        compute = get_map_source(name).bind(model)
+        values = np.concatenate([compute(images, batch_size) for _, images in iter_batches(paths, color_mode, size, batch_size)])
+        for kind in group:
+            logger.info("%s: fitting on %d training images (%s of shape %s)", kind.name, len(values), name, "x".join(map(str, values.shape[1:])))
+            states[kind.name] = kind.fit(values, seed)
+    return states

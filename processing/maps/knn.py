@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
-from .gaussian import CHUNK_BYTES, check_features, chunk_length, load_arrays, save_arrays
+from processing.maps.feature_arrays import CHUNK_BYTES, check_features, chunk_length, load_arrays, save_arrays
 
 logger = logging.getLogger(__name__)
 

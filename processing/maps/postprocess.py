@@ -160,10 +160,9 @@ class ResmapPostprocessor:
             np.savez(Path(folder) / PIXEL_STATISTICS_FILE, mean=self.mean, std=self.std)
 
     @classmethod
-    def from_finetuning(cls, folder, finetuning: dict) -> "ResmapPostprocessor":
-        """Rebuild from a finetuning folder and its finetuning_result.json (old results: smoothing only)."""
-        sigma = float(finetuning.get("smoothing_sigma", 0.0))
-        if finetuning.get("normalize", "none") == "none":
+    def from_finetuning(cls, folder, sigma: float, normalize: str) -> "ResmapPostprocessor":
+        """Rebuild the post-processing of a finetuning result saved in `folder`."""
+        if normalize == "none":
             return cls(sigma)
         path = Path(folder) / PIXEL_STATISTICS_FILE
         if not path.is_file():

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from autoencoder import ssim as ssim_window
 from autoencoder.progress import on_terminal
 
 logger = logging.getLogger(__name__)
@@ -46,22 +47,8 @@ GRAY_WEIGHTS = (0.2125, 0.7154, 0.0721)
 
 RESMAP_METHODS = ("ssim", "l2")
 RESMAP_DTYPES = ("float64", "uint8")
-# Maps a model outputs itself (featureCAE: its feature reconstruction error); unbounded, float64 only.
-MODEL_MAP_METHODS = ("feature",)
-# Maps of a density fitted on a featureCAE's features (processing/maps/feature_maps.py); unbounded.
-FEATURE_SCORER_METHODS = ("padim", "knn")
-# The mean of several of a featureCAE's maps, each standardised on the validation images ("padim+knn").
-COMBINED_METHODS = ("feature+padim", "feature+knn", "padim+knn", "feature+padim+knn")
-MAP_METHODS = RESMAP_METHODS + MODEL_MAP_METHODS + FEATURE_SCORER_METHODS + COMBINED_METHODS
-UNBOUNDED_METHODS = MODEL_MAP_METHODS + FEATURE_SCORER_METHODS + COMBINED_METHODS
 # Range calculate_resmaps clips float64 maps to; uint8 maps map it linearly onto 0..255.
 RESMAP_RANGE = {"ssim": (0.0, 1.0), "l2": (0.0, 1.0)}
-
-# SSIM parameters of the original toolkit (Wang et al. 2004), for data in [0, 1].
-SSIM_SIGMA = 1.5
-SSIM_TRUNCATE = 3.5  # skimage's value: radius int(3.5 * 1.5 + 0.5) = 5, an 11-tap window
-SSIM_C1 = (0.01 * 1.0) ** 2
-SSIM_C2 = (0.03 * 1.0) ** 2
 
 # Images per block are chosen so one block's four padded moment planes hold about this many
 # pixels: with cv2's output and two scratch arrays, a block's float64 work stays near 5 MB,
@@ -70,16 +57,9 @@ _BLOCK_PIXELS = 2**18
 _PROGRESS_MIN_PIXELS = 2**26  # show a progress bar from about 1000 images of 256x256
 
 
-def _gaussian_taps(sigma: float, truncate: float) -> np.ndarray:
-    """The 1-D kernel of scipy.ndimage.gaussian_filter, float64, length 2*radius + 1."""
-    radius = int(truncate * sigma + 0.5)
-    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
-    taps = np.exp(-0.5 * (offsets / sigma) ** 2)
-    return taps / taps.sum()
-
-
-_SSIM_TAPS = _gaussian_taps(SSIM_SIGMA, SSIM_TRUNCATE)
-_SSIM_RADIUS = (len(_SSIM_TAPS) - 1) // 2
+_SSIM_TAPS = ssim_window.window_taps()
+_SSIM_RADIUS = ssim_window.RADIUS
+SSIM_C1, SSIM_C2 = ssim_window.C1, ssim_window.C2
 
 
 def to_grayscale(imgs: np.ndarray) -> np.ndarray:
@@ -273,25 +253,6 @@ def _check_method_dtype(method: str, dtype: str) -> None:
         raise ValueError(f"resmap method {method!r}: expected one of {', '.join(RESMAP_METHODS)}")
     if dtype not in RESMAP_DTYPES:
         raise ValueError(f"resmap dtype {dtype!r}: expected one of {', '.join(RESMAP_DTYPES)}")
-
-
-def check_method_dtype(method: str, dtype: str) -> None:
-    """The --method/--dtype flags of finetune.py and test.py: one line naming the flag when wrong."""
-    if method not in MAP_METHODS:
-        raise ValueError(f"--method {method!r}: expected one of {', '.join(MAP_METHODS)}")
-    if dtype not in RESMAP_DTYPES:
-        raise ValueError(f"--dtype {dtype!r}: expected one of {', '.join(RESMAP_DTYPES)}")
-    if method in UNBOUNDED_METHODS and dtype != "float64":
-        raise ValueError(f"--method {method} maps are unbounded: use --dtype float64, not {dtype}")
-
-
-def check_method_for_model(method: str, model_output: str) -> None:
-    """Pixel maps compare a reconstruction with its input; feature/padim/knn need a featureCAE (whose
-    output is its own map). `model_output` is info.json's model.output ("reconstruction" or "map")."""
-    if model_output == "map" and method in RESMAP_METHODS:
-        raise ValueError(f"--method {method}: the model outputs its anomaly map, not a reconstruction of its input; use --method feature, padim or knn")
-    if model_output != "map" and method not in RESMAP_METHODS:
-        raise ValueError(f"--method {method}: needs a featureCAE model (train.py -a featureCAE); this model reconstructs pixels, use ssim or l2")
 
 
 def resmap_value_range(method: str, dtype: str = "float64") -> tuple[float, float] | tuple[int, int]:
