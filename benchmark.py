@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 
 from autoencoder import cli
-from processing.maps.resmaps import MAP_METHODS
+from processing.maps.kinds import method_argument
 
 QUICK = {"epochs": 2, "image_sizes": [32], "learning_rate": 1e-3}
 
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr-finder", action="store_true", help="run the learning-rate range test per training instead of --lr")
     parser.add_argument("-b", "--batch", type=int, default=defaults.batch_size, help="training batch size")
     parser.add_argument("-c", "--color", default=defaults.color_mode, choices=["grayscale", "rgb"], help="colour mode")
-    parser.add_argument("-m", "--methods", nargs="+", default=defaults.methods, choices=MAP_METHODS, help="anomaly maps to finetune and test on each model, each a row of its own: pixel maps (ssim, l2) apply to the pixel autoencoders, feature/padim/knn and their combinations to featureCAE (default: padim; a pixel autoencoder gets the map matching its loss)")
+    parser.add_argument("-m", "--methods", nargs="+", default=defaults.methods, type=method_argument, metavar="MAP", help="anomaly maps to finetune and test on each model, each a row of its own: pixel maps (ssim, l2) apply to the pixel autoencoders, feature/padim/knn and their combinations to featureCAE (default: padim; a pixel autoencoder gets the map matching its loss)")
     parser.add_argument("--image-score", default=defaults.image_score, choices=["component", "max"], help="image score of the segmentation detector (default: finetune.py's: max for feature/padim/knn maps, component for pixel maps)")
     parser.add_argument("-t", "--dtype", default=defaults.dtype, choices=["float64", "uint8"], help="residual map type")
     parser.add_argument("--smoothing", type=float, default=defaults.smoothing_sigma, help="Gaussian sigma (pixels) applied to residual maps (default: %(default)g)")
@@ -93,10 +93,8 @@ def config_from_args(args):
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
-    from processing.workflow.options import check_benchmark_settings
-
     config = config_from_args(args)
-    check_benchmark_settings(config)  # before TensorFlow is imported
+    config.validate()  # before TensorFlow is imported
     cli.import_tensorflow(args.verbose)
     from processing.workflow.benchmarking import absent_lines, benchmark, final_line, format_table
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 import argparse
 
 from autoencoder import cli
-from processing.maps.resmaps import MAP_METHODS
+from processing.maps.kinds import map_kind_names, method_or_auto_argument
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of this script (docs/cli.md is generated from it: scripts/make_cli_docs.py)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-p", "--path", required=True, help="model folder written by train.py, or its .keras file")
-    parser.add_argument("-m", "--method", nargs="+", default=None, choices=[*MAP_METHODS, "auto"], help="anomaly map; several (or auto: every map that suits the model) are each fitted and the finetuning subset picks the best by image AUROC (default: ssim for ssim/mssim models, l2 for l2 models, padim for featureCAE). featureCAE maps: feature (its own reconstruction error), padim (a Gaussian per grid position), knn (distance to a memory bank of training features), or a combination such as padim+knn")
+    parser.add_argument("-m", "--method", nargs="+", default=None, type=method_or_auto_argument, metavar="MAP", help=f"anomaly map: {', '.join(map_kind_names())}, or several joined by + (their standardised mean); several (or auto: every map that suits the model) are each fitted and the finetuning subset picks the best by image AUROC (default: ssim for ssim/mssim models, l2 for l2 models, padim for featureCAE). featureCAE maps: feature (its own reconstruction error), padim (a Gaussian per grid position), knn (distance to a memory bank of training features), or a combination such as padim+knn")
     parser.add_argument("-t", "--dtype", default="float64", choices=["float64", "uint8"], help="residual map type")
     parser.add_argument("--finetune-split", type=float, default=0.1, help="fraction of each test class used for finetuning")
     parser.add_argument("--seed", type=int, default=42, help="seed of the finetuning subset")
@@ -44,39 +44,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
+def config_from_args(args):
+    from processing.detectors.base import FinetuneConfig
+
+    several = args.method and (len(args.method) > 1 or args.method == ["auto"])
+    return FinetuneConfig(
+        path=args.path,
+        method=args.method[0] if args.method and not several else None,
+        candidates=list(args.method) if several else None,
+        dtype=args.dtype,
+        finetune_split=args.finetune_split,
+        seed=args.seed,
+        batch_size=args.batch,
+        results_root=args.results_dir,
+        smoothing_sigma=args.smoothing,
+        clear_border=args.clear_border,
+        normalize=args.normalize,
+        detector=args.detector,
+        image_score=args.image_score,
+        combine_with=list(args.combine_with),
+        bandwidth=args.bandwidth,
+        pca_components=args.pca_components,
+        refit_density=args.refit_density,
+        data_dir=args.data_dir,
+        overwrite=args.overwrite,
+    )
+
+
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
-    from processing.workflow.options import check_finetune_flags, report_stale_results
+    from processing.workflow.options import check_model_path, report_stale_results
 
-    folder, info = check_finetune_flags(args)  # before TensorFlow is imported
+    config = config_from_args(args)
+    config.validate()  # before TensorFlow is imported
+    folder, info = check_model_path(args.path, args.results_dir, args.data_dir)
     report_stale_results(folder, info, args.results_dir, args.clean_stale)
     cli.import_tensorflow(args.verbose)
-    from processing.workflow.finetuning import FinetuneConfig, finetune
+    from processing.workflow.finetuning import finetune
 
-    return finetune(
-        FinetuneConfig(
-            path=args.path,
-            method=args.method[0] if args.method and len(args.method) == 1 and args.method != ["auto"] else None,
-            candidates=list(args.method) if args.method and (len(args.method) > 1 or args.method == ["auto"]) else None,
-            dtype=args.dtype,
-            finetune_split=args.finetune_split,
-            seed=args.seed,
-            batch_size=args.batch,
-            results_root=args.results_dir,
-            smoothing_sigma=args.smoothing,
-            clear_border=args.clear_border,
-            normalize=args.normalize,
-            detector=args.detector,
-            image_score=args.image_score,
-            combine_with=list(args.combine_with),
-            bandwidth=args.bandwidth,
-            pca_components=args.pca_components,
-            refit_density=args.refit_density,
-            data_dir=args.data_dir,
-            overwrite=args.overwrite,
-        )
-    )
+    return finetune(config)
 
 
 if __name__ == "__main__":

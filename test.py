@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from autoencoder import cli
-from processing.maps.resmaps import MAP_METHODS
+from processing.maps.kinds import method_argument
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-p", "--path", required=True, help="model folder written by train.py, or its .keras file")
     parser.add_argument("-s", "--save", action="store_true", help="write predicted masks and overlays for every test image")
-    parser.add_argument("-m", "--method", default=None, choices=MAP_METHODS, help="only this residual map (default: every finetuning result)")
+    parser.add_argument("-m", "--method", default=None, type=method_argument, metavar="MAP", help="only the results of this anomaly map, e.g. ssim or padim+knn (default: every finetuning result)")
     parser.add_argument("-t", "--dtype", default=None, choices=["float64", "uint8"], help="only this residual map type")
     parser.add_argument("--include-finetune", action="store_true", help="also score the finetuning images (as the original toolkit did)")
     parser.add_argument("-b", "--batch", type=int, default=16, help="inference batch size")
@@ -36,26 +36,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
-    from processing.workflow.options import check_test_flags, report_stale_results
+    from processing.workflow.options import TestConfig, check_model_path, report_stale_results
 
-    folder, info = check_test_flags(args)  # before TensorFlow is imported
+    config = TestConfig(
+        path=args.path,
+        save_segmentation=args.save,
+        include_finetune=args.include_finetune,
+        method=args.method,
+        dtype=args.dtype,
+        batch_size=args.batch,
+        results_root=args.results_dir,
+        data_dir=args.data_dir,
+        overwrite=args.overwrite,
+    )
+    config.validate()  # before TensorFlow is imported
+    folder, info = check_model_path(args.path, args.results_dir, args.data_dir)
     report_stale_results(folder, info, args.results_dir, args.clean_stale)
     cli.import_tensorflow(args.verbose)
-    from processing.workflow.testing import TestConfig, test
+    from processing.workflow.testing import test
 
-    return test(
-        TestConfig(
-            path=args.path,
-            save_segmentation=args.save,
-            include_finetune=args.include_finetune,
-            method=args.method,
-            dtype=args.dtype,
-            batch_size=args.batch,
-            results_root=args.results_dir,
-            data_dir=args.data_dir,
-            overwrite=args.overwrite,
-        )
-    )
+    return test(config)
 
 
 if __name__ == "__main__":

@@ -52,11 +52,12 @@ def main(argv: list[str] | None = None):
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
     from autoencoder.folders import report_stale_staging
-    from processing.workflow.options import check_train_settings, config_from_args
+    from processing.workflow.options import config_from_args
 
     config = config_from_args(args)
-    check_train_settings(config)  # before TensorFlow is imported
     report_stale_staging([config.output_dir], clean=args.clean_stale)
+    config = config.resolved()
+    config.validate()  # before TensorFlow is imported
     cli.import_tensorflow(args.verbose)
     from processing.workflow.training import train
 

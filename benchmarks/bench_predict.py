@@ -11,7 +11,7 @@ copies (hard links) of the demo test and training images under distinct names.
 1. Throughput, in one process, on the same ``--images`` files (default 1,000), after a warm-up:
    - the forward pass alone: the images already decoded in memory, ``model.predict_on_batch`` on
      batches of ``--batch`` (as processing/maps/inference.py runs it);
-   - predict end to end: ``processing.workflow.prediction.predict`` (reading and decoding the
+   - predict end to end: ``processing.workflow.predict.predict`` (reading and decoding the
      files, the model, the maps, the decision, masks at the original size, the CSV appended per
      batch) -- the streaming loop's rate (``runs[-1].images_per_second`` in predict_settings.json),
      and the whole call (model loading, report with its gallery) for reference.
@@ -90,7 +90,7 @@ def throughput(work: Path, folder: Path, images: Path, batch: int) -> dict:
     from autoencoder import bundle
     from processing.data.images import load_images
     from processing.data.inputs import collect_images
-    from processing.workflow.prediction import PredictConfig, predict
+    from processing.workflow.predict import PredictConfig, predict
 
     files = collect_images([str(images)])
     model = bundle.load_bundle(folder).model

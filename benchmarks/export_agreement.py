@@ -44,9 +44,8 @@ def main(argv=None) -> int:
     from autoencoder import bundle, cli
     from processing.data.demo import make_demo_dataset
     from processing.data.images import load_images
-    from processing.detectors import detector_of_result
-    from processing.workflow.export import FORMATS, load_exported
-    from processing.workflow.prediction import choose_result
+        from processing.workflow.export import FORMATS, load_exported
+    from processing.workflow.results import ResultsTree, load_detector
 
     cli.setup_logging(False)
     import logging
@@ -77,8 +76,8 @@ def main(argv=None) -> int:
         print(f"{'result':<52} {'format':<11} {'max |map diff|':>15} {'max |score diff|':>17} {'decisions differing':>20}")
         for folder, results_root, name, label in cases:
             model = bundle.load_bundle(folder)
-            _, result_folder, result = choose_result(model, str(results_root), name)
-            detector = detector_of_result(result).load(model, result_folder, result)
+            _, result_folder = ResultsTree.of_model(model, str(results_root)).choose(name)
+            detector = load_detector(model, result_folder)
             scores = detector.score(images)
             decisions = detector.decide(scores)
             for fmt in FORMATS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -17,16 +18,34 @@ from autoencoder import bundle, cli
 from processing.data.demo import make_demo_dataset
 from processing.data.images import load_images
 from processing.detectors import base
-from processing.detectors.base import Decisions, Detector, Scores, available_detectors, get_detector, register_detector
+from processing.detectors import fields as f
+from processing.detectors.base import (
+    Decisions,
+    Detector,
+    FinetuningResult,
+    Scores,
+    available_detectors,
+    get_detector,
+    register_detector,
+)
 from processing.maps.inference import reconstruct
 
 SIZE = 32
+
+
+@dataclass
+class MaxMapResult(FinetuningResult):
+    detector: str = f.checked(f.text)
+    method: str = f.checked(f.text)
+    finetuning_files: list = f.checked(f.list_of(f.text))
+    threshold: float = f.checked(f.number(), default=0.0)
 
 
 class MaxMapDetector(Detector):
     """Image score = maximum of the L2 residual map; threshold = the highest validation score."""
 
     name = "test-maxmap"
+    result_type = MaxMapResult
 
     @staticmethod
     def result_name(config_or_result) -> str:
@@ -34,9 +53,9 @@ class MaxMapDetector(Detector):
 
     @classmethod
     def fit(cls, model, config, data):
-        detector = cls(model, {"detector": cls.name, "method": "l2", "finetuning_files": data.relative_finetune_files()})
+        detector = cls(model, MaxMapResult(detector=cls.name, method="l2", finetuning_files=data.relative_finetune_files()))
         validation = load_images(data.validation_files, "grayscale", SIZE)
-        detector.result["threshold"] = float(detector.score(validation).image_scores.max())
+        detector.result.threshold = float(detector.score(validation).image_scores.max())
         return detector
 
     def score(self, images):
@@ -45,7 +64,7 @@ class MaxMapDetector(Detector):
         return Scores(maps.reshape(len(maps), -1).max(axis=1), None, {"max_l2": maps.reshape(len(maps), -1).max(axis=1)})
 
     def decide(self, scores):
-        return Decisions(scores.image_scores > self.result["threshold"])
+        return Decisions(scores.image_scores > self.result.threshold)
 
 
 @pytest.fixture(scope="module")

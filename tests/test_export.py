@@ -18,9 +18,8 @@ import train
 from autoencoder import bundle, cli
 from processing.data.demo import make_demo_dataset
 from processing.data.images import load_images
-from processing.detectors import detector_of_result
 from processing.workflow.export import INFO_FILE, load_exported, sidecar
-from processing.workflow.prediction import choose_result
+from processing.workflow.results import ResultsTree, load_detector
 
 SIZE = 32
 N_IMAGES = 32
@@ -60,8 +59,8 @@ def images_of(work: Path) -> tuple[list[Path], np.ndarray]:
 
 def keras_path(folder: Path, results: Path, name: str, paths: list[Path]):
     model = bundle.load_bundle(folder)
-    _, result_folder, result = choose_result(model, str(results), name)
-    detector = detector_of_result(result).load(model, result_folder, result, 16)
+    _, result_folder = ResultsTree.of_model(model, str(results)).choose(name)
+    detector = load_detector(model, result_folder, 16)
     images = load_images(paths, "grayscale", SIZE)
     scores = detector.score(images)
     return detector, scores, detector.decide(scores)
@@ -113,8 +112,8 @@ def test_rgb_model_export(work, tmp_path, fmt):
     paths, _ = images_of(work)
     pixels = np.stack([cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for path in paths])
     model = bundle.load_bundle(folder)
-    _, result_folder, result = choose_result(model, str(results), None)
-    detector = detector_of_result(result).load(model, result_folder, result, 16)
+    _, result_folder = ResultsTree.of_model(model, str(results)).choose(None)
+    detector = load_detector(model, result_folder, 16)
     scores = detector.score(load_images(paths, "rgb", SIZE))
     check_agreement(load_exported(out, fmt)(pixels), detector, scores, detector.decide(scores), TOLERANCE[fmt])
 

@@ -132,7 +132,7 @@ def test_bad_combinations_get_one_line(feature_cae, pixel_model, work, capsys):
 def test_combined_maps_average_standardised_components(feature_cae, pixel_model, work):
     """padim of the featureCAE combined with the L2 maps of a pixel autoencoder (--combine-with)."""
     from processing.data.images import iter_batches
-    from processing.detectors.segmentation import SegmentationDetector
+    from processing.detectors.segmentation import SegmentationDetector, SegmentationResult
     from processing.workflow.finetuning import finetuning_data
     from processing.detectors.base import FinetuneConfig
 
@@ -145,7 +145,7 @@ def test_combined_maps_average_standardised_components(feature_cae, pixel_model,
 
     # The components, made independently: padim alone on the featureCAE, l2 maps of the pixel model.
     model, pixel = bundle.load_bundle(feature_cae), bundle.load_bundle(pixel_model)
-    padim_alone = SegmentationDetector.load(model, out, fitted | {"combination": {}, "partners": [], "method": "padim"})
+    padim_alone = SegmentationDetector.load(model, out, SegmentationResult.from_json(fitted | {"combination": None, "partners": None, "method": "padim"}))
     data = finetuning_data(model, FinetuneConfig(path=str(feature_cae)))
     validation = load_images(data.validation_files, "grayscale", SIZE)
     padim_val = padim_alone.raw_maps(validation)
@@ -172,8 +172,9 @@ def test_the_finetuning_subset_chooses_among_candidate_maps(feature_cae, work):
     assert out.name == f"{fitted['method']}_float64"
     # The recorded AUROC is the one the benchmark measures from the saved result.
     from processing.workflow.benchmarking import finetuning_image_auroc
+    from processing.workflow.results import load_detector
 
-    assert finetuning_image_auroc(feature_cae, fitted, out) == pytest.approx(scores[fitted["method"]][0])
+    assert finetuning_image_auroc(load_detector(bundle.load_bundle(feature_cae), out)) == pytest.approx(scores[fitted["method"]][0])
 
 
 @pytest.mark.parametrize("color_mode, channels", [("grayscale", 1), ("rgb", 3)])
@@ -202,10 +203,10 @@ def test_border_rule_defaults_to_the_map_kind():
 
 
 def test_training_defaults_come_from_the_architecture():
-    from processing.workflow.training import TrainConfig, with_architecture_defaults
+    from processing.workflow.options import TrainConfig
 
-    config = with_architecture_defaults(TrainConfig(input_dir="x"))
+    config = TrainConfig(input_dir="x").resolved()
     assert (config.architecture, config.loss, config.epochs) == ("featureCAE", "feature", 20)
-    config = with_architecture_defaults(TrainConfig(input_dir="x", architecture="mvtecCAE"))
+    config = TrainConfig(input_dir="x", architecture="mvtecCAE").resolved()
     assert (config.loss, config.epochs) == ("l2", 100)
-    assert with_architecture_defaults(TrainConfig(input_dir="x", epochs=3, loss="ssim", architecture="mvtecCAE")).epochs == 3
+    assert TrainConfig(input_dir="x", epochs=3, loss="ssim", architecture="mvtecCAE").resolved().epochs == 3

@@ -20,6 +20,7 @@ import test as test_script
 import train
 from autoencoder import bundle
 from processing.workflow.benchmarking import BenchmarkConfig, expand_grid, finetuning_image_auroc
+from processing.workflow.results import load_detector
 from processing.maps.inference import compute_resmaps
 from processing.decision.segmentation import is_defective, largest_component_areas, segment
 from processing.decision.thresholds import (
@@ -230,4 +231,4 @@ def test_benchmark_finetuning_auroc_uses_the_flag(finetuned, dataset):  # noqa: 
     labels = [Path(name).parent.name != "good" for name in finetuning["finetuning_files"]]
     resmaps = compute_resmaps(model.model, files, "grayscale", SIZE, "l2", "uint8", 16)
     scores = [naive_max_component_level(m, finetuning["best_min_area"], False, -1.0) for m in resmaps]
-    assert finetuning_image_auroc(folder, finetuning, dirs["kept"]) == pytest.approx(roc_auc_score(labels, scores))
+    assert finetuning_image_auroc(load_detector(model, dirs["kept"])) == pytest.approx(roc_auc_score(labels, scores))

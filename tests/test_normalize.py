@@ -62,12 +62,12 @@ def test_postprocessor_round_trips_through_its_file(tmp_path):
     mean, std = fit_pixel_statistics(rng.random((5, 8, 8)))
     post = ResmapPostprocessor(1.5, mean, std)
     post.save_statistics(tmp_path)
-    again = ResmapPostprocessor.from_finetuning(tmp_path, {"smoothing_sigma": 1.5, "normalize": "pixel"})
+    again = ResmapPostprocessor.from_finetuning(tmp_path, 1.5, "pixel")
     maps = rng.random((3, 8, 8))
     np.testing.assert_array_equal(post(maps), again(maps))
-    assert ResmapPostprocessor.from_finetuning(tmp_path, {}).normalization == "none"
+    assert ResmapPostprocessor.from_finetuning(tmp_path, 0.0, "none").normalization == "none"
     with pytest.raises(ValueError, match=f"{PIXEL_STATISTICS_FILE} not found"):
-        ResmapPostprocessor.from_finetuning(tmp_path / "elsewhere", {"normalize": "pixel"})
+        ResmapPostprocessor.from_finetuning(tmp_path / "elsewhere", 0.0, "pixel")
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_test_scores_the_standardised_maps(normalized_run):
     model = bundle.load_bundle(folder)
     images = load_images([data / row["file"] for row in rows], "grayscale", SIZE)
     maps = calculate_resmaps(images, model.model.predict(images, verbose=0), method="l2")
-    z = ResmapPostprocessor.from_finetuning(finetune_dir, finetuning)(maps)
+    z = ResmapPostprocessor.from_finetuning(finetune_dir, finetuning["smoothing_sigma"], finetuning["normalize"])(maps)
     scores = max_component_level(z, finetuning["best_min_area"], empty_score=finetuning["value_range"][0] - 1)
     np.testing.assert_allclose([float(row["score"]) for row in rows], scores, rtol=1e-4, atol=1e-4)
 

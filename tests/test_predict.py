@@ -22,9 +22,9 @@ from autoencoder import bundle, cli
 from autoencoder.progress import ProgressBar
 from processing.data.demo import make_demo_dataset
 from processing.data.images import load_image
-from processing.detectors import detector_of_result
-from processing.workflow import prediction
-from processing.workflow.prediction import CSV_COLUMNS, PREDICTIONS_FILE, REPORT_FILE, SETTINGS_FILE, choose_result
+from processing.workflow.predict import csv_io
+from processing.workflow.predict import CSV_COLUMNS, PREDICTIONS_FILE, REPORT_FILE, SETTINGS_FILE
+from processing.workflow.results import ResultsTree, load_detector
 
 SIZE = 32
 
@@ -46,7 +46,8 @@ def model(work):
     model = bundle.load_bundle(folder)
     result = json.loads((out / "finetuning_result.json").read_text())
     result["best_min_area"] = 5
-    detector = detector_of_result(result).load(model, out, result)
+    (out / "finetuning_result.json").write_text(json.dumps(result))
+    detector = load_detector(model, out)
     test_images = np.stack([load_image(path, "grayscale", SIZE) for path in sorted((work / "tiles" / "test").rglob("*.png"))])
     scores = detector.score(test_images).image_scores
     result["best_threshold"] = float(np.median(scores[scores > detector.no_defect_score]))
@@ -109,8 +110,8 @@ def test_predictions_csv_scores_every_image_like_the_detector(predicted, model, 
     assert len(scored) == len(rows) - 1
 
     bundle_ = bundle.load_bundle(model)
-    _, folder, result = choose_result(bundle_, str(work / "results"), None)
-    detector = detector_of_result(result).load(bundle_, folder, result)
+    _, folder = ResultsTree.of_model(bundle_, str(work / "results")).choose(None)
+    detector = load_detector(bundle_, folder)
     batch = np.stack([load_image(row["path"], "grayscale", SIZE) for row in scored])
     scores = detector.score(batch)
     decisions = detector.decide(scores)
@@ -193,14 +194,14 @@ def test_resume_skips_what_is_done_and_drops_a_cut_line(model, work, images, tmp
 def test_csv_is_appended_batch_by_batch(model, work, images, tmp_path, monkeypatch):
     out = tmp_path / "streamed"
     seen = []
-    original = prediction.append_rows
+    original = csv_io.CsvAppender.append
 
-    def spy(handle, rows):
+    def spy(appender, rows):
         seen.append(len(rows))
-        original(handle, rows)
+        original(appender, rows)
         assert len(rows_of(out)) == sum(seen)  # on disk after every batch
 
-    monkeypatch.setattr(prediction, "append_rows", spy)
+    monkeypatch.setattr(csv_io.CsvAppender, "append", spy)
     run_ok([*base_args(model, work, out, images), "-b", "5"])
     assert seen == [5, 5, 5, 5, 5]
 

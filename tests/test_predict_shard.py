@@ -16,7 +16,7 @@ import predict as predict_script
 import train
 from autoencoder import cli
 from processing.data.demo import make_demo_dataset
-from processing.workflow.prediction import PREDICTIONS_FILE, SETTINGS_FILE, parse_shard, shard_files
+from processing.workflow.predict import PREDICTIONS_FILE, SETTINGS_FILE, parse_shard, shard_files
 
 SIZE = 32
 

@@ -14,7 +14,7 @@ from autoencoder.models.vgg_cae import (
     load_vgg16_encoder_weights,
     vgg16_conv_layer_names,
 )
-from processing.workflow.training import TrainConfig, check_encoder_options
+from processing.workflow.options import TrainConfig
 
 SIZE = 32
 
@@ -114,10 +114,10 @@ def test_weight_file_errors(tmp_path):
 
 def test_train_config_encoder_options(vgg_weights, tmp_path):
     path, _ = vgg_weights
-    check_encoder_options(TrainConfig(input_dir="x", architecture=NAME, encoder_weights=str(path), freeze_encoder=True))
+    TrainConfig(input_dir="x", architecture=NAME, encoder_weights=str(path), freeze_encoder=True).check_encoder_options()
     with pytest.raises(ValueError, match="--encoder-weights: architecture mvtecCAE has no VGG16 encoder; use -a vggCAE"):
-        check_encoder_options(TrainConfig(input_dir="x", architecture="mvtecCAE", encoder_weights=str(path)))
+        TrainConfig(input_dir="x", architecture="mvtecCAE", encoder_weights=str(path)).check_encoder_options()
     with pytest.raises(ValueError, match="--encoder-weights .*nope.h5 not found"):
-        check_encoder_options(TrainConfig(input_dir="x", architecture=NAME, encoder_weights=str(tmp_path / "nope.h5")))
+        TrainConfig(input_dir="x", architecture=NAME, encoder_weights=str(tmp_path / "nope.h5")).check_encoder_options()
     with pytest.raises(ValueError, match="--freeze-encoder needs --encoder-weights"):
-        check_encoder_options(TrainConfig(input_dir="x", architecture=NAME, freeze_encoder=True))
+        TrainConfig(input_dir="x", architecture=NAME, freeze_encoder=True).check_encoder_options()

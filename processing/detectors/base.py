@@ -14,6 +14,13 @@ scikit-learn splits fit from predict and anomalib splits the model from its post
 Detectors are registered by name (``@register_detector``) and found with :func:`get_detector`,
 like the architectures. A finetuning result names its detector (``"detector"``; results without
 the key are segmentation results).
+
+The result itself is typed: each detector has a :class:`FinetuningResult` dataclass
+(``result_type``) that it creates in ``fit``, and that alone writes and reads
+``finetuning_result.json`` (``to_json`` / ``from_json``, every field checked: fields.py). What the
+other stages need from a result they ask the detector for: its decision (``decision_summary``),
+the report's notes (``report_notes``), the benchmark's summary (``result.summary()``) and an
+export plan (``export_plan``, or a one-line refusal).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import numpy as np
 
 from autoencoder import bundle
 from processing.data.images import MVTecLayout
+from processing.detectors.fields import read_fields, write_fields
 from processing.evaluation.metrics import format_metrics
 
 RESULT_FILE = "finetuning_result.json"
@@ -65,6 +73,35 @@ class FinetuneConfig:
     data_dir: str | None = None  # the dataset's folder when it moved since training (None: info.json's)
     overwrite: bool = False  # move an existing result (and its test result) aside instead of stopping
 
+    def validate(self) -> None:
+        """Every setting that can be checked without the model or TensorFlow (finetune.py runs this
+        before TensorFlow is imported, finetune() again for library callers); ValueError naming the flag."""
+        from autoencoder.checks import check_fraction, check_non_negative_int, check_positive_int, check_positive_number
+        from processing.maps.kinds import IMAGE_SCORES, check_method_dtype
+        from processing.maps.postprocess import check_normalization, check_sigma
+
+        check_positive_int(self.batch_size, "-b/--batch", "an inference batch size")
+        check_fraction(self.finetune_split, "--finetune-split")
+        check_sigma(self.smoothing_sigma)
+        check_normalization(self.normalize, self.dtype)
+        for method in [self.method] if self.method is not None else []:
+            check_method_dtype(method, self.dtype)
+        if self.candidates is not None:
+            if "auto" in self.candidates and len(self.candidates) > 1:
+                raise ValueError(f"--method {' '.join(self.candidates)}: auto stands alone")
+            for method in self.candidates:
+                if method != "auto":
+                    check_method_dtype(method, self.dtype)
+        if self.clear_border is not None and not isinstance(self.clear_border, bool):
+            raise ValueError(f"clear_border {self.clear_border!r}: expected true or false")
+        if self.image_score is not None and self.image_score not in IMAGE_SCORES:
+            raise ValueError(f"--image-score {self.image_score!r}: expected one of {', '.join(IMAGE_SCORES)}")
+        get_detector(self.detector)
+        if self.bandwidth is not None:
+            check_positive_number(self.bandwidth, "--bandwidth", "kernel width")
+        if self.pca_components is not None:
+            check_non_negative_int(self.pca_components, "--pca-components", "a number of components")
+
 
 @dataclass
 class FinetuneData:
@@ -97,16 +134,97 @@ class Decisions:
     columns: dict[str, np.ndarray] = field(default_factory=dict)  # per-image values for classification.csv
 
 
+@dataclass
+class FinetuningResult:
+    """What a detector's fit chose, as saved in ``finetuning_result.json``.
+
+    Each detector subclasses this as a dataclass whose fields, in order, are the JSON keys (each
+    with its check, fields.py); a field that is None and optional is left out of the file. A
+    result written before ``schema_version`` existed reads as version 1.
+    """
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+    # The keys of summary(): what benchmark.py records of a result.
+    SUMMARY_KEYS: ClassVar[tuple[str, ...]] = ("best_score", "best_tpr", "best_tnr", "n_finetune")
+
+    @classmethod
+    def from_json(cls, data: dict, source: str = RESULT_FILE) -> "FinetuningResult":
+        """The result of a JSON object; ValueError (one line naming `source` and the key) when a
+        field is missing, of the wrong type or out of range."""
+        if isinstance(data, dict):
+            version = data.get("schema_version", 1)
+            if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= cls.SCHEMA_VERSION:
+                raise ValueError(f"{source}: schema_version {version!r}: this version of the toolkit reads 1 to {cls.SCHEMA_VERSION}")
+        result = cls(**read_fields(cls, data, source))
+        result.check(source)
+        return result
+
+    def check(self, source: str) -> None:
+        """Rules between fields (ValueError naming `source`); each field's own check ran already."""
+
+    def to_json(self) -> dict:
+        return write_fields(self)
+
+    def summary(self) -> dict:
+        """What benchmark.py records of the finetuning (the keys of SUMMARY_KEYS)."""
+        data = self.to_json()
+        return {key: data[key] for key in self.SUMMARY_KEYS if key in data}
+
+    def matches(self, method: str | None, dtype: str | None) -> bool:
+        """Whether test.py -m METHOD -t DTYPE selects this result (None: any)."""
+        return (method is None or getattr(self, "method", None) == method) and (dtype is None or getattr(self, "dtype", None) == dtype)
+
+    @property
+    def balanced_accuracy(self) -> float | None:
+        """The finetuning subset's balanced accuracy of the chosen decision."""
+        return getattr(self, "best_score", None)
+
+
+def read_result_file(path: Path) -> dict:
+    """The JSON object of a finetuning_result.json; one line naming the file when it is not one."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}): rerun finetune.py with --overwrite") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a result written by finetune.py (not a JSON object); rerun finetune.py with --overwrite")
+    return data
+
+
+@dataclass
+class ExportPlan:
+    """What export.py puts into a graph for one finetuning result (the detector's ``export_plan``)."""
+
+    method: str  # the map spec
+    dtype: str
+    sigma: float
+    mean: np.ndarray | None  # per-pixel statistics (normalize pixel), (S, S)
+    std: np.ndarray | None
+    threshold: float
+    min_area: int
+    clear_border: bool
+    image_score: str
+    states: dict = field(default_factory=dict)  # fitted map states by kind name
+    combination: dict = field(default_factory=dict)  # (mean, std) per component of a combined map
+
+    @property
+    def decision_in_graph(self) -> bool:
+        """Whether ``image_score > threshold`` is the toolkit's decision (min_area 1, border kept)."""
+        return self.min_area == 1 and not self.clear_border
+
+
 class Detector(abc.ABC):
     """One way of turning a model's output into decisions; see the module docstring."""
 
     name: ClassVar[str]
+    result_type: ClassVar[type[FinetuningResult]]
     # The key under which test_result.json reports the AUROC of Scores.image_scores.
     score_key: ClassVar[str] = "image_auroc"
 
-    def __init__(self, model: bundle.ModelBundle, result: dict, folder: Path | None = None, batch_size: int = 16):
+    def __init__(self, model: bundle.ModelBundle, result: FinetuningResult, folder: Path | None = None, batch_size: int = 16):
         self.model = model
-        self.result = result  # the content of finetuning_result.json
+        self.result = result
         self.folder = folder  # where the result lives once saved or loaded
         self.batch_size = batch_size
 
@@ -125,19 +243,26 @@ class Detector(abc.ABC):
     @staticmethod
     @abc.abstractmethod
     def result_name(config_or_result) -> str:
-        """The folder name of a result under finetuning/ and test/ (e.g. ``l2_float64``)."""
+        """The folder name of a result (a FinetuneConfig or the detector's result) under
+        finetuning/ and test/ (e.g. ``l2_float64``)."""
 
     def save(self, folder: Path) -> None:
         """Write finetuning_result.json and whatever the detector keeps beside it into `folder`."""
-        bundle.write_json(Path(folder) / RESULT_FILE, self.result)
+        bundle.write_json(Path(folder) / RESULT_FILE, {"schema_version": self.result.SCHEMA_VERSION, **self.result.to_json()})
         self.folder = Path(folder)
 
     @classmethod
-    def load(cls, model: bundle.ModelBundle, folder: Path, result: dict | None = None, batch_size: int = 16) -> "Detector":
+    def read_result(cls, folder: Path, data: dict | None = None) -> FinetuningResult:
+        """The typed result of a finetuning folder (`data`: its JSON, when already read)."""
+        path = Path(folder) / RESULT_FILE
+        return cls.result_type.from_json(read_result_file(path) if data is None else data, str(path))
+
+    @classmethod
+    def load(cls, model: bundle.ModelBundle, folder: Path, result: FinetuningResult | None = None, batch_size: int = 16) -> "Detector":
         """The detector of a saved finetuning folder."""
         folder = Path(folder)
         if result is None:
-            result = json.loads((folder / RESULT_FILE).read_text())
+            result = cls.read_result(folder)
         return cls(model, result, folder, batch_size)
 
     # ---- scoring and deciding --------------------------------------------------------------
@@ -164,14 +289,36 @@ class Detector(abc.ABC):
         return {}, {}
 
     def summary_line(self, result: dict) -> str:
-        """The numbers test.py logs for one result."""
+        """The numbers test.py logs for one test result."""
         keys = ["image_auroc", "pixel_auroc", "aupro", "mean_iou", "balanced_accuracy", "tpr", "tnr"]
         return format_metrics(result, keys)  # a metric that could not be computed prints as n/a
 
     @property
     def tuned_on(self) -> set[str]:
         """The finetuning files (relative to the dataset root) test.py leaves out."""
-        return set(self.result["finetuning_files"])
+        return set(self.result.finetuning_files)
+
+    # ---- what predict.py, its report and export.py ask -------------------------------------
+
+    def decision_summary(self) -> dict:
+        """The decision for predict.py's CSV, report and settings: the test settings plus
+        ``detector``, ``threshold`` (on the image score's scale, or None) and ``min_area`` (or None)."""
+        settings = dict(self.test_settings())
+        return settings | {"detector": self.name, "threshold": settings.get("threshold"), "min_area": settings.get("min_area")}
+
+    @property
+    def score_floor(self) -> float | None:
+        """A score that means "nothing found at any level" (the report leaves such images out of its
+        histogram); None when every score is a real measurement."""
+        return None
+
+    def report_notes(self) -> list[str]:
+        """Sentences for predict.py's report explaining how the decision is made."""
+        return []
+
+    def export_plan(self) -> ExportPlan:
+        """What export.py puts into the graph; ValueError (one line) when this result cannot be exported."""
+        raise ValueError(f"result {self.result_name(self.result)} uses the {self.name} detector, which export.py cannot export")
 
 
 _REGISTRY: dict[str, type[Detector]] = {}
@@ -196,9 +343,17 @@ def get_detector(name: str, what: str = "--detector") -> type[Detector]:
     return _REGISTRY[name]
 
 
-def detector_of_result(result: dict) -> type[Detector]:
-    """The detector class a finetuning result was made by."""
-    return get_detector(result.get("detector", DEFAULT_DETECTOR), f"finetuning result for {result.get('model')}: unknown detector")
+def detector_of_result(data: dict, source: str = RESULT_FILE) -> type[Detector]:
+    """The detector class a finetuning result (its JSON object) was made by."""
+    return get_detector(data.get("detector", DEFAULT_DETECTOR), f"{source}: unknown detector")
+
+
+def read_result(folder: Path) -> tuple[type[Detector], FinetuningResult]:
+    """(detector class, typed result) of a finetuning folder; one line naming the file when it is not valid."""
+    path = Path(folder) / RESULT_FILE
+    data = read_result_file(path)
+    detector = detector_of_result(data, str(path))
+    return detector, detector.read_result(folder, data)
 
 
 def finetuning_root(model: bundle.ModelBundle, results_root: str = "results") -> Path:

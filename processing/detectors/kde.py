@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -28,25 +30,62 @@ from processing.decision.density import (
     threshold_from_json,
     threshold_to_json,
 )
-from processing.detectors.base import Decisions, Detector, FinetuneConfig, FinetuneData, Scores, register_detector
+from processing.detectors import fields as f
+from processing.detectors.base import Decisions, Detector, FinetuneConfig, FinetuneData, FinetuningResult, Scores, register_detector
 from processing.evaluation import plots
 from processing.evaluation.metrics import format_metrics, image_auroc
-from processing.maps.resmaps import check_method_dtype
+from processing.maps.kinds import check_method_dtype
+from processing.maps.resmaps import RESMAP_METHODS
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class KDEResult(FinetuningResult):
+    """The density of the training codes' file and the two thresholds (null: that rule is off)."""
+
+    detector: str = f.checked(f.choice("kde"), default="kde")
+    model: str = f.checked(f.text, default="")
+    method: str = f.checked(f.choice(*RESMAP_METHODS), default="l2")
+    dtype: str = f.checked(f.choice("float64"), default="float64")
+    error: str = f.checked(f.text, default="")
+    density_file: str = f.checked(f.text, default="")
+    density_fitted_now: bool = f.checked(f.boolean, default=False)
+    bandwidth: float | None = f.checked(f.nullable(f.number(positive=True)), default=None)
+    pca_components: int | None = f.checked(f.nullable(f.integer(minimum=0)), default=None)
+    n_train_codes: int | None = f.checked(f.nullable(f.integer(minimum=0)), default=None)
+    code_length: int | None = f.checked(f.nullable(f.integer(minimum=1)), default=None)
+    density_threshold: float | None = f.checked(f.nullable(f.number()), default=None)
+    error_threshold: float | None = f.checked(f.nullable(f.number()), default=None)
+    best_score: float | None = f.checked(f.metric, default=None)
+    best_tpr: float | None = f.checked(f.metric, default=None)
+    best_tnr: float | None = f.checked(f.metric, default=None)
+    validation_min_log_density: float | None = f.checked(f.nullable(f.number()), default=None)
+    validation_max_error: float | None = f.checked(f.nullable(f.number()), default=None)
+    finetune_split: float | None = f.checked(f.nullable(f.number(0.0, 1.0)), default=None)
+    seed: int | None = f.checked(f.nullable(f.integer()), default=None)
+    n_validation: int | None = f.checked(f.nullable(f.integer(minimum=0)), default=None)
+    n_finetune: int | None = f.checked(f.nullable(f.integer(minimum=0)), default=None)
+    finetuning_files: list = f.checked(f.list_of(f.text), default_factory=list)
+    finetuning_scores: dict = f.checked(f.mapping, default_factory=dict)
+    settings: dict = f.checked(f.mapping, default_factory=dict)
+    seconds: float | None = f.checked(f.nullable(f.number(minimum=0.0)), default=None)
+    candidates: dict | None = f.checked(f.mapping, optional=True)
+    chosen_by: str | None = f.checked(f.text, optional=True)
 
 
 @register_detector
 class KDEDetector(Detector):
     name = "kde"
+    result_type = KDEResult
     score_key = "image_auroc_density"  # the image score is -log density
 
-    def __init__(self, model, result, folder=None, batch_size=16, density: DensityModel | None = None):
+    def __init__(self, model, result: KDEResult, folder=None, batch_size=16, density: DensityModel | None = None):
         super().__init__(model, result, folder, batch_size)
-        self.method = result["method"]
+        self.method = result.method
         self.density = density if density is not None else self._load_density()
-        self.density_threshold = threshold_from_json(result["density_threshold"], -np.inf)
-        self.error_threshold = threshold_from_json(result["error_threshold"], np.inf)
+        self.density_threshold = threshold_from_json(result.density_threshold, -np.inf)
+        self.error_threshold = threshold_from_json(result.error_threshold, np.inf)
         self.scorer = code_and_reconstruction_model(model.model)
 
     def _load_density(self) -> DensityModel:
@@ -61,14 +100,15 @@ class KDEDetector(Detector):
     @classmethod
     def check_config(cls, config: FinetuneConfig) -> FinetuneConfig:
         check_method_dtype(config.method, config.dtype)
+        if config.method not in RESMAP_METHODS:
+            raise ValueError(f"--detector kde: --method {config.method}: expected the residual map of a pixel autoencoder ({' or '.join(RESMAP_METHODS)})")
         if config.dtype != "float64" or config.smoothing_sigma:
             logger.warning("--detector kde uses the mean of the float64 %s residual map: --dtype/--smoothing are ignored", config.method)
         return config
 
     @staticmethod
     def result_name(config_or_result) -> str:
-        method = config_or_result["method"] if isinstance(config_or_result, dict) else config_or_result.method
-        return f"kde_{method}"
+        return f"kde_{config_or_result.method}"
 
     @classmethod
     def fit(cls, model: bundle.ModelBundle, config: FinetuneConfig, data: FinetuneData) -> "KDEDetector":
@@ -91,38 +131,38 @@ class KDEDetector(Detector):
             config.method, threshold_to_json(search.best_density_threshold), threshold_to_json(search.best_error_threshold),
             search.best_score, seconds,
         )
-        result = {
-            "detector": cls.name,
-            "model": str(model.model_file),
-            "method": config.method,
-            "dtype": "float64",
-            "error": f"mean of the {config.method} residual map",
-            "density_file": str(model.folder / DENSITY_FILE),
-            "density_fitted_now": fitted_now,
-            "bandwidth": density.bandwidth,
-            "pca_components": int(density.pca_components.shape[0]),
-            "n_train_codes": len(density.codes),
-            "code_length": density.n_features,
-            "density_threshold": threshold_to_json(search.best_density_threshold),
-            "error_threshold": threshold_to_json(search.best_error_threshold),
-            "best_score": search.best_score,
-            "best_tpr": search.best_tpr,
-            "best_tnr": search.best_tnr,
-            "validation_min_log_density": float(val_log_density.min()),
-            "validation_max_error": float(val_error.max()),
-            "finetune_split": config.finetune_split,
-            "seed": config.seed,
-            "n_validation": len(data.validation_files),
-            "n_finetune": len(data.finetune_files),
-            "finetuning_files": data.relative_finetune_files(),
-            "finetuning_scores": {
+        result = KDEResult(
+            detector=cls.name,
+            model=str(model.model_file),
+            method=config.method,
+            dtype="float64",
+            error=f"mean of the {config.method} residual map",
+            density_file=str(model.folder / DENSITY_FILE),
+            density_fitted_now=fitted_now,
+            bandwidth=density.bandwidth,
+            pca_components=int(density.pca_components.shape[0]),
+            n_train_codes=len(density.codes),
+            code_length=density.n_features,
+            density_threshold=threshold_to_json(search.best_density_threshold),
+            error_threshold=threshold_to_json(search.best_error_threshold),
+            best_score=search.best_score,
+            best_tpr=search.best_tpr,
+            best_tnr=search.best_tnr,
+            validation_min_log_density=float(val_log_density.min()),
+            validation_max_error=float(val_error.max()),
+            finetune_split=config.finetune_split,
+            seed=config.seed,
+            n_validation=len(data.validation_files),
+            n_finetune=len(data.finetune_files),
+            finetuning_files=data.relative_finetune_files(),
+            finetuning_scores={
                 "log_density": ft_log_density.tolist(),
                 "error": ft_error.tolist(),
                 "label": labels.astype(int).tolist(),
             },
-            "settings": vars(config) | {"command": bundle.command_line()},
-            "seconds": round(seconds, 2),
-        }
+            settings=vars(config) | {"command": bundle.command_line()},
+            seconds=round(seconds, 2),
+        )
         detector = cls(model, result, batch_size=config.batch_size, density=density)
         detector._plot_groups = {
             "validation": (val_log_density, val_error),
@@ -153,9 +193,15 @@ class KDEDetector(Detector):
         return {
             "detector": self.name,
             "method": self.method,
-            "density_threshold": self.result["density_threshold"],
-            "error_threshold": self.result["error_threshold"],
+            "density_threshold": self.result.density_threshold,
+            "error_threshold": self.result.error_threshold,
         }
+
+    def decision_summary(self) -> dict:
+        # The image score is -log density: the density rule's threshold on that scale.
+        summary = super().decision_summary()
+        density_threshold = summary.get("density_threshold")
+        return summary | {"threshold": None if density_threshold is None else -float(density_threshold)}
 
     def extra_metrics(self, truth, types, columns) -> tuple[dict, dict]:
         error = columns["error"]

@@ -1,92 +1,188 @@
 """The segmentation detector: threshold the anomaly maps, keep components of at least min_area.
 
-The maps are a pixel autoencoder's residuals (ssim, l2), a featureCAE's own map (feature) or a
-density on its features (padim, knn), or the standardised mean of several (padim+knn, and the
-maps of other models through --combine-with).
+The maps are those of a map spec (processing/maps/kinds.py): a pixel autoencoder's residuals
+(ssim, l2), a featureCAE's own map (feature) or a density on its features (padim, knn), or the
+standardised mean of several (padim+knn, and the maps of other models through --combine-with).
 
 Validation images (defect-free, held out of training) fix, for every min_area, the lowest
 threshold at which they all stay clean; the finetuning subset then picks the (min_area,
 threshold) pair with the best balanced accuracy. A test image is defective when a component of
-at least min_area survives; its score is the highest threshold at which one does.
+at least min_area survives; its score is the highest threshold at which one does (``component``)
+or the map's maximum (``max``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
 
 from autoencoder import bundle
-from autoencoder.losses import DEFAULT_METHOD_FOR_LOSS
 from processing.data.images import iter_batches, scan_dataset, split_train_validation
-from processing.decision.segmentation import segment, validate_clear_border
+from processing.decision.segmentation import segment
 from processing.decision.thresholds import DEFAULT_MIN_AREAS, max_component_level, search_min_area_threshold
-from processing.detectors.base import Decisions, Detector, FinetuneConfig, FinetuneData, Scores, register_detector
+from processing.detectors import fields as f
+from processing.detectors.base import (
+    Decisions,
+    Detector,
+    ExportPlan,
+    FinetuneConfig,
+    FinetuneData,
+    FinetuningResult,
+    Scores,
+    register_detector,
+)
 from processing.evaluation import plots
-from processing.maps.feature_maps import FEATURE_SCORERS, feature_grid, feature_model_of, fit_feature_scorer, load_feature_scorer, upsample_maps
-from processing.maps.inference import maps_from_output, reconstruct
-from processing.maps.postprocess import ResmapPostprocessor, check_normalization, check_sigma, fit_pixel_statistics, smooth_resmaps
-from processing.maps.resmaps import FEATURE_SCORER_METHODS, MAP_METHODS, UNBOUNDED_METHODS, check_method_dtype, check_method_for_model, resmap_value_range
+from processing.maps.inference import bind_sources, fit_states, source_values
+from processing.maps.kinds import (
+    IMAGE_SCORES,
+    MAP_DTYPES,
+    MapSpec,
+    combine_maps,
+    default_map_for_loss,
+    fit_combination,
+    is_map_spec,
+    parse_map_spec,
+)
+from processing.maps.postprocess import NORMALIZATIONS, ResmapPostprocessor, fit_pixel_statistics, smooth_resmaps
 
 logger = logging.getLogger(__name__)
+
+
+def map_name(value):
+    if not is_map_spec(value):
+        raise f.FieldError("expected a map name such as ssim, l2, padim or padim+knn")
+    return value
+
+
+def partner_entry(value):
+    entry = f.mapping(value)
+    if not isinstance(entry.get("model"), str) or not is_map_spec(entry.get("method")):
+        raise f.FieldError("expected {\"model\": folder, \"method\": map}")
+    return entry
+
+
+def combination_entry(value):
+    table = f.mapping(value)
+    for pair in table.values():
+        mean, std = f.list_of(f.number())(pair) if isinstance(pair, list) and len(pair) == 2 else (None, None)
+        if mean is None or not std > 0:
+            raise f.FieldError("expected {component: [mean, std > 0]}")
+    return table
+
+
+@dataclass
+class SegmentationResult(FinetuningResult):
+    """The (min_area, threshold) pair and the map post-processing it was chosen with."""
+
+    SUMMARY_KEYS: ClassVar[tuple[str, ...]] = (
+        "best_min_area", "best_threshold", "best_score", "best_tpr", "best_tnr", "n_finetune",
+        "smoothing_sigma", "clear_border", "normalize", "image_score",
+    )
+
+    model: str = f.checked(f.text)
+    method: str = f.checked(map_name)
+    dtype: str = f.checked(f.choice(*MAP_DTYPES))
+    # Results older than these keys: no smoothing, border components dropped, no normalisation,
+    # the component image score.
+    smoothing_sigma: float = f.checked(f.number(minimum=0.0), default=0.0)
+    clear_border: bool = f.checked(f.boolean, default=True)
+    normalize: str = f.checked(f.choice(*NORMALIZATIONS), default="none")
+    image_score: str = f.checked(f.choice(*IMAGE_SCORES), default="component")
+    combination: dict | None = f.checked(combination_entry, optional=True)  # {component: [mean, std]} of combined maps
+    partners: list | None = f.checked(f.list_of(partner_entry), optional=True)  # --combine-with models
+    # The range pixel metrics bin unbounded maps over (the span of the validation and finetuning maps, widened).
+    value_range: list | None = f.checked(f.number_range, optional=True)
+    best_min_area: int = f.checked(f.integer(minimum=1), default=1)
+    best_threshold: float = f.checked(f.number(), default=0.0)
+    best_score: float | None = f.checked(f.metric, default=None)
+    best_tpr: float | None = f.checked(f.metric, default=None)
+    best_tnr: float | None = f.checked(f.metric, default=None)
+    finetune_split: float | None = f.checked(f.nullable(f.number(0.0, 1.0)), default=None)
+    seed: int | None = f.checked(f.nullable(f.integer()), default=None)
+    n_validation: int | None = f.checked(f.nullable(f.integer(minimum=0)), default=None)
+    n_finetune: int | None = f.checked(f.nullable(f.integer(minimum=0)), default=None)
+    finetuning_files: list = f.checked(f.list_of(f.text), default_factory=list)
+    settings: dict = f.checked(f.mapping, default_factory=dict)
+    search: dict = f.checked(f.mapping, default_factory=dict)
+    seconds: float | None = f.checked(f.nullable(f.number(minimum=0.0)), default=None)
+    candidates: dict | None = f.checked(f.mapping, optional=True)  # -m A B / auto: every candidate's scores
+    chosen_by: str | None = f.checked(f.text, optional=True)
+
+    @property
+    def spec(self) -> MapSpec:
+        return parse_map_spec(self.method)
+
+    def matches(self, method: str | None, dtype: str | None) -> bool:
+        # A map combined with other models' maps is not the map of -m METHOD alone.
+        return super().matches(method, dtype) and (method is None or not self.partners)
+
+    def check(self, source: str) -> None:
+        spec = self.spec
+        try:
+            spec.check_dtype(self.dtype)
+        except ValueError:
+            raise ValueError(f"{source}: dtype {self.dtype!r}: {spec.name} maps need float64") from None
+        if self.normalize != "none" and self.dtype != "float64":
+            raise ValueError(f"{source}: normalize {self.normalize!r} needs float64 maps, not {self.dtype}")
+        components = spec.names + [f"partner_{index}" for index in range(len(self.partners or []))]
+        if len(components) > 1 and sorted(self.combination or {}) != sorted(components):
+            raise ValueError(f"{source}: combination: expected the mean and std of {', '.join(components)}")
 
 
 @register_detector
 class SegmentationDetector(Detector):
     name = "segmentation"
+    result_type = SegmentationResult
 
-    def __init__(self, model, result, folder=None, batch_size=16, postprocess: ResmapPostprocessor | None = None, feature_scorers=None, partners=None):
+    def __init__(self, model, result: SegmentationResult, folder=None, batch_size=16,
+                 postprocess: ResmapPostprocessor | None = None, states=None, partners=None):
         super().__init__(model, result, folder, batch_size)
-        self.method, self.dtype = result["method"], result["dtype"]
-        self.components = self.method.split("+")  # one map, or the maps a combined map averages
+        self.spec = result.spec
+        self.method, self.dtype = result.method, result.dtype
         # Other models whose maps join the combination (--combine-with): map makers of their own.
         self.partners = partners if partners is not None else [
-            load_partner(spec, Path(folder) / f"partner_{index}", batch_size) for index, spec in enumerate(result.get("partners", []))
+            load_partner(spec, Path(folder) / f"partner_{index}", batch_size) for index, spec in enumerate(result.partners or [])
         ]
         # (mean, std) of each component's maps on the validation images, for combined maps.
-        self.combination = {name: tuple(value) for name, value in result.get("combination", {}).items()}
-        self.feature_scorers = dict(feature_scorers or {})
-        self.features = None
-        if any(name in FEATURE_SCORER_METHODS for name in self.components):
-            self.features = feature_model_of(model.model)
-            for name in self.components:
-                if name in FEATURE_SCORER_METHODS and name not in self.feature_scorers:
-                    self.feature_scorers[name] = load_feature_scorer(name, folder)
-        self.min_area, self.threshold = int(result["best_min_area"]), float(result["best_threshold"])
-        self.clear_border = result_clear_border(result)
-        self.image_score = check_image_score(result.get("image_score", "component"), "finetuning result image_score")
+        self.combination = {name: tuple(value) for name, value in (result.combination or {}).items()}
+        self.states = dict(states or {})
+        for kind in self.spec.fitted_kinds:
+            if kind.name not in self.states:
+                self.states[kind.name] = load_state(kind, folder)
+        self.sources = bind_sources(self.spec, model.model)
+        self.min_area, self.threshold = result.best_min_area, result.best_threshold
+        self.clear_border = result.clear_border
+        self.image_score = result.image_score
         self.postprocess = postprocess
         if postprocess is None and folder is not None:
             # The post-processing the threshold was found with (smoothing, per-pixel normalisation).
-            self.postprocess = ResmapPostprocessor.from_finetuning(folder, result)
+            self.postprocess = ResmapPostprocessor.from_finetuning(folder, result.smoothing_sigma, result.normalize)
 
     @classmethod
     def check_config(cls, config: FinetuneConfig) -> FinetuneConfig:
-        check_method_dtype(config.method, config.dtype)
-        for spec in config.combine_with:  # a wrong path answers before any map is fitted
-            bundle.resolve_model_path(parse_partner(spec)[0], flag="--combine-with")
+        spec = parse_map_spec(config.method)
+        spec.check_dtype(config.dtype)
+        for partner in config.combine_with:  # a wrong path answers before any map is fitted
+            bundle.resolve_model_path(parse_partner(partner)[0], flag="--combine-with")
         if config.combine_with and config.dtype != "float64":
             raise ValueError(f"--combine-with averages standardised maps: use --dtype float64, not {config.dtype}")
-        feature_maps = config.method in UNBOUNDED_METHODS or bool(config.combine_with)
         if config.image_score is None:
-            config = replace(config, image_score="max" if feature_maps else "component")
+            config = replace(config, image_score="max" if config.combine_with else spec.image_score)
         if config.clear_border is None:
-            config = replace(config, clear_border=not feature_maps)
-        check_image_score(config.image_score)
-        check_sigma(config.smoothing_sigma)
-        validate_clear_border(config.clear_border, "clear_border")
-        check_normalization(config.normalize, config.dtype)
+            config = replace(config, clear_border=False if config.combine_with else spec.clear_border)
         return config
 
     @staticmethod
     def result_name(config_or_result) -> str:
-        if isinstance(config_or_result, dict):
-            method, dtype = config_or_result["method"], config_or_result["dtype"]
-            partners = [(spec["model"], spec["method"]) for spec in config_or_result.get("partners", [])]
+        if isinstance(config_or_result, SegmentationResult):
+            method, dtype = config_or_result.method, config_or_result.dtype
+            partners = [(spec["model"], spec["method"]) for spec in config_or_result.partners or []]
         else:
             method, dtype = config_or_result.method, config_or_result.dtype
             partners = [parse_partner(spec) for spec in config_or_result.combine_with]
@@ -96,22 +192,18 @@ class SegmentationDetector(Detector):
 
     @classmethod
     def fit(cls, model: bundle.ModelBundle, config: FinetuneConfig, data: FinetuneData) -> "SegmentationDetector":
-        check_method_for_model(config.method, model.info["model"].get("output", "reconstruction"))
-        sigma = check_sigma(config.smoothing_sigma)
-        clear_border = validate_clear_border(config.clear_border, "clear_border")
-        normalize = check_normalization(config.normalize, config.dtype)
+        spec = parse_map_spec(config.method)
+        spec.check_model(model.info["model"].get("output", "reconstruction"))
+        sigma, clear_border, normalize = config.smoothing_sigma, config.clear_border, config.normalize
         started = time.perf_counter()
         info = model.info["model"]
-        feature_scorers = {
-            name: fit_feature_scorer(name, model.model, training_files(model, data), info["color_mode"], info["image_size"], config.batch_size, config.seed)
-            for name in config.method.split("+")
-            if name in FEATURE_SCORER_METHODS
-        }
-        # A detector without a result yet, to make maps exactly as test.py will.
-        maker = cls(model, {"method": config.method, "dtype": config.dtype, "best_min_area": 1, "best_threshold": 0.0},
-                    batch_size=config.batch_size, postprocess=ResmapPostprocessor(sigma), feature_scorers=feature_scorers)
+        states = fit_states(spec.fitted_kinds, model.model, training_files(model, data), info["color_mode"], info["image_size"],
+                            config.batch_size, config.seed)
+        # A detector without a decision yet, to make maps exactly as test.py will.
+        maker = cls(model, SegmentationResult(model="", method=config.method, dtype=config.dtype),
+                    batch_size=config.batch_size, postprocess=ResmapPostprocessor(sigma), states=states, partners=[])
         maker.partners = [fit_partner(spec, model, config) for spec in config.combine_with]
-        if len(maker.components) + len(maker.partners) > 1:
+        if len(maker.spec.kinds) + len(maker.partners) > 1:
             maker.combination = fit_combination(maker.component_maps_of_files(data.validation_files))
         if normalize == "pixel":
             maker.postprocess = ResmapPostprocessor(sigma, *fit_pixel_statistics(maker.raw_maps_of_files(training_files(model, data), smoothed=True)))
@@ -128,52 +220,52 @@ class SegmentationDetector(Detector):
             search.best_min_area, search.best_threshold, search.best_score, seconds,
         )
         best = int(np.flatnonzero(np.asarray(search.min_areas) == search.best_min_area)[0])
-        result = {
-            "model": str(model.model_file),
-            "method": config.method,
-            "dtype": config.dtype,
-            "smoothing_sigma": sigma,
-            "clear_border": clear_border,
-            "normalize": normalize,
-            "image_score": config.image_score,
-            **({"combination": {name: list(value) for name, value in maker.combination.items()}} if maker.combination else {}),
-            **({"partners": [{"model": str(p.model.folder), "method": p.method} for p in maker.partners]} if maker.partners else {}),
+        unbounded = normalize != "none" or not spec.bounded or bool(config.combine_with)
+        result = SegmentationResult(
+            model=str(model.model_file),
+            method=config.method,
+            dtype=config.dtype,
+            smoothing_sigma=sigma,
+            clear_border=clear_border,
+            normalize=normalize,
+            image_score=config.image_score,
+            combination={name: list(value) for name, value in maker.combination.items()} or None,
+            partners=[{"model": str(p.model.folder), "method": p.method} for p in maker.partners] or None,
             # Standardised and model-output maps are unbounded: test.py bins its pixel metrics over
-            # this range (the span of the validation and finetuning maps, widened; values outside
-            # land in the end bins).
-            **({"value_range": widened_range(val_resmaps, finetune_resmaps)} if unbounded_maps(config) else {}),
-            "best_min_area": int(search.best_min_area),
-            "best_threshold": float(search.best_threshold),
-            "best_score": float(search.best_score),
-            "best_tpr": float(search.tpr[best]),
-            "best_tnr": float(search.tnr[best]),
-            "finetune_split": config.finetune_split,
-            "seed": config.seed,
-            "n_validation": len(data.validation_files),
-            "n_finetune": len(data.finetune_files),
-            "finetuning_files": data.relative_finetune_files(),
-            "settings": vars(config) | {"command": bundle.command_line()},
-            "search": {
+            # this range (values outside land in the end bins).
+            value_range=widened_range(val_resmaps, finetune_resmaps) if unbounded else None,
+            best_min_area=int(search.best_min_area),
+            best_threshold=float(search.best_threshold),
+            best_score=float(search.best_score),
+            best_tpr=float(search.tpr[best]),
+            best_tnr=float(search.tnr[best]),
+            finetune_split=config.finetune_split,
+            seed=config.seed,
+            n_validation=len(data.validation_files),
+            n_finetune=len(data.finetune_files),
+            finetuning_files=data.relative_finetune_files(),
+            settings=vars(config) | {"command": bundle.command_line()},
+            search={
                 "min_areas": [int(a) for a in search.min_areas],
                 "thresholds": [float(t) for t in search.pair_thresholds],
                 "tpr": [float(v) for v in search.tpr],
                 "tnr": [float(v) for v in search.tnr],
                 "score": [float(v) for v in search.scores],
             },
-            "seconds": round(seconds, 2),
-        }
-        return cls(model, result, batch_size=config.batch_size, postprocess=maker.postprocess, feature_scorers=feature_scorers, partners=maker.partners)
+            seconds=round(seconds, 2),
+        )
+        return cls(model, result, batch_size=config.batch_size, postprocess=maker.postprocess, states=states, partners=maker.partners)
 
     def save(self, folder) -> None:
         self.postprocess.save_statistics(folder)
-        for name, scorer in self.feature_scorers.items():
-            scorer.save(folder / FEATURE_SCORERS[name].file)
+        for kind in self.spec.fitted_kinds:
+            self.states[kind.name].save(folder / kind.state_file)
         for index, partner in enumerate(self.partners):
             (folder / f"partner_{index}").mkdir()
-            for name, scorer in partner.feature_scorers.items():
-                scorer.save(folder / f"partner_{index}" / FEATURE_SCORERS[name].file)
+            for kind in partner.spec.fitted_kinds:
+                partner.states[kind.name].save(folder / f"partner_{index}" / kind.state_file)
         super().save(folder)
-        search = self.result["search"]
+        search = self.result.search
         plots.plot_threshold_vs_min_area(search["min_areas"], search["thresholds"], self.min_area, folder / "threshold_vs_min_area.png")
         plots.plot_scores_vs_min_area(search["min_areas"], search["tpr"], search["tnr"], search["score"], self.min_area, folder / "scores_vs_min_area.png")
 
@@ -181,15 +273,8 @@ class SegmentationDetector(Detector):
 
     def component_maps(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Each component's anomaly maps (N, H, W) of a batch of model inputs."""
-        maps = {}
-        grid = None
-        for name in self.components:
-            if name in self.feature_scorers:
-                if grid is None:  # one pass through the backbone for every density scorer
-                    grid = feature_grid(self.features, images, self.batch_size)
-                maps[name] = upsample_maps(self.feature_scorers[name].score(grid), images.shape[1])
-            else:
-                maps[name] = maps_from_output(images, reconstruct(self.model.model, images, self.batch_size), name, self.dtype)
+        values = source_values(self.sources, images, self.batch_size)  # one model pass per source
+        maps = {kind.name: kind.maps(images, values[kind.source], self.dtype, self.states.get(kind.name)) for kind in self.spec.kinds}
         for index, partner in enumerate(self.partners):
             size = partner.model.info["model"]["image_size"]
             partner_maps = partner.raw_maps(resize_images(images, size))
@@ -200,7 +285,7 @@ class SegmentationDetector(Detector):
         """The anomaly maps (N, H, W) of a batch of model inputs, before post-processing."""
         maps = self.component_maps(images)
         if len(maps) == 1:
-            return maps[self.components[0]]
+            return maps[self.spec.names[0]]
         return combine_maps(maps, self.combination)
 
     def component_maps_of_files(self, paths) -> dict[str, np.ndarray]:
@@ -237,9 +322,9 @@ class SegmentationDetector(Detector):
     @property
     def map_value_range(self) -> tuple[float, float]:
         """The range of the maps: recorded for standardised maps, else the method's own."""
-        if "value_range" in self.result:
-            return tuple(self.result["value_range"])
-        return resmap_value_range(self.method, self.dtype)
+        if self.result.value_range is not None:
+            return tuple(self.result.value_range)
+        return self.spec.value_range(self.dtype)
 
     @property
     def no_defect_score(self) -> float:
@@ -252,69 +337,92 @@ class SegmentationDetector(Detector):
             "dtype": self.dtype,
             "min_area": self.min_area,
             "threshold": self.threshold,
-            "smoothing_sigma": float(self.result.get("smoothing_sigma", 0.0)),
+            "smoothing_sigma": float(self.result.smoothing_sigma),
             "clear_border": self.clear_border,
-            "normalize": self.result.get("normalize", "none"),
+            "normalize": self.result.normalize,
             "image_score": self.image_score,
         }
 
+    # ---- predict.py's report and export.py -------------------------------------------------
 
-IMAGE_SCORES = ("component", "max")
+    @property
+    def score_floor(self) -> float | None:
+        # The component score gives images without a region of min_area at any level a score below
+        # every map value; drawn, they would squeeze the rest into a corner.
+        return self.no_defect_score if self.image_score == "component" else None
+
+    def report_notes(self) -> list[str]:
+        return [
+            "An image is defective when, after the post-processing above, its anomaly map has a connected region "
+            "above the threshold of at least min_area pixels"
+            + (" not touching the border" if self.clear_border else "")
+            + f"; its score is the {'map maximum' if self.image_score == 'max' else 'highest level at which such a region survives'}"
+            + ("; at the threshold itself such a region may have grown into the border, so an image can score above the threshold and be good."
+               if self.clear_border else ".")
+        ]
+
+    def export_plan(self) -> ExportPlan:
+        name = self.result_name(self.result)
+        supported = "the segmentation detector with ssim, l2 or feature maps, -t float64 and --image-score max"
+        kinds = self.spec.kinds
+        if self.partners or self.spec.combined or kinds[0].fitted:
+            raise ValueError(f"result {name} uses {self.method} maps (numpy scorers, not graphs); export.py supports {supported}")
+        if self.dtype != "float64":
+            raise ValueError(f"result {name} uses {self.dtype} maps; export.py supports {supported} (rerun finetune.py with -t float64)")
+        if self.image_score != "max":
+            raise ValueError(f"result {name} scores images by {self.image_score}; export.py supports {supported} (rerun finetune.py with --image-score max)")
+        return ExportPlan(
+            method=self.method, dtype=self.dtype, sigma=self.postprocess.sigma, mean=self.postprocess.mean, std=self.postprocess.std,
+            threshold=self.threshold, min_area=self.min_area, clear_border=self.clear_border, image_score=self.image_score,
+            states=dict(self.states), combination=dict(self.combination),
+        )
 
 
-def check_image_score(name: str, flag: str = "--image-score") -> str:
-    if name not in IMAGE_SCORES:
-        raise ValueError(f"{flag} {name!r}: expected one of {', '.join(IMAGE_SCORES)}")
-    return name
-
-
-def unbounded_maps(config: FinetuneConfig) -> bool:
-    return config.normalize != "none" or config.method in UNBOUNDED_METHODS or bool(config.combine_with)
-
-
-def result_clear_border(result: dict) -> bool:
-    """Whether a finetuning result dropped border components (True for results older than the flag)."""
-    return validate_clear_border(result.get("clear_border", True), f"finetuning result {result.get('model')}: clear_border")
+def load_state(kind, folder):
+    """The fitted state of a map kind, saved beside the finetuning result."""
+    path = Path(folder) / kind.state_file
+    if not path.is_file():
+        raise ValueError(f"{path} not found: the finetuning result needs its {kind.name} scorer; rerun finetune.py")
+    return kind.load_state(path)
 
 
 def parse_partner(spec: str) -> tuple[str, str | None]:
     """--combine-with PATH[:METHOD] -> (PATH, METHOD, or None for the model's default map)."""
     path, _, method = spec.rpartition(":")
-    if path and method in MAP_METHODS:
+    if path and is_map_spec(method):
         return path, method
     return spec, None
 
 
-def partner_maker(partner_model, method: str, batch_size: int, feature_scorers=None, folder=None) -> "SegmentationDetector":
+def partner_maker(partner_model, method: str, batch_size: int, states=None, folder=None) -> SegmentationDetector:
     """A map maker for another model's raw maps (no decision of its own)."""
-    result = {"method": method, "dtype": "float64", "best_min_area": 1, "best_threshold": 0.0}
-    return SegmentationDetector(partner_model, result, folder, batch_size, postprocess=ResmapPostprocessor(0.0), feature_scorers=feature_scorers, partners=[])
+    result = SegmentationResult(model="", method=method, dtype="float64")
+    return SegmentationDetector(partner_model, result, folder, batch_size, postprocess=ResmapPostprocessor(0.0), states=states, partners=[])
 
 
-def fit_partner(spec: str, model: bundle.ModelBundle, config: FinetuneConfig) -> "SegmentationDetector":
-    """The map maker of a --combine-with model, its feature scorers fitted on its own training images."""
+def fit_partner(spec: str, model: bundle.ModelBundle, config: FinetuneConfig) -> SegmentationDetector:
+    """The map maker of a --combine-with model, its fitted kinds fitted on its own training images."""
     path, method = parse_partner(spec)
     partner = bundle.load_bundle(path)
     ours, theirs = (Path(m.info["dataset"]["path"]).resolve() for m in (model, partner))
     if ours != theirs:
         raise ValueError(f"--combine-with {path}: that model was trained on {theirs}, this one on {ours}")
-    method = method or DEFAULT_METHOD_FOR_LOSS.get(partner.info.get("settings", {}).get("loss"), "ssim")
-    check_method_dtype(method, "float64")
-    if "+" in method:
+    method = method or default_map_for_loss(partner.info.get("settings", {}).get("loss"))
+    partner_spec = parse_map_spec(method, "--combine-with")
+    if partner_spec.combined:
         raise ValueError(f"--combine-with {spec}: give a partner model one map (e.g. :padim), not {method}")
-    check_method_for_model(method, partner.info["model"].get("output", "reconstruction"))
-    scorers = {}
-    if method in FEATURE_SCORER_METHODS:
-        info = partner.info["model"]
-        layout = scan_dataset(partner.info["dataset"]["path"])
-        dataset = partner.info["dataset"]
-        train_files, _ = split_train_validation(layout.train_good, dataset["validation_split"], dataset["seed"])
-        scorers[method] = fit_feature_scorer(method, partner.model, train_files, info["color_mode"], info["image_size"], config.batch_size, config.seed)
+    partner_spec.check_model(partner.info["model"].get("output", "reconstruction"))
+    states = {}
+    if partner_spec.fitted_kinds:
+        info, dataset = partner.info["model"], partner.info["dataset"]
+        train_files, _ = split_train_validation(scan_dataset(dataset["path"]).train_good, dataset["validation_split"], dataset["seed"])
+        states = fit_states(partner_spec.fitted_kinds, partner.model, train_files, info["color_mode"], info["image_size"],
+                            config.batch_size, config.seed)
     logger.info("combining with %s (%s maps at %d px)", partner.folder, method, partner.info["model"]["image_size"])
-    return partner_maker(partner, method, config.batch_size, feature_scorers=scorers)
+    return partner_maker(partner, method, config.batch_size, states=states)
 
 
-def load_partner(spec: dict, folder: Path, batch_size: int) -> "SegmentationDetector":
+def load_partner(spec: dict, folder: Path, batch_size: int) -> SegmentationDetector:
     partner_model = bundle.load_bundle(spec["model"])
     return partner_maker(partner_model, spec["method"], batch_size, folder=folder)
 
@@ -335,21 +443,6 @@ def resize_maps(maps: np.ndarray, size: int) -> np.ndarray:
     if maps.shape[1] == size:
         return maps
     return np.stack([cv2.resize(np.asarray(m, dtype=np.float64), (size, size), interpolation=cv2.INTER_LINEAR) for m in maps])
-
-
-def fit_combination(component_maps: dict[str, np.ndarray]) -> dict[str, tuple[float, float]]:
-    """Mean and standard deviation of each component's validation maps (every pixel pooled)."""
-    return {name: (float(maps.mean()), float(max(maps.std(), 1e-12))) for name, maps in component_maps.items()}
-
-
-def combine_maps(component_maps: dict[str, np.ndarray], combination: dict[str, tuple[float, float]]) -> np.ndarray:
-    """The mean of the components' maps, each standardised by its validation mean and std."""
-    total = None
-    for name, maps in component_maps.items():
-        mean, std = combination[name]
-        standardized = (maps - mean) / std
-        total = standardized if total is None else total + standardized
-    return total / len(component_maps)
 
 
 def training_files(model: bundle.ModelBundle, data: FinetuneData) -> list:

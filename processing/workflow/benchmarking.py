@@ -62,6 +62,45 @@ class BenchmarkConfig:
     output_dir: str = "results"  # results root; the benchmark JSON goes to <output_dir>/benchmarks/
     models_dir: str = "saved_models"
 
+    def validate(self) -> None:
+        """Every setting that can be checked before any training, without TensorFlow; ValueError naming the flag."""
+        from autoencoder.checks import check_positive_int, check_positive_number
+        from autoencoder.folders import check_writable_dir
+        from autoencoder.loss_rules import check_loss_color
+        from autoencoder.models import get_architecture
+        from processing.maps.kinds import check_method_dtype, losses_with_maps, matching_map_for_loss
+        from processing.maps.postprocess import check_normalization, check_sigma
+        from processing.workflow.options import check_dataset_root
+
+        for flag, values in (("--architectures", self.architectures), ("--losses", self.losses), ("--image-sizes", self.image_sizes)):
+            if not values:
+                raise ValueError(f"{flag}: expected at least one value")
+        for size in self.image_sizes:
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise ValueError(f"--image-sizes {size}: expected positive numbers of pixels")
+        check_positive_int(self.batch_size, "--batch", "a batch size")
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"--epochs {self.epochs}: expected at least 1 epoch")
+        if self.learning_rate is not None:
+            check_positive_number(self.learning_rate, "--lr", "learning rate")
+        if self.smoothing_sigma is not None:
+            check_sigma(self.smoothing_sigma)
+        if self.clear_border is not None and not isinstance(self.clear_border, bool):
+            raise ValueError(f"clear_border {self.clear_border!r}: expected true or false")
+        if self.normalize is not None:
+            check_normalization(self.normalize, self.dtype)
+        for method in self.methods or []:
+            check_method_dtype(method, self.dtype)
+        for loss in self.losses:
+            check_loss_color(loss, self.color_mode)
+            if loss not in losses_with_maps():
+                matching_map_for_loss(loss)  # raises, naming --losses
+        for name, size in itertools.product(self.architectures, self.image_sizes):
+            get_architecture(name).check_size(int(size))
+        check_dataset_root(self.input_dir)
+        check_writable_dir(self.output_dir, "--output-dir")
+        check_writable_dir(self.models_dir, "--models-dir")
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -79,35 +118,11 @@ class RunSpec:
 def expand_grid(config: BenchmarkConfig) -> list[RunSpec]:
     """Every (architecture, loss, image size) combination, in the order the flags list them.
 
-    Raises ValueError (naming the flag) on an empty list, an unknown architecture, an image size the
-    architecture cannot take, or a loss that does not fit the colour mode: before any training.
+    Raises ValueError (naming the flag) on a setting :meth:`BenchmarkConfig.validate` refuses: before any training.
     """
-    from autoencoder.losses import RESMAP_METHOD_FOR_LOSS, check_loss_color
     from autoencoder.models import get_architecture
 
-    for flag, values in (("--architectures", config.architectures), ("--losses", config.losses), ("--image-sizes", config.image_sizes)):
-        if not values:
-            raise ValueError(f"{flag}: expected at least one value")
-    if config.epochs < 1:
-        raise ValueError(f"--epochs {config.epochs}: expected at least 1 epoch")
-    if config.smoothing_sigma is not None:
-        from processing.maps.postprocess import check_sigma
-
-        check_sigma(config.smoothing_sigma)
-    if config.clear_border is not None:
-        from processing.decision.segmentation import validate_clear_border
-
-        validate_clear_border(config.clear_border, "clear_border")
-    if config.normalize is not None:
-        from processing.maps.postprocess import check_normalization
-
-        check_normalization(config.normalize, config.dtype)
-    for loss in config.losses:
-        check_loss_color(loss, config.color_mode)
-        if loss not in RESMAP_METHOD_FOR_LOSS:
-            raise ValueError(f"--losses {loss!r}: expected some of {', '.join(RESMAP_METHOD_FOR_LOSS)}")
-    for name, size in itertools.product(config.architectures, config.image_sizes):
-        get_architecture(name).check_size(int(size))
+    config.validate()
     specs = [
         RunSpec(name, loss, int(size))
         for name in config.architectures
@@ -127,21 +142,21 @@ def methods_for(spec: RunSpec, config: BenchmarkConfig) -> list[str]:
     """The anomaly maps to try on one configuration's model: those of --methods that suit its
     architecture (pixel maps for reconstruction models, feature/padim/knn for featureCAE), or the
     map that matches its loss."""
-    from autoencoder.losses import RESMAP_METHOD_FOR_LOSS
     from autoencoder.models import get_architecture
-    from processing.maps.resmaps import RESMAP_METHODS
+    from processing.maps.kinds import matching_map_for_loss, parse_map_spec
 
-    pixel_model = get_architecture(spec.architecture).output == "reconstruction"
-    fitting = [m for m in (config.methods or []) if (m in RESMAP_METHODS) == pixel_model]
-    return fitting or [RESMAP_METHOD_FOR_LOSS[spec.loss]]
+    output = get_architecture(spec.architecture).output
+    fitting = [m for m in (config.methods or []) if parse_map_spec(m).model_output == output]
+    return fitting or [matching_map_for_loss(spec.loss)]
 
 
 def run_configuration(spec: RunSpec, config: BenchmarkConfig) -> list[dict]:
     """Train one configuration, then finetune and test each of its maps; return one record per map
     (settings, metrics, timings)."""
-    from processing.workflow.training import TrainConfig, train
+    from processing.workflow.finetuning import FinetuneConfig, finetune
+    from processing.workflow.results import load_detector
     from processing.workflow.testing import TEST_RESULT_FILE, TestConfig, test
-    from processing.workflow.finetuning import RESULT_FILE, FinetuneConfig, finetune
+    from processing.workflow.training import TrainConfig, train
 
     post = {} if config.smoothing_sigma is None else {"smoothing_sigma": config.smoothing_sigma}
     if config.clear_border is not None:
@@ -179,8 +194,8 @@ def run_configuration(spec: RunSpec, config: BenchmarkConfig) -> list[dict]:
             seed=config.seed, results_root=config.output_dir, **post,
         ))
         timings["finetune_s"] = time.perf_counter() - started
-        finetuning = json.loads((Path(finetune_dir) / RESULT_FILE).read_text())
-        finetuning["image_auroc"] = finetuning_image_auroc(folder, finetuning, finetune_dir)
+        detector = load_detector(bundle.load_bundle(folder), Path(finetune_dir))
+        finetuning = detector.result.summary() | {"image_auroc": finetuning_image_auroc(detector)}
 
         started = time.perf_counter()
         test_dirs = test(TestConfig(
@@ -201,15 +216,13 @@ def run_configuration(spec: RunSpec, config: BenchmarkConfig) -> list[dict]:
             "test_dir": str(test_dirs[0]),
             "training": {key: info["training"][key] for key in ("epochs_run", "best_epoch", "max_lr", "seconds")},
             "parameters": info["model"]["parameters"],
-            "finetuning": {key: finetuning[key] for key in ("best_min_area", "best_threshold", "best_score", "best_tpr", "best_tnr", "n_finetune", "smoothing_sigma", "clear_border", "normalize", "image_score", "image_auroc") if key in finetuning},
-            "finetuning_settings": finetuning.get("settings", {}),
+            "finetuning": finetuning,
+            "finetuning_settings": detector.result.settings,
             "test": {key: value for key, value in tested.items() if key not in ("settings",)},
             "summary": summary_metrics(tested, info),
             "timings_s": {key: round(value, 2) for key, value in timings.items()},
         })
     return records
-
-
 
 
 def summary_metrics(tested: dict, info: dict) -> dict:
@@ -229,21 +242,15 @@ def _absent_to_low(value) -> float:
     return -math.inf if is_absent(value) else float(value)
 
 
-def finetuning_image_auroc(model_folder: str | Path, finetuning: dict, finetune_dir: str | Path, batch_size: int = 16) -> float:
-    """Image AUROC on the finetuning subset, with the image score test.py uses.
-
-    The finetuning images are scored by the result's own detector, exactly as test.py scores the
-    test images; NaN when the subset holds a single class.
-    """
-    from processing.detectors import detector_of_result
+def finetuning_image_auroc(detector, batch_size: int = 16) -> float:
+    """Image AUROC on the finetuning subset, scored by the result's own detector exactly as test.py
+    scores the test images; NaN when the subset holds a single class."""
     from processing.workflow.finetuning import subset_image_auroc
 
-    model = bundle.load_bundle(model_folder)
-    root = Path(model.info["dataset"]["path"])
-    files = [root / name for name in finetuning["finetuning_files"]]
-    labels = [Path(name).parent.name != "good" for name in finetuning["finetuning_files"]]
-    detector = detector_of_result(finetuning).load(model, Path(finetune_dir), finetuning, batch_size)
-    auroc = subset_image_auroc(detector, files, labels, batch_size)
+    root = Path(detector.model.info["dataset"]["path"])
+    names = detector.result.finetuning_files
+    labels = [Path(name).parent.name != "good" for name in names]
+    auroc = subset_image_auroc(detector, [root / name for name in names], labels, batch_size)
     return math.nan if auroc is None else auroc
 
 
@@ -316,10 +323,7 @@ def benchmark(config: BenchmarkConfig) -> tuple[Path, dict]:
     """Run every configuration of the grid, save the JSON, return (its path, its content)."""
     from processing.data.images import scan_dataset
 
-    from processing.workflow.options import check_benchmark_settings
-
-    check_benchmark_settings(config)
-    specs = expand_grid(config)
+    specs = expand_grid(config)  # validates the config first
     layout = scan_dataset(config.input_dir, require_test=True)
     started_stamp = bundle.timestamp()
     started = time.perf_counter()

@@ -45,13 +45,13 @@ from pathlib import Path
 
 import numpy as np
 
+from processing.detectors.base import ExportPlan
+
 logger = logging.getLogger(__name__)
 
 FORMATS = ("savedmodel", "tflite", "onnx")
-SUPPORTED_METHODS = ("ssim", "l2", "feature")
 INFO_FILE = "export_info.json"
 INPUT_NAME = "pixels"
-SUPPORTED = "the segmentation detector with ssim, l2 or feature maps, -t float64 and --image-score max"
 ONNX_OPSET = 17
 
 
@@ -65,62 +65,24 @@ class ExportConfig:
     overwrite: bool = False
 
 
-@dataclass
-class ExportPlan:
-    """What the graph computes, read from a finetuning result."""
+@dataclass(frozen=True)
+class InputShape:
+    """The graph's input: uint8 (N, size, size, channels) pixels of `color_mode` images."""
 
-    method: str
-    sigma: float
-    mean: np.ndarray | None  # per-pixel statistics (normalize pixel), (S, S)
-    std: np.ndarray | None
-    threshold: float
-    min_area: int
-    clear_border: bool
     size: int
     channels: int
     color_mode: str
 
-    @property
-    def decision_in_graph(self) -> bool:
-        """Whether ``image_score > threshold`` is the toolkit's decision (min_area 1, border kept)."""
-        return self.min_area == 1 and not self.clear_border
+    @classmethod
+    def of(cls, model) -> "InputShape":
+        info = model.info["model"]
+        return cls(int(info["image_size"]), 1 if info["color_mode"] == "grayscale" else 3, info["color_mode"])
 
 
 def check_format(name: str) -> str:
     if name not in FORMATS:
         raise ValueError(f"--format {name!r}: expected one of {', '.join(FORMATS)}")
     return name
-
-
-def check_exportable(result: dict, name: str) -> None:
-    """One line naming what is supported when `result` cannot be exported."""
-    detector = result.get("detector", "segmentation")
-    if detector != "segmentation":
-        raise ValueError(f"result {name} uses the {detector} detector; export.py supports {SUPPORTED}")
-    method = result.get("method")
-    if method not in SUPPORTED_METHODS:
-        raise ValueError(f"result {name} uses {method} maps (numpy scorers, not graphs); export.py supports {SUPPORTED}")
-    if result.get("dtype") != "float64":
-        raise ValueError(f"result {name} uses {result.get('dtype')} maps; export.py supports {SUPPORTED} (rerun finetune.py with -t float64)")
-    image_score = result.get("image_score", "component")
-    if image_score != "max":
-        raise ValueError(f"result {name} scores images by {image_score}; export.py supports {SUPPORTED} (rerun finetune.py with --image-score max)")
-
-
-def plan_of(model, name: str, folder: Path, result: dict) -> ExportPlan:
-    from processing.detectors.segmentation import result_clear_border
-    from processing.maps.postprocess import ResmapPostprocessor
-
-    check_exportable(result, name)
-    postprocess = ResmapPostprocessor.from_finetuning(folder, result)
-    info = model.info["model"]
-    channels = 1 if info["color_mode"] == "grayscale" else 3
-    return ExportPlan(
-        method=result["method"], sigma=postprocess.sigma, mean=postprocess.mean, std=postprocess.std,
-        threshold=float(result["best_threshold"]), min_area=int(result["best_min_area"]),
-        clear_border=result_clear_border(result), size=int(info["image_size"]), channels=channels,
-        color_mode=info["color_mode"],
-    )
 
 
 # ---- the graph ---------------------------------------------------------------------------------
@@ -136,90 +98,32 @@ def smoothing_taps(sigma: float) -> np.ndarray:
     return cv2.getGaussianKernel(2 * radius + 1, sigma, cv2.CV_64F)[:, 0]
 
 
-def separable_filter(planes, taps: np.ndarray):
-    """Filter (N, H, W, K) planes with the 1-D `taps` along H then W, each plane on its own
-    (depthwise), mirrored borders (d c b a | a b c d: scipy 'reflect', cv2 BORDER_REFLECT, TF SYMMETRIC)."""
-    import tensorflow as tf
-
-    radius = (len(taps) - 1) // 2
-    dtype = planes.dtype
-    count = int(planes.shape[-1])
-    kernel = tf.constant(taps, dtype=dtype)
-    vertical = tf.tile(tf.reshape(kernel, (-1, 1, 1, 1)), (1, 1, count, 1))
-    horizontal = tf.tile(tf.reshape(kernel, (1, -1, 1, 1)), (1, 1, count, 1))
-    x = tf.pad(planes, [[0, 0], [radius, radius], [0, 0], [0, 0]], mode="SYMMETRIC")
-    x = tf.nn.depthwise_conv2d(x, vertical, strides=[1, 1, 1, 1], padding="VALID")
-    x = tf.pad(x, [[0, 0], [0, 0], [radius, radius], [0, 0]], mode="SYMMETRIC")
-    return tf.nn.depthwise_conv2d(x, horizontal, strides=[1, 1, 1, 1], padding="VALID")
-
-
-def grayscale(images, dtype):
-    """(N, H, W, C) -> (N, H, W) in `dtype`, as processing/maps/resmaps.py to_grayscale."""
-    import tensorflow as tf
-
-    from processing.maps.resmaps import GRAY_WEIGHTS
-
-    images = tf.cast(images, dtype)
-    if images.shape[-1] == 1:
-        return images[..., 0]
-    return tf.reduce_sum(images * tf.constant(GRAY_WEIGHTS, dtype=dtype), axis=-1)
-
-
-def ssim_map(x, y):
-    """1 - local SSIM of (N, H, W) batches, as processing/maps/resmaps.py ssim_resmaps."""
-    import tensorflow as tf
-
-    from processing.maps import resmaps
-
-    taps = resmaps._gaussian_taps(resmaps.SSIM_SIGMA, resmaps.SSIM_TRUNCATE)
-    # (Co)variances do not change when both images are shifted by the same constant; shifted by
-    # the input's mean, the second moments are small and E[x^2] - E[x]^2 cancels far less in
-    # float32 (TFLite, ONNX). The means themselves are taken unshifted.
-    shift = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
-    xs, ys = x - shift, y - shift
-    planes = tf.stack([x, y, xs * ys, xs * xs + ys * ys], axis=-1)
-    filtered = separable_filter(planes, taps)
-    mean_x, mean_y, mean_xy_s, mean_sq_sum_s = (filtered[..., index] for index in range(4))
-    mean_xs, mean_ys = mean_x - shift, mean_y - shift
-    covariance = mean_xy_s - mean_xs * mean_ys
-    variances = mean_sq_sum_s - (mean_xs * mean_xs + mean_ys * mean_ys)
-    product = mean_x * mean_y
-    squares = mean_x * mean_x + mean_y * mean_y
-    numerator = (2.0 * product + resmaps.SSIM_C1) * (2.0 * covariance + resmaps.SSIM_C2)
-    denominator = (squares + resmaps.SSIM_C1) * (variances + resmaps.SSIM_C2)
-    return 1.0 - numerator / denominator
-
-
-def make_module(keras_model, plan: ExportPlan, dtype: str):
+def make_module(keras_model, plan: ExportPlan, shape: InputShape, dtype: str):
     """A tf.Module whose ``serve(pixels)`` is the whole graph; `dtype` is the map's compute type."""
     import tensorflow as tf
 
-    from processing.maps.resmaps import RESMAP_RANGE
+    from autoencoder.ssim import mirrored_separable_filter
+    from processing.maps.kinds import get_map_source, parse_map_spec
 
+    (kind,) = parse_map_spec(plan.method).kinds
     compute = tf.float64 if dtype == "float64" else tf.float32
     scale = np.float32(1.0 / 255.0)  # processing/data/images.py multiplies by float32(1/255)
     taps = smoothing_taps(plan.sigma) if plan.sigma > 0 else None
-    if taps is not None and (len(taps) - 1) // 2 >= plan.size:
-        raise ValueError(f"smoothing sigma {plan.sigma} needs a kernel wider than the {plan.size} px map; export.py cannot mirror it")
+    if taps is not None and (len(taps) - 1) // 2 >= shape.size:
+        raise ValueError(f"smoothing sigma {plan.sigma} needs a kernel wider than the {shape.size} px map; export.py cannot mirror it")
+    source = get_map_source(kind.source).tensor(keras_model)
 
     class Exported(tf.Module):
         def __init__(self):
             super().__init__()
             self.model = keras_model
 
-        @tf.function(input_signature=[tf.TensorSpec((None, plan.size, plan.size, plan.channels), tf.uint8, name=INPUT_NAME)])
+        @tf.function(input_signature=[tf.TensorSpec((None, shape.size, shape.size, shape.channels), tf.uint8, name=INPUT_NAME)])
         def serve(self, pixels):
             images = tf.cast(pixels, tf.float32) * scale
-            output = self.model(images, training=False)
-            if plan.method == "feature":
-                maps = tf.cast(output[..., 0], compute)
-            else:
-                x, y = grayscale(images, compute), grayscale(output, compute)
-                maps = ssim_map(x, y) if plan.method == "ssim" else tf.square(x - y)
-                low, high = RESMAP_RANGE[plan.method]
-                maps = tf.clip_by_value(maps, low, high)
+            maps = kind.graph(images, source(images), plan.states.get(kind.name), compute)
             if taps is not None:
-                maps = separable_filter(maps[..., None], taps)[..., 0]
+                maps = mirrored_separable_filter(maps[..., None], taps)[..., 0]
             if plan.mean is not None:
                 maps = (maps - tf.constant(plan.mean, compute)) / tf.constant(plan.std, compute)
             threshold = tf.constant(plan.threshold, compute)
@@ -239,13 +143,14 @@ def make_module(keras_model, plan: ExportPlan, dtype: str):
 # ---- writing -----------------------------------------------------------------------------------
 
 
-def export_info(model, name: str, plan: ExportPlan, fmt: str, dtype: str) -> dict:
+def export_info(model, name: str, plan: ExportPlan, shape: InputShape, fmt: str, dtype: str) -> dict:
     from autoencoder import bundle
 
+    size = shape.size
     outputs = {
-        "anomaly_map": f"float32 (N, {plan.size}, {plan.size}): the post-processed anomaly map (higher = more anomalous)",
+        "anomaly_map": f"float32 (N, {size}, {size}): the post-processed anomaly map (higher = more anomalous)",
         "image_score": "float32 (N,): the map's maximum",
-        "above_threshold": f"bool (N, {plan.size}, {plan.size}): anomaly_map > threshold, before the component rule",
+        "above_threshold": f"bool (N, {size}, {size}): anomaly_map > threshold, before the component rule",
     }
     if plan.decision_in_graph:
         outputs["defective"] = "bool (N,): the toolkit's decision (min_area 1, border kept: image_score > threshold)"
@@ -260,10 +165,10 @@ def export_info(model, name: str, plan: ExportPlan, fmt: str, dtype: str) -> dic
         "model_folder": str(model.folder.resolve()),
         "model_file": model.model_file.name,
         "result": name,
-        "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": [None, plan.size, plan.size, plan.channels],
-                  "color_mode": plan.color_mode,
-                  "preprocessing": f"resize to {plan.size}x{plan.size} (cv2.INTER_AREA when shrinking, INTER_LINEAR when enlarging)"
-                  + ("; RGB to gray with 0.2125 R + 0.7154 G + 0.0721 B" if plan.channels == 1 else "; gray replicated to RGB")},
+        "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": [None, size, size, shape.channels],
+                  "color_mode": shape.color_mode,
+                  "preprocessing": f"resize to {size}x{size} (cv2.INTER_AREA when shrinking, INTER_LINEAR when enlarging)"
+                  + ("; RGB to gray with 0.2125 R + 0.7154 G + 0.0721 B" if shape.channels == 1 else "; gray replicated to RGB")},
         "outputs": outputs,
         "map": {"method": plan.method, "smoothing_sigma": plan.sigma, "normalize": "pixel" if plan.mean is not None else "none",
                 "compute_dtype": dtype},
@@ -304,14 +209,15 @@ def export(config: ExportConfig) -> Path:
     check_format(config.format)
     out = check_output(config)
     from autoencoder import bundle
-    from processing.workflow.prediction import choose_result
+    from processing.workflow.results import ResultsTree, load_detector
 
     model = bundle.load_bundle(config.path)
-    name, folder, result = choose_result(model, config.results_root, config.result)
-    plan = plan_of(model, name, folder, result)
+    name, folder = ResultsTree.of_model(model, config.results_root).choose(config.result)
+    plan = load_detector(model, folder).export_plan()
+    shape = InputShape.of(model)
     dtype = "float64" if config.format == "savedmodel" else "float32"
-    module = make_module(model.model, plan, dtype)
-    info = export_info(model, name, plan, config.format, dtype)
+    module = make_module(model.model, plan, shape, dtype)
+    info = export_info(model, name, plan, shape, config.format, dtype)
     out.parent.mkdir(parents=True, exist_ok=True)
     if config.format == "savedmodel":
         import tensorflow as tf

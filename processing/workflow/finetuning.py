@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from autoencoder import bundle, folders
-from autoencoder.losses import DEFAULT_METHOD_FOR_LOSS
 from processing.data.images import iter_batches
 from processing.data.splits import model_dataset, stratified_finetune_split, validation_files
 from processing.detectors.base import RESULT_FILE, FinetuneConfig, FinetuneData, get_detector
 from processing.evaluation.metrics import image_auroc
-from processing.maps.postprocess import check_normalization, check_sigma
+from processing.maps.kinds import auto_candidates, default_map_for_loss
+from processing.workflow.results import ResultsTree
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +29,7 @@ __all__ = ["RESULT_FILE", "FinetuneConfig", "finetune", "finetuning_data", "meth
 
 def finetune(config: FinetuneConfig) -> Path:
     """Fit the chosen detector and write its finetuning result; return the result folder."""
-    check_sigma(config.smoothing_sigma)  # settings first: a bad flag is reported before the model is read
-    check_normalization(config.normalize, config.dtype)
+    config.validate()  # settings first: a bad flag is reported before the model is read
     detector = get_detector(config.detector)
     if config.method is None:
         config = replace(config, method=method_for_model(config.path))
@@ -38,10 +37,11 @@ def finetune(config: FinetuneConfig) -> Path:
     for method in candidates:  # every setting is checked before the model is read
         detector.check_config(replace(config, method=method))
     folder, _ = bundle.resolve_model_path(config.path)
-    results = bundle.results_dir_of(bundle.read_info(folder), folder, config.results_root)
+    tree = ResultsTree.of(bundle.read_info(folder), folder, config.results_root)
     if len(candidates) == 1:
         config = detector.check_config(replace(config, method=candidates[0]))
-        check_not_written(*result_dirs(results, detector.result_name(config)), config.overwrite)
+        name = detector.result_name(config)
+        check_not_written(tree.finetuning_folder(name), tree.test_folder(name), config.overwrite)
     model = bundle.load_bundle(config.path)
     data = finetuning_data(model, config)
     if len(candidates) == 1:
@@ -49,7 +49,7 @@ def finetune(config: FinetuneConfig) -> Path:
     else:
         config, fitted = choose_candidate(detector, model, config, data, candidates)
     name = detector.result_name(config)
-    out_dir, test_dir = result_dirs(results, name)
+    out_dir, test_dir = tree.finetuning_folder(name), tree.test_folder(name)
     check_not_written(out_dir, test_dir, config.overwrite)
     stamp = folders.timestamp()
     hint = f"pass --overwrite to move it aside to {name}{folders.REPLACED}<time>"
@@ -62,11 +62,6 @@ def finetune(config: FinetuneConfig) -> Path:
             logger.warning("moved the test result %s aside to %s: it was computed from the finetuning result being replaced", test_dir, moved.name)
     logger.info("finetuning result in %s", out_dir)
     return out_dir
-
-
-def result_dirs(results: Path, name: str) -> tuple[Path, Path]:
-    """The finetuning folder of a result name and the test folder computed from it."""
-    return results / "finetuning" / name, results / "test" / name
 
 
 def check_not_written(out_dir: Path, test_dir: Path, overwrite: bool) -> None:
@@ -91,18 +86,10 @@ def candidate_methods(config: FinetuneConfig) -> list[str]:
     suits the model), else config.method."""
     if not config.candidates:
         return [config.method]
-    if "auto" in config.candidates and len(config.candidates) > 1:
-        raise ValueError(f"--method {' '.join(config.candidates)}: auto stands alone")
     if list(config.candidates) == ["auto"]:
         folder, _ = bundle.resolve_model_path(config.path)
-        output = bundle.read_info(folder).get("model", {}).get("output", "reconstruction")
-        return list(AUTO_CANDIDATES[output])
+        return auto_candidates(bundle.read_info(folder).get("model", {}).get("output", "reconstruction"))
     return list(dict.fromkeys(config.candidates))
-
-
-# What -m auto tries, by the model's output: featureCAE's own map, the two densities on its
-# features and their combinations; for a pixel autoencoder both residual maps.
-AUTO_CANDIDATES = {"map": ("padim", "knn", "feature", "padim+knn", "feature+padim"), "reconstruction": ("l2", "ssim")}
 
 
 def choose_candidate(detector, model, config: FinetuneConfig, data: FinetuneData, candidates: list[str]):
@@ -113,15 +100,15 @@ def choose_candidate(detector, model, config: FinetuneConfig, data: FinetuneData
         candidate = detector.check_config(replace(config, method=method))
         fitted = detector.fit(model, candidate, data)
         auroc = subset_image_auroc(fitted, data.finetune_files, data.labels, config.batch_size)
-        logger.info("candidate %s: finetuning-subset image AUROC %s, balanced accuracy %.3f", method, "n/a" if auroc is None else f"{auroc:.3f}", fitted.result["best_score"])
+        logger.info("candidate %s: finetuning-subset image AUROC %s, balanced accuracy %.3f", method, "n/a" if auroc is None else f"{auroc:.3f}", fitted.result.balanced_accuracy)
         fits.append((candidate, fitted, auroc))
-    best = max(range(len(fits)), key=lambda i: (-np.inf if fits[i][2] is None else fits[i][2], fits[i][1].result["best_score"], -i))
+    best = max(range(len(fits)), key=lambda i: (-np.inf if fits[i][2] is None else fits[i][2], fits[i][1].result.balanced_accuracy, -i))
     config, fitted, _ = fits[best]
-    fitted.result["candidates"] = {
-        candidate.method: {"finetuning_image_auroc": auroc, "balanced_accuracy": result.result["best_score"]}
+    fitted.result.candidates = {
+        candidate.method: {"finetuning_image_auroc": auroc, "balanced_accuracy": result.result.balanced_accuracy}
         for candidate, result, auroc in fits
     }
-    fitted.result["chosen_by"] = "finetuning-subset image AUROC, then balanced accuracy"
+    fitted.result.chosen_by = "finetuning-subset image AUROC, then balanced accuracy"
     logger.info("chose %s among %s", config.method, ", ".join(candidates))
     return config, fitted
 
@@ -151,5 +138,4 @@ def finetuning_data(model: bundle.ModelBundle, config: FinetuneConfig) -> Finetu
 def method_for_model(path) -> str:
     """The default map of a model: SSIM maps for SSIM losses, L2 maps for L2, padim for featureCAE."""
     folder, _ = bundle.resolve_model_path(path)
-    loss = bundle.read_info(folder).get("settings", {}).get("loss", "ssim")
-    return DEFAULT_METHOD_FOR_LOSS.get(loss, "ssim")
+    return default_map_for_loss(bundle.read_info(folder).get("settings", {}).get("loss", "ssim"))

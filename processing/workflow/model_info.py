@@ -8,10 +8,10 @@ from pathlib import Path
 
 from autoencoder import bundle
 from autoencoder.info_schema import SCHEMA_VERSION
-from autoencoder.losses import RESMAP_METHOD_FOR_LOSS
 from processing.data.images import load_images
 from processing.evaluation import plots
-from processing.maps.inference import maps_from_output, reconstruct
+from processing.maps.inference import reconstruct
+from processing.maps.kinds import get_map_kind, matching_map_for_loss
 
 logger = logging.getLogger(__name__)
 
@@ -67,13 +67,13 @@ def build_info(config, architecture, size, layout, train_files, val_files, resul
 def write_inspection_plots(model, config, size, layout, val_images, out_dir: Path, per_class: int = 8) -> None:
     """Input, reconstruction and residual map for validation images and each test class."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    method = RESMAP_METHOD_FOR_LOSS[config.loss]
+    kind = get_map_kind(matching_map_for_loss(config.loss))
     groups = {"validation": val_images[:per_class]}
     for name, files in layout.test.items():
         groups[f"test_{name}"] = load_images(files[:per_class], config.color_mode, size)
     for name, images in groups.items():
         outputs = reconstruct(model, images, per_class)
-        resmaps = maps_from_output(images, outputs, method, "float64")
+        resmaps = kind.maps(images, outputs, "float64")
         # A model that outputs its own anomaly map has no reconstruction to show: the input stands in.
         reconstructions = outputs if outputs.shape == images.shape else images
         plots.plot_inspection(images, reconstructions, resmaps, out_dir / f"{name}.png")

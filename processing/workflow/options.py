@@ -1,24 +1,22 @@
-"""The scripts' settings checks that need no TensorFlow, and train.py's settings.
+"""The settings of train.py and test.py, which check themselves without TensorFlow.
 
-train.py, finetune.py and test.py run these checks on their flags before TensorFlow is imported
-(its start-up takes seconds), so a wrong flag, path or combination answers at once with one line.
-The workflow functions run them again (library callers get the same messages), followed by the
-checks that need the model registries (architecture names and sizes, detector names).
+Each config has a ``validate()`` that checks every setting that can be checked without the model
+or TensorFlow (the architecture and map registries are TensorFlow-free): the scripts call it on
+their flags before TensorFlow is imported (its start-up takes seconds), so a wrong flag, path or
+combination answers at once with one line, and the workflow functions call the same method again
+for library callers. (finetune.py's FinetuneConfig lives with the detectors that read it,
+processing/detectors/base.py; benchmark.py's BenchmarkConfig in benchmarking.py.)
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from autoencoder import bundle
+from autoencoder.checks import check_fraction, check_non_negative_int, check_positive_int, check_positive_number
 from autoencoder.folders import check_writable_dir
-
-# The loss/colour rule of autoencoder.losses.check_loss_color (which needs TensorFlow), for the
-# early check; tests/test_reliability.py checks that the two agree.
-LOSS_NEEDS_COLOR = {"ssim": "grayscale", "mssim": "rgb"}
-OTHER_LOSS_FOR_COLOR = {"grayscale": "ssim", "rgb": "mssim"}
+from autoencoder.loss_rules import check_loss_color
 
 
 @dataclass
@@ -49,6 +47,72 @@ class TrainConfig:
     reject_by: str = "reconstruction"  # adversarial only: likelihood, reconstruction or combined
     distribute: str = "none"  # none (no strategy), mirrored or multiworker (processing/workflow/distribute.py)
 
+    @property
+    def architecture_spec(self):
+        from autoencoder.models import get_architecture
+
+        return get_architecture(self.architecture)
+
+    @property
+    def size(self) -> int:
+        """The side of the model input: --image-size or the architecture's default."""
+        return self.architecture_spec.default_size if self.image_size is None else self.image_size
+
+    def resolved(self) -> "TrainConfig":
+        """The config with its loss and epochs filled in: the architecture's defaults when none were asked for."""
+        architecture = self.architecture_spec
+        config = self
+        if config.loss is None:
+            config = replace(config, loss=architecture.default_loss)
+        if config.epochs is None:
+            config = replace(config, epochs=architecture.default_epochs)
+        return config
+
+    def validate(self) -> None:
+        """Every setting of a resolved config that can be checked without TensorFlow; ValueError naming the flag."""
+        from processing.workflow.distribute import check_distribute
+
+        architecture = self.architecture_spec
+        if self.image_size is not None and (isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < 1):
+            raise ValueError(f"--image-size {self.image_size}: expected a positive number of pixels (the side of the square model input)")
+        architecture.check_size(self.size)
+        check_positive_int(self.batch_size, "--batch", "a batch size")
+        if not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or self.epochs < 1:
+            raise ValueError(f"--epochs {self.epochs}: expected at least 1 epoch")
+        if self.learning_rate is not None:
+            check_positive_number(self.learning_rate, "--lr", "learning rate")
+        check_fraction(
+            self.validation_split, "--validation-split",
+            ": training holds out that part of train/good to stop early and to set finetune.py's thresholds",
+        )
+        check_non_negative_int(self.patience, "--patience", "a number of epochs")
+        check_loss_color(self.loss, self.color_mode)
+        architecture.check_loss(self.loss)
+        check_distribute(self.distribute)
+        if self.adversarial:
+            if architecture.output != "reconstruction":
+                raise ValueError(f"--adversarial: architecture {architecture.name} outputs an anomaly map, not a reconstruction")
+            if self.distribute != "none":
+                raise ValueError(f"--distribute {self.distribute} with --adversarial: the adversarial training step runs on one device only; drop one of the two")
+            check_positive_int(self.latent_dim, "--latent-dim", "a latent code length")
+            if self.reject_every < 0:
+                raise ValueError(f"--reject-every {self.reject_every}: expected 0 (no rejection) or a positive number of epochs")
+        self.check_encoder_options()
+        check_dataset_root(self.input_dir)
+        check_writable_dir(self.output_dir, "--output-dir")
+
+    def check_encoder_options(self) -> None:
+        """--encoder-weights must name an existing file and suit the architecture; --freeze-encoder needs it."""
+        from autoencoder.models.vgg_cae import NAME as VGG_CAE
+
+        if self.encoder_weights is not None:
+            if self.architecture != VGG_CAE:
+                raise ValueError(f"--encoder-weights: architecture {self.architecture} has no VGG16 encoder; use -a {VGG_CAE}")
+            if not Path(self.encoder_weights).is_file():
+                raise ValueError(f"--encoder-weights {self.encoder_weights} not found: expected a Keras VGG16 no-top weights file")
+        elif self.freeze_encoder:
+            raise ValueError("--freeze-encoder needs --encoder-weights (freezing a randomly initialised encoder)")
+
 
 def config_from_args(args) -> TrainConfig:
     return TrainConfig(
@@ -77,18 +141,6 @@ def config_from_args(args) -> TrainConfig:
     )
 
 
-def check_positive_int(value, flag: str, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{flag} {value}: expected {what} (a positive integer)")
-
-
-def check_fraction(value, flag: str, why: str = "") -> None:
-    """`value` in the open interval (0, 1)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        shown = f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
-        raise ValueError(f"{flag} {shown}: expected a fraction in (0, 1){why}")
-
-
 def check_dataset_root(path, flag: str = "--input-dir") -> None:
     """The cheap part of scan_dataset's checks: the folder and its train/good exist."""
     root = Path(path)
@@ -97,65 +149,6 @@ def check_dataset_root(path, flag: str = "--input-dir") -> None:
 
         scan_dataset(root)  # raises its usual one-line message
         raise ValueError(f"{flag} {root}: expected {root}/train/good/")  # not reached
-
-
-def check_loss_color(loss: str, color_mode: str) -> None:
-    needed = LOSS_NEEDS_COLOR.get(loss)
-    if needed is not None and color_mode != needed:
-        other = OTHER_LOSS_FOR_COLOR.get(color_mode, "l2")
-        hint = f"use --loss {other} for {'RGB' if color_mode == 'rgb' else 'grayscale'} images"
-        raise ValueError(f"--loss {loss} needs --color {needed} (got {color_mode}); {hint}")
-
-
-def check_train_settings(config: TrainConfig) -> None:
-    """Everything about a training run that can be checked without TensorFlow; ValueError naming the flag."""
-    if config.image_size is not None and (isinstance(config.image_size, bool) or not isinstance(config.image_size, int) or config.image_size < 1):
-        raise ValueError(f"--image-size {config.image_size}: expected a positive number of pixels (the side of the square model input)")
-    check_positive_int(config.batch_size, "--batch", "a batch size")
-    if config.epochs is not None and (not isinstance(config.epochs, int) or config.epochs < 1):
-        raise ValueError(f"--epochs {config.epochs}: expected at least 1 epoch")
-    if config.learning_rate is not None and not (config.learning_rate > 0 and math.isfinite(config.learning_rate)):
-        raise ValueError(f"--lr {config.learning_rate}: expected a positive learning rate")
-    check_fraction(
-        config.validation_split, "--validation-split",
-        ": training holds out that part of train/good to stop early and to set finetune.py's thresholds",
-    )
-    if config.patience < 0:
-        raise ValueError(f"--patience {config.patience}: expected a number of epochs >= 0")
-    check_loss_color(config.loss, config.color_mode)
-    from processing.workflow.distribute import check_distribute
-
-    check_distribute(config.distribute)
-    if config.adversarial and config.distribute != "none":
-        raise ValueError(f"--distribute {config.distribute} with --adversarial: the adversarial training step runs on one device only; drop one of the two")
-    if config.adversarial:
-        check_positive_int(config.latent_dim, "--latent-dim", "a latent code length")
-        if config.reject_every < 0:
-            raise ValueError(f"--reject-every {config.reject_every}: expected 0 (no rejection) or a positive number of epochs")
-    if config.encoder_weights is not None and not Path(config.encoder_weights).is_file():
-        raise ValueError(f"--encoder-weights {config.encoder_weights} not found: expected a Keras VGG16 no-top weights file")
-    check_dataset_root(config.input_dir)
-    check_writable_dir(config.output_dir, "--output-dir")
-
-
-def check_benchmark_settings(config) -> None:
-    """benchmark.py's settings (a BenchmarkConfig) that need no TensorFlow."""
-    for flag, values in (("--architectures", config.architectures), ("--losses", config.losses), ("--image-sizes", config.image_sizes)):
-        if not values:
-            raise ValueError(f"{flag}: expected at least one value")
-    for size in config.image_sizes:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"--image-sizes {size}: expected positive numbers of pixels")
-    check_positive_int(config.batch_size, "--batch", "a batch size")
-    if not isinstance(config.epochs, int) or config.epochs < 1:
-        raise ValueError(f"--epochs {config.epochs}: expected at least 1 epoch")
-    if config.learning_rate is not None and not (config.learning_rate > 0 and math.isfinite(config.learning_rate)):
-        raise ValueError(f"--lr {config.learning_rate}: expected a positive learning rate")
-    for loss in config.losses:
-        check_loss_color(loss, config.color_mode)
-    check_dataset_root(config.input_dir)
-    check_writable_dir(config.output_dir, "--output-dir")
-    check_writable_dir(config.models_dir, "--models-dir")
 
 
 def check_model_path(path, results_dir, data_dir=None) -> tuple[Path, dict]:
@@ -170,29 +163,26 @@ def check_model_path(path, results_dir, data_dir=None) -> tuple[Path, dict]:
     return folder, info
 
 
-def check_finetune_flags(args) -> tuple[Path, dict]:
-    """finetune.py's flags (the argparse namespace), before TensorFlow is imported."""
-    from processing.maps.postprocess import check_normalization, check_sigma
+@dataclass
+class TestConfig:
+    """The settings of one test.py run."""
 
-    check_positive_int(args.batch, "-b/--batch", "an inference batch size")
-    check_fraction(args.finetune_split, "--finetune-split")
-    check_sigma(args.smoothing)
-    check_normalization(args.normalize, args.dtype)
-    if args.bandwidth is not None and not (args.bandwidth > 0 and math.isfinite(args.bandwidth)):
-        raise ValueError(f"--bandwidth {args.bandwidth}: expected a positive kernel width")
-    if args.pca_components is not None and args.pca_components < 0:
-        raise ValueError(f"--pca-components {args.pca_components}: expected a number of components >= 0")
-    return check_model_path(args.path, args.results_dir, args.data_dir)
+    path: str
+    save_segmentation: bool = False
+    include_finetune: bool = False
+    method: str | None = None  # None: every finetuning result of the model
+    dtype: str | None = None
+    batch_size: int = 16
+    results_root: str = "results"
+    data_dir: str | None = None  # the dataset's folder when it moved since training (None: info.json's)
+    overwrite: bool = False  # move an existing test result aside instead of stopping
 
+    def validate(self) -> None:
+        from processing.maps.kinds import check_method_dtype
 
-def check_test_flags(args) -> tuple[Path, dict]:
-    """test.py's flags (the argparse namespace), before TensorFlow is imported."""
-    check_positive_int(args.batch, "-b/--batch", "an inference batch size")
-    if args.method is not None or args.dtype is not None:
-        from processing.maps.resmaps import check_method_dtype
-
-        check_method_dtype(args.method or "ssim", args.dtype or "float64")
-    return check_model_path(args.path, args.results_dir, args.data_dir)
+        check_positive_int(self.batch_size, "-b/--batch", "an inference batch size")
+        if self.method is not None or self.dtype is not None:
+            check_method_dtype(self.method or "ssim", self.dtype or "float64")
 
 
 def report_stale_results(folder: Path, info: dict, results_dir, clean: bool) -> None:

@@ -10,13 +10,10 @@ once the new result is complete.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import math
 import time
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import cv2
@@ -26,8 +23,7 @@ from autoencoder import bundle, folders
 from autoencoder.progress import progress_bar
 from processing.data.images import check_masks, iter_batches, load_masks, read_image
 from processing.data.splits import model_dataset
-from processing.detectors.base import RESULT_FILE, Detector, detector_of_result
-from processing.maps.resmaps import check_method_dtype
+from processing.detectors.base import Detector
 from processing.evaluation.metrics import (
     NOT_AVAILABLE_KEY,
     PixelMetricsAccumulator,
@@ -40,6 +36,8 @@ from processing.evaluation.metrics import (
     metrics_by_defect_type,
 )
 from processing.workflow.adversarial_training import adversarial_test_metrics
+from processing.workflow.options import TestConfig
+from processing.workflow.results import ResultsTree, finetuning_record
 
 logger = logging.getLogger(__name__)
 
@@ -49,68 +47,18 @@ TRUTH_COLOR = (0, 200, 0)  # BGR green
 PIXEL_KEYS = ("pixel_auroc", "aupro", "mean_iou")  # need ground-truth masks
 
 
-@dataclass
-class TestConfig:
-    path: str
-    save_segmentation: bool = False
-    include_finetune: bool = False
-    method: str | None = None  # None: every finetuning result of the model
-    dtype: str | None = None
-    batch_size: int = 16
-    results_root: str = "results"
-    data_dir: str | None = None  # the dataset's folder when it moved since training (None: info.json's)
-    overwrite: bool = False  # move an existing test result aside instead of stopping
+def selected_results(info: dict, model_folder: Path, config: TestConfig) -> list:
+    """(folder, detector class, result) of the finetuning results `config` selects; errors when there are none."""
+    return ResultsTree.of(info, model_folder, config.results_root).select(config.method, config.dtype)
 
 
-def finetuning_results(model: bundle.ModelBundle, config: TestConfig) -> list[tuple[Path, dict]]:
-    """The finetuning folders of `model` that `config` selects, with their results; errors when there are none."""
-    return _finetuning_results(model.info, model.folder, config)
-
-
-def _finetuning_results(info: dict, model_folder: Path, config: TestConfig) -> list[tuple[Path, dict]]:
-    root = bundle.results_dir_of(info, model_folder, config.results_root) / "finetuning"
-    pattern = f"{config.method or '*'}_{config.dtype or '*'}"
-    files = sorted(
-        path for path in root.glob(f"{pattern}/{RESULT_FILE}")
-        if not path.parent.name.startswith(".") and not folders.is_replaced(path.parent.name)
-    )
-    if not files:
-        wanted = "" if pattern == "*_*" else f" for {pattern}"
-        raise ValueError(
-            f"no finetuning result{wanted} in {root}: run finetune.py -p {model_folder} first"
-        )
-    return [(path.parent, read_result(path)) for path in files]
-
-
-def read_result(path: Path) -> dict:
-    """A finetuning_result.json; one line naming the file when it is not a JSON object."""
-    try:
-        result = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error}): rerun finetune.py with --overwrite") from None
-    if not isinstance(result, dict) or not isinstance(result.get("finetuning_files"), list):
-        raise ValueError(f"{path}: not a result written by finetune.py (no finetuning_files list); rerun finetune.py with --overwrite")
-    return result
-
-
-def finetuning_record(folder: Path) -> dict:
-    """Which finetuning result a test result was scored with: its folder, the SHA-256 and the
-    modification time of its finetuning_result.json."""
-    path = Path(folder) / RESULT_FILE
-    return {
-        "folder": str(Path(folder).resolve()),
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-        "modified": datetime.fromtimestamp(path.stat().st_mtime).isoformat(timespec="seconds"),
-    }
-
-
-def check_test_dirs(info: dict, model_folder: Path, selected: list[tuple[Path, dict]], config: TestConfig) -> None:
+def check_test_dirs(info: dict, model_folder: Path, selected: list, config: TestConfig) -> None:
     """Stop, naming the folder and --overwrite, when a test result of a selected finetuning result exists."""
     if config.overwrite:
         return
-    root = bundle.results_dir_of(info, model_folder, config.results_root) / "test"
-    for folder, _ in selected:
-        test_dir = root / folder.name
+    tree = ResultsTree.of(info, model_folder, config.results_root)
+    for folder, _, _ in selected:
+        test_dir = tree.test_folder(folder.name)
         if not test_dir.exists():
             continue
         try:
@@ -131,19 +79,15 @@ def check_test_dirs(info: dict, model_folder: Path, selected: list[tuple[Path, d
 
 def load_detectors(model: bundle.ModelBundle, config: TestConfig) -> list[Detector]:
     """The detector of every finetuning result `config` selects."""
-    return [
-        detector_of_result(result).load(model, folder, result, config.batch_size)
-        for folder, result in finetuning_results(model, config)
-    ]
+    return [detector.load(model, folder, result, config.batch_size) for folder, detector, result in selected_results(model.info, model.folder, config)]
 
 
 def test(config: TestConfig) -> list[Path]:
     """Score the test images for every selected finetuning result; return the output folders."""
-    if config.method is not None or config.dtype is not None:
-        check_method_dtype(config.method or "ssim", config.dtype or "float64")
+    config.validate()
     model_folder, _ = bundle.resolve_model_path(config.path)
     info = bundle.read_info(model_folder)
-    check_test_dirs(info, model_folder, _finetuning_results(info, model_folder, config), config)
+    check_test_dirs(info, model_folder, selected_results(info, model_folder, config), config)
     layout = model_dataset(info, config.data_dir)
     check_masks(layout)
     model = bundle.load_bundle(config.path)
@@ -180,7 +124,7 @@ def evaluate(detector: Detector, layout, config: TestConfig) -> Path:
         logger.warning("%s: the %s detector classifies whole images; no segmentation masks are written", name, detector.name)
 
     rows, ious, columns = [], [], {}
-    out_dir = model.results_dir(config.results_root) / "test" / name
+    out_dir = ResultsTree.of_model(model, config.results_root).test_folder(name)
     started = time.perf_counter()
     hint = f"pass --overwrite to move it aside to {name}{folders.REPLACED}<time>"
     with bundle.staging_folder(out_dir, replace=config.overwrite, exists_hint=hint) as staging:

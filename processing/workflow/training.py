@@ -15,8 +15,7 @@ import keras
 
 from autoencoder import bundle
 from autoencoder.callbacks import find_learning_rate
-from autoencoder.losses import check_loss_color, get_loss, get_metrics
-from autoencoder.models import get_architecture
+from autoencoder.losses import get_loss, get_metrics
 from autoencoder.training import fit_autoencoder
 from processing.evaluation import plots
 from autoencoder.pipeline import make_training_dataset
@@ -24,9 +23,9 @@ from processing.data.images import load_images, scan_dataset, split_train_valida
 from processing.workflow.adversarial_training import train_adversarial
 from processing.workflow.distribute import build_before_fit, check_distribute, is_chief, make_strategy, shard_by_data
 from processing.workflow.model_info import build_info, write_inspection_plots
-from processing.workflow.options import TrainConfig, check_train_settings, config_from_args
+from processing.workflow.options import TrainConfig, config_from_args
 
-__all__ = ["TrainConfig", "config_from_args", "train", "validate_config"]
+__all__ = ["TrainConfig", "config_from_args", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,55 +35,13 @@ LR_FINDER_END = 1.0
 FALLBACK_LR = 1e-3
 
 
-def validate_config(config: TrainConfig) -> tuple:
-    """Check every setting before any work; return (architecture, image size, layout)."""
-    check_train_settings(config)  # the checks that need no TensorFlow (train.py runs them before importing it)
-    architecture = get_architecture(config.architecture)
-    size = architecture.default_size if config.image_size is None else config.image_size
-    architecture.check_size(size)
-    check_encoder_options(config)
-    check_loss_color(config.loss, config.color_mode)
-    architecture.check_loss(config.loss)
-    if config.adversarial and architecture.output != "reconstruction":
-        raise ValueError(f"--adversarial: architecture {architecture.name} outputs an anomaly map, not a reconstruction")
-    if config.batch_size < 1:
-        raise ValueError(f"--batch {config.batch_size}: expected a positive batch size")
-    if config.epochs < 1:
-        raise ValueError(f"--epochs {config.epochs}: expected at least 1 epoch")
-    if config.learning_rate is not None and not config.learning_rate > 0:
-        raise ValueError(f"--lr {config.learning_rate}: expected a positive learning rate")
-    layout = scan_dataset(config.input_dir)
-    return architecture, size, layout
-
-
-def with_architecture_defaults(config: TrainConfig) -> TrainConfig:
-    """The config with its loss and epochs filled in: the architecture's defaults when none were asked for."""
-    architecture = get_architecture(config.architecture)
-    if config.loss is None:
-        config = replace(config, loss=architecture.default_loss)
-    if config.epochs is None:
-        config = replace(config, epochs=architecture.default_epochs)
-    return config
-
-
-def check_encoder_options(config: TrainConfig) -> None:
-    """--encoder-weights must name an existing file and suit the architecture; --freeze-encoder needs it."""
-    if config.encoder_weights is not None:
-        from autoencoder.models.vgg_cae import NAME as VGG_CAE
-
-        if config.architecture != VGG_CAE:
-            raise ValueError(f"--encoder-weights: architecture {config.architecture} has no VGG16 encoder; use -a {VGG_CAE}")
-        if not Path(config.encoder_weights).is_file():
-            raise ValueError(f"--encoder-weights {config.encoder_weights} not found: expected a Keras VGG16 no-top weights file")
-    elif config.freeze_encoder:
-        raise ValueError("--freeze-encoder needs --encoder-weights (freezing a randomly initialised encoder)")
-
-
 def train(config: TrainConfig) -> Path | None:
     """Train, then write the model folder; return its path (None on a multiworker task that is
     not the chief: only the chief writes the model folder)."""
-    config = with_architecture_defaults(config)
-    architecture, size, layout = validate_config(config)
+    config = config.resolved()
+    config.validate()
+    architecture, size = config.architecture_spec, config.size
+    layout = scan_dataset(config.input_dir)
     if config.adversarial:
         return train_adversarial(config, architecture, size, layout)
     if config.distribute == "none":
