@@ -184,14 +184,16 @@ def _read_legacy(file, path):
     keys = _unpickle(file, path, storages)
     if not isinstance(keys, list):
         raise WeightsFileError(f"{path}: corrupt storage key list")
+    owners = _storage_owners(obj)
     for key in keys:
         storage = storages.get(str(key))
         if storage is None:
             raise WeightsFileError(f"{path}: storage {key} is listed but never used")
-        (count,) = struct.unpack("<q", _read_exactly(file, 8, path))
+        owner = owners.get(str(key), f"storage {key}")
+        (count,) = struct.unpack("<q", _read_exactly(file, 8, path, owner))
         if count != storage.numel:
             raise WeightsFileError(f"{path}: storage {key} holds {count} elements, expected {storage.numel}")
-        raw = _read_exactly(file, count * storage.dtype.itemsize, path)
+        raw = _read_exactly(file, count * storage.dtype.itemsize, path, owner)
         storage.data = np.frombuffer(raw, dtype=storage.dtype)
     return obj, storages
 
@@ -207,18 +209,34 @@ def _read_zip(file, path):
         if f"{prefix}byteorder" in archive.namelist() and archive.read(f"{prefix}byteorder") != b"little":
             raise WeightsFileError(f"{path}: big-endian PyTorch weights files are not supported")
         obj = _unpickle(io.BytesIO(archive.read(pickles[0])), path, storages)
+        owners = _storage_owners(obj)
         for key, storage in storages.items():
             raw = archive.read(f"{prefix}data/{key}")
             if len(raw) < storage.numel * storage.dtype.itemsize:
-                raise WeightsFileError(f"{path}: storage {key} is truncated")
+                raise WeightsFileError(f"{path}: {owners.get(key, f'storage {key}')} is truncated")
             storage.data = np.frombuffer(raw, dtype=storage.dtype, count=storage.numel)
     return obj, storages
 
 
-def _read_exactly(file, size, path) -> bytes:
+def _storage_owners(obj) -> dict[str, str]:
+    """``{storage key: "tensor <name>"}`` for the first tensor of the state dict on each storage,
+    so that a short file can be reported by the tensor it cuts off."""
+    owners: dict[str, str] = {}
+    if not isinstance(obj, dict):
+        return owners
+    for name, value in obj.items():
+        if isinstance(value, _TensorRef):
+            storage = value.storage.base or value.storage
+            owners.setdefault(storage.key, f"tensor {name}")
+    return owners
+
+
+def _read_exactly(file, size, path, what) -> bytes:
     data = file.read(size)
     if len(data) != size:
-        raise WeightsFileError(f"{path}: truncated weights file (wanted {size} bytes, found {len(data)})")
+        raise WeightsFileError(
+            f"{path}: truncated weights file at {what} (wanted {size} bytes, found {len(data)})"
+        )
     return data
 
 
