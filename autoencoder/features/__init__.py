@@ -24,8 +24,8 @@ from .torch_weights import (
 )
 
 __all__ = [
-    "Backbone",
     "LITE_VARIANTS",
+    "Backbone",
     "RestrictedUnpickler",
     "WeightsFileError",
     "available_backbones",

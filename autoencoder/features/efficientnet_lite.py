@@ -108,11 +108,11 @@ def round_filters(filters: int, width: float) -> int:
     rounded = max(CHANNEL_DIVISOR, int(scaled + CHANNEL_DIVISOR / 2) // CHANNEL_DIVISOR * CHANNEL_DIVISOR)
     if rounded < 0.9 * scaled:
         rounded += CHANNEL_DIVISOR
-    return int(rounded)
+    return rounded
 
 
 def round_repeats(repeats: int, depth: float) -> int:
-    return int(math.ceil(depth * repeats))
+    return math.ceil(depth * repeats)
 
 
 def scaled_stages(width: float, depth: float) -> tuple[tuple[int, int, int, int, int], ...]:
