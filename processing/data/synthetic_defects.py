@@ -118,10 +118,10 @@ DEFAULT_CONTRAST_RANGES = {
     "scratch": (0.15, 0.45),
     "crack": (0.2, 0.5),
     "spot": (0.15, 0.45),
-    "stain": (0.05, 0.15),
+    "stain": (0.08, 0.2),
     "missing_material": (0.08, 0.3),
     "added_material": (0.03, 0.12),
-    "brightness": (0.06, 0.25),
+    "brightness": (0.1, 0.3),
     "color": (0.1, 0.3),
 }
 SOFT_PROBABILITY = {
@@ -601,13 +601,15 @@ def random_defect(
     scale_range: tuple[float, float] | None = None,
     contrast_range: tuple[float, float] | None = None,
     soft: bool | None = None,
+    shape: str | None = None,
     source: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, DefectParams]:
     """Draw one random defect into a copy of `image`: a kind from `kinds`, a size drawn
     log-uniformly from `size_range` (pixels) or `scale_range` (fractions of the shorter side;
     default: the kind's DEFAULT_SCALE_RANGES), a contrast magnitude uniformly from
     `contrast_range` (default: the kind's DEFAULT_CONTRAST_RANGES; cracks are darker, the others
-    darker or brighter at random), random edges unless `soft` is given, a random place.
+    darker or brighter at random), random edges unless `soft` is given, the kind's outline
+    unless `shape` is given, a random place.
 
     Returns (defective image, mask bool (H, W), the DefectParams drawn).
     """
@@ -640,6 +642,6 @@ def random_defect(
     magnitude = float(rng.uniform(*(contrast_range or DEFAULT_CONTRAST_RANGES[kind])))
     lowest = 0.0 if kind == "added_material" else MIN_CONTRAST
     contrast = _polarity(kind, rng) * max(magnitude, lowest)
-    params = _resolve_params(pixels.shape, kind, rng, size, contrast, None, soft, None, None)
+    params = _resolve_params(pixels.shape, kind, rng, size, contrast, None, soft, None, shape)
     defective, mask = _draw(image, pixels, params, rng, source)
     return defective, mask, params
