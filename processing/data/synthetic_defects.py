@@ -581,7 +581,8 @@ def draw_defect(
     kind: one of DEFECT_KINDS. size: extent in pixels (or `scale`: a fraction of the shorter
     side). contrast: signed change, see the module docstring. soft: soft edges. center: (row, col)
     of the defect. shape: one of SHAPES instead of the kind's own outline. source: an image to
-    take added_material's texture from (default: `image` itself). Arguments left None are drawn
+    take added_material's texture from (float in [0, 1], gray or RGB, >= 32 px; default: `image`
+    itself). Arguments left None are drawn
     from `rng` (sizes and contrasts from DEFAULT_SCALE_RANGES and DEFAULT_CONTRAST_RANGES).
 
     Returns (defective image, same shape and dtype as `image`; mask bool (H, W)), the mask as
