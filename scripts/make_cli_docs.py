@@ -34,6 +34,8 @@ SCRIPTS = [
     "demo.py",
     "scripts/make_demo_dataset.py",
     "scripts/make_digits_dataset.py",
+    "scripts/make_highres_dataset.py",
+    "scripts/make_color_dataset.py",
     "scripts/split.py",
 ]
 

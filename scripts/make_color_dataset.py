@@ -1,0 +1,80 @@
+"""Write a generated colour dataset in the MVTec AD layout whose defects differ from the
+background only by hue: 8-bit RGB procedural textures of one coloured product (256 px by default)
+where every defect pixel keeps the luminance (0.2125 R + 0.7154 G + 0.0721 B) of the pixel it
+replaces, so a model reading the images in grayscale cannot see the defects. Defect types
+hue_spot, hue_scratch, hue_stain, with masks. Nothing is downloaded.
+
+    python scripts/make_color_dataset.py -o demo_data/color
+    python scripts/make_color_dataset.py -o demo_data/color_512 --image-size 512 --defect-size-range 20 120
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+# scripts/ is not a package: make `processing` importable when run from anywhere.
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from autoencoder import cli  # noqa: E402
+from processing.data.synthetic_datasets import COLOR_DEFAULTS, COLOR_DEFECT_TYPES, make_color_dataset  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (docs/cli.md is generated from it: scripts/make_cli_docs.py)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-o", "--output-dir", type=Path, default=Path("demo_data/color"), help="folder to create")
+    parser.add_argument(
+        "--image-size", type=int, default=COLOR_DEFAULTS["image_size"], help="side of the square images, in pixels (>= 32)"
+    )
+    parser.add_argument("--n-train", type=int, default=COLOR_DEFAULTS["n_train"], help="number of defect-free training images")
+    parser.add_argument("--n-test-good", type=int, default=COLOR_DEFAULTS["n_test_good"], help="number of defect-free test images")
+    parser.add_argument(
+        "--n-test-defect", type=int, default=COLOR_DEFAULTS["n_test_defect"], help="number of test images per defect type"
+    )
+    parser.add_argument(
+        "--defect-types",
+        nargs="+",
+        choices=tuple(COLOR_DEFECT_TYPES),
+        default=list(COLOR_DEFECT_TYPES),
+        metavar="TYPE",
+        help=f"outlines of the hue change, one test folder each (default: all of {', '.join(COLOR_DEFECT_TYPES)})",
+    )
+    parser.add_argument(
+        "--defect-size-range",
+        nargs=2,
+        type=float,
+        default=list(COLOR_DEFAULTS["defect_size_range"]),
+        metavar=("MIN", "MAX"),
+        help="defect extent in pixels of the image, drawn log-uniformly from [MIN, MAX]",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same dataset)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing colour dataset")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def main(argv: list[str] | None = None):
+    args = parse_args(argv)
+    cli.setup_logging()
+    return make_color_dataset(
+        args.output_dir,
+        image_size=args.image_size,
+        n_train=args.n_train,
+        n_test_good=args.n_test_good,
+        n_test_defect=args.n_test_defect,
+        defect_types=args.defect_types,
+        defect_size_range=tuple(args.defect_size_range),
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run(main))
