@@ -32,20 +32,64 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = BenchmarkConfig(input_dir="")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-d", "--input-dir", required=True, help="dataset root in MVTec AD layout")
-    parser.add_argument("-a", "--architectures", nargs="+", default=defaults.architectures, help="architectures to compare (default: featureCAE, the best measured on magnetic_tile)")
-    parser.add_argument("-l", "--losses", nargs="+", default=defaults.losses, choices=["ssim", "mssim", "l2", "feature"], help="losses to compare (an architecture that takes none of them trains with its own, e.g. featureCAE with feature)")
-    parser.add_argument("--image-sizes", nargs="+", type=int, default=defaults.image_sizes, help="model input sides to compare (default: 256)")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="most epochs per training (default: 20; the pixel autoencoders of docs/benchmarks.md used 25-100)")
+    parser.add_argument("-a", "--architectures", nargs="+", default=defaults.architectures, help="architectures to compare (default: "
+            "featureCAE, the best measured on magnetic_tile)")
+    parser.add_argument(
+        "-l",
+        "--losses",
+        nargs="+",
+        default=defaults.losses,
+        choices=["ssim", "mssim", "l2", "feature"],
+        help="losses to compare (an architecture that takes none of them trains with its own, e.g. featureCAE with feature)",
+    )
+    parser.add_argument(
+        "--image-sizes", nargs="+", type=int, default=defaults.image_sizes, help="model input sides to compare (default: 256)"
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=defaults.epochs,
+        help="most epochs per training (default: 20; the pixel autoencoders of docs/benchmarks.md used 25-100)",
+    )
     parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="peak learning rate (default: %(default)g)")
     parser.add_argument("--lr-finder", action="store_true", help="run the learning-rate range test per training instead of --lr")
     parser.add_argument("-b", "--batch", type=int, default=defaults.batch_size, help="training batch size")
     parser.add_argument("-c", "--color", default=defaults.color_mode, choices=["grayscale", "rgb"], help="colour mode")
-    parser.add_argument("-m", "--methods", nargs="+", default=defaults.methods, type=method_argument, metavar="MAP", help="anomaly maps to finetune and test on each model, each a row of its own: pixel maps (ssim, l2) apply to the pixel autoencoders, feature/padim/knn and their combinations to featureCAE (default: padim; a pixel autoencoder gets the map matching its loss)")
-    parser.add_argument("--image-score", default=defaults.image_score, choices=["component", "max"], help="image score of the segmentation detector (default: finetune.py's: max for feature/padim/knn maps, component for pixel maps)")
+    parser.add_argument(
+        "-m",
+        "--methods",
+        nargs="+",
+        default=defaults.methods,
+        type=method_argument,
+        metavar="MAP",
+        help="anomaly maps to finetune and test on "
+        "each model, each a row of its own: pixel maps (ssim, l2) apply to the pixel autoencoders, feature/padim/knn and their "
+        "combinations to featureCAE (default: padim; a pixel autoencoder gets the map matching its loss)",
+    )
+    parser.add_argument(
+        "--image-score",
+        default=defaults.image_score,
+        choices=["component", "max"],
+        help="image score of the segmentation detector (default: finetune.py's: max for feature/padim/knn maps, component for pixel maps)",
+    )
     parser.add_argument("-t", "--dtype", default=defaults.dtype, choices=["float64", "uint8"], help="residual map type")
-    parser.add_argument("--smoothing", type=float, default=defaults.smoothing_sigma, help="Gaussian sigma (pixels) applied to residual maps (default: %(default)g)")
-    parser.add_argument("--keep-border", action="store_true", help="keep defect components that touch the image border (default: drop them, as the original toolkit)")
-    parser.add_argument("--normalize", default=None, choices=["none", "pixel"], help="per-pixel standardisation of the residual maps (default: finetune.py's)")
+    parser.add_argument(
+        "--smoothing",
+        type=float,
+        default=defaults.smoothing_sigma,
+        help="Gaussian sigma (pixels) applied to residual maps (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--keep-border",
+        action="store_true",
+        help="keep defect components that touch the image border (default: drop them, as the original toolkit)",
+    )
+    parser.add_argument(
+        "--normalize",
+        default=None,
+        choices=["none", "pixel"],
+        help="per-pixel standardisation of the residual maps (default: finetune.py's)",
+    )
     parser.add_argument("--patience", type=int, default=defaults.patience, help="early-stopping patience in epochs")
     parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of every split, initialisation and augmentation")

@@ -38,11 +38,11 @@ def main(argv: list[str] | None = None):
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
     cli.import_tensorflow(args.verbose)
-    from processing.workflow.training import TrainConfig, train
     from processing.data.demo import make_demo_dataset
-    from processing.workflow.testing import TestConfig, test
-    from processing.workflow.finetuning import FinetuneConfig, finetune
     from processing.evaluation.metrics import format_metrics
+    from processing.workflow.finetuning import FinetuneConfig, finetune
+    from processing.workflow.testing import TestConfig, test
+    from processing.workflow.training import TrainConfig, train
 
     data_dir = Path(args.data_dir)
     if not (data_dir / "train" / "good").is_dir():

@@ -23,9 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line of this script (docs/cli.md is generated from it: scripts/make_cli_docs.py)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-p", "--path", required=True, help="model folder written by train.py, or its .keras file")
-    parser.add_argument("-r", "--result", default=None, metavar="NAME", help="finetuning result to export, e.g. ssim_float64 (default: the model's only one; required when it has several)")
-    parser.add_argument("--format", required=True, choices=FORMATS, help="savedmodel (a folder; maps in float64), tflite or onnx (one file; maps in float32; onnx needs tf2onnx)")
-    parser.add_argument("-o", "--output", required=True, help="the folder (savedmodel) or file (tflite, onnx) to write; export_info.json goes inside the folder or beside the file (<file>.json)")
+    parser.add_argument("-r", "--result", default=None, metavar="NAME", help="finetuning result to export, e.g. ssim_float64 (default: "
+            "the model's only one; required when it has several)")
+    parser.add_argument("--format", required=True, choices=FORMATS, help="savedmodel (a folder; maps in float64), tflite or onnx (one "
+            "file; maps in float32; onnx needs tf2onnx)")
+    parser.add_argument("-o", "--output", required=True, help="the folder (savedmodel) or file (tflite, onnx) to write; export_info.json "
+            "goes inside the folder or beside the file (<file>.json)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
     parser.add_argument("--results-dir", default="results", help="where finetuning results are read")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -16,23 +16,69 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line of this script (docs/cli.md is generated from it: scripts/make_cli_docs.py)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-p", "--path", required=True, help="model folder written by train.py, or its .keras file")
-    parser.add_argument("-m", "--method", nargs="+", default=None, type=method_or_auto_argument, metavar="MAP", help=f"anomaly map: {', '.join(map_kind_names())}, or several joined by + (their standardised mean); several (or auto: every map that suits the model) are each fitted and the finetuning subset picks the best by image AUROC (default: ssim for ssim/mssim models, l2 for l2 models, padim for featureCAE). featureCAE maps: feature (its own reconstruction error), padim (a Gaussian per grid position), knn (distance to a memory bank of training features), or a combination such as padim+knn")
+    parser.add_argument("-m", "--method", nargs="+", default=None, type=method_or_auto_argument, metavar="MAP", help="anomaly map: "
+            f"{', '.join(map_kind_names())}, or several joined by + (their standardised mean); several (or auto: every map that suits "
+            "the model) are each fitted and the finetuning subset picks the best by image AUROC (default: ssim for ssim/mssim models, "
+            "l2 for l2 models, padim for featureCAE). featureCAE maps: feature (its own reconstruction error), padim (a Gaussian per "
+            "grid position), knn (distance to a memory bank of training features), or a combination such as padim+knn")
     parser.add_argument("-t", "--dtype", default="float64", choices=["float64", "uint8"], help="residual map type")
     parser.add_argument("--finetune-split", type=float, default=0.1, help="fraction of each test class used for finetuning")
     parser.add_argument("--seed", type=int, default=42, help="seed of the finetuning subset")
     parser.add_argument("-b", "--batch", type=int, default=16, help="inference batch size")
     parser.add_argument("--results-dir", default="results", help="where results are written")
-    parser.add_argument("--data-dir", default=None, metavar="DIR", help="the dataset's folder when it moved since training (checked to hold the same train/good and test files as info.json records)")
-    parser.add_argument("--overwrite", action="store_true", help="when this finetuning result exists: move it and its test result aside (<name>.replaced-<time>; nothing is deleted) and finetune again")
-    parser.add_argument("--clean-stale", action="store_true", help="remove the staging folders that killed runs left among this model's results (they are reported either way)")
-    parser.add_argument("--smoothing", type=float, default=0.0, help="Gaussian sigma in pixels applied to the residual maps (test.py applies the same)")
+    parser.add_argument("--data-dir", default=None, metavar="DIR", help="the dataset's folder when it moved since training (checked to "
+            "hold the same train/good and test files as info.json records)")
+    parser.add_argument("--overwrite", action="store_true", help="when this finetuning result exists: move it and its test result aside "
+            "(<name>.replaced-<time>; nothing is deleted) and finetune again")
+    parser.add_argument("--clean-stale", action="store_true", help="remove the staging folders that killed runs left among this model's "
+            "results (they are reported either way)")
+    parser.add_argument("--smoothing", type=float, default=0.0, help="Gaussian sigma in pixels applied to the residual maps (test.py "
+            "applies the same)")
     border = parser.add_mutually_exclusive_group()
-    border.add_argument("--keep-border", dest="clear_border", action="store_false", default=None, help="keep defect components that touch the image border (the default for feature/padim/knn maps)")
-    border.add_argument("--clear-border", dest="clear_border", action="store_true", help="drop defect components that touch the image border (the default for pixel maps, as the original toolkit)")
-    parser.add_argument("--normalize", default="none", choices=["none", "pixel"], help="pixel: standardise each pixel of the (smoothed) maps by its mean and std over the training images' maps (test.py applies the same)")
-    parser.add_argument("--image-score", default=None, choices=["component", "max"], help="image score: component (the highest threshold at which a component of min_area survives) or max (the map's maximum); default: max for feature/padim/knn maps, component for pixel maps")
-    parser.add_argument("--combine-with", action="append", default=[], metavar="PATH[:METHOD]", help="average in the maps of another model of the same dataset (e.g. a featureCAE at another size, or a pixel autoencoder), each map standardised on the validation images; repeatable; METHOD defaults to that model's default map")
-    parser.add_argument("--detector", default="segmentation", help="a registered detector (processing/detectors/): segmentation (default: residual maps, min_area + threshold) or kde (latent-code density OR reconstruction error; fits <model folder>/density.npz when missing)")
+    border.add_argument(
+        "--keep-border",
+        dest="clear_border",
+        action="store_false",
+        default=None,
+        help="keep defect components that touch the image border (the default for feature/padim/knn maps)",
+    )
+    border.add_argument(
+        "--clear-border",
+        dest="clear_border",
+        action="store_true",
+        help="drop defect components that touch the image border (the default for pixel maps, as the original toolkit)",
+    )
+    parser.add_argument(
+        "--normalize",
+        default="none",
+        choices=["none", "pixel"],
+        help="pixel: standardise each pixel of the (smoothed) "
+        "maps by its mean and std over the training images' maps (test.py applies the same)",
+    )
+    parser.add_argument(
+        "--image-score",
+        default=None,
+        choices=["component", "max"],
+        help="image score: component (the highest threshold "
+        "at which a component of min_area survives) or max (the map's maximum); default: max for feature/padim/knn maps, component "
+        "for pixel maps",
+    )
+    parser.add_argument(
+        "--combine-with",
+        action="append",
+        default=[],
+        metavar="PATH[:METHOD]",
+        help="average in the maps of another model "
+        "of the same dataset (e.g. a featureCAE at another size, or a pixel autoencoder), each map standardised on the validation "
+        "images; repeatable; METHOD defaults to that model's default map",
+    )
+    parser.add_argument(
+        "--detector",
+        default="segmentation",
+        help="a registered detector (processing/detectors/): segmentation (default: "
+        "residual maps, min_area + threshold) or kde (latent-code density OR reconstruction error; fits <model folder>/density.npz "
+        "when missing)",
+    )
     parser.add_argument("--bandwidth", type=float, default=None, help="kde: Gaussian kernel width (default: chosen by cross-validation)")
     parser.add_argument("--pca-components", type=int, default=None, help="kde: project the codes onto this many principal components first")
     parser.add_argument("--refit-density", action="store_true", help="kde: refit density.npz even when the model folder has one")

@@ -21,16 +21,22 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line of this script (docs/cli.md is generated from it: scripts/make_cli_docs.py)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-p", "--path", default=None, help="model folder written by train.py, or its .keras file")
-    parser.add_argument("-i", "--input", default=None, nargs="+", metavar="INPUT", help="image folders (searched recursively), image files or quoted glob patterns ('**' recurses)")
-    parser.add_argument("-o", "--output", required=True, help="output folder: predictions.csv, report.html, predict_settings.json, masks/, overlays/")
-    parser.add_argument("-r", "--result", default=None, metavar="NAME", help="finetuning result to apply, e.g. ssim_float64 or padim_float64 (default: the model's only one; required when it has several)")
+    parser.add_argument("-i", "--input", default=None, nargs="+", metavar="INPUT", help="image folders (searched recursively), image "
+            "files or quoted glob patterns ('**' recurses)")
+    parser.add_argument("-o", "--output", required=True, help="output folder: predictions.csv, report.html, predict_settings.json, "
+            "masks/, overlays/")
+    parser.add_argument("-r", "--result", default=None, metavar="NAME", help="finetuning result to apply, e.g. ssim_float64 or "
+            "padim_float64 (default: the model's only one; required when it has several)")
     parser.add_argument("--masks", action="store_true", help="write the predicted masks at each image's original size (masks/)")
     parser.add_argument("--overlays", action="store_true", help="write each image with the predicted defect outlined in red (overlays/)")
-    parser.add_argument("--shard", default=None, metavar="K/N", help="predict only part K of N (from 1) of the sorted input list: N runs with 1/N ... N/N cover every image once; join them with --merge (docs/distributed.md)")
-    parser.add_argument("--merge", default=None, nargs="+", metavar="OUT", help="instead of predicting: join the output folders of --shard runs (or any runs of one model and result) into -o, rows sorted by path, masks, overlays and report rebuilt")
+    parser.add_argument("--shard", default=None, metavar="K/N", help="predict only part K of N (from 1) of the sorted input list: N runs "
+            "with 1/N ... N/N cover every image once; join them with --merge (docs/distributed.md)")
+    parser.add_argument("--merge", default=None, nargs="+", metavar="OUT", help="instead of predicting: join the output folders of "
+            "--shard runs (or any runs of one model and result) into -o, rows sorted by path, masks, overlays and report rebuilt")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run: skip the images already in predictions.csv")
     parser.add_argument("--overwrite", action="store_true", help="replace the predictions already in the output folder")
-    parser.add_argument("--strict", action="store_true", help="exit with code 2 when any image could not be read (the outputs are still written)")
+    parser.add_argument("--strict", action="store_true", help="exit with code 2 when any image could not be read (the outputs are still "
+            "written)")
     parser.add_argument("--gallery", type=int, default=48, help="overlays shown in report.html, most suspicious first")
     parser.add_argument("-b", "--batch", type=int, default=16, help="inference batch size")
     parser.add_argument("--workers", type=int, default=None, help="threads reading images (default: one per CPU)")
@@ -49,7 +55,12 @@ def main(argv: list[str] | None = None):
     from processing.workflow.predict import PredictConfig, check_inputs_and_output, check_merge, merge_predictions, predict
 
     if args.merge is not None:
-        for flag, value in (("-p/--path", args.path), ("-i/--input", args.input), ("--shard", args.shard), ("--resume", args.resume or None)):
+        for flag, value in (
+            ("-p/--path", args.path),
+            ("-i/--input", args.input),
+            ("--shard", args.shard),
+            ("--resume", args.resume or None),
+        ):
             if value is not None:
                 raise ValueError(f"--merge joins finished runs: {flag} does not apply")
         check_merge(args.merge, args.output, args.overwrite)  # before TensorFlow is loaded

@@ -17,14 +17,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-p", "--path", required=True, help="model folder written by train.py, or its .keras file")
     parser.add_argument("-s", "--save", action="store_true", help="write predicted masks and overlays for every test image")
-    parser.add_argument("-m", "--method", default=None, type=method_argument, metavar="MAP", help="only the results of this anomaly map, e.g. ssim or padim+knn (default: every finetuning result)")
+    parser.add_argument("-m", "--method", default=None, type=method_argument, metavar="MAP", help="only the results of this anomaly map, "
+            "e.g. ssim or padim+knn (default: every finetuning result)")
     parser.add_argument("-t", "--dtype", default=None, choices=["float64", "uint8"], help="only this residual map type")
     parser.add_argument("--include-finetune", action="store_true", help="also score the finetuning images (as the original toolkit did)")
     parser.add_argument("-b", "--batch", type=int, default=16, help="inference batch size")
     parser.add_argument("--results-dir", default="results", help="where results are read and written")
-    parser.add_argument("--data-dir", default=None, metavar="DIR", help="the dataset's folder when it moved since training (checked to hold the same train/good and test files as info.json records)")
-    parser.add_argument("--overwrite", action="store_true", help="when a test result exists: move it aside (<name>.replaced-<time>; nothing is deleted) and score again")
-    parser.add_argument("--clean-stale", action="store_true", help="remove the staging folders that killed runs left among this model's results (they are reported either way)")
+    parser.add_argument("--data-dir", default=None, metavar="DIR", help="the dataset's folder when it moved since training (checked to "
+            "hold the same train/good and test files as info.json records)")
+    parser.add_argument("--overwrite", action="store_true", help="when a test result exists: move it aside (<name>.replaced-<time>; "
+            "nothing is deleted) and score again")
+    parser.add_argument("--clean-stale", action="store_true", help="remove the staging folders that killed runs left among this model's "
+            "results (they are reported either way)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 

@@ -18,28 +18,87 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig(input_dir="")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-d", "--input-dir", required=True, help="dataset root in MVTec AD layout (<dir>/train/good/...)")
-    parser.add_argument("-a", "--architecture", default=defaults.architecture, help=f"architecture (default {defaults.architecture}; docs/models.md lists them, and an unknown name gets the list)")
-    parser.add_argument("-c", "--color", default=defaults.color_mode, choices=["grayscale", "rgb"], help="colour mode the images are converted to")
-    parser.add_argument("-l", "--loss", default=defaults.loss, choices=["ssim", "mssim", "l2", "feature"], help="default: the architecture's (l2 for pixel autoencoders, feature for featureCAE); ssim needs grayscale, mssim needs rgb")
-    parser.add_argument("-b", "--batch", type=int, default=defaults.batch_size, help="batch size (per replica with --distribute: the global batch is b x replicas)")
-    parser.add_argument("-i", "--inspect", action="store_true", help="write input/reconstruction/residual plots of validation and test images")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="most epochs to train (default: the architecture's, 100 for pixel autoencoders, 20 for featureCAE; early stopping may end sooner)")
+    parser.add_argument("-a", "--architecture", default=defaults.architecture, help=f"architecture (default {defaults.architecture}; "
+            "docs/models.md lists them, and an unknown name gets the list)")
+    parser.add_argument(
+        "-c", "--color", default=defaults.color_mode, choices=["grayscale", "rgb"], help="colour mode the images are converted to"
+    )
+    parser.add_argument(
+        "-l",
+        "--loss",
+        default=defaults.loss,
+        choices=["ssim", "mssim", "l2", "feature"],
+        help="default: the architecture's (l2 for pixel autoencoders, feature for featureCAE); ssim needs grayscale, mssim needs rgb",
+    )
+    parser.add_argument(
+        "-b",
+        "--batch",
+        type=int,
+        default=defaults.batch_size,
+        help="batch size (per replica with --distribute: the global batch is b x replicas)",
+    )
+    parser.add_argument(
+        "-i", "--inspect", action="store_true", help="write input/reconstruction/residual plots of validation and test images"
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=defaults.epochs,
+        help="most epochs to train (default: the architecture's, 100 for "
+        "pixel autoencoders, 20 for featureCAE; early stopping may end sooner)",
+    )
     parser.add_argument("--image-size", type=int, default=None, help="side of the square model input (default: the architecture's)")
-    parser.add_argument("--lr", type=float, default=None, help="peak learning rate of the cyclical schedule; skips the learning-rate range test")
-    parser.add_argument("--validation-split", type=float, default=defaults.validation_split, help="fraction of train/good held out for validation")
+    parser.add_argument(
+        "--lr", type=float, default=None, help="peak learning rate of the cyclical schedule; skips the learning-rate range test"
+    )
+    parser.add_argument(
+        "--validation-split", type=float, default=defaults.validation_split, help="fraction of train/good held out for validation"
+    )
     parser.add_argument("--patience", type=int, default=defaults.patience, help="early-stopping patience in epochs")
     parser.add_argument("--no-augment", action="store_true", help="train without rotation/shift/brightness augmentation")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the split, the initialisation and the augmentation")
     parser.add_argument("--output-dir", default=defaults.output_dir, help="where model folders are written")
-    parser.add_argument("--encoder-weights", default=None, metavar="PATH", help="vggCAE: initialise the encoder from a local Keras VGG16 no-top weights file (nothing is downloaded)")
+    parser.add_argument(
+        "--encoder-weights",
+        default=None,
+        metavar="PATH",
+        help="vggCAE: initialise the encoder from a local Keras VGG16 no-top weights file (nothing is downloaded)",
+    )
     parser.add_argument("--freeze-encoder", action="store_true", help="vggCAE with --encoder-weights: keep the loaded encoder fixed")
-    parser.add_argument("--adversarial", action="store_true", help="adversarial autoencoder that leaves suspicious training images out (architectures without skip connections)")
+    parser.add_argument(
+        "--adversarial",
+        action="store_true",
+        help="adversarial autoencoder that leaves suspicious training images out (architectures without skip connections)",
+    )
     parser.add_argument("--latent-dim", type=int, default=defaults.latent_dim, help="--adversarial: length of the latent code")
-    parser.add_argument("--reject-every", type=int, default=defaults.reject_every, help="--adversarial: epochs between rejection checks (0: no rejection)")
-    parser.add_argument("--reject-fraction", type=float, default=None, help="--adversarial: fraction of training images to leave out (default: estimated by Tukey's fence on the rejection scores)")
-    parser.add_argument("--reject-by", default=defaults.reject_by, choices=["likelihood", "reconstruction", "combined"], help="--adversarial: what decides which training images are left out (likelihood: the latent likelihood, as in Beggel et al.)")
-    parser.add_argument("--distribute", default=defaults.distribute, choices=["none", "mirrored", "multiworker"], help="none: one device, no tf.distribute strategy; mirrored: every local GPU (the CPU when there is none); multiworker: the machines TF_CONFIG lists, only the chief writes the model folder (docs/distributed.md). -b stays the batch per replica")
-    parser.add_argument("--clean-stale", action="store_true", help="remove the staging folders that killed trainings left under --output-dir (they are reported either way)")
+    parser.add_argument(
+        "--reject-every", type=int, default=defaults.reject_every, help="--adversarial: epochs between rejection checks (0: no rejection)"
+    )
+    parser.add_argument(
+        "--reject-fraction",
+        type=float,
+        default=None,
+        help="--adversarial: fraction of training images to leave out (default: estimated by Tukey's fence on the rejection scores)",
+    )
+    parser.add_argument(
+        "--reject-by",
+        default=defaults.reject_by,
+        choices=["likelihood", "reconstruction", "combined"],
+        help="--adversarial: what decides which training images are left out (likelihood: the latent likelihood, as in Beggel et al.)",
+    )
+    parser.add_argument(
+        "--distribute",
+        default=defaults.distribute,
+        choices=["none", "mirrored", "multiworker"],
+        help="none: one device, no tf.distribute "
+        "strategy; mirrored: every local GPU (the CPU when there is none); multiworker: the machines TF_CONFIG lists, only the chief "
+        "writes the model folder (docs/distributed.md). -b stays the batch per replica",
+    )
+    parser.add_argument(
+        "--clean-stale",
+        action="store_true",
+        help="remove the staging folders that killed trainings left under --output-dir (they are reported either way)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 

@@ -190,12 +190,12 @@ class AdversarialAutoencoder(keras.Model):
     Only the TensorFlow backend is supported for training.
     """
 
-    def __init__(self, encoder: keras.Model, decoder: keras.Model, discriminator: keras.Model, prior_std: float = 1.0, seed: int = 0, **kwargs):
+    def __init__(
+        self, encoder: keras.Model, decoder: keras.Model, discriminator: keras.Model, prior_std: float = 1.0, seed: int = 0, **kwargs
+    ):
         super().__init__(**kwargs)
         if keras.backend.backend() != "tensorflow":
-            raise AdversarialSetupError(
-                f"KERAS_BACKEND={keras.backend.backend()}: the adversarial training step needs tensorflow"
-            )
+            raise AdversarialSetupError(f"KERAS_BACKEND={keras.backend.backend()}: the adversarial training step needs tensorflow")
         self.encoder = encoder
         self.decoder = decoder
         self.discriminator = discriminator
@@ -430,9 +430,9 @@ def fit_with_rejection(
     reject_by: "likelihood" (the paper's criterion) or "combined" (see rejection_scores).
     """
     from tqdm.auto import tqdm
-    from autoencoder.progress import on_terminal
 
     from autoencoder.pipeline import make_training_dataset
+    from autoencoder.progress import on_terminal
 
     check_reject_fraction(reject_fraction)
     check_reject_by(reject_by)
@@ -453,7 +453,9 @@ def fit_with_rejection(
             stop = min(start + chunk, epochs)
             kept = train_images[~rejected]
             train_ds = make_training_dataset(kept, batch_size, shuffle=True, augment=augment, seed=seed + start)
-            fitted = aae.fit(train_ds, validation_data=val_ds, initial_epoch=start, epochs=stop, verbose=0, shuffle=False, callbacks=[_EpochBar(bar)])
+            fitted = aae.fit(
+                train_ds, validation_data=val_ds, initial_epoch=start, epochs=stop, verbose=0, shuffle=False, callbacks=[_EpochBar(bar)]
+            )
             for key, values in fitted.history.items():
                 history.setdefault(key, []).extend(float(v) for v in values)
             if reject_every > 0 and stop < epochs:
@@ -503,10 +505,15 @@ def write_rejected_csv(path: str | Path, files: list[Path], root: Path, result: 
         writer = csv.writer(handle)
         writer.writerow(["file", "epoch_rejected", "log_likelihood", "reconstruction_error", "rejection_score"])
         for i in indices:
-            writer.writerow([
-                str(Path(files[i]).relative_to(root)), int(result.rejected_since[i]), f"{result.log_likelihoods[i]:.6g}",
-                f"{result.reconstruction_errors[i]:.6g}", f"{result.rejection_scores[i]:.6g}",
-            ])
+            writer.writerow(
+                [
+                    str(Path(files[i]).relative_to(root)),
+                    int(result.rejected_since[i]),
+                    f"{result.log_likelihoods[i]:.6g}",
+                    f"{result.reconstruction_errors[i]:.6g}",
+                    f"{result.rejection_scores[i]:.6g}",
+                ]
+            )
     return path
 
 
@@ -514,8 +521,13 @@ def read_rejected_csv(path: str | Path) -> list[dict]:
     """Rows of rejected.csv as dicts (file: str, epoch_rejected: int, the other columns float)."""
     with open(path, newline="") as handle:
         return [
-            {"file": row["file"], "epoch_rejected": int(row["epoch_rejected"]), "log_likelihood": float(row["log_likelihood"]),
-             "reconstruction_error": float(row["reconstruction_error"]), "rejection_score": float(row["rejection_score"])}
+            {
+                "file": row["file"],
+                "epoch_rejected": int(row["epoch_rejected"]),
+                "log_likelihood": float(row["log_likelihood"]),
+                "reconstruction_error": float(row["reconstruction_error"]),
+                "rejection_score": float(row["rejection_score"]),
+            }
             for row in csv.DictReader(handle)
         ]
 

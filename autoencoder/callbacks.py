@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 from tqdm.auto import tqdm
+
 from autoencoder.progress import on_terminal
 
 logger = logging.getLogger(__name__)

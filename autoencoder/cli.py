@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import atexit
 import errno
+import io
 import logging
 import os
 import re
 import sys
 import tempfile
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 # Must be set before TensorFlow is imported anywhere. Level 2 hides TensorFlow's C++ INFO and
 # WARNING logs (errors still show); it does not reach the lines absl prints before it is set up.
@@ -72,13 +73,16 @@ class StderrFilter:
     TensorFlow's C++ code writes to file descriptor 2 directly, at import and later (a second copy
     of the oneDNN notice, the remapper lines during training), before and beyond any Python
     setting. Lines are forwarded as they come; a partial line is held only while it may still
-    become a noise line (a progress bar's carriage-return updates pass at once). At exit the
-    descriptor is restored and the rest forwarded.
+    become a noise line. Python's own stderr (sys.stderr, the log handlers writing to it, progress
+    bars) is pointed at the real stderr directly, so its order with stdout stays as written. At
+    exit the descriptor is restored and the rest forwarded.
     """
 
     def __init__(self):
         sys.stderr.flush()
         self.original = os.dup(2)
+        direct = io.TextIOWrapper(io.FileIO(self.original, "w", closefd=False), encoding=sys.stderr.encoding,
+                                  errors="backslashreplace", line_buffering=True, write_through=True)
         read, write = os.pipe()
         os.dup2(write, 2)
         os.close(write)
@@ -86,6 +90,10 @@ class StderrFilter:
         self.thread = threading.Thread(target=self._forward, name="stderr-filter", daemon=True)
         self.thread.start()
         atexit.register(self.close)
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
+                handler.setStream(direct)
+        sys.stderr = direct
 
     def _emit(self, data: bytes) -> None:
         while data:
@@ -119,6 +127,7 @@ class StderrFilter:
             pass
         os.dup2(self.original, 2)  # closes the pipe's last write end: the thread sees the end of it
         self.thread.join(timeout=5)
+        sys.stderr = sys.__stderr__
 
 
 _filter: StderrFilter | None = None

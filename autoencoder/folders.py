@@ -140,7 +140,9 @@ class StagingFolder:
     an older folder was moved to (``replace``), or None.
     """
 
-    def __init__(self, final: str | os.PathLike, *, replace: bool = False, unique: bool = False, exists_hint: str = "", stamp: str | None = None):
+    def __init__(
+        self, final: str | os.PathLike, *, replace: bool = False, unique: bool = False, exists_hint: str = "", stamp: str | None = None
+    ):
         self.final = Path(final)
         self.stamp = stamp  # of the name an older folder is moved aside to (default: the time of the move)
         self.replace = replace
@@ -162,8 +164,13 @@ class StagingFolder:
             if claim(tmp):
                 break
         self.tmp = tmp
-        marker = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-                  "target": str(self.final), "command": " ".join([Path(sys.executable).name, *sys.argv])}
+        marker = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.time(),
+            "target": str(self.final),
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        }
         (tmp / MARKER_FILE).write_text(json.dumps(marker) + "\n")
         return tmp
 
@@ -196,7 +203,9 @@ class StagingFolder:
         raise self._exists_error()
 
 
-def staging_folder(final: str | os.PathLike, replace: bool = False, unique: bool = False, exists_hint: str = "", stamp: str | None = None) -> StagingFolder:
+def staging_folder(
+    final: str | os.PathLike, replace: bool = False, unique: bool = False, exists_hint: str = "", stamp: str | None = None
+) -> StagingFolder:
     """A :class:`StagingFolder` (a context manager yielding the temporary folder)."""
     return StagingFolder(final, replace=replace, unique=unique, exists_hint=exists_hint, stamp=stamp)
 
@@ -292,9 +301,13 @@ def report_stale_staging(roots, clean: bool = False, depth: int = 4) -> list[Pat
                 logger.warning("removed the stale staging folder %s", stale.describe())
                 removed.append(stale.path)
             elif clean:
-                logger.warning("kept the staging folder %s: cannot tell whether that host still writes it; remove it by hand if not", stale.describe())
+                logger.warning(
+                    "kept the staging folder %s: cannot tell whether that host still writes it; remove it by hand if not", stale.describe()
+                )
             else:
-                logger.warning("stale staging folder %s: an interrupted run, not a result; pass --clean-stale to remove it", stale.describe())
+                logger.warning(
+                    "stale staging folder %s: an interrupted run, not a result; pass --clean-stale to remove it", stale.describe()
+                )
     return removed
 
 

@@ -42,8 +42,14 @@ LIST = (lambda v: isinstance(v, list), "a list")
 STR_LIST = (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings")
 COLOR_MODE = (lambda v: v in COLOR_MODES, f"one of {', '.join(COLOR_MODES)}")
 VALUE_RANGE = (lambda v: isinstance(v, list) and len(v) == 2 and all(_is_number(x) for x in v) and v[0] < v[1], "[low, high] numbers")
-COUNTS = (lambda v: isinstance(v, dict) and all(isinstance(k, str) and _is_int(n) and n >= 0 for k, n in v.items()), "an object of image counts per class")
-LOCATION_SCALE = (lambda v: isinstance(v, dict) and _is_number(v.get("median")) and _is_number(v.get("scale")), "an object with numbers median and scale")
+COUNTS = (
+    lambda v: isinstance(v, dict) and all(isinstance(k, str) and _is_int(n) and n >= 0 for k, n in v.items()),
+    "an object of image counts per class",
+)
+LOCATION_SCALE = (
+    lambda v: isinstance(v, dict) and _is_number(v.get("median")) and _is_number(v.get("scale")),
+    "an object with numbers median and scale",
+)
 
 # key -> check, or a nested schema for an object. Keys in OPTIONAL are checked only when present.
 SCHEMA = {

@@ -81,7 +81,7 @@ class ProgressBar:
         if not self.terminal and self.count:
             self.log.info("%s", self.line())
 
-    def __enter__(self) -> "ProgressBar":
+    def __enter__(self) -> ProgressBar:
         return self
 
     def __exit__(self, *exc) -> None:

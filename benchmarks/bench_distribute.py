@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> float:
     one_replica = images_per_second(tf, keras, tf.distribute.MirroredStrategy(devices=two[:1]), images, args.batch, args.epochs, args.size)
     two_replicas = images_per_second(tf, keras, tf.distribute.MirroredStrategy(devices=two), images, args.batch, args.epochs, args.size)
     # the same global batch on one device: what the strategy itself costs, apart from the larger batch
-    one_big = images_per_second(tf, keras, tf.distribute.MirroredStrategy(devices=two[:1]), images, args.batch, args.epochs, args.size, scale=2)
+    one_big = images_per_second(
+        tf, keras, tf.distribute.MirroredStrategy(devices=two[:1]), images, args.batch, args.epochs, args.size, scale=2
+    )
     ratio = two_replicas / one_replica
     kind = "GPUs" if two[0].startswith("/gpu") else "logical CPU devices (the same cores)"
     print(f"mvtecCAE {args.size} px, batch {args.batch} per replica, {args.images} images x {args.epochs} epochs, {os.cpu_count()} cores")

@@ -32,8 +32,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from autoencoder.pipeline import make_training_dataset  # noqa: E402
-from processing.data.images import load_images, scan_dataset  # noqa: E402
 from processing.data.demo import make_demo_dataset  # noqa: E402
+from processing.data.images import load_images, scan_dataset  # noqa: E402
 
 
 def tiny_autoencoder(size: int, channels: int) -> keras.Model:

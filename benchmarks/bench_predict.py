@@ -47,7 +47,9 @@ SIZE = 64
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=1000, help="images for the throughput comparison")
-    parser.add_argument("--memory", type=int, nargs=2, default=[1000, 10000], metavar=("SMALL", "LARGE"), help="image counts of the two memory runs")
+    parser.add_argument(
+        "--memory", type=int, nargs=2, default=[1000, 10000], metavar=("SMALL", "LARGE"), help="image counts of the two memory runs"
+    )
     parser.add_argument("--batch", type=int, default=16, help="batch size of both paths")
     parser.add_argument("--quick", action="store_true", help="200 images, memory at 200 vs 1000")
     parser.add_argument("--work", default=None, help="working folder (default: a temporary one, removed at the end)")
@@ -61,8 +63,26 @@ def setup(work: Path) -> Path:
     from processing.data.demo import make_demo_dataset
 
     make_demo_dataset(work / "brick", image_size=SIZE, n_train=40, n_test_good=10, n_test_defect=6, texture="brick", seed=0)
-    folder = train.main(["-d", str(work / "brick"), "-a", "mvtecCAE", "-l", "l2", "-b", "8", "--image-size", str(SIZE),
-                         "--epochs", "2", "--lr", "1e-3", "--output-dir", str(work / "models")])
+    folder = train.main(
+        [
+            "-d",
+            str(work / "brick"),
+            "-a",
+            "mvtecCAE",
+            "-l",
+            "l2",
+            "-b",
+            "8",
+            "--image-size",
+            str(SIZE),
+            "--epochs",
+            "2",
+            "--lr",
+            "1e-3",
+            "--output-dir",
+            str(work / "models"),
+        ]
+    )
     finetune.main(["-p", str(folder), "--results-dir", str(work / "results")])
     finetune.main(["-p", str(folder), "--image-score", "max", "--results-dir", str(work / "results_max")])
     return folder
@@ -99,15 +119,21 @@ def throughput(work: Path, folder: Path, images: Path, batch: int) -> dict:
     def forward() -> float:
         started = time.perf_counter()
         for start in range(0, len(decoded), batch):
-            chunk = decoded[start:start + batch]
+            chunk = decoded[start : start + batch]
             if len(chunk) < batch:
                 chunk = np.concatenate([chunk, np.zeros((batch - len(chunk), *chunk.shape[1:]), chunk.dtype)])
             np.asarray(model.predict_on_batch(chunk))
         return time.perf_counter() - started
 
     def end_to_end(name: str, results: str = "results") -> tuple[float, float]:
-        config = PredictConfig(path=str(folder), inputs=[str(images)], output=str(work / name), batch_size=batch,
-                               results_root=str(work / results), overwrite=True)
+        config = PredictConfig(
+            path=str(folder),
+            inputs=[str(images)],
+            output=str(work / name),
+            batch_size=batch,
+            results_root=str(work / results),
+            overwrite=True,
+        )
         started = time.perf_counter()
         summary = predict(config)
         return summary.settings["runs"][-1]["images_per_second"], len(files) / (time.perf_counter() - started)
@@ -120,17 +146,36 @@ def throughput(work: Path, folder: Path, images: Path, batch: int) -> dict:
     loop_rate, call_rate = max(end_to_end("predictions") for _ in range(2))
     max_loop_rate, max_call_rate = max(end_to_end("predictions_max", "results_max") for _ in range(2))
     forward_rate = len(files) / forward_s
-    return {"images": len(files), "forward_img_s": forward_rate, "predict_loop_img_s": loop_rate,
-            "predict_call_img_s": call_rate, "ratio": loop_rate / forward_rate, "ratio_call": call_rate / forward_rate,
-            "max_loop_img_s": max_loop_rate, "max_call_img_s": max_call_rate, "ratio_max": max_loop_rate / forward_rate,
-            "ratio_max_call": max_call_rate / forward_rate}
+    return {
+        "images": len(files),
+        "forward_img_s": forward_rate,
+        "predict_loop_img_s": loop_rate,
+        "predict_call_img_s": call_rate,
+        "ratio": loop_rate / forward_rate,
+        "ratio_call": call_rate / forward_rate,
+        "max_loop_img_s": max_loop_rate,
+        "max_call_img_s": max_call_rate,
+        "ratio_max": max_loop_rate / forward_rate,
+        "ratio_max_call": max_call_rate / forward_rate,
+    }
 
 
 def peak_rss(work: Path, folder: Path, images: Path) -> tuple[int, float]:
     """(peak RSS in MiB, seconds) of `python predict.py` on `images`, in its own process."""
     out = work / f"out_{images.name}"
-    argv = [sys.executable, str(ROOT / "predict.py"), "-p", str(folder), "-i", str(images), "-o", str(out),
-            "--results-dir", str(work / "results"), "--overwrite"]
+    argv = [
+        sys.executable,
+        str(ROOT / "predict.py"),
+        "-p",
+        str(folder),
+        "-i",
+        str(images),
+        "-o",
+        str(out),
+        "--results-dir",
+        str(work / "results"),
+        "--overwrite",
+    ]
     started = time.perf_counter()
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(process.pid, 0)
@@ -159,7 +204,9 @@ def main(argv=None) -> int:
         print(f"model: {folder} (mvtecCAE, L2, {SIZE} px, 2 epochs; setup {time.perf_counter() - started:.0f} s)")
         rates = throughput(work, folder, image_folder(work, args.images), args.batch)
         print(f"forward pass alone:    {rates['forward_img_s']:8.1f} images/s ({rates['images']} images, batch {args.batch})")
-        print(f"predict, streaming:    {rates['predict_loop_img_s']:8.1f} images/s (read, model, maps, decision, masks, CSV; component score)")
+        print(
+            f"predict, streaming:    {rates['predict_loop_img_s']:8.1f} images/s (read, model, maps, decision, masks, CSV; component score)"
+        )
         print(f"predict, whole call:   {rates['predict_call_img_s']:8.1f} images/s (+ model loading, report and its gallery)")
         print(f"predict, max score:    {rates['max_loop_img_s']:8.1f} images/s streaming, {rates['max_call_img_s']:.1f} whole call")
         memory = {}
@@ -168,10 +215,14 @@ def main(argv=None) -> int:
             print(f"peak RSS, {count:>6} images: {memory[count][0]:5d} MiB (python predict.py, {memory[count][1]:.0f} s)")
         small, large = args.memory
         growth = memory[large][0] / memory[small][0]
-        print(f"ratio predict/forward: {rates['ratio']:.2f}x component score, {rates['ratio_max']:.2f}x max score (target >= 0.7x; "
-              f"whole call {rates['ratio_call']:.2f}x, {rates['ratio_max_call']:.2f}x); "
-              f"peak RSS {large} vs {small} images: {growth:.2f}x")
-        (work / "bench_predict.json").write_text(json.dumps({"rates": rates, "memory_mib": {str(k): v[0] for k, v in memory.items()}}, indent=2))
+        print(
+            f"ratio predict/forward: {rates['ratio']:.2f}x component score, {rates['ratio_max']:.2f}x max score (target >= 0.7x; "
+            f"whole call {rates['ratio_call']:.2f}x, {rates['ratio_max_call']:.2f}x); "
+            f"peak RSS {large} vs {small} images: {growth:.2f}x"
+        )
+        (work / "bench_predict.json").write_text(
+            json.dumps({"rates": rates, "memory_mib": {str(k): v[0] for k, v in memory.items()}}, indent=2)
+        )
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)

@@ -76,8 +76,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reject-every", type=int, default=5)
     parser.add_argument("--reject-fraction", type=float, default=None, help="default: estimated (Tukey's fence)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
-                        help="models: CAE (plain), AAE (no rejection), AAE+rej(lik) (rejection by latent likelihood, as in the paper), AAE+rej(rec) (rejection by reconstruction error)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (the planted images and the dataset use --data-seed)")
+                        help="models: CAE (plain), AAE (no rejection), AAE+rej(lik) (rejection by latent likelihood, as in the paper), "
+                                "AAE+rej(rec) (rejection by reconstruction error)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (the planted images and the dataset use "
+            "--data-seed)")
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="3 epochs, one seed")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -197,8 +199,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     keras.config.disable_interactive_logging()  # the per-epoch Keras bars of the plain model's fit
     from autoencoder.models import get_architecture
-    from processing.data.images import load_images, scan_dataset
     from processing.data.digits import make_digits_dataset
+    from processing.data.images import load_images, scan_dataset
 
     started = time.perf_counter()
     fractions = sorted(set(args.fractions))
@@ -206,7 +208,9 @@ def main(argv: list[str] | None = None) -> dict:
         tmp = Path(tmp)
         source = args.dataset_dir
         if source is None:
-            source = make_digits_dataset(tmp / "digits", normal_digits=[args.normal_digit], noise_sigmas=(), train_fraction=0.6, seed=args.data_seed)
+            source = make_digits_dataset(
+                tmp / "digits", normal_digits=[args.normal_digit], noise_sigmas=(), train_fraction=0.6, seed=args.data_seed
+            )
         layout = scan_dataset(source, require_test=True)
         size = args.image_size or get_architecture(args.architecture).default_size
 
@@ -214,7 +218,9 @@ def main(argv: list[str] | None = None) -> dict:
         rng = np.random.default_rng(args.data_seed)
         n_max = planted_count(len(layout.train_good), max(fractions))
         if n_max > len(defective) // 2:
-            raise SystemExit(f"--fractions {max(fractions)}: needs {n_max} defective test images, only {len(defective)} (at most half can be planted)")
+            raise SystemExit(
+                f"--fractions {max(fractions)}: needs {n_max} defective test images, only {len(defective)} (at most half can be planted)"
+            )
         pool = [defective[i] for i in rng.permutation(len(defective))[:n_max]]
         held_out = set(pool)
 
@@ -235,8 +241,13 @@ def main(argv: list[str] | None = None) -> dict:
                     t0 = time.perf_counter()
                     folder = train_model(dataset, tmp / "models" / f"p{fraction}", args, seed, variant)
                     row = evaluate_model(folder, dataset, *test_set, planted_names, size, args.color)
-                    row |= {"fraction": fraction, "n_planted": n_planted, "seed": seed, "model": variant,
-                            "seconds": round(time.perf_counter() - t0, 1)}
+                    row |= {
+                        "fraction": fraction,
+                        "n_planted": n_planted,
+                        "seed": seed,
+                        "model": variant,
+                        "seconds": round(time.perf_counter() - t0, 1),
+                    }
                     logger.info("%s", row)
                     table.append(row)
         n_test, n_test_defective = len(test_set[1]), int(test_set[1].sum())
@@ -279,11 +290,18 @@ def summarise(table: list[dict], fractions: list[float], variants: list[str]) ->
 
 def print_table(summary: dict, fractions: list[float], args, n_test: int, n_defective: int) -> None:
     """One row per (model, p): AUROC of the model's score and of the MSE, balanced accuracy, rejection."""
-    print(f"\n{args.architecture}, {args.loss} loss, {args.epochs} epochs, batch {args.batch}, lr {args.lr}, seeds {args.seeds}; "
-          f"{n_test} test images ({n_defective} defective); mean (std) over seeds")
-    print("score: CAE = reconstruction MSE; AAE = combined (standardised MSE + latent -log-likelihood); "
-          "AUROC(MSE) = the AAE's reconstruction error alone")
-    header = f"{'model':<13} {'p':>4} {'planted':>7} | {'AUROC(score)':>14} {'AUROC(MSE)':>14} {'AUROC(lat)':>10} {'bal.acc':>7} | {'rejected (planted)':>18}"
+    print(
+        f"\n{args.architecture}, {args.loss} loss, {args.epochs} epochs, batch {args.batch}, lr {args.lr}, seeds {args.seeds}; "
+        f"{n_test} test images ({n_defective} defective); mean (std) over seeds"
+    )
+    print(
+        "score: CAE = reconstruction MSE; AAE = combined (standardised MSE + latent -log-likelihood); "
+        "AUROC(MSE) = the AAE's reconstruction error alone"
+    )
+    header = (
+        f"{'model':<13} {'p':>4} {'planted':>7} | {'AUROC(score)':>14} {'AUROC(MSE)':>14} {'AUROC(lat)':>10} {'bal.acc':>7} | "
+        f"{'rejected (planted)':>18}"
+    )
     print(header)
     print("-" * len(header))
     for model, per_fraction in summary.items():
@@ -293,8 +311,10 @@ def print_table(summary: dict, fractions: list[float], args, n_test: int, n_defe
             mse_std = e.get("reconstruction_auroc_std", e["image_auroc_std"])
             latent = f"{e['latent_auroc']:.3f}" if "latent_auroc" in e else "-"
             rejected = f"{e['n_rejected']:.1f} ({e['planted_rejected']:.1f})" if "n_rejected" in e else "-"
-            print(f"{model:<13} {100 * fraction:3.0f}% {e['n_planted']:7d} | {e['image_auroc']:.3f} ({e['image_auroc_std']:.3f}) "
-                  f"{mse:.3f} ({mse_std:.3f}) {latent:>10} {e['balanced_accuracy']:7.3f} | {rejected:>18}")
+            print(
+                f"{model:<13} {100 * fraction:3.0f}% {e['n_planted']:7d} | {e['image_auroc']:.3f} ({e['image_auroc_std']:.3f}) "
+                f"{mse:.3f} ({mse_std:.3f}) {latent:>10} {e['balanced_accuracy']:7.3f} | {rejected:>18}"
+            )
     first, last = str(fractions[0]), str(fractions[-1])
     print(f"\nAUROC drop in points from p={fractions[0]:g} to p={fractions[-1]:g} (reference: CAE):")
     reference = None

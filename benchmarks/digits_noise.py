@@ -51,7 +51,8 @@ COLOR_MODE = "grayscale"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-d", "--dataset-dir", type=Path, default=None, help="digits dataset (default: generate one into a temporary folder)")
+    parser.add_argument("-d", "--dataset-dir", type=Path, default=None, help="digits dataset (default: generate one into a temporary "
+            "folder)")
     parser.add_argument("-o", "--output-dir", type=Path, default=REPO_ROOT / "results" / "benchmarks" / "digits_noise")
     parser.add_argument("--architectures", nargs="+", default=list(ARCHITECTURES), help="architectures to train")
     parser.add_argument(
@@ -259,8 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     from autoencoder.models import get_architecture
-    from processing.data.images import DatasetError
     from processing.data.digits import SETTINGS_FILE, make_digits_dataset
+    from processing.data.images import DatasetError
 
     for name in args.architectures:
         try:

@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     from autoencoder import bundle, cli
     from processing.data.demo import make_demo_dataset
     from processing.data.images import load_images
-        from processing.workflow.export import FORMATS, load_exported
+    from processing.workflow.export import FORMATS, load_exported
     from processing.workflow.results import ResultsTree, load_detector
 
     cli.setup_logging(False)
@@ -58,16 +58,35 @@ def main(argv=None) -> int:
         cases = []
         pixel = train.main([*common, "-a", "mvtecCAE", "-l", "l2", "--output-dir", str(work / "models")])
         results = work / "results"
-        finetune.main(["-p", str(pixel), "-m", "ssim", "--image-score", "max", "--smoothing", "1.5", "--normalize", "pixel", "--results-dir", str(results)])
+        finetune.main(
+            [
+                "-p",
+                str(pixel),
+                "-m",
+                "ssim",
+                "--image-score",
+                "max",
+                "--smoothing",
+                "1.5",
+                "--normalize",
+                "pixel",
+                "--results-dir",
+                str(results),
+            ]
+        )
         out = finetune.main(["-p", str(pixel), "-m", "l2", "--image-score", "max", "--keep-border", "--results-dir", str(results)])
         result = json.loads((out / "finetuning_result.json").read_text())
         result["best_min_area"] = 1
         (out / "finetuning_result.json").write_text(json.dumps(result))
-        cases += [(pixel, results, "ssim_float64", "mvtecCAE, SSIM, smoothed 1.5, per-pixel standardised"),
-                  (pixel, results, "l2_float64", "mvtecCAE, L2, min_area 1, border kept")]
+        cases += [
+            (pixel, results, "ssim_float64", "mvtecCAE, SSIM, smoothed 1.5, per-pixel standardised"),
+            (pixel, results, "l2_float64", "mvtecCAE, L2, min_area 1, border kept"),
+        ]
         if not args.no_feature:
             feature = train.main([*common, "-a", "featureCAE", "--output-dir", str(work / "feature_models")])
-            finetune.main(["-p", str(feature), "-m", "feature", "--image-score", "max", "--smoothing", "1", "--results-dir", str(work / "fresults")])
+            finetune.main(
+                ["-p", str(feature), "-m", "feature", "--image-score", "max", "--smoothing", "1", "--results-dir", str(work / "fresults")]
+            )
             cases.append((feature, work / "fresults", "feature_float64", "featureCAE, feature map, smoothed 1"))
 
         paths = (sorted((work / "tiles" / "test").rglob("*.png")) + sorted((work / "tiles" / "train" / "good").glob("*.png")))[:32]
@@ -86,7 +105,11 @@ def main(argv=None) -> int:
                 exported = load_exported(target, fmt)(pixels)
                 map_diff = float(np.abs(exported["anomaly_map"] - scores.maps).max())
                 score_diff = float(np.abs(exported["image_score"] - scores.image_scores).max())
-                differing = f"{int((exported['defective'] != decisions.defective).sum())} of {len(paths)}" if "defective" in exported else "not in graph"
+                differing = (
+                    f"{int((exported['defective'] != decisions.defective).sum())} of {len(paths)}"
+                    if "defective" in exported
+                    else "not in graph"
+                )
                 print(f"{label:<52} {fmt:<11} {map_diff:15.2e} {score_diff:17.2e} {differing:>20}")
     finally:
         shutil.rmtree(work, ignore_errors=True)

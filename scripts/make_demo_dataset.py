@@ -18,6 +18,7 @@ if str(REPO_ROOT) not in sys.path:
 from autoencoder import cli  # noqa: E402
 from processing.data.demo import TEXTURES, make_demo_dataset  # noqa: E402
 
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line of this script (docs/cli.md is generated from it: scripts/make_cli_docs.py)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -30,8 +30,8 @@ from autoencoder.adversarial import (
 )
 from autoencoder.losses import l2_loss
 from autoencoder.models import build_model
-from processing.data.images import load_images, scan_dataset
 from processing.data.digits import generate_digits_arrays, make_digits_dataset
+from processing.data.images import load_images, scan_dataset
 
 LATENT = 2
 

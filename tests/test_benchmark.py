@@ -17,6 +17,7 @@ from sklearn.metrics import roc_auc_score
 import benchmark as benchmark_script
 import test as test_script
 from autoencoder import cli
+from processing.data.demo import make_demo_dataset
 from processing.workflow.benchmarking import (
     FINAL_KEYS,
     BenchmarkConfig,
@@ -25,7 +26,6 @@ from processing.workflow.benchmarking import (
     final_line,
     select_best,
 )
-from processing.data.demo import make_demo_dataset
 
 SIZE = 32
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from autoencoder import training
 from autoencoder.callbacks import (
     CyclicalLearningRate,
     LearningRateRangeTest,
@@ -17,7 +18,6 @@ from autoencoder.callbacks import (
     suggest_learning_rate,
     triangular_learning_rate,
 )
-from autoencoder import training
 from autoencoder.training import BestEpoch, fit_autoencoder, tensorboard_available, training_callbacks
 
 

@@ -8,7 +8,7 @@ import pytest
 import skimage.color
 import skimage.transform
 
-from autoencoder.pipeline import augment_batch, augmentation_transforms, apply_affine, make_training_dataset, make_validation_dataset
+from autoencoder.pipeline import apply_affine, augment_batch, augmentation_transforms, make_training_dataset, make_validation_dataset
 from processing.data.images import (
     IMAGE_EXTENSIONS,
     DatasetError,

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import skimage.data
 
-from processing.data.images import DatasetError, check_masks, list_images, scan_dataset
 from processing.data.demo import (
     DEFECT_TYPES,
     SETTINGS_FILE,
@@ -20,6 +19,7 @@ from processing.data.demo import (
     sample_patches,
     texture_image,
 )
+from processing.data.images import DatasetError, check_masks, list_images, scan_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(image_size=32, n_train=6, n_test_good=3, n_test_defect=4, texture="gravel", seed=3)

@@ -19,6 +19,7 @@ import test as test_script
 import train
 from autoencoder import cli
 from processing.data.demo import make_demo_dataset
+from processing.data.split_dataset import split_dataset
 from processing.decision.density import (
     DENSITY_FILE,
     DensityFileError,
@@ -32,7 +33,6 @@ from processing.decision.density import (
     search_dual_thresholds,
     select_bandwidth,
 )
-from processing.data.split_dataset import split_dataset
 
 SIZE = 32
 
@@ -293,7 +293,8 @@ def test_workflow_reuses_density_and_reports_errors(workflow, capsys):
     assert json.loads((again / "finetuning_result.json").read_text())["density_fitted_now"] is False
     assert (folder / DENSITY_FILE).stat().st_mtime_ns == stamp
 
-    code = cli.run(finetune.main, ["-p", str(folder), "--detector", "kde", "--bandwidth", "123", "--overwrite", "--results-dir", str(results)])
+    argv = ["-p", str(folder), "--detector", "kde", "--bandwidth", "123", "--overwrite", "--results-dir", str(results)]
+    code = cli.run(finetune.main, argv)
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "pass --refit-density" in err
 

@@ -103,7 +103,9 @@ def test_registered_detector_runs_through_finetune_and_test(registered, model_fo
     images = load_images([f"{root}/{row['file']}" for row in rows], "grayscale", SIZE)
     expected = np.square(images - model.model.predict(images, verbose=0))[..., 0].reshape(len(images), -1).max(axis=1)
     np.testing.assert_allclose([float(row["max_l2"]) for row in rows], expected, rtol=1e-5)
-    np.testing.assert_array_equal([int(row["prediction"]) for row in rows], (np.array([float(r["max_l2"]) for r in rows]) > fitted["threshold"]).astype(int))
+    np.testing.assert_array_equal(
+        [int(row["prediction"]) for row in rows], (np.array([float(r["max_l2"]) for r in rows]) > fitted["threshold"]).astype(int)
+    )
     truth = [int(row["truth"]) for row in rows]
     assert result["image_auroc"] == pytest.approx(roc_auc_score(truth, [float(row["max_l2"]) for row in rows]))
     assert result["n_images"] == len(rows) and "pixel_auroc" not in result

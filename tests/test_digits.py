@@ -13,7 +13,6 @@ from scipy.stats import norm
 from skimage.transform import resize
 from sklearn.datasets import load_digits
 
-from processing.data.images import DatasetError, scan_dataset
 from processing.data.digits import (
     DEFAULT_NOISE_SIGMAS,
     SETTINGS_FILE,
@@ -25,6 +24,7 @@ from processing.data.digits import (
     split_digit_indices,
     upsample_digits,
 )
+from processing.data.images import DatasetError, scan_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SKLEARN_DIGITS = load_digits()
@@ -281,7 +281,10 @@ def test_plot_reconstruction_pairs_and_loss_histograms_write_pngs(tmp_path):
         {"good": (images, images * 0.5), "noise_0.3": (images[:1], images[:1])}, tmp_path / "pairs.png", max_pairs=2
     )
     assert cv2.imread(str(path)) is not None
-    losses = {"modelA": {"good": rng.random(20) + 0.01, "noise": rng.random(10) + 1}, "modelB": {"good": rng.random(5), "noise": np.zeros(5)}}
+    losses = {
+        "modelA": {"good": rng.random(20) + 0.01, "noise": rng.random(10) + 1},
+        "modelB": {"good": rng.random(5), "noise": np.zeros(5)},
+    }
     path = plot_loss_histograms(losses, "good", tmp_path / "hist.png")
     assert cv2.imread(str(path)) is not None
 

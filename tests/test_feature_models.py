@@ -90,7 +90,9 @@ def test_padim_maps_match_a_naive_mahalanobis(feature_cae, work):
     extract = feature_model(model.model, STANDARDIZED_LAYER)
     train_files, _ = split_train_validation(sorted((work / "tiles" / "train" / "good").iterdir()), 0.1, 42)
     train_features = extract.predict(load_images(train_files, "grayscale", SIZE), verbose=0).astype(np.float64)
-    test_features = extract.predict(load_images([work / "tiles" / r["file"] for r in rows], "grayscale", SIZE), verbose=0).astype(np.float64)
+    test_features = extract.predict(load_images([work / "tiles" / r["file"] for r in rows], "grayscale", SIZE), verbose=0).astype(
+        np.float64
+    )
     n, h, w, c = train_features.shape
     grid = np.zeros((len(rows), h, w))
     for y in range(h):
@@ -114,9 +116,17 @@ def test_knn_writes_its_memory_bank_and_scores_every_test_image(feature_cae, wor
 
 def test_bad_combinations_get_one_line(feature_cae, pixel_model, work, capsys):
     data = work / "tiles"
-    assert cli.run(train.main, ["-d", str(data), "-a", "featureCAE", "-l", "l2", "--image-size", str(SIZE), "--output-dir", str(work / "x")]) == 2
+    assert (
+        cli.run(train.main, ["-d", str(data), "-a", "featureCAE", "-l", "l2", "--image-size", str(SIZE), "--output-dir", str(work / "x")])
+        == 2
+    )
     assert "--loss l2: architecture featureCAE trains with feature" in capsys.readouterr().err
-    assert cli.run(train.main, ["-d", str(data), "-a", "mvtecCAE", "-l", "feature", "--image-size", str(SIZE), "--output-dir", str(work / "x")]) == 2
+    assert (
+        cli.run(
+            train.main, ["-d", str(data), "-a", "mvtecCAE", "-l", "feature", "--image-size", str(SIZE), "--output-dir", str(work / "x")]
+        )
+        == 2
+    )
     assert "--loss feature: architecture mvtecCAE trains with ssim or mssim or l2" in capsys.readouterr().err
     assert cli.run(finetune.main, ["-p", str(feature_cae), "-t", "uint8", "--results-dir", str(work / "x")]) == 2
     assert "--method padim maps are unbounded: use --dtype float64, not uint8" in capsys.readouterr().err
@@ -124,17 +134,19 @@ def test_bad_combinations_get_one_line(feature_cae, pixel_model, work, capsys):
     assert "error: --method l2: the model outputs its anomaly map, not a reconstruction of its input" in capsys.readouterr().err
     assert cli.run(finetune.main, ["-p", str(pixel_model), "-m", "padim", "--results-dir", str(work / "x")]) == 2
     assert "error: --method padim: needs a featureCAE model" in capsys.readouterr().err
-    assert cli.run(finetune.main, ["-p", str(feature_cae), "--combine-with", str(work / "nope") + ":knn", "--results-dir", str(work / "x")]) == 2
+    assert (
+        cli.run(finetune.main, ["-p", str(feature_cae), "--combine-with", str(work / "nope") + ":knn", "--results-dir", str(work / "x")])
+        == 2
+    )
     assert f"error: --combine-with {work / 'nope'} not found: expected a model folder" in capsys.readouterr().err
     assert not (work / "x").exists()
 
 
 def test_combined_maps_average_standardised_components(feature_cae, pixel_model, work):
     """padim of the featureCAE combined with the L2 maps of a pixel autoencoder (--combine-with)."""
-    from processing.data.images import iter_batches
+    from processing.detectors.base import FinetuneConfig
     from processing.detectors.segmentation import SegmentationDetector, SegmentationResult
     from processing.workflow.finetuning import finetuning_data
-    from processing.detectors.base import FinetuneConfig
 
     results = work / "combined"
     out = finetune.main(["-p", str(feature_cae), "-m", "padim", "--combine-with", f"{pixel_model}:l2", "--results-dir", str(results)])
@@ -145,7 +157,9 @@ def test_combined_maps_average_standardised_components(feature_cae, pixel_model,
 
     # The components, made independently: padim alone on the featureCAE, l2 maps of the pixel model.
     model, pixel = bundle.load_bundle(feature_cae), bundle.load_bundle(pixel_model)
-    padim_alone = SegmentationDetector.load(model, out, SegmentationResult.from_json(fitted | {"combination": None, "partners": None, "method": "padim"}))
+    padim_alone = SegmentationDetector.load(
+        model, out, SegmentationResult.from_json(fitted | {"combination": None, "partners": None, "method": "padim"})
+    )
     data = finetuning_data(model, FinetuneConfig(path=str(feature_cae)))
     validation = load_images(data.validation_files, "grayscale", SIZE)
     padim_val = padim_alone.raw_maps(validation)

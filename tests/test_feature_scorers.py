@@ -7,17 +7,17 @@ import pytest
 from scipy.spatial.distance import cdist
 
 from processing.maps import feature_arrays
-from processing.maps.padim import (
-    fit_global_gaussian,
-    fit_position_gaussians,
-    load_position_gaussians,
-)
 from processing.maps.knn import (
     MemoryBank,
     fit_memory_bank,
     greedy_coreset,
     load_memory_bank,
     random_subsample,
+)
+from processing.maps.padim import (
+    fit_global_gaussian,
+    fit_position_gaussians,
+    load_position_gaussians,
 )
 
 

@@ -19,9 +19,6 @@ import finetune
 import test as test_script
 import train
 from autoencoder import bundle
-from processing.workflow.benchmarking import BenchmarkConfig, expand_grid, finetuning_image_auroc
-from processing.workflow.results import load_detector
-from processing.maps.inference import compute_resmaps
 from processing.decision.segmentation import is_defective, largest_component_areas, segment
 from processing.decision.thresholds import (
     largest_area_curves,
@@ -30,6 +27,9 @@ from processing.decision.thresholds import (
     search_min_area_threshold,
     threshold_grid,
 )
+from processing.maps.inference import compute_resmaps
+from processing.workflow.benchmarking import BenchmarkConfig, expand_grid, finetuning_image_auroc
+from processing.workflow.results import load_detector
 from tests.test_workflow import SIZE, dataset, train_args  # noqa: F401  (dataset is a fixture)
 
 

@@ -13,8 +13,9 @@ import finetune
 import test as test_script
 import train
 from autoencoder import bundle, cli
-from processing.data.images import load_images, scan_dataset, split_train_validation
 from processing.data.demo import make_demo_dataset
+from processing.data.images import load_images, scan_dataset, split_train_validation
+from processing.decision.thresholds import max_component_level
 from processing.maps.postprocess import (
     PIXEL_STATISTICS_FILE,
     STD_FLOOR_FRACTION,
@@ -23,7 +24,6 @@ from processing.maps.postprocess import (
     standardize_resmaps,
 )
 from processing.maps.resmaps import calculate_resmaps
-from processing.decision.thresholds import max_component_level
 
 SIZE = 32
 

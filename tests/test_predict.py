@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import re
 import shutil
 from pathlib import Path
@@ -22,8 +21,7 @@ from autoencoder import bundle, cli
 from autoencoder.progress import ProgressBar
 from processing.data.demo import make_demo_dataset
 from processing.data.images import load_image
-from processing.workflow.predict import csv_io
-from processing.workflow.predict import CSV_COLUMNS, PREDICTIONS_FILE, REPORT_FILE, SETTINGS_FILE
+from processing.workflow.predict import CSV_COLUMNS, PREDICTIONS_FILE, REPORT_FILE, SETTINGS_FILE, csv_io
 from processing.workflow.results import ResultsTree, load_detector
 
 SIZE = 32
@@ -255,7 +253,8 @@ def test_model_without_or_with_several_results(model, work, images, tmp_path, ca
     finetune.main(["-p", str(model), "-m", "ssim", "--results-dir", str(results)])
     err = run_error(["-p", str(model), "-i", str(images), "-o", str(tmp_path / "o"), "--results-dir", str(results)], capsys)
     assert "l2_float64" in err and "ssim_float64" in err and "-r/--result" in err
-    err = run_error(["-p", str(model), "-r", "knn_float64", "-i", str(images), "-o", str(tmp_path / "o"), "--results-dir", str(results)], capsys)
+    argv = ["-p", str(model), "-r", "knn_float64", "-i", str(images), "-o", str(tmp_path / "o"), "--results-dir", str(results)]
+    err = run_error(argv, capsys)
     assert "knn_float64" in err and "l2_float64, ssim_float64" in err
     assert not (tmp_path / "o").exists()
     run_ok(["-p", str(model), "-r", "ssim_float64", "-i", str(images / "line1"), "-o", str(tmp_path / "o"), "--results-dir", str(results)])
@@ -308,7 +307,9 @@ def test_bad_input_is_reported_before_tensorflow_is_imported(tmp_path):
         f"code = cli.run(predict.main, ['-p', 'model', '-i', {str(tmp_path / 'missing')!r}, '-o', {str(tmp_path / 'o')!r}])\n"
         "print(code, 'tensorflow' in sys.modules)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=Path(predict_script.__file__).parent, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(predict_script.__file__).parent, capture_output=True, text=True, timeout=120
+    )
     assert done.stdout.split() == ["2", "False"], done.stdout + done.stderr
     assert "missing" in done.stderr
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -96,7 +94,9 @@ def test_bad_shard_is_one_line_before_tensorflow(shard, tmp_path, capsys):
 def test_bad_merge_is_one_line(tmp_path, capsys):
     (tmp_path / "a").mkdir()
     assert cli.run(predict_script.main, ["--merge", str(tmp_path / "a"), "-o", str(tmp_path / "out")]) == 2
-    assert capsys.readouterr().err.strip() == f"error: --merge {tmp_path / 'a'}: no predictions.csv (expected an output folder of predict.py)"
+    assert (
+        capsys.readouterr().err.strip() == f"error: --merge {tmp_path / 'a'}: no predictions.csv (expected an output folder of predict.py)"
+    )
     assert cli.run(predict_script.main, ["--merge", str(tmp_path / "a"), "-i", "x", "-o", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip() == "error: --merge joins finished runs: -i/--input does not apply"
     assert cli.run(predict_script.main, ["-i", "x", "-o", str(tmp_path / "out")]) == 2

@@ -356,10 +356,14 @@ def test_flag_errors_name_the_flag_before_tensorflow_is_imported(model, dataset,
     }
     if os.geteuid() != 0:  # root writes anywhere
         cases[f"--output-dir {locked}/m: no permission to write in {locked}"] = ("train", train_args(dataset, locked / "m"))
-    argvs = [list(case) for case in cases.values()] + [["finetune", ["--help"]], ["finetune", ["-p", "x", "--bad-flag"]], ["train", ["--help"]]]
+    argvs = [list(case) for case in cases.values()]
+    argvs += [["finetune", ["--help"]], ["finetune", ["-p", "x", "--bad-flag"]], ["train", ["--help"]]]
     process = subprocess.run(
         [sys.executable, "-c", FLAG_ERRORS.format(root=str(ROOT)), json.dumps(argvs)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     locked.chmod(0o700)
     assert process.returncode == 0, process.stderr
@@ -369,7 +373,7 @@ def test_flag_errors_name_the_flag_before_tensorflow_is_imported(model, dataset,
     for (expected, _), (code, tensorflow_imported), line in zip(cases.items(), outcome, errors):
         assert code == 2 and expected in line, (expected, line)
         assert not tensorflow_imported, f"TensorFlow imported before reporting {expected!r}"
-    assert [code for code, _ in outcome[len(cases):]] == [0, 2, 0]
+    assert [code for code, _ in outcome[len(cases) :]] == [0, 2, 0]
     assert not any(imported for _, imported in outcome), "--help or a bad flag imported TensorFlow"
     assert not (tmp_path / "m").exists()
 
@@ -409,8 +413,13 @@ def test_tensorflow_start_up_noise_is_hidden_unless_verbose():
         "cli.import_tensorflow({verbose}); import tensorflow as tf; "
         "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS')); print(float(tf.reduce_sum(tf.ones((2, 2)))))"
     )
-    quiet = subprocess.run([sys.executable, "-c", snippet.format(root=str(ROOT), verbose=False)],
-                           capture_output=True, text=True, timeout=180, env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
+    quiet = subprocess.run(
+        [sys.executable, "-c", snippet.format(root=str(ROOT), verbose=False)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"},
+    )
     assert quiet.returncode == 0, quiet.stderr
     assert quiet.stdout.split() == ["None", "4.0"]  # oneDNN is left as it is: only its notice is hidden
     assert "absl::InitializeLog" not in quiet.stderr and "oneDNN" not in quiet.stderr, quiet.stderr

@@ -120,7 +120,8 @@ def test_refuses_a_non_empty_folder_without_overwrite(tmp_path):
         (dict(image_size=16), r"--image-size 16 not supported: expected an integer >= 32"),
         (dict(n_train=0), r"--n-train 0 not supported"),
         (dict(n_test_defect=-1), r"--n-test-defect -1 not supported"),
-        (dict(defect_size_range=(5, 200)), r"--defect-size-range 5 200 not supported: expected 3 <= MIN <= MAX <= 120 px for --image-size 128"),
+        (dict(defect_size_range=(5, 200)), r"--defect-size-range 5 200 not supported: expected 3 <= MIN <= MAX <= 120 px for --image-size "
+                r"128"),
         (dict(defect_size_range=(20, 10)), r"--defect-size-range 20 10 not supported"),
         (dict(defect_types=["dent"]), r"--defect-types \['dent'\] not supported: expected distinct names from scratch"),
         (dict(defect_types=["color"]), r"--defect-types \['color'\] not supported"),

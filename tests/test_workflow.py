@@ -17,8 +17,8 @@ import finetune
 import test as test_script
 import train
 from autoencoder import bundle
-from processing.data.images import load_images, scan_dataset
 from processing.data.demo import make_demo_dataset
+from processing.data.images import load_images, scan_dataset
 
 SIZE = 32
 
@@ -140,7 +140,8 @@ def test_segmentation_masks_at_original_size(trained, workspace, dataset):
 def test_include_finetune_scores_every_image(trained, workspace):
     results = workspace / "results_all"
     shutil.copytree(workspace / "results", results)
-    test_script.main(["-p", str(trained), "-m", "ssim", "-t", "float64", "--include-finetune", "--overwrite", "--results-dir", str(results)])
+    argv = ["-p", str(trained), "-m", "ssim", "-t", "float64", "--include-finetune", "--overwrite", "--results-dir", str(results)]
+    test_script.main(argv)
     base = results_dir(trained, workspace).relative_to(workspace / "results")
     rows = list(csv.DictReader(open(results / base / "test" / "ssim_float64" / "classification.csv")))
     assert len(rows) == 10 + 3 * 6

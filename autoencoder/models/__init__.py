@@ -1,6 +1,17 @@
 """Architectures by name. Importing this package registers every architecture module (without
 importing Keras: the modules use autoencoder/lazy.py until a model is built)."""
 
+# Each import registers the architectures its module defines.
+from autoencoder.models import (  # noqa: E402,F401
+    baseline_cae,
+    feature_cae,
+    inception_cae,
+    mvtec_cae,
+    resnet_cae,
+    skip_cae,
+    small_aes,
+    vgg_cae,
+)
 from autoencoder.models.registry import (
     BOTTLENECK_LAYER,
     Architecture,
@@ -10,18 +21,6 @@ from autoencoder.models.registry import (
     get_architecture,
     import_custom_layers,
     register_architecture,
-)
-
-# Each import registers the architectures its module defines.
-from autoencoder.models import (  # noqa: E402,F401
-    baseline_cae,
-    inception_cae,
-    feature_cae,
-    mvtec_cae,
-    resnet_cae,
-    skip_cae,
-    small_aes,
-    vgg_cae,
 )
 
 __all__ = [

@@ -9,7 +9,6 @@ back to the H/32 x W/32 feature map, then five mirrored blocks of UpSampling2D(2
 from __future__ import annotations
 
 from autoencoder.lazy import keras, layers
-
 from autoencoder.models.registry import BOTTLENECK_LAYER, check_divisible, register_architecture
 
 NAME = "baselineCAE"

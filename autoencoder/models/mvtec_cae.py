@@ -14,7 +14,6 @@ linear bottleneck and the sigmoid output.
 from __future__ import annotations
 
 from autoencoder.lazy import keras, layers
-
 from autoencoder.models.registry import BOTTLENECK_LAYER, check_divisible, register_architecture
 
 NAME = "mvtecCAE"

@@ -12,7 +12,6 @@ encoder stage's input, and a 3x3 sigmoid convolution to the image channels.
 from __future__ import annotations
 
 from autoencoder.lazy import keras, layers
-
 from autoencoder.models.registry import BOTTLENECK_LAYER, check_divisible, register_architecture
 
 NAME = "resnetCAE"

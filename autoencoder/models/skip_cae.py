@@ -14,7 +14,6 @@ connection: it would carry the whole encoder output around the bottleneck.
 from __future__ import annotations
 
 from autoencoder.lazy import keras, layers
-
 from autoencoder.models.registry import BOTTLENECK_LAYER, check_divisible, register_architecture
 
 NAME = "skipCAE"

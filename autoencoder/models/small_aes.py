@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 
 from autoencoder.lazy import keras, layers
-
 from autoencoder.models.registry import BOTTLENECK_LAYER, register_architecture
 
 IMAGE_SIZE = 28

@@ -20,16 +20,15 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
 from tqdm.auto import tqdm
-from autoencoder.progress import on_terminal
 
 from autoencoder.progress import on_terminal
 

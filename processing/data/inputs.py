@@ -42,7 +42,8 @@ def collect_images(inputs: list[str], flag: str = "-i") -> list[Path]:
         if path.is_dir():
             files = images_in_folder(path)
             if not files:
-                raise DatasetError(f"{flag} {item}: the folder holds no image (expected files ending in {_EXTENSIONS}, searched recursively)")
+                raise DatasetError(f"{flag} {item}: the folder holds no image (expected files ending in {_EXTENSIONS}, searched "
+                        "recursively)")
         elif path.is_file():
             files = [path]
         elif glob.has_magic(item):

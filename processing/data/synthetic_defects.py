@@ -63,8 +63,8 @@ outside the mask differs by at most tolerance * 255 + 1 grey levels.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import cv2
 import numpy as np

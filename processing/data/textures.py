@@ -111,7 +111,7 @@ class ProductStyle:
     chroma: float
 
     @classmethod
-    def sample(cls, rng: np.random.Generator) -> "ProductStyle":
+    def sample(cls, rng: np.random.Generator) -> ProductStyle:
         """A random product: a mid-grey fibrous surface with faint stripes and grain."""
         return cls(
             level=float(rng.uniform(0.42, 0.58)),

@@ -31,12 +31,10 @@ from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
-from autoencoder.progress import on_terminal
-
-from autoencoder.progress import on_terminal
 
 from autoencoder.folders import write_npz
 from autoencoder.models import BOTTLENECK_LAYER
+from autoencoder.progress import on_terminal
 from processing.data.images import iter_batches
 from processing.maps.resmaps import calculate_resmaps
 
@@ -240,7 +238,8 @@ def fit_density(
         pca = PCA(n_components=pca_components, random_state=seed).fit(codes)
         pca_mean, components = pca.mean_.astype(np.float64), pca.components_.astype(np.float64)
         codes = (codes - pca_mean) @ components.T
-        logger.info("PCA: %d of %d dimensions keep %.1f%% of the variance", pca_components, n_features, 100 * pca.explained_variance_ratio_.sum())
+        kept = 100 * pca.explained_variance_ratio_.sum()
+        logger.info("PCA: %d of %d dimensions keep %.1f%% of the variance", pca_components, n_features, kept)
     if bandwidth is None:
         bandwidth, grid, scores = select_bandwidth(codes, seed=seed)
         logger.info("KDE bandwidth %.4g chosen by %d-fold cross-validation over %d values", bandwidth, min(CV_FOLDS, n_codes), len(grid))
@@ -288,7 +287,7 @@ def load_density(path: str | os.PathLike) -> tuple[DensityModel, dict]:
         pca_components=arrays["pca_components"].astype(np.float64),
         n_features=int(arrays["n_features"]),
     )
-    metadata = {key[len("meta_"):]: arrays[key].item() for key in arrays if key.startswith("meta_")}
+    metadata = {key[len("meta_") :]: arrays[key].item() for key in arrays if key.startswith("meta_")}
     return density, metadata
 
 

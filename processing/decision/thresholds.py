@@ -44,10 +44,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 from tqdm import tqdm
-from autoencoder.progress import on_terminal
 
 from autoencoder.progress import on_terminal
-
 from processing.decision.segmentation import (
     largest_component_areas,
     validate_clear_border,

@@ -4,7 +4,7 @@ Importing this package registers the built-in detectors: ``segmentation`` (resid
 min-area/threshold) and ``kde`` (latent density OR reconstruction error).
 """
 
-from processing.detectors import segmentation, kde  # noqa: F401  (in this order: the default first)
+from processing.detectors import segmentation, kde  # noqa: F401, I001  (in this order: the default first)
 from processing.detectors.base import (  # noqa: F401
     Decisions,
     Detector,

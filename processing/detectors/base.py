@@ -148,7 +148,7 @@ class FinetuningResult:
     SUMMARY_KEYS: ClassVar[tuple[str, ...]] = ("best_score", "best_tpr", "best_tnr", "n_finetune")
 
     @classmethod
-    def from_json(cls, data: dict, source: str = RESULT_FILE) -> "FinetuningResult":
+    def from_json(cls, data: dict, source: str = RESULT_FILE) -> FinetuningResult:
         """The result of a JSON object; ValueError (one line naming `source` and the key) when a
         field is missing, of the wrong type or out of range."""
         if isinstance(data, dict):
@@ -237,7 +237,7 @@ class Detector(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def fit(cls, model: bundle.ModelBundle, config: FinetuneConfig, data: FinetuneData) -> "Detector":
+    def fit(cls, model: bundle.ModelBundle, config: FinetuneConfig, data: FinetuneData) -> Detector:
         """Choose the decision on `data`; the returned detector holds its result, not yet saved."""
 
     @staticmethod
@@ -258,7 +258,7 @@ class Detector(abc.ABC):
         return cls.result_type.from_json(read_result_file(path) if data is None else data, str(path))
 
     @classmethod
-    def load(cls, model: bundle.ModelBundle, folder: Path, result: FinetuningResult | None = None, batch_size: int = 16) -> "Detector":
+    def load(cls, model: bundle.ModelBundle, folder: Path, result: FinetuningResult | None = None, batch_size: int = 16) -> Detector:
         """The detector of a saved finetuning folder."""
         folder = Path(folder)
         if result is None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 
@@ -101,7 +100,8 @@ class KDEDetector(Detector):
     def check_config(cls, config: FinetuneConfig) -> FinetuneConfig:
         check_method_dtype(config.method, config.dtype)
         if config.method not in RESMAP_METHODS:
-            raise ValueError(f"--detector kde: --method {config.method}: expected the residual map of a pixel autoencoder ({' or '.join(RESMAP_METHODS)})")
+            raise ValueError(f"--detector kde: --method {config.method}: expected the residual map of a pixel autoencoder "
+                    f"({' or '.join(RESMAP_METHODS)})")
         if config.dtype != "float64" or config.smoothing_sigma:
             logger.warning("--detector kde uses the mean of the float64 %s residual map: --dtype/--smoothing are ignored", config.method)
         return config
@@ -111,7 +111,7 @@ class KDEDetector(Detector):
         return f"kde_{config_or_result.method}"
 
     @classmethod
-    def fit(cls, model: bundle.ModelBundle, config: FinetuneConfig, data: FinetuneData) -> "KDEDetector":
+    def fit(cls, model: bundle.ModelBundle, config: FinetuneConfig, data: FinetuneData) -> KDEDetector:
         scorer = code_and_reconstruction_model(model.model)
         color_mode, size = model.info["model"]["color_mode"], model.info["model"]["image_size"]
         held_out = set(data.validation_files)
@@ -120,16 +120,23 @@ class KDEDetector(Detector):
 
         started = time.perf_counter()
         density, fitted_now = density_for_model(model, scorer, config, train_files)
-        val_codes, val_error = codes_and_errors(scorer, data.validation_files, color_mode, size, config.method, config.batch_size, desc="validation")
-        ft_codes, ft_error = codes_and_errors(scorer, data.finetune_files, color_mode, size, config.method, config.batch_size, desc="finetuning")
+        val_codes, val_error = codes_and_errors(
+            scorer, data.validation_files, color_mode, size, config.method, config.batch_size, desc="validation"
+        )
+        ft_codes, ft_error = codes_and_errors(
+            scorer, data.finetune_files, color_mode, size, config.method, config.batch_size, desc="finetuning"
+        )
         val_log_density = density.log_density(val_codes)
         ft_log_density = density.log_density(ft_codes)
         search = search_dual_thresholds(val_log_density, val_error, ft_log_density, ft_error, labels)
         seconds = time.perf_counter() - started
         logger.info(
             "kde_%s: density_threshold=%s error_threshold=%s balanced accuracy=%.3f (%.1f s)",
-            config.method, threshold_to_json(search.best_density_threshold), threshold_to_json(search.best_error_threshold),
-            search.best_score, seconds,
+            config.method,
+            threshold_to_json(search.best_density_threshold),
+            threshold_to_json(search.best_error_threshold),
+            search.best_score,
+            seconds,
         )
         result = KDEResult(
             detector=cls.name,

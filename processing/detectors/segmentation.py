@@ -191,7 +191,7 @@ class SegmentationDetector(Detector):
         return f"{method}_{dtype}"
 
     @classmethod
-    def fit(cls, model: bundle.ModelBundle, config: FinetuneConfig, data: FinetuneData) -> "SegmentationDetector":
+    def fit(cls, model: bundle.ModelBundle, config: FinetuneConfig, data: FinetuneData) -> SegmentationDetector:
         spec = parse_map_spec(config.method)
         spec.check_model(model.info["model"].get("output", "reconstruction"))
         sigma, clear_border, normalize = config.smoothing_sigma, config.clear_border, config.normalize
@@ -206,18 +206,26 @@ class SegmentationDetector(Detector):
         if len(maker.spec.kinds) + len(maker.partners) > 1:
             maker.combination = fit_combination(maker.component_maps_of_files(data.validation_files))
         if normalize == "pixel":
-            maker.postprocess = ResmapPostprocessor(sigma, *fit_pixel_statistics(maker.raw_maps_of_files(training_files(model, data), smoothed=True)))
+            training_maps = maker.raw_maps_of_files(training_files(model, data), smoothed=True)
+            maker.postprocess = ResmapPostprocessor(sigma, *fit_pixel_statistics(training_maps))
 
         val_resmaps = maker.maps_of_files(data.validation_files)
         finetune_resmaps = maker.maps_of_files(data.finetune_files)
         search = search_min_area_threshold(
-            val_resmaps, finetune_resmaps, data.labels, config.dtype, min_areas=DEFAULT_MIN_AREAS,
+            val_resmaps,
+            finetune_resmaps,
+            data.labels,
+            config.dtype,
+            min_areas=DEFAULT_MIN_AREAS,
             clear_border=clear_border,
         )
         seconds = time.perf_counter() - started
         logger.info(
             "best pair: min_area=%d threshold=%.4g balanced accuracy=%.3f (%.1f s)",
-            search.best_min_area, search.best_threshold, search.best_score, seconds,
+            search.best_min_area,
+            search.best_threshold,
+            search.best_score,
+            seconds,
         )
         best = int(np.flatnonzero(np.asarray(search.min_areas) == search.best_min_area)[0])
         unbounded = normalize != "none" or not spec.bounded or bool(config.combine_with)
@@ -267,7 +275,9 @@ class SegmentationDetector(Detector):
         super().save(folder)
         search = self.result.search
         plots.plot_threshold_vs_min_area(search["min_areas"], search["thresholds"], self.min_area, folder / "threshold_vs_min_area.png")
-        plots.plot_scores_vs_min_area(search["min_areas"], search["tpr"], search["tnr"], search["score"], self.min_area, folder / "scores_vs_min_area.png")
+        plots.plot_scores_vs_min_area(
+            search["min_areas"], search["tpr"], search["tnr"], search["score"], self.min_area, folder / "scores_vs_min_area.png"
+        )
 
     # ---- scoring and deciding --------------------------------------------------------------
 
@@ -290,7 +300,9 @@ class SegmentationDetector(Detector):
 
     def component_maps_of_files(self, paths) -> dict[str, np.ndarray]:
         info = self.model.info["model"]
-        batches = [self.component_maps(images) for _, images in iter_batches(paths, info["color_mode"], info["image_size"], self.batch_size)]
+        batches = [
+            self.component_maps(images) for _, images in iter_batches(paths, info["color_mode"], info["image_size"], self.batch_size)
+        ]
         return {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}
 
     def resmaps(self, images: np.ndarray) -> np.ndarray:
@@ -357,8 +369,12 @@ class SegmentationDetector(Detector):
             "above the threshold of at least min_area pixels"
             + (" not touching the border" if self.clear_border else "")
             + f"; its score is the {'map maximum' if self.image_score == 'max' else 'highest level at which such a region survives'}"
-            + ("; at the threshold itself such a region may have grown into the border, so an image can score above the threshold and be good."
-               if self.clear_border else ".")
+            + (
+                "; at the threshold itself such a region may have grown into the border, so an image can score above the threshold and be "
+                "good."
+                if self.clear_border
+                else "."
+            )
         ]
 
     def export_plan(self) -> ExportPlan:
@@ -370,11 +386,22 @@ class SegmentationDetector(Detector):
         if self.dtype != "float64":
             raise ValueError(f"result {name} uses {self.dtype} maps; export.py supports {supported} (rerun finetune.py with -t float64)")
         if self.image_score != "max":
-            raise ValueError(f"result {name} scores images by {self.image_score}; export.py supports {supported} (rerun finetune.py with --image-score max)")
+            raise ValueError(
+                f"result {name} scores images by {self.image_score}; export.py supports {supported} (rerun finetune.py with "
+                "--image-score max)"
+            )
         return ExportPlan(
-            method=self.method, dtype=self.dtype, sigma=self.postprocess.sigma, mean=self.postprocess.mean, std=self.postprocess.std,
-            threshold=self.threshold, min_area=self.min_area, clear_border=self.clear_border, image_score=self.image_score,
-            states=dict(self.states), combination=dict(self.combination),
+            method=self.method,
+            dtype=self.dtype,
+            sigma=self.postprocess.sigma,
+            mean=self.postprocess.mean,
+            std=self.postprocess.std,
+            threshold=self.threshold,
+            min_area=self.min_area,
+            clear_border=self.clear_border,
+            image_score=self.image_score,
+            states=dict(self.states),
+            combination=dict(self.combination),
         )
 
 
@@ -416,8 +443,9 @@ def fit_partner(spec: str, model: bundle.ModelBundle, config: FinetuneConfig) ->
     if partner_spec.fitted_kinds:
         info, dataset = partner.info["model"], partner.info["dataset"]
         train_files, _ = split_train_validation(scan_dataset(dataset["path"]).train_good, dataset["validation_split"], dataset["seed"])
-        states = fit_states(partner_spec.fitted_kinds, partner.model, train_files, info["color_mode"], info["image_size"],
-                            config.batch_size, config.seed)
+        states = fit_states(
+            partner_spec.fitted_kinds, partner.model, train_files, info["color_mode"], info["image_size"], config.batch_size, config.seed
+        )
     logger.info("combining with %s (%s maps at %d px)", partner.folder, method, partner.info["model"]["image_size"])
     return partner_maker(partner, method, config.batch_size, states=states)
 

@@ -115,8 +115,7 @@ def _iter_image_batches(masks_true, score_maps):
         )
     if len(masks_true) != len(score_maps):
         raise ValueError(f"masks ({len(masks_true)} images) vs maps ({len(score_maps)} images): expected equal counts")
-    for mask, score_map in zip(masks_true, score_maps, strict=True):
-        yield mask, score_map
+    yield from zip(masks_true, score_maps, strict=True)
 
 
 def _ratio(numerator, denominator):

@@ -393,7 +393,8 @@ def plot_density_error_scatter(groups: dict, density_threshold: float, error_thr
         log_density = np.asarray(log_density, dtype=np.float64)
         error = np.asarray(error, dtype=np.float64)
         if log_density.shape != error.shape or log_density.ndim != 1:
-            raise ValueError(f"group {label!r}: expected 1-D log densities and errors of one length, got {log_density.shape} and {error.shape}")
+            raise ValueError(f"group {label!r}: expected 1-D log densities and errors of one length, got {log_density.shape} and "
+                    f"{error.shape}")
         axes.scatter(log_density, error, s=14, alpha=0.7, color=f"C{index}", label=f"{label} ({log_density.size})")
     if np.isfinite(density_threshold):
         axes.axvline(density_threshold, color="k", linestyle="--", label=f"density threshold {density_threshold:.4g}")

@@ -5,4 +5,4 @@ feature_maps.py: feature, padim, knn, on the densities of padim.py and knn.py), 
 Importing this package registers the built-in map kinds and sources, in this order.
 """
 
-from processing.maps import inference, pixel_maps, feature_maps  # noqa: F401  (registers the kinds and sources)
+from processing.maps import inference, pixel_maps, feature_maps  # noqa: F401, I001  (registration order: ssim, l2, feature, padim, knn)

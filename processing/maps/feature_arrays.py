@@ -4,8 +4,8 @@ sizes, and their files (plain arrays in an .npz with a kind tag and format versi
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -27,7 +27,8 @@ def check_features(features, n_channels: int | None = None, grid: tuple[int, int
     if n_channels is not None and features.shape[3] != n_channels:
         raise ValueError(f"features of shape {features.shape} have {features.shape[3]} channels; the scorer was fit on {n_channels}")
     if grid is not None and features.shape[1:3] != tuple(grid):
-        raise ValueError(f"features of shape {features.shape} have a {features.shape[1]}x{features.shape[2]} grid; the scorer was fit on {grid[0]}x{grid[1]}")
+        raise ValueError(f"features of shape {features.shape} have a {features.shape[1]}x{features.shape[2]} grid; the scorer was fit on "
+                f"{grid[0]}x{grid[1]}")
     return features
 
 
@@ -47,7 +48,8 @@ def load_arrays(path: str | os.PathLike, kind: str, required: Sequence[str]) -> 
     if "kind" not in arrays or "format_version" not in arrays:
         raise ValueError(f"{path}: not a {kind} file (no kind and format_version entries)")
     if str(arrays["kind"]) != kind or int(arrays["format_version"]) != FORMAT_VERSION:
-        raise ValueError(f"{path}: a {arrays['kind']} file of format {int(arrays['format_version'])}, expected {kind} format {FORMAT_VERSION}")
+        raise ValueError(f"{path}: a {arrays['kind']} file of format {int(arrays['format_version'])}, expected {kind} format "
+                f"{FORMAT_VERSION}")
     missing = sorted(set(required) - set(arrays))
     if missing:
         raise ValueError(f"{path}: a damaged {kind} file (missing {', '.join(missing)})")

@@ -65,6 +65,8 @@ def fit_states(kinds: list[MapKind], model, paths: list[Path], color_mode: str, 
         compute = get_map_source(name).bind(model)
         values = np.concatenate([compute(images, batch_size) for _, images in iter_batches(paths, color_mode, size, batch_size)])
         for kind in group:
-            logger.info("%s: fitting on %d training images (%s of shape %s)", kind.name, len(values), name, "x".join(map(str, values.shape[1:])))
+            logger.info(
+                "%s: fitting on %d training images (%s of shape %s)", kind.name, len(values), name, "x".join(map(str, values.shape[1:]))
+            )
             states[kind.name] = kind.fit(values, seed)
     return states

@@ -24,8 +24,9 @@ its mean and standard deviation over the validation images (:func:`fit_combinati
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import numpy as np
 

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
-
 from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
 from processing.maps.feature_arrays import check_features, chunk_length, load_arrays, save_arrays

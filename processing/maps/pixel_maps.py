@@ -12,7 +12,8 @@ from processing.maps.resmaps import GRAY_WEIGHTS, RESMAP_RANGE, calculate_resmap
 
 def check_reconstruction(images: np.ndarray, outputs: np.ndarray, method: str) -> None:
     if outputs.shape != images.shape:
-        raise ValueError(f"--method {method}: the model outputs {outputs.shape[1:]}, not a reconstruction of its input; use --method feature")
+        raise ValueError(f"--method {method}: the model outputs {outputs.shape[1:]}, not a reconstruction of its input; use --method "
+                "feature")
 
 
 def grayscale_tensor(images, dtype):

@@ -160,7 +160,7 @@ class ResmapPostprocessor:
             np.savez(Path(folder) / PIXEL_STATISTICS_FILE, mean=self.mean, std=self.std)
 
     @classmethod
-    def from_finetuning(cls, folder, sigma: float, normalize: str) -> "ResmapPostprocessor":
+    def from_finetuning(cls, folder, sigma: float, normalize: str) -> ResmapPostprocessor:
         """Rebuild the post-processing of a finetuning result saved in `folder`."""
         if normalize == "none":
             return cls(sigma)

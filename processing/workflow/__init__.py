@@ -1,1 +1,3 @@
-"""What the root scripts run: training.py (train.py), finetuning.py (finetune.py), testing.py (test.py), benchmarking.py (benchmark.py), prediction.py (predict.py), export.py (export.py)."""
+"""What the root scripts run: training.py (train.py), finetuning.py (finetune.py), testing.py
+(test.py), benchmarking.py (benchmark.py), predict/ (predict.py), export.py (export.py); results.py
+is the results tree they share, options.py the settings of train.py and test.py."""

@@ -71,8 +71,14 @@ def train_adversarial(config, architecture, size: int, layout) -> Path:
     aae.compile(get_loss(config.loss), learning_rate=learning_rate)
     logger.info(
         "adversarial %s: latent %d, %d + %d (discriminator) parameters, lr %.3g, rejection by %s every %s epochs (%s)",
-        architecture.name, config.latent_dim, autoencoder.count_params(), discriminator.count_params(), learning_rate,
-        config.reject_by, config.reject_every or "no", "estimated fraction" if config.reject_fraction is None else f"fraction {config.reject_fraction}",
+        architecture.name,
+        config.latent_dim,
+        autoencoder.count_params(),
+        discriminator.count_params(),
+        learning_rate,
+        config.reject_by,
+        config.reject_every or "no",
+        "estimated fraction" if config.reject_fraction is None else f"fraction {config.reject_fraction}",
     )
 
     stamp = bundle.timestamp()
@@ -81,9 +87,16 @@ def train_adversarial(config, architecture, size: int, layout) -> Path:
     with writer as staging:
         started = time.perf_counter()
         result = fit_with_rejection(
-            aae, train_images, val_images, config.epochs, config.batch_size,
-            reject_every=config.reject_every, reject_fraction=config.reject_fraction,
-            augment=config.augment, seed=config.seed, reject_by=config.reject_by,
+            aae,
+            train_images,
+            val_images,
+            config.epochs,
+            config.batch_size,
+            reject_every=config.reject_every,
+            reject_fraction=config.reject_fraction,
+            augment=config.augment,
+            seed=config.seed,
+            reject_by=config.reject_by,
         )
         train_seconds = time.perf_counter() - started
         model_name = bundle.model_file_name(architecture.name, config.batch_size, result.epochs_run)
@@ -96,8 +109,19 @@ def train_adversarial(config, architecture, size: int, layout) -> Path:
         val_likelihoods = log_likelihood(encode(encoder, val_images))
         training = TrainingResult(history=result.history, best_epoch=result.epochs_run, epochs_run=result.epochs_run, lrs=[])
         info = build_info(
-            config, architecture, size, layout, train_files, val_files, training, learning_rate, None,
-            train_seconds, model_name, stamp, autoencoder.count_params(),
+            config,
+            architecture,
+            size,
+            layout,
+            train_files,
+            val_files,
+            training,
+            learning_rate,
+            None,
+            train_seconds,
+            model_name,
+            stamp,
+            autoencoder.count_params(),
         )
         info["adversarial"] = {
             "paper": "Beggel, Pfeiffer, Bischl: Robust Anomaly Detection in Images using Adversarial Autoencoders (arXiv:1901.06355)",
@@ -121,7 +145,10 @@ def train_adversarial(config, architecture, size: int, layout) -> Path:
     folder = writer.final
     logger.info(
         "model folder %s (%d epochs, %d training images left out, %.0f s)",
-        folder, result.epochs_run, result.rejected.sum(), train_seconds,
+        folder,
+        result.epochs_run,
+        result.rejected.sum(),
+        train_seconds,
     )
     return folder
 

@@ -36,7 +36,8 @@ def check_distribute(mode: str, environ=None) -> dict | None:
 def parse_tf_config(text: str | None) -> dict:
     """TF_CONFIG as MultiWorkerMirroredStrategy reads it, checked field by field."""
     if text is None or not text.strip():
-        raise ValueError('--distribute multiworker needs TF_CONFIG: {"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}')
+        raise ValueError('--distribute multiworker needs TF_CONFIG: {"cluster": {"worker": ["host:port", ...]}, "task": {"type": '
+                '"worker", "index": 0}}')
     try:
         config = json.loads(text)
     except json.JSONDecodeError as error:
@@ -50,7 +51,8 @@ def parse_tf_config(text: str | None) -> dict:
         raise ValueError("TF_CONFIG cluster: expected a 'worker' (and optionally a 'chief') list")
     for task_type, addresses in cluster.items():
         if task_type not in TASK_TYPES:
-            raise ValueError(f"TF_CONFIG cluster.{task_type}: unsupported task type; MultiWorkerMirroredStrategy takes {' and '.join(TASK_TYPES)}")
+            raise ValueError(f"TF_CONFIG cluster.{task_type}: unsupported task type; MultiWorkerMirroredStrategy takes "
+                    f"{' and '.join(TASK_TYPES)}")
         if not isinstance(addresses, list) or not addresses:
             raise ValueError(f"TF_CONFIG cluster.{task_type}: expected a non-empty list of \"host:port\" addresses")
         for address in addresses:
@@ -70,7 +72,8 @@ def parse_tf_config(text: str | None) -> dict:
         raise ValueError(f"TF_CONFIG task.type {task_type!r}: expected one of the cluster's task types ({', '.join(cluster)})")
     index = task.get("index")
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(cluster[task_type]):
-        raise ValueError(f"TF_CONFIG task.index {index!r}: expected 0 to {len(cluster[task_type]) - 1} (cluster.{task_type} has {len(cluster[task_type])} addresses)")
+        raise ValueError(f"TF_CONFIG task.index {index!r}: expected 0 to {len(cluster[task_type]) - 1} (cluster.{task_type} has "
+                f"{len(cluster[task_type])} addresses)")
     return config
 
 

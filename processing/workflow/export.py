@@ -74,7 +74,7 @@ class InputShape:
     color_mode: str
 
     @classmethod
-    def of(cls, model) -> "InputShape":
+    def of(cls, model) -> InputShape:
         info = model.info["model"]
         return cls(int(info["image_size"]), 1 if info["color_mode"] == "grayscale" else 3, info["color_mode"])
 

@@ -59,7 +59,9 @@ def finetune(config: FinetuneConfig) -> Path:
             if not config.overwrite:
                 raise folders.FolderExistsError(f"{test_dir} appeared meanwhile: {hint}")
             moved = folders.move_aside(test_dir, stamp)
-            logger.warning("moved the test result %s aside to %s: it was computed from the finetuning result being replaced", test_dir, moved.name)
+            logger.warning(
+                "moved the test result %s aside to %s: it was computed from the finetuning result being replaced", test_dir, moved.name
+            )
     logger.info("finetuning result in %s", out_dir)
     return out_dir
 
@@ -100,7 +102,12 @@ def choose_candidate(detector, model, config: FinetuneConfig, data: FinetuneData
         candidate = detector.check_config(replace(config, method=method))
         fitted = detector.fit(model, candidate, data)
         auroc = subset_image_auroc(fitted, data.finetune_files, data.labels, config.batch_size)
-        logger.info("candidate %s: finetuning-subset image AUROC %s, balanced accuracy %.3f", method, "n/a" if auroc is None else f"{auroc:.3f}", fitted.result.balanced_accuracy)
+        logger.info(
+            "candidate %s: finetuning-subset image AUROC %s, balanced accuracy %.3f",
+            method,
+            "n/a" if auroc is None else f"{auroc:.3f}",
+            fitted.result.balanced_accuracy,
+        )
         fits.append((candidate, fitted, auroc))
     best = max(range(len(fits)), key=lambda i: (-np.inf if fits[i][2] is None else fits[i][2], fits[i][1].result.balanced_accuracy, -i))
     config, fitted, _ = fits[best]
@@ -129,9 +136,7 @@ def finetuning_data(model: bundle.ModelBundle, config: FinetuneConfig) -> Finetu
     val_files = validation_files(layout, model.info)
     finetune_pairs, _ = stratified_finetune_split(layout.test_files(), config.finetune_split, config.seed)
     labels = np.array([name != "good" for _, name in finetune_pairs])
-    logger.info(
-        "%d validation images, %d finetuning images (%d defective)", len(val_files), len(finetune_pairs), labels.sum()
-    )
+    logger.info("%d validation images, %d finetuning images (%d defective)", len(val_files), len(finetune_pairs), labels.sum())
     return FinetuneData(layout, val_files, [path for path, _ in finetune_pairs], labels)
 
 

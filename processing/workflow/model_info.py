@@ -16,7 +16,9 @@ from processing.maps.kinds import get_map_kind, matching_map_for_loss
 logger = logging.getLogger(__name__)
 
 
-def build_info(config, architecture, size, layout, train_files, val_files, result, max_lr, finder, train_seconds, model_name, stamp, n_parameters) -> dict:
+def build_info(
+    config, architecture, size, layout, train_files, val_files, result, max_lr, finder, train_seconds, model_name, stamp, n_parameters
+) -> dict:
     history = {key: [float(v) for v in values] for key, values in result.history.items()}
     best = result.best_epoch - 1
     return {

@@ -58,7 +58,7 @@ class TrainConfig:
         """The side of the model input: --image-size or the architecture's default."""
         return self.architecture_spec.default_size if self.image_size is None else self.image_size
 
-    def resolved(self) -> "TrainConfig":
+    def resolved(self) -> TrainConfig:
         """The config with its loss and epochs filled in: the architecture's defaults when none were asked for."""
         architecture = self.architecture_spec
         config = self
@@ -73,7 +73,9 @@ class TrainConfig:
         from processing.workflow.distribute import check_distribute
 
         architecture = self.architecture_spec
-        if self.image_size is not None and (isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < 1):
+        if self.image_size is not None and (
+            isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < 1
+        ):
             raise ValueError(f"--image-size {self.image_size}: expected a positive number of pixels (the side of the square model input)")
         architecture.check_size(self.size)
         check_positive_int(self.batch_size, "--batch", "a batch size")
@@ -82,7 +84,8 @@ class TrainConfig:
         if self.learning_rate is not None:
             check_positive_number(self.learning_rate, "--lr", "learning rate")
         check_fraction(
-            self.validation_split, "--validation-split",
+            self.validation_split,
+            "--validation-split",
             ": training holds out that part of train/good to stop early and to set finetune.py's thresholds",
         )
         check_non_negative_int(self.patience, "--patience", "a number of epochs")
@@ -93,7 +96,10 @@ class TrainConfig:
             if architecture.output != "reconstruction":
                 raise ValueError(f"--adversarial: architecture {architecture.name} outputs an anomaly map, not a reconstruction")
             if self.distribute != "none":
-                raise ValueError(f"--distribute {self.distribute} with --adversarial: the adversarial training step runs on one device only; drop one of the two")
+                raise ValueError(
+                    f"--distribute {self.distribute} with --adversarial: the adversarial training step runs on one device "
+                    "only; drop one of the two"
+                )
             check_positive_int(self.latent_dim, "--latent-dim", "a latent code length")
             if self.reject_every < 0:
                 raise ValueError(f"--reject-every {self.reject_every}: expected 0 (no rejection) or a positive number of epochs")

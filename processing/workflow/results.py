@@ -33,11 +33,11 @@ class ResultsTree:
     model_folder: Path
 
     @classmethod
-    def of(cls, info: dict, model_folder, results_root="results") -> "ResultsTree":
+    def of(cls, info: dict, model_folder, results_root="results") -> ResultsTree:
         return cls(bundle.results_dir_of(info, model_folder, results_root), Path(model_folder))
 
     @classmethod
-    def of_model(cls, model: bundle.ModelBundle, results_root="results") -> "ResultsTree":
+    def of_model(cls, model: bundle.ModelBundle, results_root="results") -> ResultsTree:
         return cls.of(model.info, model.folder, results_root)
 
     @property

@@ -79,7 +79,10 @@ def check_test_dirs(info: dict, model_folder: Path, selected: list, config: Test
 
 def load_detectors(model: bundle.ModelBundle, config: TestConfig) -> list[Detector]:
     """The detector of every finetuning result `config` selects."""
-    return [detector.load(model, folder, result, config.batch_size) for folder, detector, result in selected_results(model.info, model.folder, config)]
+    return [
+        detector.load(model, folder, result, config.batch_size)
+        for folder, detector, result in selected_results(model.info, model.folder, config)
+    ]
 
 
 def test(config: TestConfig) -> list[Path]:
@@ -103,15 +106,16 @@ def evaluate(detector: Detector, layout, config: TestConfig) -> Path:
     size = model.info["model"]["image_size"]
     tuned_on = detector.tuned_on
     pairs = [
-        (path, kind)
-        for path, kind in layout.test_files()
-        if config.include_finetune or str(path.relative_to(layout.root)) not in tuned_on
+        (path, kind) for path, kind in layout.test_files() if config.include_finetune or str(path.relative_to(layout.root)) not in tuned_on
     ]
     classes = {path: kind for path, kind in pairs}
     files = [path for path, _ in pairs]
     settings = detector.test_settings()
     logger.info(
-        "%s: testing %d images (%s)%s", name, len(files), ", ".join(f"{k}={v}" for k, v in settings.items() if k != "detector"),
+        "%s: testing %d images (%s)%s",
+        name,
+        len(files),
+        ", ".join(f"{k}={v}" for k, v in settings.items() if k != "detector"),
         " including the finetuning subset" if config.include_finetune else "",
     )
     value_range = detector.map_value_range
@@ -140,13 +144,15 @@ def evaluate(detector: Detector, layout, config: TestConfig) -> Path:
                 for key, values in batch_columns.items():
                     columns.setdefault(key, []).extend(np.asarray(values).tolist())
                 for i, (path, kind) in enumerate(zip(batch_paths, kinds)):
-                    rows.append({
-                        "file": str(path.relative_to(layout.root)),
-                        "defect_type": kind,
-                        "truth": int(kind != "good"),
-                        "prediction": int(decisions.defective[i]),
-                        "score": float(scores.image_scores[i]),
-                    })
+                    rows.append(
+                        {
+                            "file": str(path.relative_to(layout.root)),
+                            "defect_type": kind,
+                            "truth": int(kind != "good"),
+                            "prediction": int(decisions.defective[i]),
+                            "score": float(scores.image_scores[i]),
+                        }
+                    )
                     if decisions.masks is None:
                         continue
                     if kind != "good" and layout.mask_path(path) is not None:

@@ -16,10 +16,10 @@ import keras
 from autoencoder import bundle
 from autoencoder.callbacks import find_learning_rate
 from autoencoder.losses import get_loss, get_metrics
-from autoencoder.training import fit_autoencoder
-from processing.evaluation import plots
 from autoencoder.pipeline import make_training_dataset
+from autoencoder.training import fit_autoencoder
 from processing.data.images import load_images, scan_dataset, split_train_validation
+from processing.evaluation import plots
 from processing.workflow.adversarial_training import train_adversarial
 from processing.workflow.distribute import build_before_fit, check_distribute, is_chief, make_strategy, shard_by_data
 from processing.workflow.model_info import build_info, write_inspection_plots

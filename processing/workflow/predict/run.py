@@ -88,7 +88,8 @@ def check_inputs_and_output(config: PredictConfig) -> tuple[list[Path], dict | N
 def load_detector(config: PredictConfig):
     """(model bundle, result name, result folder, detector)."""
     from autoencoder import bundle
-    from processing.workflow.results import ResultsTree, load_detector as load_result_detector
+    from processing.workflow.results import ResultsTree
+    from processing.workflow.results import load_detector as load_result_detector
 
     model = bundle.load_bundle(config.path)
     name, folder = ResultsTree.of_model(model, config.results_root).choose(config.result)
@@ -197,7 +198,9 @@ def predict(config: PredictConfig) -> PredictSummary:
     skipped = len(files) - len(todo)
     if skipped:
         logger.info("%d of %d images already in %s: skipped (--resume)", skipped, len(files), csv_path)
-    run = {"started": bundle.timestamp(), "command": bundle.command_line(), "n_inputs": len(files), "n_skipped": skipped, "status": "running"}
+    run = {
+        "started": bundle.timestamp(), "command": bundle.command_line(), "n_inputs": len(files), "n_skipped": skipped, "status": "running",
+    }
     settings["runs"] = [*settings.get("runs", []), run]
     bundle.write_json(out_dir / SETTINGS_FILE, settings)
     for sub, wanted in ((MASKS_DIR, config.masks and detector.map_value_range is not None), (OVERLAYS_DIR, config.overlays)):
@@ -207,14 +210,21 @@ def predict(config: PredictConfig) -> PredictSummary:
         logger.warning("the %s detector classifies whole images: no masks are written", detector.name)
 
     predictor = Predictor(detector, out_dir, config.masks, config.overlays)
-    logger.info("predicting %d images with %s (%s)", len(todo), name,
-                ", ".join(f"{k}={v}" for k, v in detector.decision_summary().items() if k != "detector" and v is not None))
+    logger.info(
+        "predicting %d images with %s (%s)",
+        len(todo),
+        name,
+        ", ".join(f"{k}={v}" for k, v in detector.decision_summary().items() if k != "detector" and v is not None),
+    )
     started = time.perf_counter()
     new_csv = not csv_path.exists() or csv_path.stat().st_size == 0
     n_new = n_failed_new = 0
     with open(csv_path, "a", newline="", encoding="utf-8") as handle:
         appender = CsvAppender(handle, header=new_csv)
-        with progress_bar(total=len(todo), desc="predict", unit="img") as progress, ThreadPoolExecutor(max_workers=SCORING_THREADS) as scoring:
+        with (
+            progress_bar(total=len(todo), desc="predict", unit="img") as progress,
+            ThreadPoolExecutor(max_workers=SCORING_THREADS) as scoring,
+        ):
             # Two batches are scored at once: one in the model (TensorFlow releases the GIL), the
             # other in the decision's numpy/Python code; rows are written in input order.
             pending: deque = deque()
@@ -236,8 +246,13 @@ def predict(config: PredictConfig) -> PredictSummary:
     seconds = time.perf_counter() - started
 
     report, stats = build_report(out_dir, settings, detector, config.gallery, config.workers)
-    run |= {"status": "complete", "n_new": n_new, "n_failed_new": n_failed_new, "seconds": round(seconds, 2),
-            "images_per_second": round(n_new / seconds, 2) if seconds > 0 else None}
+    run |= {
+        "status": "complete",
+        "n_new": n_new,
+        "n_failed_new": n_failed_new,
+        "seconds": round(seconds, 2),
+        "images_per_second": round(n_new / seconds, 2) if seconds > 0 else None,
+    }
     settings |= {"counts": stats}
     bundle.write_json(out_dir / SETTINGS_FILE, settings)
     summary = PredictSummary(out_dir, stats["images"], stats["defective"], stats["failed"], n_new, skipped, seconds, report, settings)

@@ -58,7 +58,8 @@ def check_merge(parts: list[str], output: str, overwrite: bool = False) -> tuple
     shards = [s.get("flags", {}).get("shard") for s in settings]
     if any(shard is not None for shard in shards):
         if None in shards:
-            raise ValueError(f"--merge {folders[shards.index(None)]}: not a --shard run, unlike {folders[next(i for i, x in enumerate(shards) if x)]}")
+            raise ValueError(f"--merge {folders[shards.index(None)]}: not a --shard run, unlike "
+                    f"{folders[next(i for i, x in enumerate(shards) if x)]}")
         parsed = [parse_shard(shard) for shard in shards]
         n = parsed[0][1]
         if any(total != n for _, total in parsed):
@@ -76,7 +77,9 @@ def check_merge(parts: list[str], output: str, overwrite: bool = False) -> tuple
     return folders, settings
 
 
-def merge_predictions(parts: list[str], output: str, gallery: int = 48, workers: int | None = None, overwrite: bool = False) -> PredictSummary:
+def merge_predictions(
+    parts: list[str], output: str, gallery: int = 48, workers: int | None = None, overwrite: bool = False
+) -> PredictSummary:
     """Concatenate the predictions.csv of `parts` (rows sorted by path), copy their masks and
     overlays, and rebuild the report and predict_settings.json in `output`."""
     from autoencoder import bundle
@@ -112,8 +115,10 @@ def merge_predictions(parts: list[str], output: str, gallery: int = 48, workers:
     settings["inputs"] = list(dict.fromkeys(item for s in all_settings for item in s.get("inputs", [])))
     settings["n_inputs"] = sum(int(s.get("n_inputs", 0)) for s in all_settings)
     settings["flags"] = {**first.get("flags", {}), "shard": None, "output": str(out_dir)}
-    settings["merged_from"] = [{"folder": str(folder.resolve()), "shard": s.get("flags", {}).get("shard"), "rows": sum(1 for f in seen.values() if f == folder)}
-                               for folder, s in zip(folders, all_settings)]
+    settings["merged_from"] = [
+        {"folder": str(folder.resolve()), "shard": s.get("flags", {}).get("shard"), "rows": sum(1 for f in seen.values() if f == folder)}
+        for folder, s in zip(folders, all_settings)
+    ]
     settings["runs"] = [run for s in all_settings for run in s.get("runs", [])]
     settings["created"] = bundle.timestamp()
     settings["command"] = bundle.command_line()
