@@ -1,13 +1,14 @@
-"""Export a finetuned model as one graph: uint8 pixels -> anomaly map, image score, decision.
+"""Export a finetuned model as one graph (images -> anomaly map, image score, decision) with a runner.
 
 Examples:
     python export.py -p saved_models/brick/mvtecCAE/ssim/<timestamp> --format savedmodel -o exports/brick_ssim
-    python export.py -p <model folder> -r feature_float64 --format onnx -o exports/tiles.onnx
+    python export.py -p <model folder> -r padim_float64 --format onnx -o exports/tiles.onnx
+    python exports/tiles_runner.py part_001.png part_002.png       # score images with the export alone
 
-Supported: the segmentation detector with ssim, l2 or feature maps, -t float64 and
---image-score max (finetune.py). The decision is in the graph only where it equals the toolkit's
-(min_area 1 and --keep-border); otherwise the graph gives the map, the image score and the pixels
-above the threshold, and export_info.json the component rule to apply (docs/predict.md).
+Every finetuning result exports: every map kind and combination, smoothing, normalisation, the
+threshold, and the kde detector. What a graph cannot express (the component rule with min_area and
+the border, the component image score) the runner written beside the export applies with numpy and
+OpenCV; it needs nothing from this repository (docs/predict.md).
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-r", "--result", default=None, metavar="NAME", help="finetuning result to export, e.g. ssim_float64 (default: "
             "the model's only one; required when it has several)")
     parser.add_argument("--format", required=True, choices=FORMATS, help="savedmodel (a folder; maps in float64), tflite or onnx (one "
-            "file; maps in float32; onnx needs tf2onnx)")
+            "file named *.tflite / *.onnx; maps in float32; onnx needs tf2onnx)")
     parser.add_argument("-o", "--output", required=True, help="the folder (savedmodel) or file (tflite, onnx) to write; export_info.json "
-            "goes inside the folder or beside the file (<file>.json)")
+            "and the runner go inside the folder (runner.py) or beside the file (<file>.json, <stem>_runner.py)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
     parser.add_argument("--results-dir", default="results", help="where finetuning results are read")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -42,11 +43,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
-    from processing.workflow.export import ExportConfig, check_output, export
+    from processing.workflow.export import ExportConfig, export
 
     config = ExportConfig(path=args.path, output=args.output, format=args.format, result=args.result,
                           results_root=args.results_dir, overwrite=args.overwrite)
-    check_output(config)  # before TensorFlow is loaded
+    config.validate()  # before TensorFlow is loaded
     cli.import_tensorflow(args.verbose)
     path = export(config)
     print(f"exported to {path}")

@@ -183,6 +183,15 @@ def load_bundle(path: str | os.PathLike) -> ModelBundle:
     """Load a model written by train.py from its folder or its .keras file."""
     folder, model_file = resolve_model_path(path)
     info = read_info(folder)
+    model = load_model_file(model_file)
+    logger.info("loaded %s", model_file)
+    return ModelBundle(model=model, info=info, folder=folder, model_file=model_file)
+
+
+def load_model_file(model_file: Path) -> keras.Model:
+    """The Keras model of a .keras file train.py wrote (every architecture's custom layers and the
+    toolkit's losses registered first); ModelPathError naming the file when it cannot be loaded."""
+    model_file = Path(model_file)
     if not zipfile.is_zipfile(model_file):
         size = model_file.stat().st_size
         raise ModelPathError(
@@ -194,11 +203,8 @@ def load_bundle(path: str | os.PathLike) -> ModelBundle:
     from autoencoder.models import import_custom_layers
 
     import_custom_layers()  # the architectures' own layers (featureCAE's), which a saved model refers to
-
     try:
-        model = keras.models.load_model(model_file, compile=False)
+        return keras.models.load_model(model_file, compile=False)
     except Exception as error:  # keras raises many types for a bad file
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelPathError(f"cannot load model {model_file} (corrupt, or not saved by train.py): {first_line}") from None
-    logger.info("loaded %s", model_file)
-    return ModelBundle(model=model, info=info, folder=folder, model_file=model_file)

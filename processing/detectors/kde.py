@@ -30,7 +30,16 @@ from processing.decision.density import (
     threshold_to_json,
 )
 from processing.detectors import fields as f
-from processing.detectors.base import Decisions, Detector, FinetuneConfig, FinetuneData, FinetuningResult, Scores, register_detector
+from processing.detectors.base import (
+    Decisions,
+    Detector,
+    ExportPlan,
+    FinetuneConfig,
+    FinetuneData,
+    FinetuningResult,
+    Scores,
+    register_detector,
+)
 from processing.evaluation import plots
 from processing.evaluation.metrics import format_metrics, image_auroc
 from processing.maps.kinds import check_method_dtype
@@ -210,6 +219,9 @@ class KDEDetector(Detector):
         density_threshold = summary.get("density_threshold")
         return summary | {"threshold": None if density_threshold is None else -float(density_threshold)}
 
+    def export_plan(self) -> KDEExportPlan:
+        return KDEExportPlan(self)
+
     def extra_metrics(self, truth, types, columns) -> tuple[dict, dict]:
         error = columns["error"]
         overall = {
@@ -253,3 +265,77 @@ def density_for_model(model_bundle, scorer, config, train_files) -> tuple[Densit
     save_density(path, density, {"model_file": model_bundle.model_file.name, "n_train_images": len(train_files)})
     logger.info("density model of %d training codes written to %s", len(codes), path)
     return density, True
+
+
+KDE_GRAPH_ELEMENTS = 1_000_000  # training-code elements per step of the exported density (x the batch)
+
+
+class KDEExportPlan(ExportPlan):
+    """The latent density and the reconstruction error as one graph: the whole decision is in it
+    (``log_density < density_threshold`` OR ``error > error_threshold``; a threshold that is null is off)."""
+
+    def __init__(self, detector: KDEDetector):
+        from processing.maps.kinds import get_map_kind
+
+        self.name = detector.result_name(detector.result)
+        self.scorer = detector.scorer  # images -> [bottleneck code, reconstruction]
+        self.models = [detector.model.model]
+        self.kind = get_map_kind(detector.method)
+        self.density = detector.density
+        self.density_threshold, self.error_threshold = detector.result.density_threshold, detector.result.error_threshold
+
+    def log_density(self, codes, dtype: str):
+        """gaussian_kde_log_density as tensor ops, on codes centred by the training codes' mean."""
+        from keras import ops
+
+        density = self.density
+        codes = ops.reshape(ops.cast(codes, dtype), (ops.shape(codes)[0], -1))
+        if density.uses_pca:
+            codes = ops.matmul(codes - ops.convert_to_tensor(density.pca_mean, dtype=dtype),
+                               ops.transpose(ops.convert_to_tensor(density.pca_components, dtype=dtype)))
+        # Squared distances from the differences themselves, block by block of training codes (a
+        # fixed number of steps: every format expresses it): |x|^2 + |c|^2 - 2 x.c cancels badly in float32.
+        train = density.codes
+        step = max(1, KDE_GRAPH_ELEMENTS // max(1, train.shape[1]))
+        blocks = []
+        for start in range(0, len(train), step):
+            delta = ops.expand_dims(codes, 1) - ops.expand_dims(ops.convert_to_tensor(train[start : start + step], dtype=dtype), 0)
+            blocks.append(ops.sum(delta * delta, axis=2))
+        squared = blocks[0] if len(blocks) == 1 else ops.concatenate(blocks, axis=1)
+        n, dim = density.codes.shape
+        norm = np.log(n) + 0.5 * dim * np.log(2 * np.pi * density.bandwidth**2)
+        return ops.logsumexp(squared * (-0.5 / density.bandwidth**2), axis=1) - norm
+
+    def outputs(self, images, dtype: str) -> dict:
+        from keras import ops
+
+        code, reconstruction = self.scorer(images, training=False)
+        log_density = self.log_density(code, dtype)
+        error = ops.mean(self.kind.graph(images, reconstruction, None, dtype), axis=(1, 2))
+        defective = ops.zeros_like(log_density) > 1.0  # all False
+        if self.density_threshold is not None:
+            defective = defective | (log_density < self.density_threshold)
+        if self.error_threshold is not None:
+            defective = defective | (error > self.error_threshold)
+        return {"image_score": ops.cast(-log_density, "float32"), "log_density": ops.cast(log_density, "float32"),
+                "error": ops.cast(error, "float32"), "defective": defective}
+
+    def describe_outputs(self, size: int) -> dict[str, str]:
+        return {
+            "image_score": "float32 (N,): -log density of the bottleneck code (higher = more anomalous)",
+            "log_density": "float32 (N,): log density of the code under the training codes' Gaussian KDE",
+            "error": f"float32 (N,): the mean of the {self.kind.name} residual map",
+            "defective": "bool (N,): log_density < density_threshold OR error > error_threshold",
+        }
+
+    def decision(self) -> dict:
+        return {
+            "detector": "kde",
+            "rule": "in_graph",
+            "density_threshold": self.density_threshold,
+            "error_threshold": self.error_threshold,
+            "threshold": None if self.density_threshold is None else -float(self.density_threshold),
+            "min_area": None,
+            "text": "defective = log_density < density_threshold OR error > error_threshold (a null threshold is off); "
+                    "image score = -log_density",
+        }

@@ -46,10 +46,11 @@ from processing.maps.kinds import (
     combine_maps,
     default_map_for_loss,
     fit_combination,
+    get_map_source,
     is_map_spec,
     parse_map_spec,
 )
-from processing.maps.postprocess import NORMALIZATIONS, ResmapPostprocessor, fit_pixel_statistics, smooth_resmaps
+from processing.maps.postprocess import NORMALIZATIONS, ResmapPostprocessor, check_smoothing_fits, fit_pixel_statistics, smooth_resmaps
 
 logger = logging.getLogger(__name__)
 
@@ -378,31 +379,137 @@ class SegmentationDetector(Detector):
         ]
 
     def export_plan(self) -> ExportPlan:
-        name = self.result_name(self.result)
-        supported = "the segmentation detector with ssim, l2 or feature maps, -t float64 and --image-score max"
-        kinds = self.spec.kinds
-        if self.partners or self.spec.combined or kinds[0].fitted:
-            raise ValueError(f"result {name} uses {self.method} maps (numpy scorers, not graphs); export.py supports {supported}")
-        if self.dtype != "float64":
-            raise ValueError(f"result {name} uses {self.dtype} maps; export.py supports {supported} (rerun finetune.py with -t float64)")
-        if self.image_score != "max":
+        return SegmentationExportPlan(self)
+
+
+class MapGraph:
+    """The raw maps of one model's map spec as tensor ops, at `size` (each map source computed once)."""
+
+    def __init__(self, keras_model, spec: MapSpec, states: dict, size: int):
+        self.spec, self.states, self.size = spec, states, size
+        self.sources = {name: get_map_source(name).tensor(keras_model) for name in spec.sources}
+
+    def maps(self, images, dtype: str) -> dict:
+        values = {name: compute(images) for name, compute in self.sources.items()}
+        return {kind.name: kind.graph(images, values[kind.source], self.states.get(kind.name), dtype) for kind in self.spec.kinds}
+
+
+def resize_images_tensor(images, size: int):
+    """:func:`resize_images` as tensor ops, for the sizes it can reproduce exactly: an integer
+    shrink factor (area averaging = average pooling) or any enlargement (bilinear)."""
+    from keras import ops
+
+    side = int(images.shape[1])
+    if size == side:
+        return images
+    if size > side:
+        return ops.image.resize(images, (size, size), interpolation="bilinear", antialias=False)
+    return ops.average_pool(images, pool_size=side // size, strides=side // size, padding="valid")
+
+
+class SegmentationExportPlan(ExportPlan):
+    """The segmentation detector's maps, combination, post-processing and threshold as one graph;
+    the component rule (min_area, border) and the component image score are left to the runner."""
+
+    def __init__(self, detector: SegmentationDetector):
+        self.name = detector.result_name(detector.result)
+        self.size = int(detector.model.info["model"]["image_size"])
+        self.dtype, self.threshold, self.min_area = detector.dtype, detector.threshold, detector.min_area
+        self.clear_border, self.image_score = detector.clear_border, detector.image_score
+        self.postprocess, self.combination = detector.postprocess, detector.combination
+        self.no_defect_score = detector.no_defect_score
+        self.value_range = detector.spec.value_range("float64")
+        self.graphs = [("", MapGraph(detector.model.model, detector.spec, detector.states, self.size))]
+        self.models = [detector.model.model]
+        for index, partner in enumerate(detector.partners):
+            size = int(partner.model.info["model"]["image_size"])
+            if size < self.size and self.size % size:
+                raise ValueError(
+                    f"result {self.name}: the {size} px partner model {partner.model.folder} would need a non-integer "
+                    f"area resize from {self.size} px, which export.py cannot reproduce exactly"
+                )
+            self.graphs.append((f"partner_{index}", MapGraph(partner.model.model, partner.spec, partner.states, size)))
+            self.models.append(partner.model.model)
+        check_smoothing_fits(self.postprocess.sigma, self.size)
+
+    @property
+    def decision_in_graph(self) -> bool:
+        """Whether the decision is ``map maximum > threshold`` (min_area 1, border components kept)."""
+        return self.min_area == 1 and not self.clear_border
+
+    def check_format(self, fmt: str, dtype: str) -> None:
+        if self.dtype == "uint8" and dtype != "float64":
             raise ValueError(
-                f"result {name} scores images by {self.image_score}; export.py supports {supported} (rerun finetune.py with "
-                "--image-score max)"
+                f"result {self.name} uses uint8 maps, whose rounding at .5 a {dtype} {fmt} graph cannot reproduce; "
+                "export it as savedmodel (float64), or finetune with -t float64"
             )
-        return ExportPlan(
-            method=self.method,
-            dtype=self.dtype,
-            sigma=self.postprocess.sigma,
-            mean=self.postprocess.mean,
-            std=self.postprocess.std,
-            threshold=self.threshold,
-            min_area=self.min_area,
-            clear_border=self.clear_border,
-            image_score=self.image_score,
-            states=dict(self.states),
-            combination=dict(self.combination),
-        )
+
+    def raw_maps(self, images, dtype: str):
+        from keras import ops
+
+        maps = {}
+        for prefix, graph in self.graphs:
+            inputs = resize_images_tensor(images, graph.size)
+            component = graph.maps(inputs, dtype)
+            if prefix:  # a partner model: its one map, back at our size
+                (partner_map,) = component.values()
+                partner_map = ops.image.resize(ops.cast(partner_map, "float32")[..., None], (self.size, self.size),
+                                               interpolation="bilinear", antialias=False)[..., 0]
+                component = {prefix: ops.cast(partner_map, dtype)}
+            maps |= component
+        if len(maps) == 1:
+            return next(iter(maps.values()))
+        total = sum((maps[name] - mean) / std for name, (mean, std) in self.combination.items())
+        return total / len(maps)
+
+    def outputs(self, images, dtype: str) -> dict:
+        from keras import ops
+
+        maps = self.raw_maps(images, dtype)
+        if self.dtype == "uint8":  # as calculate_resmaps: the clipped map scaled onto 0..255, rounded half to even
+            low, high = self.value_range
+            maps = ops.round((maps - low) * (255.0 / (high - low)))
+            maps = ops.clip(ops.round(self.postprocess.tensor(maps, dtype)), 0.0, 255.0)
+        else:
+            maps = self.postprocess.tensor(maps, dtype)
+        threshold = ops.convert_to_tensor(self.threshold, dtype=dtype)
+        highest = ops.max(maps, axis=(1, 2))
+        outputs = {"anomaly_map": ops.cast(maps, "float32"), "above_threshold": maps > threshold}
+        if self.image_score == "max":
+            outputs["image_score"] = ops.cast(highest, "float32")
+        if self.decision_in_graph:
+            outputs["defective"] = highest > threshold
+        return outputs
+
+    def describe_outputs(self, size: int) -> dict[str, str]:
+        described = {
+            "anomaly_map": f"float32 (N, {size}, {size}): the post-processed anomaly map (higher = more anomalous)",
+            "above_threshold": f"bool (N, {size}, {size}): anomaly_map > threshold, before the component rule",
+        }
+        if self.image_score == "max":
+            described["image_score"] = "float32 (N,): the map's maximum, the image score"
+        if self.decision_in_graph:
+            described["defective"] = "bool (N,): the decision (min_area 1, border kept: the map's maximum > threshold)"
+        return described
+
+    def decision(self) -> dict:
+        return {
+            "detector": "segmentation",
+            "rule": "components",
+            "threshold": self.threshold,
+            "min_area": self.min_area,
+            "clear_border": self.clear_border,
+            "image_score": self.image_score,
+            "no_defect_score": self.no_defect_score,
+            "map_dtype": self.dtype,
+            "decision_in_graph": self.decision_in_graph,
+            "text": (
+                f"defective = a connected region (8-connectivity) of anomaly_map > threshold of at least {self.min_area} pixels"
+                + (" not touching the image border" if self.clear_border else "")
+                + "; image score = "
+                + ("the map's maximum" if self.image_score == "max" else "the highest threshold at which such a region survives")
+            ),
+        }
 
 
 def load_state(kind, folder):

@@ -25,6 +25,7 @@ from processing.maps.padim import fit_position_gaussians, load_position_gaussian
 logger = logging.getLogger(__name__)
 
 MEMORY_BANK_SIZE = 16384
+KNN_GRAPH_BLOCK = 2048  # bank vectors per step of the exported knn map
 # The greedy coreset costs (pool x bank size) distance updates: it picks from a random pool of at
 # most this many training vectors (175k at 128 px, 700k at 256 px would take minutes).
 CORESET_POOL = 65536
@@ -76,6 +77,14 @@ def upsample_maps(maps: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def upsample_tensor(maps, size: int):
+    """:func:`upsample_maps` as tensor ops: (N, h, w) float32 -> (N, size, size) float32, bilinear with
+    pixel centres aligned (TensorFlow's half-pixel resize is OpenCV's INTER_LINEAR)."""
+    from keras import ops
+
+    return ops.image.resize(maps[..., None], (size, size), interpolation="bilinear", antialias=False)[..., 0]
+
+
 @register_map_kind
 class FeatureMap(MapKind):
     name = "feature"
@@ -107,6 +116,15 @@ class FeatureDensityMap(MapKind):
     def maps(self, images, source, dtype, state=None):
         return upsample_maps(state.score(source), images.shape[1])
 
+    def graph(self, images, source, state, dtype):
+        from keras import ops
+
+        grid = self.grid_graph(ops.cast(source, "float32"), state)  # float32, as the numpy scorers
+        return ops.cast(upsample_tensor(grid, int(images.shape[1])), dtype)
+
+    def grid_graph(self, features, state):
+        raise NotImplementedError
+
 
 @register_map_kind
 class PadimMap(FeatureDensityMap):
@@ -121,6 +139,21 @@ class PadimMap(FeatureDensityMap):
     def load_state(self, path):
         return load_position_gaussians(path)
 
+    def grid_graph(self, features, state):
+        """Mahalanobis distance of every position's vector to its Gaussian: one batched matrix product."""
+        from keras import ops
+
+        if state.channel_subset is not None:
+            features = ops.take(features, ops.convert_to_tensor(state.channel_subset.astype("int32")), axis=-1)
+        mean = ops.convert_to_tensor(state.mean)  # (h, w, D), or (1, 1, D): one Gaussian for every position
+        inverse = ops.convert_to_tensor(state.inv_covariance)  # (h, w, D, D)
+        delta = features - mean
+        if state.grid == (1, 1):
+            weighted = ops.einsum("nhwd,de->nhwe", delta, inverse[0, 0])
+        else:
+            weighted = ops.einsum("nhwd,hwde->nhwe", delta, inverse)
+        return ops.sqrt(ops.maximum(ops.sum(weighted * delta, axis=-1), 0.0))
+
 
 @register_map_kind
 class KnnMap(FeatureDensityMap):
@@ -133,3 +166,27 @@ class KnnMap(FeatureDensityMap):
 
     def load_state(self, path):
         return load_memory_bank(path)
+
+    def grid_graph(self, features, state):
+        """Distance of every position's vector to its nearest bank vector, as MemoryBank.nearest: the
+        argmin of |b|^2 - 2 q.b over the bank, in blocks of bank vectors (a fixed number of steps, so
+        every format can express it; the products of one block bound the memory), then the exact
+        distance to the chosen vector."""
+        import tensorflow as tf  # Keras's argmin bitcasts floats (signed zeros), which ONNX has no operator for
+        from keras import ops
+
+        shape = ops.shape(features)
+        queries = ops.reshape(features, (-1, shape[3]))
+        best_value, best_index = None, None
+        for start in range(0, len(state.bank), KNN_GRAPH_BLOCK):
+            block = state.bank[start : start + KNN_GRAPH_BLOCK]
+            norms = ops.convert_to_tensor(np.einsum("ij,ij->i", block, block))
+            products = ops.matmul(-2.0 * queries, ops.convert_to_tensor(block.T)) + norms
+            value, index = ops.min(products, axis=1), tf.argmin(products, axis=1, output_type=tf.int32) + start
+            if best_value is None:
+                best_value, best_index = value, index
+            else:  # ties keep the earlier vector, as numpy's argmin over the whole bank
+                better = value < best_value
+                best_value, best_index = ops.where(better, value, best_value), ops.where(better, index, best_index)
+        differences = queries - ops.take(ops.convert_to_tensor(state.bank), best_index, axis=0)
+        return ops.reshape(ops.sqrt(ops.sum(differences * differences, axis=1)), shape[:3])

@@ -75,6 +75,28 @@ def smooth_resmaps(resmaps: np.ndarray, sigma: float) -> np.ndarray:
     return out.astype(resmaps.dtype, copy=False)
 
 
+def smoothing_taps(sigma: float) -> np.ndarray:
+    """The 1-D kernel smooth_resmaps applies: cv2's Gaussian of ksize 2 * int(TRUNCATE sigma + 0.5) + 1, float64."""
+    radius = int(TRUNCATE * sigma + 0.5)
+    return cv2.getGaussianKernel(2 * radius + 1, sigma, cv2.CV_64F)[:, 0]
+
+
+def smooth_tensor(maps, sigma: float):
+    """:func:`smooth_resmaps` as tensor ops: (N, H, W) float maps, mirrored borders (the map must be
+    wider than the kernel's radius: export.py checks)."""
+    from autoencoder.ssim import mirrored_separable_filter
+
+    if sigma == 0:
+        return maps
+    return mirrored_separable_filter(maps[..., None], smoothing_taps(sigma))[..., 0]
+
+
+def check_smoothing_fits(sigma: float, size: int) -> None:
+    """The graph mirrors the map once at each border: the kernel's radius must be below the map's side."""
+    if sigma > 0 and int(TRUNCATE * sigma + 0.5) >= size:
+        raise ValueError(f"smoothing sigma {sigma} needs a kernel wider than the {size} px map; export.py cannot mirror it")
+
+
 # --------------------------------------------------------------------------------------------
 # Per-pixel standardisation
 # --------------------------------------------------------------------------------------------
@@ -158,6 +180,15 @@ class ResmapPostprocessor:
     def save_statistics(self, folder) -> None:
         if self.mean is not None:
             np.savez(Path(folder) / PIXEL_STATISTICS_FILE, mean=self.mean, std=self.std)
+
+    def tensor(self, maps, dtype: str):
+        """The same post-processing as tensor ops (maps (N, H, W) in `dtype`)."""
+        from keras import ops
+
+        maps = smooth_tensor(maps, self.sigma)
+        if self.mean is not None:
+            maps = (maps - ops.convert_to_tensor(self.mean, dtype=dtype)) / ops.convert_to_tensor(self.std, dtype=dtype)
+        return maps
 
     @classmethod
     def from_finetuning(cls, folder, sigma: float, normalize: str) -> ResmapPostprocessor:

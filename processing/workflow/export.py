@@ -1,36 +1,28 @@
-"""export.py: one graph from raw pixels to anomaly map, image score and (where exact) decision.
+"""export.py: any finetuning result as one graph (SavedModel, TFLite or ONNX), with a runner beside it.
 
-The graph takes ``pixels``: uint8 (N, S, S, C) at the model's input size S, C = 1 for a grayscale
-model and 3 for an RGB one, and does everything the toolkit does after reading and resizing an
-image: ``* (1/255)`` in float32 (as processing/data/images.py), the model, the map (SSIM or L2 of
-the grayscale input and reconstruction, clipped to [0, 1], or a featureCAE's own ``feature`` map),
-Gaussian smoothing (a depthwise convolution with the taps and the mirrored border of
-processing/maps/postprocess.py smooth_resmaps), per-pixel standardisation and the finetuned
-threshold. A serving stack needs nothing from this repository: it resizes the image to S x S and
-converts its colours (see docs/predict.md), then feeds the uint8 pixels.
+The graph takes ``images``: float32 (N, S, S, C) in [0, 1] at the model's input size S, C = 1 for
+a grayscale model and 3 for an RGB one: the model input exactly as the toolkit makes it from a
+file. What happens after that is the detector's export plan (``Detector.export_plan``):
 
-Outputs (float32 and bool; N = batch):
+- segmentation: every map kind of the result's map spec as tensor ops (``MapKind.graph``: SSIM or
+  L2 of input and reconstruction, a featureCAE's own map, padim as a batched Mahalanobis distance,
+  knn as the distance to the memory bank), other models' maps (``--combine-with``), the
+  combination's standardisation, smoothing, per-pixel normalisation and the threshold. Outputs
+  ``anomaly_map``, ``above_threshold``, ``image_score`` (the map's maximum, when that is the
+  result's image score) and ``defective`` (when the decision is the maximum against the
+  threshold: min_area 1, border kept).
+- kde: the bottleneck code's log density under the training codes' KDE and the reconstruction
+  error; the whole decision is in the graph (``defective``, ``image_score``, ``log_density``,
+  ``error``).
 
-- ``anomaly_map`` (N, S, S): the post-processed map, the one the threshold applies to;
-- ``image_score`` (N,): the map's maximum (the toolkit's ``--image-score max``);
-- ``above_threshold`` (N, S, S): ``anomaly_map > threshold``, the defect candidates *before* the
-  connected-component rule;
-- ``defective`` (N,): only when the toolkit's decision is exactly ``image_score > threshold``,
-  i.e. min_area = 1 and border components kept (finetune.py --keep-border). Otherwise the
-  component rule (components of ``above_threshold`` of at least min_area pixels, those touching the
-  border dropped) is not in the graph: connected-component labelling has no counterpart in
-  TFLite/ONNX's operator sets short of an unbounded loop, so the serving side applies it (a few
-  lines of OpenCV: docs/predict.md), with the min_area and border rule written beside the export.
+What a graph cannot express (the connected-component rule with min_area and the border, and the
+``component`` image score, a sweep over thresholds) is done by the runner written beside the
+export (processing/workflow/export_runner.py: numpy and OpenCV only, nothing from this
+repository), which also reads and resizes image files exactly as the toolkit does.
+``export_info.json`` says what is inside, the decision's settings and how to call both.
 
-Supported: the segmentation detector with ``ssim``, ``l2`` (pixel autoencoders) or ``feature``
-(featureCAE) maps, float64 maps and ``--image-score max``. Refused with one line: padim/knn and
-their combinations (their scorers are numpy arrays of per-position Gaussians and memory banks, not
-yet graphs), uint8 maps (their rounding at .5 would flip pixels between float32 and float64), the
-component image score (a sweep over thresholds of the component rule) and the kde detector.
-
-The SavedModel computes the map in float64 like the toolkit (its float32 outputs agree to ~1e-7);
-TFLite and ONNX compute it in float32 (TFLite has no float64 convolution), which agrees to ~3e-5
-(benchmarks/export_agreement.py).
+The SavedModel computes in float64 like the toolkit; TFLite and ONNX in float32 (TFLite has no
+float64 convolution). benchmarks/export_agreement.py prints the agreement on a dataset.
 """
 
 from __future__ import annotations
@@ -38,21 +30,22 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from processing.detectors.base import ExportPlan
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("savedmodel", "tflite", "onnx")
+SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
 INFO_FILE = "export_info.json"
-INPUT_NAME = "pixels"
+INPUT_NAME = "images"
 ONNX_OPSET = 17
+RUNNER_SOURCE = Path(__file__).with_name("export_runner.py")
 
 
 @dataclass
@@ -64,10 +57,29 @@ class ExportConfig:
     results_root: str = "results"
     overwrite: bool = False
 
+    def validate(self) -> Path:
+        """The output path, checked before anything is computed: the format, a file name that says
+        it, a place that can be written, and no export replaced without --overwrite."""
+        from autoencoder.folders import check_writable_dir
+
+        check_format(self.format)
+        out = Path(self.output)
+        if self.format in SUFFIX and out.suffix.lower() != SUFFIX[self.format]:
+            kind = {"tflite": "a TFLite", "onnx": "an ONNX"}[self.format]
+            raise ValueError(f"-o {out}: {kind} export is one file named *{SUFFIX[self.format]}, not {out.name}")
+        if out.exists() and not self.overwrite:
+            raise ValueError(f"-o {out} already exists: pass --overwrite to replace it")
+        if self.format == "savedmodel" and out.exists() and not out.is_dir():
+            raise ValueError(f"-o {out} is a file; a SavedModel is a folder")
+        if self.format != "savedmodel" and out.is_dir():
+            raise ValueError(f"-o {out} is a folder; a {self.format} export is one file")
+        check_writable_dir(out.parent, "-o")
+        return out
+
 
 @dataclass(frozen=True)
 class InputShape:
-    """The graph's input: uint8 (N, size, size, channels) pixels of `color_mode` images."""
+    """The graph's input: float32 (N, size, size, channels) images of `color_mode`."""
 
     size: int
     channels: int
@@ -85,57 +97,18 @@ def check_format(name: str) -> str:
     return name
 
 
-# ---- the graph ---------------------------------------------------------------------------------
-
-
-def smoothing_taps(sigma: float) -> np.ndarray:
-    """The 1-D kernel smooth_resmaps uses: cv2's Gaussian of ksize 2 * int(4 sigma + 0.5) + 1."""
-    import cv2
-
-    from processing.maps.postprocess import TRUNCATE
-
-    radius = int(TRUNCATE * sigma + 0.5)
-    return cv2.getGaussianKernel(2 * radius + 1, sigma, cv2.CV_64F)[:, 0]
-
-
-def make_module(keras_model, plan: ExportPlan, shape: InputShape, dtype: str):
-    """A tf.Module whose ``serve(pixels)`` is the whole graph; `dtype` is the map's compute type."""
+def make_module(plan: ExportPlan, shape: InputShape, dtype: str):
+    """A tf.Module whose ``serve(images)`` is the whole graph; `dtype` is the compute type."""
     import tensorflow as tf
-
-    from autoencoder.ssim import mirrored_separable_filter
-    from processing.maps.kinds import get_map_source, parse_map_spec
-
-    (kind,) = parse_map_spec(plan.method).kinds
-    compute = tf.float64 if dtype == "float64" else tf.float32
-    scale = np.float32(1.0 / 255.0)  # processing/data/images.py multiplies by float32(1/255)
-    taps = smoothing_taps(plan.sigma) if plan.sigma > 0 else None
-    if taps is not None and (len(taps) - 1) // 2 >= shape.size:
-        raise ValueError(f"smoothing sigma {plan.sigma} needs a kernel wider than the {shape.size} px map; export.py cannot mirror it")
-    source = get_map_source(kind.source).tensor(keras_model)
 
     class Exported(tf.Module):
         def __init__(self):
             super().__init__()
-            self.model = keras_model
+            self.models = list(plan.models)  # tracked: their weights are saved with the graph
 
-        @tf.function(input_signature=[tf.TensorSpec((None, shape.size, shape.size, shape.channels), tf.uint8, name=INPUT_NAME)])
-        def serve(self, pixels):
-            images = tf.cast(pixels, tf.float32) * scale
-            maps = kind.graph(images, source(images), plan.states.get(kind.name), compute)
-            if taps is not None:
-                maps = mirrored_separable_filter(maps[..., None], taps)[..., 0]
-            if plan.mean is not None:
-                maps = (maps - tf.constant(plan.mean, compute)) / tf.constant(plan.std, compute)
-            threshold = tf.constant(plan.threshold, compute)
-            score = tf.reduce_max(maps, axis=[1, 2])
-            outputs = {
-                "anomaly_map": tf.cast(maps, tf.float32),
-                "image_score": tf.cast(score, tf.float32),
-                "above_threshold": maps > threshold,
-            }
-            if plan.decision_in_graph:
-                outputs["defective"] = score > threshold
-            return outputs
+        @tf.function(input_signature=[tf.TensorSpec((None, shape.size, shape.size, shape.channels), tf.float32, name=INPUT_NAME)])
+        def serve(self, images):
+            return plan.outputs(images, dtype)
 
     return Exported()
 
@@ -143,40 +116,43 @@ def make_module(keras_model, plan: ExportPlan, shape: InputShape, dtype: str):
 # ---- writing -----------------------------------------------------------------------------------
 
 
-def export_info(model, name: str, plan: ExportPlan, shape: InputShape, fmt: str, dtype: str) -> dict:
+def runner_path(out: Path, fmt: str) -> Path:
+    """Where the runner goes: inside a SavedModel folder, beside a one-file export as <stem>_runner.py."""
+    return out / "runner.py" if fmt == "savedmodel" else out.with_name(f"{out.stem}_runner.py")
+
+
+def export_info(model, name: str, plan: ExportPlan, shape: InputShape, fmt: str, dtype: str, runner: Path) -> dict:
     from autoencoder import bundle
 
     size = shape.size
-    outputs = {
-        "anomaly_map": f"float32 (N, {size}, {size}): the post-processed anomaly map (higher = more anomalous)",
-        "image_score": "float32 (N,): the map's maximum",
-        "above_threshold": f"bool (N, {size}, {size}): anomaly_map > threshold, before the component rule",
-    }
-    if plan.decision_in_graph:
-        outputs["defective"] = "bool (N,): the toolkit's decision (min_area 1, border kept: image_score > threshold)"
-    rule = (
-        "defective = image_score > threshold (in the graph: output 'defective')"
-        if plan.decision_in_graph
-        else f"defective = a connected region (8-connectivity) of above_threshold of at least {plan.min_area} pixels"
-        + (" not touching the image border" if plan.clear_border else "") + " (applied outside the graph)"
-    )
     return {
         "format": fmt,
         "model_folder": str(model.folder.resolve()),
         "model_file": model.model_file.name,
         "result": name,
-        "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": [None, size, size, shape.channels],
-                  "color_mode": shape.color_mode,
-                  "preprocessing": f"resize to {size}x{size} (cv2.INTER_AREA when shrinking, INTER_LINEAR when enlarging)"
-                  + ("; RGB to gray with 0.2125 R + 0.7154 G + 0.0721 B" if shape.channels == 1 else "; gray replicated to RGB")},
-        "outputs": outputs,
-        "map": {"method": plan.method, "smoothing_sigma": plan.sigma, "normalize": "pixel" if plan.mean is not None else "none",
-                "compute_dtype": dtype},
-        "threshold": plan.threshold,
-        "min_area": plan.min_area,
-        "clear_border": plan.clear_border,
-        "decision_in_graph": plan.decision_in_graph,
-        "decision_rule": rule,
+        "input": {
+            "name": INPUT_NAME,
+            "dtype": "float32",
+            "shape": [None, size, size, shape.channels],
+            "color_mode": shape.color_mode,
+            "value_range": [0.0, 1.0],
+            "preprocessing": (
+                "decode the file (8-bit / 255, 16-bit / 65535, alpha dropped, RGB order); resize to "
+                f"{size}x{size} with cv2.INTER_AREA along axes that shrink and INTER_LINEAR along axes that grow; "
+                + ("RGB to gray with 0.2125 R + 0.7154 G + 0.0721 B" if shape.channels == 1 else "gray replicated to RGB")
+                + " (the runner's model_input does exactly this)"
+            ),
+        },
+        "outputs": plan.describe_outputs(size),
+        "decision": plan.decision(),
+        "compute_dtype": dtype,
+        "runner": {
+            "file": runner.name,
+            "command": f"python {runner.name} IMAGE [IMAGE ...]",
+            "python": f"from {runner.stem} import load_export; load_export(PATH).predict_files([...])",
+            "needs": ["numpy", "opencv-python-headless", {"savedmodel": "tensorflow", "tflite": "ai-edge-litert or tensorflow",
+                                                          "onnx": "onnxruntime"}[fmt]],
+        },
         "created": bundle.timestamp(),
         "command": bundle.command_line(),
         "versions": bundle.environment_versions(),
@@ -193,31 +169,21 @@ def _replace_file(final: Path, data: bytes) -> None:
         raise
 
 
-def check_output(config: ExportConfig) -> Path:
-    out = Path(config.output)
-    if out.exists() and not config.overwrite:
-        raise ValueError(f"-o {out} already exists: pass --overwrite to replace it")
-    if config.format == "savedmodel" and out.exists() and not out.is_dir():
-        raise ValueError(f"-o {out} is a file; a SavedModel is a folder")
-    if config.format != "savedmodel" and out.is_dir():
-        raise ValueError(f"-o {out} is a folder; a {config.format} export is one file")
-    return out
-
-
 def export(config: ExportConfig) -> Path:
-    """Write the graph of the chosen finetuning result; return the path written."""
-    check_format(config.format)
-    out = check_output(config)
+    """Write the graph of the chosen finetuning result, its export_info.json and its runner; return the path written."""
+    out = config.validate()
     from autoencoder import bundle
     from processing.workflow.results import ResultsTree, load_detector
 
     model = bundle.load_bundle(config.path)
     name, folder = ResultsTree.of_model(model, config.results_root).choose(config.result)
     plan = load_detector(model, folder).export_plan()
-    shape = InputShape.of(model)
     dtype = "float64" if config.format == "savedmodel" else "float32"
-    module = make_module(model.model, plan, shape, dtype)
-    info = export_info(model, name, plan, shape, config.format, dtype)
+    plan.check_format(config.format, dtype)
+    shape = InputShape.of(model)
+    module = make_module(plan, shape, dtype)
+    runner = runner_path(out, config.format)
+    info = export_info(model, name, plan, shape, config.format, dtype, runner)
     out.parent.mkdir(parents=True, exist_ok=True)
     if config.format == "savedmodel":
         import tensorflow as tf
@@ -225,19 +191,15 @@ def export(config: ExportConfig) -> Path:
         with bundle.staging_folder(out, replace=config.overwrite) as staging:
             tf.saved_model.save(module, str(staging), signatures={"serving_default": module.serve})
             bundle.write_json(staging / INFO_FILE, info)
-        info_path = out / INFO_FILE
-    elif config.format == "tflite":
-        import tensorflow as tf
-
-        frozen = frozen_module(module)
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen.serve.get_concrete_function()], frozen)
-        _replace_file(out, converter.convert())
-        info_path = bundle.write_json(sidecar(out), info)
+            shutil.copyfile(RUNNER_SOURCE, staging / runner.name)
+        info_file = out / INFO_FILE
     else:
-        proto = onnx_model(module, info)
-        _replace_file(out, proto.SerializeToString())
-        info_path = bundle.write_json(sidecar(out), info)
-    logger.info("%s export of %s (%s) in %s; %s; settings in %s", config.format, model.folder, name, out, info["decision_rule"], info_path)
+        data = tflite_bytes(module) if config.format == "tflite" else onnx_model(module, info).SerializeToString()
+        _replace_file(out, data)
+        info_file = bundle.write_json(sidecar(out), info)
+        _replace_file(runner, RUNNER_SOURCE.read_bytes())
+    logger.info("%s export of %s (%s) in %s; %s; settings in %s; run it with %s", config.format, model.folder, name, out,
+                info["decision"]["text"], info_file, runner)
     return out
 
 
@@ -262,10 +224,24 @@ def frozen_module(module):
 
     class Frozen(tf.Module):
         @tf.function(input_signature=spec)
-        def serve(self, pixels):
-            return dict(zip(names, frozen(pixels)))
+        def serve(self, images):
+            return dict(zip(names, frozen(images)))
 
     return Frozen()
+
+
+def tflite_bytes(module) -> bytes:
+    import tensorflow as tf
+
+    frozen = frozen_module(module)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen.serve.get_concrete_function()], frozen)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    try:
+        return converter.convert()
+    except Exception as error:  # the converter raises its own types, with pages of MLIR
+        ops = sorted(set(re.findall(r"'(tf\.\w+)' op is neither a custom op nor a flex op", str(error))))
+        raise ValueError(f"the TFLite converter cannot express this graph ({', '.join(ops) or type(error).__name__}); "
+                         "export it as savedmodel or onnx") from None
 
 
 def onnx_model(module, info: dict):
@@ -275,54 +251,40 @@ def onnx_model(module, info: dict):
         raise ValueError("--format onnx needs tf2onnx: pip install tf2onnx onnxruntime") from None
     import tensorflow as tf
 
-    spec = [tf.TensorSpec(module.serve.input_signature[0].shape, tf.uint8, name=INPUT_NAME)]
+    logging.getLogger("tf2onnx").setLevel(logging.WARNING)  # its INFO lines describe the conversion, not the result
+    spec = [tf.TensorSpec(module.serve.input_signature[0].shape, tf.float32, name=INPUT_NAME)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        proto, _ = tf2onnx.convert.from_function(frozen_module(module).serve, input_signature=spec, opset=ONNX_OPSET)
-    for key in ("threshold", "min_area", "clear_border", "decision_rule", "result", "model_folder"):
+        try:
+            proto, _ = tf2onnx.convert.from_function(frozen_module(module).serve, input_signature=spec, opset=ONNX_OPSET)
+        except Exception as error:  # tf2onnx raises many types for an op it cannot convert
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ValueError(f"tf2onnx cannot convert this graph ({first[:200]}); export it as savedmodel") from None
+    for key in ("result", "model_folder", "decision"):
         entry = proto.metadata_props.add()
-        entry.key, entry.value = key, json.dumps(info[key]) if not isinstance(info[key], str) else info[key]
+        entry.key, entry.value = key, info[key] if isinstance(info[key], str) else json.dumps(info[key])
     return proto
 
 
-# ---- running an export (tests, docs, a serving sketch) -----------------------------------------
+# ---- running an export (tests, benchmarks) -----------------------------------------------------
 
 
 def load_exported(path: str | os.PathLike, fmt: str):
-    """A function pixels (uint8 (N, S, S, C)) -> {output name: numpy array} for an exported graph."""
+    """A function images (float32 (N, S, S, C)) -> {output name: numpy array} for an exported graph
+    (the runner's own loader)."""
+    from processing.workflow.export_runner import graph_function
+
     check_format(fmt)
-    path = str(path)
-    if fmt == "savedmodel":
-        import tensorflow as tf
-
-        serve = tf.saved_model.load(path).signatures["serving_default"]
-        return lambda pixels: {key: value.numpy() for key, value in serve(**{INPUT_NAME: tf.constant(pixels)}).items()}
-    if fmt == "tflite":
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                import tensorflow as tf
-
-                Interpreter = tf.lite.Interpreter
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            interpreter = Interpreter(model_path=path)
-        runner = interpreter.get_signature_runner()
-        return lambda pixels: {key: np.asarray(value) for key, value in runner(**{INPUT_NAME: pixels}).items()}
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    names = [output.name for output in session.get_outputs()]
-    input_name = session.get_inputs()[0].name
-    return lambda pixels: dict(zip(names, session.run(names, {input_name: pixels})))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return graph_function(Path(path), fmt)
 
 
 def remove_export(path: Path) -> None:
-    """Remove an export and its sidecar (used by tests)."""
+    """Remove an export, its sidecar and its runner (used by tests)."""
     if path.is_dir():
         shutil.rmtree(path)
     else:
         path.unlink(missing_ok=True)
         sidecar(path).unlink(missing_ok=True)
+        runner_path(path, "onnx").unlink(missing_ok=True)

@@ -1,0 +1,296 @@
+"""Run an exported anomaly model: read images as the toolkit does, run the graph, finish the decision.
+
+export.py writes this file beside every export (``runner.py`` in a SavedModel folder,
+``<name>_runner.py`` beside a .tflite or .onnx file). It needs numpy and OpenCV, and the runtime of
+the format: tensorflow for a SavedModel, ai_edge_litert or tensorflow for TFLite, onnxruntime for
+ONNX; nothing from the toolkit that made the export.
+
+    python runner.py IMAGE [IMAGE ...] [--masks DIR]    # one JSON line per image
+
+    from runner import load_export
+    export = load_export("model.onnx")                  # or the SavedModel folder
+    for row in export.predict_files(["part_001.png"]): print(row["score"], row["defective"], row["bbox"])
+
+Per image: ``score`` (higher = more anomalous), ``defective``, ``threshold``, ``min_area``, the
+defect's area and bounding box at the image's original size (``bbox`` [x0, y0, x1, y1] inclusive,
+null when no defect), ``width``/``height``, or ``error`` for a file that cannot be read.
+
+What the graph leaves to this runner (export_info.json ``decision``):
+
+- ``rule: components``: a pixel is a defect candidate when ``anomaly_map > threshold`` (the
+  graph's ``above_threshold``); candidates form 8-connected regions; regions touching the image
+  border are dropped when ``clear_border``; the image is defective when a region of at least
+  ``min_area`` pixels remains, and those regions are its mask. The image score is the map's
+  maximum (``image_score: max``, in the graph) or the highest threshold at which such a region
+  survives (``image_score: component``, :func:`component_level`).
+- ``rule: in_graph``: the graph outputs ``defective`` and ``image_score`` itself (kde).
+
+This file is deliberately self-contained: it repeats, in a few lines of numpy/OpenCV, how the
+toolkit reads an image (processing/data/images.py) and its component rule
+(processing/decision/segmentation.py, thresholds.py). tests/test_export.py checks that the two
+agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+INFO_FILE = "export_info.json"
+GRAY_WEIGHTS = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)  # skimage.color.rgb2gray's
+MAX_VALUE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+EIGHT_NEIGHBOURS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
+
+
+# ---- reading an image as the toolkit does --------------------------------------------------
+
+
+def decode(path) -> np.ndarray:
+    """float32 (H, W, 1) gray or (H, W, 3) RGB in [0, 1] of an 8- or 16-bit image file (alpha dropped)."""
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None or raw.size == 0:
+        raise ValueError(f"cannot read image {path}: corrupt or not an image")
+    if raw.dtype not in MAX_VALUE:
+        raise ValueError(f"image {path} has {raw.dtype} pixels: expected 8- or 16-bit integers")
+    if raw.ndim == 2:
+        raw = raw[:, :, None]
+    elif raw.shape[2] == 4:
+        raw = raw[:, :, 2::-1]  # BGRA -> RGB
+    elif raw.shape[2] == 3:
+        raw = raw[:, :, ::-1]  # BGR -> RGB
+    return raw.astype(np.float32) * np.float32(1.0 / MAX_VALUE[raw.dtype])
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, C) -> (size, size, C): area averaging where an axis shrinks, bilinear where it grows
+    (in two passes when one axis shrinks and the other grows)."""
+    height, width, channels = image.shape
+
+    def to(img, new_h, new_w, interpolation):
+        return cv2.resize(img, (new_w, new_h), interpolation=interpolation).reshape(new_h, new_w, channels)
+
+    if height == size and width == size:
+        return image
+    if size <= height and size <= width:
+        return to(image, size, size, cv2.INTER_AREA)
+    if size >= height and size >= width:
+        return to(image, size, size, cv2.INTER_LINEAR)
+    image = to(image, size, width, cv2.INTER_AREA) if height > size else to(image, height, size, cv2.INTER_AREA)
+    return to(image, size, size, cv2.INTER_LINEAR)
+
+
+def model_input(original: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """The graph's input of one decoded image: resized, then gray replicated to RGB or RGB to gray."""
+    image = resize(original, size)
+    if image.shape[2] == channels:
+        return image
+    if channels == 3:
+        return np.repeat(image, 3, axis=2)
+    return np.clip((image @ GRAY_WEIGHTS)[:, :, None], 0.0, 1.0)
+
+
+# ---- the decision the graph leaves to the runner -------------------------------------------
+
+
+def kept_regions(candidates: np.ndarray, min_area: int, clear_border: bool) -> np.ndarray:
+    """The mask of the 8-connected regions of `candidates` (H, W) bool of at least `min_area` pixels,
+    without those touching the border when `clear_border`."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(candidates.astype(np.uint8), connectivity=8)
+    keep = stats[:, cv2.CC_STAT_AREA] >= min_area
+    keep[0] = False
+    if clear_border:
+        edges = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+        keep[edges] = False
+    return keep[labels]
+
+
+def component_level(score_map: np.ndarray, min_area: int, clear_border: bool, empty_score: float) -> float:
+    """The highest threshold t at which ``score_map > t`` has an 8-connected region of at least
+    `min_area` pixels (not touching the border when `clear_border`); `empty_score` when there is none.
+
+    Pixels are added from the highest value down, joined to their added neighbours (union-find);
+    after each group of equal values, a region that is large enough and off the border ends the
+    search: the group's value is the answer (the supremum of the thresholds just below it).
+    """
+    height, width = score_map.shape
+    flat = score_map.ravel()
+    order = np.argsort(flat, kind="stable")[::-1]
+    values = flat[order].tolist()
+    rows, cols = np.divmod(order, width)
+    parent = list(range(height * width))
+    area = [1] * (height * width)
+    on_border = [False] * (height * width)
+    added = bytearray(height * width)
+    for r in range(height):
+        for c in (0, width - 1):
+            on_border[r * width + c] = True
+    for c in range(width):
+        on_border[c] = on_border[(height - 1) * width + c] = True
+
+    def find(p):
+        root = p
+        while parent[root] != root:
+            root = parent[root]
+        while parent[p] != root:
+            parent[p], p = root, parent[p]
+        return root
+
+    group = []
+    for k, (p, r, c) in enumerate(zip(order.tolist(), rows.tolist(), cols.tolist())):
+        added[p] = 1
+        root = p
+        for dr, dc in EIGHT_NEIGHBOURS:
+            rr, cc = r + dr, c + dc
+            if 0 <= rr < height and 0 <= cc < width and added[rr * width + cc]:
+                other = find(rr * width + cc)
+                if other != root:
+                    if area[root] < area[other]:
+                        root, other = other, root
+                    parent[other] = root
+                    area[root] += area[other]
+                    on_border[root] = on_border[root] or on_border[other]
+        group.append(root)
+        if k + 1 == len(values) or values[k + 1] != values[k]:
+            for member in group:
+                top = find(member)
+                if area[top] >= min_area and not (clear_border and on_border[top]):
+                    return float(values[k])
+            group = []
+    return float(empty_score)
+
+
+# ---- the export ----------------------------------------------------------------------------
+
+
+def info_path(path: Path) -> Path:
+    return path / INFO_FILE if path.is_dir() else path.with_name(path.name + ".json")
+
+
+def graph_function(path: Path, fmt: str):
+    """images float32 (N, S, S, C) -> {output name: numpy array} for an exported graph."""
+    if fmt == "savedmodel":
+        import tensorflow as tf
+
+        serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+        return lambda images: {key: value.numpy() for key, value in serve(images=tf.constant(images)).items()}
+    if fmt == "tflite":
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            import tensorflow as tf
+
+            Interpreter = tf.lite.Interpreter
+        runner = Interpreter(model_path=str(path)).get_signature_runner()
+        return lambda images: {key: np.asarray(value) for key, value in runner(images=images).items()}
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+    input_name = session.get_inputs()[0].name
+    return lambda images: dict(zip(names, session.run(names, {input_name: images})))
+
+
+class Export:
+    """An exported graph and its decision; see the module docstring."""
+
+    def __init__(self, path, batch_size: int = 16):
+        self.path = Path(path)
+        source = info_path(self.path)
+        if not source.is_file():
+            raise ValueError(f"{self.path}: no {source.name} beside it; expected a folder or file written by export.py")
+        self.info = json.loads(source.read_text())
+        self.decision = self.info["decision"]
+        shape = self.info["input"]["shape"]
+        self.size, self.channels = int(shape[1]), int(shape[3])
+        self.batch_size = batch_size
+        self.run = graph_function(self.path, self.info["format"])
+
+    def predict_images(self, originals: list[np.ndarray]) -> list[dict]:
+        """Rows for decoded images (float32 (H, W, C) in [0, 1], as :func:`decode` returns them)."""
+        rows = []
+        for start in range(0, len(originals), self.batch_size):
+            batch = originals[start : start + self.batch_size]
+            inputs = np.stack([model_input(image, self.size, self.channels) for image in batch]).astype(np.float32)
+            outputs = self.run(inputs)
+            rows += [self.row(outputs, index, image) for index, image in enumerate(batch)]
+        return rows
+
+    def row(self, outputs: dict, index: int, original: np.ndarray) -> dict:
+        decision = self.decision
+        height, width = original.shape[:2]
+        row = {"score": None, "defective": None, "threshold": decision.get("threshold"), "min_area": decision.get("min_area"),
+               "defect_area_px": None, "bbox": None, "width": width, "height": height, "mask": None}
+        if decision["rule"] == "in_graph":
+            row.update(score=float(outputs["image_score"][index]), defective=bool(outputs["defective"][index]))
+            return row
+        regions = kept_regions(outputs["above_threshold"][index], decision["min_area"], decision["clear_border"])
+        if decision["image_score"] == "max":
+            score = float(outputs["image_score"][index])
+        else:
+            score = component_level(outputs["anomaly_map"][index], decision["min_area"], decision["clear_border"],
+                                    decision["no_defect_score"])
+        mask = cv2.resize(regions.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)
+        area = int(np.count_nonzero(mask))
+        row.update(score=score, defective=bool(regions.any()), defect_area_px=area, mask=mask)
+        if area:
+            x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
+            row["bbox"] = [x, y, x + w - 1, y + h - 1]
+        return row
+
+    def predict_files(self, paths) -> list[dict]:
+        """One row per file (its ``path`` added); a file that cannot be read gets ``error`` instead."""
+        rows, readable = [], []
+        for path in paths:
+            try:
+                readable.append((len(rows), decode(path)))
+                rows.append({"path": str(path)})
+            except ValueError as error:
+                rows.append({"path": str(path), "error": str(error)})
+        for (position, _), row in zip(readable, self.predict_images([image for _, image in readable])):
+            rows[position] |= row
+        return rows
+
+
+def load_export(path, batch_size: int = 16) -> Export:
+    return Export(path, batch_size)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Score images with an export of the anomaly toolkit (one JSON line per image).")
+    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument("--export", default=None, help="the export (default: the one this runner was written beside)")
+    parser.add_argument("--masks", default=None, metavar="DIR", help="write each defect mask (PNG at the original size) here")
+    args = parser.parse_args(argv)
+    export = load_export(args.export or default_export())
+    if args.masks:
+        Path(args.masks).mkdir(parents=True, exist_ok=True)
+    for row in export.predict_files(args.images):
+        mask = row.pop("mask", None)
+        if args.masks and mask is not None:
+            target = Path(args.masks) / f"{Path(row['path']).stem}_mask.png"
+            cv2.imwrite(str(target), mask.astype(np.uint8) * 255)
+            row["mask"] = str(target)
+        print(json.dumps(row))
+    return 0
+
+
+def default_export() -> Path:
+    """The export this file was written beside: the SavedModel folder it is in, or ``<stem>.onnx`` /
+    ``<stem>.tflite`` for ``<stem>_runner.py``."""
+    here = Path(__file__).resolve()
+    if (here.parent / INFO_FILE).is_file():
+        return here.parent
+    stem = here.name[: -len("_runner.py")] if here.name.endswith("_runner.py") else here.stem
+    found = [path for path in (here.with_name(f"{stem}.onnx"), here.with_name(f"{stem}.tflite")) if info_path(path).is_file()]
+    if len(found) != 1:
+        raise ValueError(f"{here}: cannot tell which export to run ({len(found)} beside it); pass --export")
+    return found[0]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
