@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bandwidth", type=float, default=None, help="kde: Gaussian kernel width (default: chosen by cross-validation)")
     parser.add_argument("--pca-components", type=int, default=None, help="kde: project the codes onto this many principal components first")
     parser.add_argument("--refit-density", action="store_true", help="kde: refit density.npz even when the model folder has one")
+    parser.add_argument("--synthetic-defects", action="store_true", help="choose the decision on synthetic defects (scratches, cracks, "
+            "spots, stains, missing/added material, brightness and colour changes) drawn into the validation images, not on labelled "
+            "test images; what finetune.py does anyway when test/ holds no defect class. The images are kept in the result's synthetic/")
+    parser.add_argument("--max-false-alarms", type=float, default=0.0, metavar="RATE", help="let the threshold flag up to this fraction "
+            "of the defect-free validation images (default 0: every one stays clean)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -114,6 +119,8 @@ def config_from_args(args):
         refit_density=args.refit_density,
         data_dir=args.data_dir,
         overwrite=args.overwrite,
+        synthetic_defects=args.synthetic_defects,
+        max_false_alarms=args.max_false_alarms,
     )
 
 

@@ -22,19 +22,20 @@ def check_dataset_location(info: dict, data_dir=None) -> None:
         model_dataset(info, data_dir, log=False)
 
 
-def model_dataset(info: dict, data_dir=None, log: bool = True) -> MVTecLayout:
-    """The test-ready dataset a model was trained on: the folder info.json names, or `data_dir`
-    (--data-dir: the dataset moved since training), which must hold the same train/good files
-    and the same test classes, as many images each, as info.json records."""
+def model_dataset(info: dict, data_dir=None, log: bool = True, require_defects: bool = True) -> MVTecLayout:
+    """The dataset a model was trained on: the folder info.json names, or `data_dir` (--data-dir:
+    the dataset moved since training), which must hold the same train/good files and the same test
+    classes, as many images each, as info.json records. With `require_defects`, test/ must hold
+    good images and a defect class (scan_dataset's require_test)."""
     recorded = info["dataset"]
     if data_dir is None:
         check_dataset_location(info)
-        return scan_dataset(recorded["path"], require_test=True)
+        return scan_dataset(recorded["path"], require_test=require_defects)
     root = Path(data_dir)
     if not root.is_dir():
         raise DatasetError(f"--data-dir {root} not found: expected the folder of the dataset the model was trained on")
     try:
-        layout = scan_dataset(root, require_test=True) if log else _quiet_scan(root)
+        layout = scan_dataset(root, require_test=require_defects) if log else _quiet_scan(root)
     except DatasetError as error:
         raise DatasetError(f"--data-dir {root}: {error}") from None
     problem = _moved_dataset_problem(layout, recorded)
@@ -50,7 +51,7 @@ def _quiet_scan(root: Path) -> MVTecLayout:
     level = images.logger.level
     images.logger.setLevel(logging.WARNING)
     try:
-        return scan_dataset(root, require_test=True)
+        return scan_dataset(root)
     finally:
         images.logger.setLevel(level)
 

@@ -588,21 +588,29 @@ def threshold_grid(resmaps, dtype, n_steps=DEFAULT_FLOAT_STEPS):
     raise ValueError(f"dtype: expected an integer or float dtype such as 'uint8' or 'float64', got {dtype!r}")
 
 
-def min_thresholds_for_areas(val_curves, thresholds, min_areas):
-    """Lowest grid threshold above which every defect-free validation map stays clean.
+def allowed_false_alarms(rate: float, n_validation: int) -> int:
+    """How many of `n_validation` defect-free images a decision may flag at a false-alarm `rate`."""
+    return int(np.floor(rate * n_validation + 1e-9))
 
-    For each ``min_area`` the result is ``thresholds[j]`` for the smallest ``j`` with
-    ``val_curves[:, k].max() < min_area`` for every ``k >= j``. Cleanliness is required
-    at every higher threshold, not just at the first crossing from the bottom: with
-    border clearing, very low thresholds merge a map into one border component, so
-    the curves are small there too. When even the top threshold fails, the top is
-    returned (impossible when the top is >= the maximum of the maps).
+
+def min_thresholds_for_areas(val_curves, thresholds, min_areas, allowed: int = 0):
+    """Lowest grid threshold above which the defect-free validation maps stay clean, all but at
+    most `allowed` of them.
+
+    For each ``min_area`` the result is ``thresholds[j]`` for the smallest ``j`` such that at most
+    `allowed` maps have ``val_curves[n, k] >= min_area`` for some ``k >= j`` (with ``allowed`` 0:
+    ``val_curves[:, k].max() < min_area`` for every ``k >= j``). Cleanliness is required at every
+    higher threshold, not just at the first crossing from the bottom: with border clearing, very
+    low thresholds merge a map into one border component, so the curves are small there too. When
+    even the top threshold fails, the top is returned (impossible when the top is >= the maximum
+    of the maps).
 
     Parameters
     ----------
     val_curves : (N_val, T) int array from :func:`largest_area_curves` (N_val >= 1)
     thresholds : (T,) increasing array
     min_areas : (A,) integers >= 1
+    allowed : int >= 0, the validation maps that may be flagged (``--max-false-alarms``)
 
     Returns
     -------
@@ -613,7 +621,13 @@ def min_thresholds_for_areas(val_curves, thresholds, min_areas):
     if len(val_curves) == 0:
         raise ValueError("val_curves: expected at least one validation map")
     min_areas = _validate_min_areas(min_areas)
-    worst = val_curves.max(axis=0)
+    if isinstance(allowed, bool) or not isinstance(allowed, (int, np.integer)) or allowed < 0:
+        raise ValueError(f"allowed: expected an integer >= 0, got {allowed!r}")
+    if allowed >= len(val_curves):
+        return np.full(len(min_areas), grid[0])  # every validation map may be flagged
+    suffix = np.maximum.accumulate(val_curves[:, ::-1], axis=1)[:, ::-1]  # each map's worst from j on
+    # The (allowed + 1)-th worst map from j on must be clean: with allowed 0, the worst one.
+    worst = -np.partition(-suffix, allowed, axis=0)[allowed] if allowed else suffix.max(axis=0)
     suffix_worst = np.maximum.accumulate(worst[::-1])[::-1]  # non-increasing
     # Clean from j on exactly when suffix_worst[j] < min_area: count the failing j.
     first_clean = np.searchsorted(-suffix_worst, -min_areas, side="right")
@@ -740,11 +754,13 @@ def search_min_area_threshold(
     naive=False,
     progress=True,
     clear_border=True,
+    allowed_false_alarms=0,
 ):
     """Finetuning search of the (min_area, threshold) pair.
 
     For each ``min_area`` the threshold is the lowest one that keeps every defect-free
-    validation map clean (:func:`min_thresholds_for_areas`); each pair is scored by
+    validation map clean, all but `allowed_false_alarms` of them
+    (:func:`min_thresholds_for_areas`); each pair is scored by
     balanced accuracy on the labelled finetuning maps (:func:`score_pairs`) and the
     best pair is chosen by :func:`choose_best_pair`. Each map is processed once
     (:func:`largest_area_curves`); every pair is then a lookup in the curves.
@@ -784,7 +800,7 @@ def search_min_area_threshold(
     )
     val_curves = curves_of(val_resmaps, grid, progress=progress, clear_border=clear_border)
     finetune_curves = curves_of(finetune_resmaps, grid, progress=progress, clear_border=clear_border)
-    pair_thresholds = min_thresholds_for_areas(val_curves, grid, min_areas)
+    pair_thresholds = min_thresholds_for_areas(val_curves, grid, min_areas, allowed_false_alarms)
     rates = score_pairs(finetune_curves, labels, grid, min_areas, pair_thresholds)
     best_min_area, best_threshold, best_score = choose_best_pair(min_areas, pair_thresholds, rates["score"])
     logger.debug("best pair min_area=%d threshold=%.6g score=%.4f", best_min_area, best_threshold, best_score)

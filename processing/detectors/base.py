@@ -72,6 +72,11 @@ class FinetuneConfig:
     refit_density: bool = False  # kde: refit density.npz even when the model folder has one
     data_dir: str | None = None  # the dataset's folder when it moved since training (None: info.json's)
     overwrite: bool = False  # move an existing result (and its test result) aside instead of stopping
+    # Choose the decision on synthetic defects drawn into held-out good images, even when test/ has
+    # defect classes (without them this is what finetune.py does anyway).
+    synthetic_defects: bool = False
+    # The validation images may be flagged at this rate (0: every one stays clean, as always).
+    max_false_alarms: float = 0.0
 
     def validate(self) -> None:
         """Every setting that can be checked without the model or TensorFlow (finetune.py runs this
@@ -101,19 +106,28 @@ class FinetuneConfig:
             check_positive_number(self.bandwidth, "--bandwidth", "kernel width")
         if self.pca_components is not None:
             check_non_negative_int(self.pca_components, "--pca-components", "a number of components")
+        rate = self.max_false_alarms
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+            raise ValueError(f"--max-false-alarms {rate}: expected a fraction of the validation images in [0, 1)")
 
 
 @dataclass
 class FinetuneData:
-    """The images a detector is fitted on: validation images and the labelled finetuning subset."""
+    """The images a detector is fitted on: validation images and the labelled finetuning subset
+    (test images, or synthetic defects drawn into held-out good images: processing/data/synthetic_subset.py)."""
 
     layout: MVTecLayout
     validation_files: list[Path]
     finetune_files: list[Path]
     labels: np.ndarray  # (len(finetune_files),) bool, True for defective
+    # How the finetuning subset was made, for the result (None: the labelled test images, as always).
+    subset: dict | None = None
+    synthetic_dir: Path | None = None  # the synthetic images while finetune.py runs (copied into the result)
 
     def relative_finetune_files(self) -> list[str]:
-        return [str(path.relative_to(self.layout.root)) for path in self.finetune_files]
+        """The dataset's files in the finetuning subset (test.py leaves them out), relative to its root."""
+        root = self.layout.root.resolve()
+        return [str(path.resolve().relative_to(root)) for path in self.finetune_files if path.resolve().is_relative_to(root)]
 
 
 @dataclass

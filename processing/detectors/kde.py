@@ -78,6 +78,7 @@ class KDEResult(FinetuningResult):
     finetuning_scores: dict = f.checked(f.mapping, default_factory=dict)
     settings: dict = f.checked(f.mapping, default_factory=dict)
     seconds: float | None = f.checked(f.nullable(f.number(minimum=0.0)), default=None)
+    finetuning_subset: dict | None = f.checked(f.mapping, optional=True)  # synthetic defects, when used
     candidates: dict | None = f.checked(f.mapping, optional=True)
     chosen_by: str | None = f.checked(f.text, optional=True)
 
@@ -108,6 +109,8 @@ class KDEDetector(Detector):
     @classmethod
     def check_config(cls, config: FinetuneConfig) -> FinetuneConfig:
         check_method_dtype(config.method, config.dtype)
+        if config.max_false_alarms:
+            raise ValueError("--max-false-alarms applies to the segmentation detector's threshold search, not to --detector kde")
         if config.method not in RESMAP_METHODS:
             raise ValueError(f"--detector kde: --method {config.method}: expected the residual map of a pixel autoencoder "
                     f"({' or '.join(RESMAP_METHODS)})")
@@ -178,6 +181,7 @@ class KDEDetector(Detector):
             },
             settings=vars(config) | {"command": bundle.command_line()},
             seconds=round(seconds, 2),
+            finetuning_subset=data.subset,
         )
         detector = cls(model, result, batch_size=config.batch_size, density=density)
         detector._plot_groups = {

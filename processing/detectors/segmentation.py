@@ -25,7 +25,7 @@ import numpy as np
 from autoencoder import bundle
 from processing.data.images import iter_batches, scan_dataset, split_train_validation
 from processing.decision.segmentation import segment
-from processing.decision.thresholds import DEFAULT_MIN_AREAS, max_component_level, search_min_area_threshold
+from processing.decision.thresholds import DEFAULT_MIN_AREAS, allowed_false_alarms, max_component_level, search_min_area_threshold
 from processing.detectors import fields as f
 from processing.detectors.base import (
     Decisions,
@@ -112,6 +112,10 @@ class SegmentationResult(FinetuningResult):
     settings: dict = f.checked(f.mapping, default_factory=dict)
     search: dict = f.checked(f.mapping, default_factory=dict)
     seconds: float | None = f.checked(f.nullable(f.number(minimum=0.0)), default=None)
+    # How the finetuning subset was made when it was not the labelled test images (synthetic defects).
+    finetuning_subset: dict | None = f.checked(f.mapping, optional=True)
+    max_false_alarms: float | None = f.checked(f.number(0.0, 1.0), optional=True)  # when above 0
+    allowed_false_alarms: int | None = f.checked(f.integer(minimum=0), optional=True)  # of the validation images
     candidates: dict | None = f.checked(f.mapping, optional=True)  # -m A B / auto: every candidate's scores
     chosen_by: str | None = f.checked(f.text, optional=True)
 
@@ -212,6 +216,7 @@ class SegmentationDetector(Detector):
 
         val_resmaps = maker.maps_of_files(data.validation_files)
         finetune_resmaps = maker.maps_of_files(data.finetune_files)
+        allowed = allowed_false_alarms(config.max_false_alarms, len(val_resmaps))
         search = search_min_area_threshold(
             val_resmaps,
             finetune_resmaps,
@@ -262,6 +267,9 @@ class SegmentationDetector(Detector):
                 "score": [float(v) for v in search.scores],
             },
             seconds=round(seconds, 2),
+            finetuning_subset=data.subset,
+            max_false_alarms=config.max_false_alarms or None,
+            allowed_false_alarms=allowed if config.max_false_alarms else None,
         )
         return cls(model, result, batch_size=config.batch_size, postprocess=maker.postprocess, states=states, partners=maker.partners)
 

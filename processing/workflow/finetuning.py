@@ -9,20 +9,25 @@ for test.py.
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from autoencoder import bundle, folders
-from processing.data.images import iter_batches
+from processing.data.images import GOOD_CLASS, DatasetError, iter_batches
 from processing.data.splits import model_dataset, stratified_finetune_split, validation_files
+from processing.data.synthetic_subset import draw_synthetic_defects
 from processing.detectors.base import RESULT_FILE, FinetuneConfig, FinetuneData, get_detector
 from processing.evaluation.metrics import image_auroc
 from processing.maps.kinds import auto_candidates, default_map_for_loss
 from processing.workflow.results import ResultsTree
 
 logger = logging.getLogger(__name__)
+
+SYNTHETIC_DIR = "synthetic"  # in a finetuning result: the synthetic defects it was chosen on
 
 __all__ = ["RESULT_FILE", "FinetuneConfig", "finetune", "finetuning_data", "method_for_model"]
 
@@ -44,6 +49,15 @@ def finetune(config: FinetuneConfig) -> Path:
         check_not_written(tree.finetuning_folder(name), tree.test_folder(name), config.overwrite)
     model = bundle.load_bundle(config.path)
     data = finetuning_data(model, config)
+    try:
+        return fit_and_save(detector, model, config, data, candidates, tree)
+    finally:
+        if data.synthetic_dir is not None:
+            shutil.rmtree(data.synthetic_dir, ignore_errors=True)
+
+
+def fit_and_save(detector, model, config: FinetuneConfig, data: FinetuneData, candidates: list[str], tree: ResultsTree) -> Path:
+    """Fit (one map, or the candidates), then write the result through a staging folder."""
     if len(candidates) == 1:
         fitted = detector.fit(model, config, data)
     else:
@@ -55,6 +69,8 @@ def finetune(config: FinetuneConfig) -> Path:
     hint = f"pass --overwrite to move it aside to {name}{folders.REPLACED}<time>"
     with bundle.staging_folder(out_dir, replace=config.overwrite, exists_hint=hint, stamp=stamp) as staging:
         fitted.save(staging)
+        if data.synthetic_dir is not None:
+            shutil.copytree(data.synthetic_dir, staging / SYNTHETIC_DIR)
         if test_dir.exists():  # computed from the result being replaced: stale from now on
             if not config.overwrite:
                 raise folders.FolderExistsError(f"{test_dir} appeared meanwhile: {hint}")
@@ -131,13 +147,48 @@ def subset_image_auroc(detector, files, labels, batch_size: int = 16) -> float |
 
 
 def finetuning_data(model: bundle.ModelBundle, config: FinetuneConfig) -> FinetuneData:
-    """The model's validation images and the stratified finetuning subset of its test images."""
-    layout = model_dataset(model.info, config.data_dir)
+    """The model's validation images and the finetuning subset: a stratified share of its test
+    images, or, when test/ holds no defect class (or with config.synthetic_defects), synthetic
+    defects drawn into the validation images (:func:`synthetic_finetuning_data`)."""
+    layout = model_dataset(model.info, config.data_dir, require_defects=False)
     val_files = validation_files(layout, model.info)
+    if not layout.defect_types or config.synthetic_defects:
+        return synthetic_finetuning_data(layout, val_files, model.info["model"]["color_mode"], config)
+    if GOOD_CLASS not in layout.test:
+        raise DatasetError(f"{layout.root / 'test' / GOOD_CLASS} not found or empty: expected defect-free test images there")
     finetune_pairs, _ = stratified_finetune_split(layout.test_files(), config.finetune_split, config.seed)
     labels = np.array([name != "good" for _, name in finetune_pairs])
     logger.info("%d validation images, %d finetuning images (%d defective)", len(val_files), len(finetune_pairs), labels.sum())
     return FinetuneData(layout, val_files, [path for path, _ in finetune_pairs], labels)
+
+
+def synthetic_finetuning_data(layout, val_files: list[Path], color_mode: str, config: FinetuneConfig) -> FinetuneData:
+    """A finetuning subset without real defects: synthetic defects drawn into copies of the validation
+    images (processing/data/synthetic_subset.py) as the defective part; as the good part the
+    stratified share of test/good when there is one, else the validation images themselves (the
+    search then keeps them all clean and maximises the synthetic defects found)."""
+    reason = "--synthetic-defects" if layout.defect_types else f"{layout.root / 'test'} holds no defect class"
+    test_good = [(path, GOOD_CLASS) for path in layout.test.get(GOOD_CLASS, [])]
+    goods = [path for path, _ in stratified_finetune_split(test_good, config.finetune_split, config.seed)[0]] if len(test_good) >= 2 else []
+    good_source = f"{len(goods)} images of test/{GOOD_CLASS}" if goods else "the validation images"
+    folder = Path(tempfile.mkdtemp(prefix="synthetic-defects-"))
+    drawn = draw_synthetic_defects(val_files, folder, color_mode, config.seed)
+    goods = goods or list(val_files)
+    files = goods + [image.path for image in drawn]
+    labels = np.array([False] * len(goods) + [True] * len(drawn))
+    kinds = {kind: sum(image.kind == kind for image in drawn) for kind in dict.fromkeys(image.kind for image in drawn)}
+    logger.info("%s: finetuning on %d synthetic defects drawn into the %d validation images, and %s as good images",
+                reason, len(drawn), len(val_files), good_source)
+    subset = {
+        "source": "synthetic defects",
+        "why": reason,
+        "defective": f"{len(drawn)} synthetic defects drawn into the {len(val_files)} validation images",
+        "good": good_source,
+        "kinds": kinds,
+        "seed": config.seed,
+        "folder": SYNTHETIC_DIR,
+    }
+    return FinetuneData(layout, val_files, files, labels, subset=subset, synthetic_dir=folder)
 
 
 def method_for_model(path) -> str:

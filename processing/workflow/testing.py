@@ -91,7 +91,9 @@ def test(config: TestConfig) -> list[Path]:
     model_folder, _ = bundle.resolve_model_path(config.path)
     info = bundle.read_info(model_folder)
     check_test_dirs(info, model_folder, selected_results(info, model_folder, config), config)
-    layout = model_dataset(info, config.data_dir)
+    layout = model_dataset(info, config.data_dir, require_defects=False)  # only good test images: the false alarms
+    if not layout.test_files():
+        raise ValueError(f"{layout.root / 'test'} holds no test image: expected {layout.root}/test/<good or defect type>/ with images")
     check_masks(layout)
     model = bundle.load_bundle(config.path)
     return [evaluate(detector, layout, config) for detector in load_detectors(model, config)]
