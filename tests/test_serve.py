@@ -92,7 +92,8 @@ def predicted(model, work, images) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def config(model, work) -> ServeConfig:
-    return ServeConfig(path=str(model), results_root=str(work / "results"), batch_size=8, max_wait_ms=50.0,
+    # --batch as predict.py's -b above: both pad every batch to it, so the forward passes match to the last bit.
+    return ServeConfig(path=str(model), results_root=str(work / "results"), batch_size=4, max_wait_ms=50.0,
                        max_body_mb=MAX_BODY_MB, max_images=MAX_IMAGES, workers=2)
 
 

@@ -99,7 +99,12 @@ def result_item(name: str, decision: dict, verdict: Verdict | None = None, error
 
 def score_and_decide(detector, images: np.ndarray) -> list[tuple[float, bool, np.ndarray | None]]:
     """(score, defective, mask at the model's size or None) of each image: one detector.score and
-    one detector.decide call for the whole batch (run by the model worker only)."""
+    one detector.decide call for the whole batch (run by the model worker only).
+
+    The detector pads every batch to its batch_size (serve.py --batch), as predict.py's does to its
+    -b: the graph has one shape, and the numbers are predict.py's with the same batch size. (Padding
+    a short batch to a smaller size would save model time, but oneDNN's convolutions differ by about
+    1e-7 between batch sizes, so the scores would no longer equal predict.py's.)"""
     scores = detector.score(images)
     decisions = detector.decide(scores)
     masks = decisions.masks
