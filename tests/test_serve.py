@@ -219,7 +219,7 @@ def test_a_chunked_body_is_refused_before_it_is_read_entirely(backend, config):
     assert sum(reads) <= MAX_BODY_MB * 1024 * 1024 + chunk  # 17 of the 1000 chunks
 
 
-def test_garbage_and_hostile_requests(client, images, work):
+def test_garbage_and_hostile_requests(client, images, work, caplog):
     assert client.post("/predict", content=b"x=1", headers={"Content-Type": "application/x-www-form-urlencoded"}).status_code == 415
     assert client.post("/predict", content=b"garbage").status_code == 415  # no content type
     bad_multipart = client.post("/predict", content=b"\x00garbage--zz", headers={"Content-Type": "multipart/form-data; boundary=zz"})
@@ -229,7 +229,7 @@ def test_garbage_and_hostile_requests(client, images, work):
     text_field = client.post("/predict", data={"files": "text"}, files=[("files", ("a.png", images[0].read_bytes()))])
     assert text_field.status_code == 422 and "holds text" in text_field.json()["detail"]
     assert post_files(client, images[:1], params={"mask": "maybe"}).status_code == 422
-    assert client.get("/nothing").status_code == 404
+    assert client.get("/nothing%0a12:00:00 INFO forged line").status_code == 404  # logged as one line
     assert client.get("/predict").status_code == 405
     # A hostile file name is a label only: control characters replaced, cut short, never a path.
     hostile = "../../serve_probe\r\nX-Injected: 1\x00" + "a" * 500 + ".png"
@@ -238,6 +238,8 @@ def test_garbage_and_hostile_requests(client, images, work):
     assert item["error"] is None and item["score"] is not None
     assert not re.search(r"[\x00-\x1f]", item["name"]) and len(item["name"]) <= 255 and item["name"].startswith("../../serve_probe")
     assert not list(work.parent.glob("serve_probe*")) and not list(Path("/tmp").glob("serve_probe*"))
+    refusals = [record.getMessage() for record in caplog.records if record.name.endswith("serve.app")]
+    assert len(refusals) >= 9 and not any("\n" in line or "\r" in line for line in refusals)
 
 
 def test_concurrent_requests_are_batched_and_answered_right(client, images, predicted, backend):

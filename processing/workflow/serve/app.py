@@ -112,7 +112,7 @@ class BodyLimit:
                 refusal = self.too_large()
         if refusal is not None:
             self.stats.record_error()
-            logger.warning("%s %s: %d %s", scope.get("method"), scope.get("path"), refusal.status_code, refusal.detail)
+            logger.warning("%s %s: %d %s", scope.get("method"), shown_path(scope.get("path")), refusal.status_code, refusal.detail)
             response = JSONResponse({"detail": refusal.detail}, refusal.status_code, headers=refusal.headers)
             return await response(scope, receive, send)
         received = 0
@@ -127,6 +127,11 @@ class BodyLimit:
             return message
 
         await self.app(scope, counted, send)
+
+
+def shown_path(path: str | None) -> str:
+    """A request path for the log: a decoded %0a must not start a line of its own."""
+    return safe_name(path)[:120]
 
 
 def flag_of(request: Request, key: str) -> bool:
@@ -209,7 +214,7 @@ def create_app(backend: Backend, limits: Limits, on_shutdown: Callable[[], None]
     async def refused(request: Request, error: HTTPException):
         stats.record_error()
         level = logging.ERROR if error.status_code >= 500 else logging.WARNING
-        logger.log(level, "%s %s: %d %s", request.method, request.url.path, error.status_code, error.detail)
+        logger.log(level, "%s %s: %d %s", request.method, shown_path(request.url.path), error.status_code, error.detail)
         return JSONResponse({"detail": error.detail}, error.status_code, headers=error.headers)
 
     @app.get("/health")
