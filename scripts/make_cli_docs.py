@@ -30,6 +30,7 @@ SCRIPTS = [
     "test.py",
     "predict.py",
     "export.py",
+    "serve.py",
     "benchmark.py",
     "demo.py",
     "scripts/make_demo_dataset.py",

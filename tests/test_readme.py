@@ -16,7 +16,9 @@ comments dropped, `&&` chains split into commands. The rule for a command:
    (datasets outside the repository) or a `<placeholder>` (a folder only an earlier training creates,
    such as `<timestamp>`); train.py, finetune.py, test.py, demo.py, benchmark.py without `--quick`
    and scripts/split.py (needs your class folders) are parse-only.
-4. Any other kind of command fails this test until a rule for it is added here.
+4. `curl ...`: a request to serve.py (docs/predict.md); never run (it needs a running service), but its
+   URL must be one of serve.py's endpoints on 127.0.0.1 (`SERVE_ENDPOINTS`).
+5. Any other kind of command fails this test until a rule for it is added here.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ DOCS = sorted((ROOT / "docs").glob("*.md"))
 TOP_COMMANDS = ["pip install -r requirements.txt && python demo.py", "python -m pytest -n 2 -q"]
 CHEAP_SCRIPTS = {"scripts/make_demo_dataset.py", "scripts/make_digits_dataset.py"}
 RUN_TIMEOUT_S = 300
+SERVE_ENDPOINTS = ("/predict", "/health", "/model")  # processing/workflow/serve/app.py
 
 
 def bash_blocks(path: Path) -> list[str]:
@@ -65,6 +68,8 @@ def kind(command: list[str]) -> str:
         return "suite"
     if command[0] == "python" and len(command) > 1 and command[1].endswith(".py"):
         return "script"
+    if command[0] == "curl":
+        return "http"
     return "unknown"
 
 
@@ -123,6 +128,16 @@ def test_script_command_parses(where, command):
     except SystemExit:
         pytest.fail(f"{where}: `{shlex.join(command)}` does not parse: {errors.getvalue().strip()}")
     assert isinstance(parsed, argparse.Namespace)
+
+
+def test_curl_commands_call_serve_py_endpoints():
+    """Rule 4: every curl command requests an endpoint of serve.py on 127.0.0.1."""
+    calls = [(where, command) for where, command in ALL if kind(command) == "http"]
+    for where, command in calls:
+        urls = [token for token in command if token.startswith("http://")]
+        assert len(urls) == 1, f"{where}: `{shlex.join(command)}` should name one URL"
+        match = re.match(r"http://127\.0\.0\.1:\d+(/[a-z]*)(\?.*)?$", urls[0])
+        assert match and match.group(1) in SERVE_ENDPOINTS, f"{where}: {urls[0]} is not an endpoint of serve.py"
 
 
 def test_cheap_readme_commands_run(tmp_path):

@@ -24,12 +24,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from autoencoder.progress import progress_bar
 from processing.data.inputs import collect_images
-from processing.evaluation.overlays import draw_overlay, mask_at_original_size, write_png
+from processing.evaluation.overlays import draw_overlay, write_png
 from processing.workflow.predict.csv_io import CSV_COLUMNS, CsvAppender, read_done
 from processing.workflow.predict.loading import iter_loaded
 from processing.workflow.predict.report import build_report
@@ -47,6 +46,7 @@ from processing.workflow.predict.settings import (
     read_settings,
 )
 from processing.workflow.predict.shards import shard_files
+from processing.workflow.predict.verdict import csv_fields, verdicts_of
 
 logger = logging.getLogger(__name__)
 
@@ -85,15 +85,21 @@ def check_inputs_and_output(config: PredictConfig) -> tuple[list[Path], dict | N
     return files, previous
 
 
-def load_detector(config: PredictConfig):
-    """(model bundle, result name, result folder, detector)."""
+def load_finetuned(path: str, result: str | None = None, results_root: str = "results", batch_size: int = 16):
+    """(model bundle, result name, result folder, detector) of a model folder and its finetuning
+    result `result` (None: the model's only one), as predict.py and serve.py choose and load them."""
     from autoencoder import bundle
     from processing.workflow.results import ResultsTree
     from processing.workflow.results import load_detector as load_result_detector
 
-    model = bundle.load_bundle(config.path)
-    name, folder = ResultsTree.of_model(model, config.results_root).choose(config.result)
-    return model, name, folder, load_result_detector(model, folder, config.batch_size)
+    model = bundle.load_bundle(path)
+    name, folder = ResultsTree.of_model(model, results_root).choose(result)
+    return model, name, folder, load_result_detector(model, folder, batch_size)
+
+
+def load_detector(config: PredictConfig):
+    """(model bundle, result name, result folder, detector) of predict.py's flags."""
+    return load_finetuned(config.path, config.result, config.results_root, config.batch_size)
 
 
 class Predictor:
@@ -118,20 +124,12 @@ class Predictor:
         images = np.stack([loaded[index][0] for index in good])
         scores = self.detector.score(images)
         decisions = self.detector.decide(scores)
-        for position, index in enumerate(good):
+        verdicts = verdicts_of(scores, decisions, [loaded[index][1].shape[:2] for index in good])
+        for index, verdict in zip(good, verdicts):
             original = loaded[index][1]
-            height, width = original.shape[:2]
             row = rows[index]
-            row.update(score=repr(float(scores.image_scores[position])), defective=int(bool(decisions.defective[position])),
-                       width=width, height=height)
-            mask = None
-            if decisions.masks is not None:
-                mask = mask_at_original_size(decisions.masks[position], height, width)
-                area = int(np.count_nonzero(mask))
-                row["defect_area_px"] = area
-                if area:
-                    x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
-                    row.update(bbox_x0=x, bbox_y0=y, bbox_x1=x + w - 1, bbox_y1=y + h - 1)
+            row.update(csv_fields(verdict))
+            mask = verdict.mask
             stem = output_stem(paths[index])
             if self.masks and mask is not None:
                 target = self.out_dir / MASKS_DIR / f"{stem}_mask.png"

@@ -1,0 +1,72 @@
+"""serve.py's settings, checked before TensorFlow is imported (one line naming the flag)."""
+
+from __future__ import annotations
+
+import math
+import socket
+from dataclasses import dataclass
+
+MEBIBYTE = 1024 * 1024
+
+
+@dataclass
+class ServeConfig:
+    path: str  # model folder written by train.py (or its .keras file)
+    result: str | None = None  # finetuning result name; None: the model's only one
+    results_root: str = "results"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    batch_size: int = 16  # images scored by one detector.score + decide call, at most
+    max_wait_ms: float = 5.0  # how long the model worker waits for more images once it has one
+    max_body_mb: float = 32.0  # a request body larger than this is refused (413)
+    max_images: int = 64  # images in one request, at most (413)
+    max_pixels: int = 36_000_000  # pixels of one image, at most (from its header, before decoding)
+    max_queue: int = 1024  # images waiting for the model, at most; beyond: 503
+    workers: int | None = None  # threads decoding uploads (None: one per CPU)
+    log_every_s: float = 60.0  # a summary line of the requests this often (errors are logged at once)
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * MEBIBYTE)
+
+    def validate(self) -> None:
+        """Every flag that needs no model and no TensorFlow; ValueError/OSError (one line) naming it."""
+        from autoencoder import bundle
+
+        bundle.resolve_model_path(self.path, "-p/--path")
+        positive_ints = (
+            ("-b/--batch", self.batch_size), ("--max-images", self.max_images), ("--max-pixels", self.max_pixels),
+            ("--max-queue", self.max_queue), ("--workers", 1 if self.workers is None else self.workers),
+        )
+        for flag, value in positive_ints:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{flag} {value}: expected a positive whole number")
+        if self.max_queue < self.batch_size:
+            raise ValueError(f"--max-queue {self.max_queue}: expected at least -b/--batch ({self.batch_size})")
+        for flag, value, low, high in (
+            ("--max-wait-ms", self.max_wait_ms, 0.0, 10_000.0),
+            ("--max-body-mb", self.max_body_mb, 1e-3, 4096.0),
+            ("--log-every", self.log_every_s, 1e-3, 86_400.0),
+        ):
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
+                raise ValueError(f"{flag} {value}: expected a number from {low:g} to {high:g}")
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 1 <= self.port <= 65535:
+            raise ValueError(f"--port {self.port}: expected a port number from 1 to 65535")
+        check_address(self.host, self.port)
+
+
+def check_address(host: str, port: int) -> None:
+    """OSError (one line) unless `host`:`port` can be listened on now (checked before the model is
+    loaded; another process may still take it before the server binds)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise OSError(f"--host {host}: not an address of this machine ({error.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise OSError(f"--host {host} --port {port}: cannot listen there ({reason[0].lower() + reason[1:]})") from None

@@ -1,0 +1,304 @@
+"""serve.py: /predict answers what predict.py writes for the same files (scores, verdicts, areas,
+boxes, masks, error messages), limits (413), garbage and hostile requests, and concurrent requests
+batched through the model worker."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import csv
+import json
+import re
+import shutil
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+import finetune
+import predict as predict_script
+import serve as serve_script
+import train
+from autoencoder import bundle, cli
+from processing.data.demo import make_demo_dataset
+from processing.data.images import load_image
+from processing.workflow.predict import PREDICTIONS_FILE
+from processing.workflow.results import load_detector
+from processing.workflow.serve import ServeConfig
+from processing.workflow.serve.app import Limits, create_app
+from processing.workflow.serve.backends import ToolkitBackend
+from processing.workflow.serve.batching import Batcher, QueueFull
+
+SIZE = 32
+MAX_IMAGES = 8
+MAX_BODY_MB = 1.0
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    make_demo_dataset(root / "tiles", image_size=SIZE, n_train=24, n_test_good=8, n_test_defect=4, texture="brick", seed=6)
+    return root
+
+
+@pytest.fixture(scope="module")
+def model(work):
+    """A one-epoch model with min_area 5 and the median test score as threshold (as in test_predict.py),
+    so that both verdicts, masks and boxes occur."""
+    folder = train.main(["-d", str(work / "tiles"), "-a", "mvtecCAE", "-l", "l2", "-b", "8", "--image-size", str(SIZE),
+                         "--epochs", "1", "--lr", "1e-3", "--output-dir", str(work / "models")])
+    out = finetune.main(["-p", str(folder), "--results-dir", str(work / "results")])
+    result = json.loads((out / "finetuning_result.json").read_text())
+    result["best_min_area"] = 5
+    (out / "finetuning_result.json").write_text(json.dumps(result))
+    detector = load_detector(bundle.load_bundle(folder), out)
+    test_images = np.stack([load_image(path, "grayscale", SIZE) for path in sorted((work / "tiles" / "test").rglob("*.png"))])
+    scores = detector.score(test_images).image_scores
+    result["best_threshold"] = float(np.median(scores[scores > detector.no_defect_score]))
+    (out / "finetuning_result.json").write_text(json.dumps(result))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def images(work) -> list[Path]:
+    """The test images, other formats and sizes, and a corrupt file."""
+    root = work / "new"
+    shutil.copytree(work / "tiles" / "test", root / "line1")
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(root / "rgba16.png"), (rng.random((50, 70, 4)) * 65535).astype(np.uint16))
+    cv2.imwrite(str(root / "small.jpg"), (rng.random((20, 17, 3)) * 255).astype(np.uint8))
+    cv2.imwrite(str(root / "gray.bmp"), (rng.random((64, 48)) * 255).astype(np.uint8))
+    (root / "broken.png").write_bytes(b"this is not a png")
+    return sorted(path for path in root.rglob("*") if path.is_file())
+
+
+@pytest.fixture(scope="module")
+def predicted(model, work, images) -> dict[str, dict]:
+    """predict.py's rows (with --masks) by path."""
+    out = work / "predicted"
+    argv = ["-p", str(model), "-i", str(work / "new"), "-o", str(out), "--results-dir", str(work / "results"), "--masks", "-b", "4"]
+    assert cli.run(predict_script.main, argv) == 0
+    with open(out / PREDICTIONS_FILE, newline="") as handle:
+        rows = {row["path"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {str(path) for path in images}
+    return rows
+
+
+@pytest.fixture(scope="module")
+def config(model, work) -> ServeConfig:
+    # --batch as predict.py's -b above: both pad every batch to it, so the forward passes match to the last bit.
+    return ServeConfig(path=str(model), results_root=str(work / "results"), batch_size=4, max_wait_ms=50.0,
+                       max_body_mb=MAX_BODY_MB, max_images=MAX_IMAGES, workers=2)
+
+
+@pytest.fixture(scope="module")
+def backend(config):
+    backend = ToolkitBackend.load(config)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def client(backend, config):
+    with TestClient(create_app(backend, Limits.of(config))) as client:
+        yield client
+
+
+def post_files(client, paths: list[Path], names: list[str] | None = None, params: dict | None = None):
+    names = names or [str(path) for path in paths]
+    files = [("files", (name, path.read_bytes(), "application/octet-stream")) for name, path in zip(names, paths)]
+    return client.post("/predict", files=files, params=params or {})
+
+
+def assert_item_is_row(item: dict, row: dict) -> None:
+    """A /predict item carries the numbers of predict.py's row for the same file."""
+    assert item["error"] is None and row["error"] == ""
+    assert item["score"] == pytest.approx(float(row["score"]), rel=1e-9, abs=1e-12)
+    assert int(item["defective"]) == int(row["defective"])
+    assert item["threshold"] == float(row["threshold"]) and item["min_area"] == int(row["min_area"])
+    assert (item["width"], item["height"]) == (int(row["width"]), int(row["height"]))
+    assert item["defect_area_px"] == int(row["defect_area_px"])
+    box = None if row["bbox_x0"] == "" else {key: int(row[f"bbox_{key}"]) for key in ("x0", "y0", "x1", "y1")}
+    assert item["bbox"] == box
+
+
+def test_health_and_model(client, model, config):
+    health = client.get("/health")
+    assert health.status_code == 200 and health.json()["status"] == "ok" and health.json()["ready"] is True
+    described = client.get("/model").json()
+    assert described["model_folder"] == str(Path(model).resolve())
+    assert (described["architecture"], described["image_size"], described["color_mode"]) == ("mvtecCAE", SIZE, "grayscale")
+    assert described["result"] == "l2_float64"
+    assert described["decision"]["min_area"] == 5 and described["decision"]["detector"] == "segmentation"
+    assert described["limits"]["max_images"] == MAX_IMAGES
+
+
+def test_predict_answers_what_predict_py_writes(client, images, predicted):
+    good = [path for path in images if path.name != "broken.png"]
+    verdicts = set()
+    for start in range(0, len(good), MAX_IMAGES):
+        chunk = good[start:start + MAX_IMAGES]
+        answer = post_files(client, chunk)
+        assert answer.status_code == 200, answer.text
+        results = answer.json()["results"]
+        assert [item["name"] for item in results] == [str(path) for path in chunk]
+        for item in results:
+            assert_item_is_row(item, predicted[item["name"]])
+            verdicts.add(item["defective"])
+    assert verdicts == {True, False}
+
+
+def test_mask_png_is_the_mask_predict_py_writes(client, images, predicted, work):
+    chunk = [path for path in images if path.name != "broken.png"][:MAX_IMAGES]
+    answer = post_files(client, chunk, params={"mask": "true"})
+    defects = 0
+    for item in answer.json()["results"]:
+        mask = cv2.imdecode(np.frombuffer(base64.b64decode(item["mask"]), np.uint8), cv2.IMREAD_UNCHANGED)
+        expected = cv2.imread(str(work / "predicted" / predicted[item["name"]]["mask"]), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(mask, expected)
+        defects += int(mask.any())
+    assert defects > 0
+    assert "mask" not in post_files(client, chunk[:1]).json()["results"][0]
+
+
+def test_a_raw_image_body_gets_the_same_answer(client, images, predicted):
+    path = next(path for path in images if path.suffix == ".jpg")
+    answer = client.post("/predict", content=path.read_bytes(), headers={"Content-Type": "image/jpeg"}, params={"name": str(path)})
+    assert answer.status_code == 200
+    assert_item_is_row(answer.json()["results"][0], predicted[str(path)])
+
+
+def test_a_corrupt_image_gets_predict_py_s_message(client, images, predicted):
+    broken = next(path for path in images if path.name == "broken.png")
+    message = predicted[str(broken)]["error"]
+    assert message and str(broken) in message
+    alone = post_files(client, [broken])  # named as predict.py names it: the same message, byte for byte
+    assert alone.status_code == 422 and alone.json()["detail"] == message
+    raw = client.post("/predict", content=broken.read_bytes(), headers={"Content-Type": "image/png"}, params={"name": "line4/x.png"})
+    assert raw.status_code == 422 and raw.json()["detail"] == message.replace(str(broken), "line4/x.png")
+    # One bad file among good ones: 200, the bad one carries its error, the others their verdicts.
+    good = next(path for path in images if path.suffix == ".bmp")
+    mixed = post_files(client, [good, broken])
+    assert mixed.status_code == 200
+    first, second = mixed.json()["results"]
+    assert_item_is_row(first, predicted[str(good)])
+    assert second["error"] == message and second["score"] is None and second["bbox"] is None
+
+
+def test_limits_413(client, images):
+    too_big = b"\0" * (int(MAX_BODY_MB * 1024 * 1024) + 1)
+    answer = client.post("/predict", content=too_big, headers={"Content-Type": "image/png"})
+    assert answer.status_code == 413 and "--max-body-mb" in answer.json()["detail"]
+    many = post_files(client, [images[0]] * (MAX_IMAGES + 1))
+    assert many.status_code == 413 and "--max-images" in many.json()["detail"]
+
+
+def test_a_chunked_body_is_refused_before_it_is_read_entirely(backend, config):
+    """No Content-Length: the body is counted as it arrives and refused at the first chunk past the limit."""
+    app = create_app(backend, Limits.of(config))
+    chunk, reads, sent = 64 * 1024, [], []
+
+    async def receive():
+        reads.append(chunk)
+        return {"type": "http.request", "body": b"\0" * chunk, "more_body": len(reads) < 1000}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http", "path": "/predict",
+             "raw_path": b"/predict", "root_path": "", "query_string": b"", "headers": [(b"content-type", b"image/png")],
+             "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000)}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 413
+    assert sum(reads) <= MAX_BODY_MB * 1024 * 1024 + chunk  # 17 of the 1000 chunks
+
+
+def test_garbage_and_hostile_requests(client, images, work, caplog):
+    assert client.post("/predict", content=b"x=1", headers={"Content-Type": "application/x-www-form-urlencoded"}).status_code == 415
+    assert client.post("/predict", content=b"garbage").status_code == 415  # no content type
+    bad_multipart = client.post("/predict", content=b"\x00garbage--zz", headers={"Content-Type": "multipart/form-data; boundary=zz"})
+    assert bad_multipart.status_code == 400
+    assert client.post("/predict", content=b"--zz--\r\n", headers={"Content-Type": "multipart/form-data; boundary=zz"}).status_code == 422
+    assert client.post("/predict", files=[("other", ("a.png", images[0].read_bytes()))]).status_code == 422
+    text_field = client.post("/predict", data={"files": "text"}, files=[("files", ("a.png", images[0].read_bytes()))])
+    assert text_field.status_code == 422 and "holds text" in text_field.json()["detail"]
+    assert post_files(client, images[:1], params={"mask": "maybe"}).status_code == 422
+    assert client.get("/nothing%0a12:00:00 INFO forged line").status_code == 404  # logged as one line
+    assert client.get("/predict").status_code == 405
+    # A hostile file name is a label only: control characters replaced, cut short, never a path.
+    hostile = "../../serve_probe\r\nX-Injected: 1\x00" + "a" * 500 + ".png"
+    good = next(path for path in images if path.suffix == ".bmp")
+    item = post_files(client, [good], names=[hostile]).json()["results"][0]
+    assert item["error"] is None and item["score"] is not None
+    assert not re.search(r"[\x00-\x1f]", item["name"]) and len(item["name"]) <= 255 and item["name"].startswith("../../serve_probe")
+    assert not list(work.parent.glob("serve_probe*")) and not list(Path("/tmp").glob("serve_probe*"))
+    refusals = [record.getMessage() for record in caplog.records if record.name.endswith("serve.app")]
+    assert len(refusals) >= 9 and not any("\n" in line or "\r" in line for line in refusals)
+
+
+def test_concurrent_requests_are_batched_and_answered_right(client, images, predicted, backend):
+    good = [path for path in images if path.name != "broken.png"]
+    before = backend.batcher.stats()["batches"]
+
+    def one(index: int):
+        path = good[index % len(good)]
+        return path, client.post("/predict", content=path.read_bytes(), headers={"Content-Type": "image/png"}, params={"name": str(path)})
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(one, range(20)))
+    for path, answer in answers:
+        assert answer.status_code == 200
+        assert_item_is_row(answer.json()["results"][0], predicted[str(path)])
+    stats = client.get("/health").json()["model"]
+    assert stats["batches"] - before < 20 and stats["largest_batch"] > 1, stats
+
+
+def test_the_batcher_fills_batches_refuses_a_full_queue_and_fails_a_broken_batch():
+    gate, seen = threading.Event(), []
+
+    def run_batch(batch):
+        gate.wait(10)
+        seen.append(len(batch))
+        if (batch < 0).any():
+            raise RuntimeError("broken batch")
+        return list(batch[:, 0] * 2)
+
+    batcher = Batcher(run_batch, max_batch=4, max_wait_s=0.05, max_queue=6)
+    try:
+        first = batcher.submit([np.array([1.0])])  # taken by the worker, which waits on the gate
+        while batcher.stats()["waiting"]:
+            time.sleep(0.001)
+        time.sleep(0.2)  # past the worker's wait for more: it holds a batch of one, blocked on the gate
+        rest = batcher.submit([np.array([float(value)]) for value in range(2, 8)])
+        with pytest.raises(QueueFull):
+            batcher.submit([np.array([9.0])])
+        gate.set()
+        assert [future.result(10) for future in first + rest] == [2.0 * value for value in range(1, 8)]
+        assert max(seen) == 4
+        with pytest.raises(RuntimeError, match="broken batch"):
+            batcher.submit([np.array([-1.0])])[0].result(10)
+        assert batcher.submit([np.array([3.0])])[0].result(10) == 6.0  # the worker goes on
+    finally:
+        gate.set()
+        batcher.close()
+    with pytest.raises(RuntimeError, match="stopped"):
+        batcher.submit([np.array([1.0])])
+
+
+def test_serve_py_checks_its_flags_before_tensorflow(model, capsys):
+    assert cli.run(serve_script.main, ["-p", "/nonexistent/model"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: -p/--path /nonexistent/model not found")
+    assert cli.run(serve_script.main, ["-p", str(model), "--max-images", "0"]) == 2
+    assert "--max-images 0" in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli.run(serve_script.main, ["-p", str(model), "--port", str(port)]) == 2
+    assert f"--port {port}: cannot listen there" in capsys.readouterr().err
