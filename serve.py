@@ -20,7 +20,8 @@ from autoencoder import cli
 def build_parser() -> argparse.ArgumentParser:
     """The command line of this script (docs/cli.md is generated from it: scripts/make_cli_docs.py)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-p", "--path", required=True, help="model folder written by train.py, or its .keras file")
+    parser.add_argument("-p", "--path", required=True, help="model folder written by train.py (or its .keras file), or an export "
+            "written by export.py (a SavedModel folder, a .tflite or .onnx file with its export_info.json), served through its runner")
     parser.add_argument("-r", "--result", default=None, metavar="NAME", help="finetuning result to apply, e.g. ssim_float64 "
             "(default: the model's only one; required when it has several)")
     parser.add_argument("--results-dir", default="results", help="where finetuning results are read")

@@ -302,3 +302,33 @@ def test_serve_py_checks_its_flags_before_tensorflow(model, capsys):
         port = taken.getsockname()[1]
         assert cli.run(serve_script.main, ["-p", str(model), "--port", str(port)]) == 2
     assert f"--port {port}: cannot listen there" in capsys.readouterr().err
+
+
+def test_an_export_is_served_through_its_runner(model, work, images, predicted, tmp_path):
+    """serve.py -p EXPORT: the same answers (scores within 1e-4, verdicts and boxes equal) from the
+    exported SavedModel and the runner beside it."""
+    import export as export_script
+    from processing.workflow.serve.backends import ExportBackend, load_backend
+
+    out = tmp_path / "export"
+    export_script.main(["-p", str(model), "--format", "savedmodel", "-o", str(out), "--results-dir", str(work / "results")])
+    config = ServeConfig(path=str(out), batch_size=4, max_wait_ms=20.0, max_body_mb=MAX_BODY_MB, max_images=MAX_IMAGES, workers=2)
+    config.validate()
+    backend = load_backend(config)
+    assert isinstance(backend, ExportBackend)
+    try:
+        with TestClient(create_app(backend, Limits.of(config))) as client:
+            described = client.get("/model").json()
+            assert described["backend"] == "export" and described["format"] == "savedmodel" and described["result"] == "l2_float64"
+            chunk = images[:MAX_IMAGES]
+            results = post_files(client, chunk).json()["results"]
+            for item in results:
+                row = predicted[item["name"]]
+                if row["error"]:
+                    assert item["error"] == row["error"]
+                    continue
+                assert item["score"] == pytest.approx(float(row["score"]), rel=1e-4)
+                assert int(item["defective"]) == int(row["defective"])
+                assert item["defect_area_px"] == int(row["defect_area_px"])
+    finally:
+        backend.close()

@@ -220,23 +220,30 @@ class Export:
             rows += [self.row(outputs, index, image) for index, image in enumerate(batch)]
         return rows
 
-    def row(self, outputs: dict, index: int, original: np.ndarray) -> dict:
+    def decide(self, outputs: dict, index: int) -> tuple[float, bool, np.ndarray | None]:
+        """(score, defective, the defect mask at the model's size or None) of image `index` of a batch's outputs."""
         decision = self.decision
-        height, width = original.shape[:2]
-        row = {"score": None, "defective": None, "threshold": decision.get("threshold"), "min_area": decision.get("min_area"),
-               "defect_area_px": None, "bbox": None, "width": width, "height": height, "mask": None}
         if decision["rule"] == "in_graph":
-            row.update(score=float(outputs["image_score"][index]), defective=bool(outputs["defective"][index]))
-            return row
+            return float(outputs["image_score"][index]), bool(outputs["defective"][index]), None
         regions = kept_regions(outputs["above_threshold"][index], decision["min_area"], decision["clear_border"])
         if decision["image_score"] == "max":
             score = float(outputs["image_score"][index])
         else:
             score = component_level(outputs["anomaly_map"][index], decision["min_area"], decision["clear_border"],
                                     decision["no_defect_score"])
+        return score, bool(regions.any()), regions
+
+    def row(self, outputs: dict, index: int, original: np.ndarray) -> dict:
+        score, defective, regions = self.decide(outputs, index)
+        height, width = original.shape[:2]
+        row = {"score": score, "defective": defective, "threshold": self.decision.get("threshold"),
+               "min_area": self.decision.get("min_area"), "defect_area_px": None, "bbox": None, "width": width, "height": height,
+               "mask": None}
+        if regions is None:
+            return row
         mask = cv2.resize(regions.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)
         area = int(np.count_nonzero(mask))
-        row.update(score=score, defective=bool(regions.any()), defect_area_px=area, mask=mask)
+        row.update(defect_area_px=area, mask=mask)
         if area:
             x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
             row["bbox"] = [x, y, x + w - 1, y + h - 1]

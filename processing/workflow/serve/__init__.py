@@ -42,11 +42,11 @@ def serve(config: ServeConfig) -> None:
     import uvicorn
 
     from processing.workflow.serve.app import Limits, create_app
-    from processing.workflow.serve.backends import ToolkitBackend
+    from processing.workflow.serve.backends import load_backend
 
     logger = logging.getLogger(__name__)
     config.validate()
-    backend = ToolkitBackend.load(config)
+    backend = load_backend(config)
     # python-multipart logs every malformed body it sees; app.py answers and logs those requests itself.
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
     try:
@@ -54,7 +54,8 @@ def serve(config: ServeConfig) -> None:
         described = backend.describe()
         logger.info(
             "serving %s (%s, %s, %d px) on http://%s:%d: POST /predict, GET /health, GET /model",
-            described["model_folder"], described["result"], described["architecture"], described["image_size"], config.host, config.port,
+            described.get("export", described["model_folder"]), described["result"], described.get("architecture", described.get("format")),
+            described["image_size"], config.host, config.port,
         )
         # log_config=None keeps this process's logging; the per-request access log is off (app.py logs a summary).
         uvicorn.run(app, host=config.host, port=config.port, log_config=None, access_log=False, server_header=False)

@@ -1,4 +1,4 @@
-"""What the HTTP layer (app.py) serves: a backend, and the toolkit's own.
+"""What the HTTP layer (app.py) serves: a backend: the toolkit's own, or an export's.
 
 A backend is anything with these four methods (:class:`Backend`); app.py knows nothing else, so a
 second backend (an exported graph run by a standalone runner) plugs in without changing it:
@@ -9,6 +9,9 @@ second backend (an exported graph run by a standalone runner) plugs in without c
   an upload that cannot be read is an item with its ``error``; raises :class:`Busy` when the model's
   queue is full. Called from many threads at once;
 - ``close()``.
+
+:class:`ExportBackend` serves an export written by export.py through the runner beside it
+(processing/workflow/export_runner.py), with the same decoding and batching.
 
 :class:`ToolkitBackend` loads one finetuned model exactly as predict.py does
 (``predict.run.load_finetuned``), decodes uploads exactly as predict.py reads files (uploads.py),
@@ -177,3 +180,66 @@ class ToolkitBackend:
     def close(self) -> None:
         self.batcher.close()
         self.decoder.close()
+
+
+class ExportBackend:
+    """An export (export.py: a graph and its export_info.json) scored by its runner; uploads are decoded
+    as by the toolkit backend (the runner reads files the same way: tests/test_export.py), batched
+    through the graph the same way."""
+
+    name = "export"
+
+    def __init__(self, export, config: ServeConfig):
+        self.export, self.config = export, config
+        info = export.info
+        self.color_mode, self.size = info["input"]["color_mode"], export.size
+        self.decision = jsonable(info["decision"])
+        self.decoder = UploadDecoder(self.color_mode, self.size, config.max_pixels, config.workers)
+        self.batcher = Batcher(self.score_and_decide, config.batch_size, config.max_wait_ms / 1000.0, config.max_queue)
+
+    @classmethod
+    def load(cls, config: ServeConfig) -> ExportBackend:
+        from processing.workflow.export_runner import load_export
+
+        export = load_export(config.path, config.batch_size)
+        backend = cls(export, config)
+        backend.score_and_decide(np.zeros((1, export.size, export.size, export.channels), dtype=np.float32))
+        return backend
+
+    def score_and_decide(self, images: np.ndarray) -> list[tuple[float, bool, np.ndarray | None]]:
+        outputs = self.export.run(np.ascontiguousarray(images, dtype=np.float32))
+        return [self.export.decide(outputs, index) for index in range(len(images))]
+
+    def describe(self) -> dict:
+        info = self.export.info
+        return {
+            "backend": self.name,
+            "export": str(self.export.path.resolve()),
+            "format": info["format"],
+            "model_folder": info["model_folder"],
+            "model_file": info["model_file"],
+            "image_size": self.size,
+            "color_mode": self.color_mode,
+            "result": info["result"],
+            "decision": self.decision,
+            "batching": {"batch": self.config.batch_size, "max_wait_ms": self.config.max_wait_ms, "max_queue": self.config.max_queue},
+        }
+
+    def status(self) -> dict:
+        return {"ready": self.batcher.alive, "model": self.batcher.stats()}
+
+    predict = ToolkitBackend.predict
+    close = ToolkitBackend.close
+
+
+def load_backend(config: ServeConfig) -> Backend:
+    """The export at config.path when it is one (export_info.json inside or beside it), else the finetuned model."""
+    return (ExportBackend if is_export(config.path) else ToolkitBackend).load(config)
+
+
+def is_export(path) -> bool:
+    from pathlib import Path
+
+    from processing.workflow.export_runner import info_path
+
+    return info_path(Path(path)).is_file()

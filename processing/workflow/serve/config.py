@@ -11,7 +11,7 @@ MEBIBYTE = 1024 * 1024
 
 @dataclass
 class ServeConfig:
-    path: str  # model folder written by train.py (or its .keras file)
+    path: str  # model folder written by train.py (or its .keras file), or an export written by export.py
     result: str | None = None  # finetuning result name; None: the model's only one
     results_root: str = "results"
     host: str = "127.0.0.1"
@@ -32,8 +32,10 @@ class ServeConfig:
     def validate(self) -> None:
         """Every flag that needs no model and no TensorFlow; ValueError/OSError (one line) naming it."""
         from autoencoder import bundle
+        from processing.workflow.serve.backends import is_export
 
-        bundle.resolve_model_path(self.path, "-p/--path")
+        if not is_export(self.path):
+            bundle.resolve_model_path(self.path, "-p/--path")
         positive_ints = (
             ("-b/--batch", self.batch_size), ("--max-images", self.max_images), ("--max-pixels", self.max_pixels),
             ("--max-queue", self.max_queue), ("--workers", 1 if self.workers is None else self.workers),
