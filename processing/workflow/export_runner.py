@@ -267,12 +267,16 @@ def load_export(path, batch_size: int = 16) -> Export:
     return Export(path, batch_size)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Score images with an export of the anomaly toolkit (one JSON line per image).")
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument("--export", default=None, help="the export (default: the one this runner was written beside)")
     parser.add_argument("--masks", default=None, metavar="DIR", help="write each defect mask (PNG at the original size) here")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     export = load_export(args.export or default_export())
     if args.masks:
         Path(args.masks).mkdir(parents=True, exist_ok=True)
