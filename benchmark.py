@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="peak learning rate (default: %(default)g)")
     parser.add_argument("--lr-finder", action="store_true", help="run the learning-rate range test per training instead of --lr")
     parser.add_argument("-b", "--batch", type=int, default=defaults.batch_size, help="training batch size")
-    parser.add_argument("-c", "--color", default=defaults.color_mode, choices=["grayscale", "rgb"], help="colour mode")
+    parser.add_argument("-c", "--color", default=defaults.color_mode, choices=["auto", "grayscale", "rgb"],
+                        help="colour mode (auto: rgb when the training images carry colour, else grayscale)")
     parser.add_argument(
         "-m",
         "--methods",

@@ -21,7 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-a", "--architecture", default=defaults.architecture, help=f"architecture (default {defaults.architecture}; "
             "docs/models.md lists them, and an unknown name gets the list)")
     parser.add_argument(
-        "-c", "--color", default=defaults.color_mode, choices=["grayscale", "rgb"], help="colour mode the images are converted to"
+        "-c", "--color", default=defaults.color_mode, choices=["auto", "grayscale", "rgb"],
+        help="colour mode the images are converted to; auto: rgb when the training images carry colour, else grayscale (logged, "
+        "recorded in info.json)"
     )
     parser.add_argument(
         "-l",

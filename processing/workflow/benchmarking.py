@@ -46,7 +46,7 @@ class BenchmarkConfig:
     # sweep); None: each training runs the range test.
     learning_rate: float | None = 1e-3
     batch_size: int = 8
-    color_mode: str = "grayscale"
+    color_mode: str = "auto"  # auto: rgb when the training images carry colour (options.resolve_color_mode)
     # Anomaly maps to finetune and test on each model (those that suit it; otherwise the map that
     # matches its loss, e.g. l2 for an L2 pixel autoencoder).
     methods: list[str] | None = field(default_factory=lambda: ["padim"])
@@ -92,7 +92,8 @@ class BenchmarkConfig:
         for method in self.methods or []:
             check_method_dtype(method, self.dtype)
         for loss in self.losses:
-            check_loss_color(loss, self.color_mode)
+            if self.color_mode != "auto":
+                check_loss_color(loss, self.color_mode)
             if loss not in losses_with_maps():
                 matching_map_for_loss(loss)  # raises, naming --losses
         for name, size in itertools.product(self.architectures, self.image_sizes):

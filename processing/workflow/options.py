@@ -25,7 +25,7 @@ class TrainConfig:
 
     input_dir: str
     architecture: str = "featureCAE"  # the best on magnetic_tile (docs/benchmarks.md); mvtecCAE is the best pixel autoencoder
-    color_mode: str = "grayscale"
+    color_mode: str = "auto"  # auto: rgb when the training images carry colour, else grayscale (resolved())
     loss: str | None = None  # None: the architecture's default (l2 for pixel models, the best on magnetic_tile; feature for featureCAE)
     batch_size: int = 8
     epochs: int | None = None  # None: the architecture's default (100 for pixel autoencoders, 20 for featureCAE)
@@ -46,6 +46,7 @@ class TrainConfig:
     reject_fraction: float | None = None  # adversarial only: None = estimated (Tukey's fence)
     reject_by: str = "reconstruction"  # adversarial only: likelihood, reconstruction or combined
     distribute: str = "none"  # none (no strategy), mirrored or multiworker (processing/workflow/distribute.py)
+    color_detected: bool = False  # set by resolved(): color_mode was chosen from the training images (-c auto)
 
     @property
     def architecture_spec(self):
@@ -62,6 +63,8 @@ class TrainConfig:
         """The config with its loss and epochs filled in: the architecture's defaults when none were asked for."""
         architecture = self.architecture_spec
         config = self
+        if config.color_mode == "auto":
+            config = replace(config, color_mode=resolve_color_mode(config.input_dir, "--input-dir"), color_detected=True)
         if config.loss is None:
             config = replace(config, loss=architecture.default_loss)
         if config.epochs is None:
@@ -89,6 +92,9 @@ class TrainConfig:
             ": training holds out that part of train/good to stop early and to set finetune.py's thresholds",
         )
         check_non_negative_int(self.patience, "--patience", "a number of epochs")
+        if self.color_detected and self.color_mode == "rgb" and self.loss == "ssim":
+            raise ValueError("--loss ssim needs grayscale images, and the training images carry colour (-c auto chose rgb): "
+                             "pass -c grayscale, or use --loss mssim or l2")
         check_loss_color(self.loss, self.color_mode)
         architecture.check_loss(self.loss)
         check_distribute(self.distribute)
@@ -145,6 +151,22 @@ def config_from_args(args) -> TrainConfig:
         reject_by=getattr(args, "reject_by", "reconstruction"),
         distribute=getattr(args, "distribute", "none"),
     )
+
+
+def resolve_color_mode(input_dir, flag: str = "--input-dir") -> str:
+    """-c auto: rgb when the dataset's train/good images carry colour, else grayscale (logged)."""
+    import logging
+
+    from processing.data.colour import detect_color_mode
+    from processing.data.images import list_images
+
+    check_dataset_root(input_dir, flag)
+    mode = detect_color_mode(list_images(Path(input_dir) / "train" / "good"))
+    logging.getLogger(__name__).info(
+        "colour mode %s: the training images %s (-c auto; -c grayscale or -c rgb to choose)",
+        mode, "carry colour" if mode == "rgb" else "are gray",
+    )
+    return mode
 
 
 def check_dataset_root(path, flag: str = "--input-dir") -> None:
