@@ -8,7 +8,10 @@ import json
 import logging
 import re
 import shutil
+import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote
 
 import cv2
 import numpy as np
@@ -146,11 +149,9 @@ def test_report_and_settings(predicted, model):
     page = (predicted / REPORT_FILE).read_text()
     assert "http://" not in page and "https://" not in page and "<script" not in page
     for target in re.findall(r'(?:src|href)="([^"]+)"', page):
-        from urllib.parse import unquote
-
         assert (predicted / unquote(target)).exists(), target  # relative links that resolve offline
-    assert 'src="report_files/scores.png"' in page
-    thumbnails = re.findall(r'src="(report_files/gallery/[^"]+)"', page)
+    assert 'src="./report_files/scores.png"' in page
+    thumbnails = re.findall(r'src="(\./report_files/gallery/[^"]+)"', page)
     rows = [row for row in rows_of(predicted) if not row["error"]]
     assert len(thumbnails) == len(rows)  # fewer than --gallery 48 images
     # Sorted by score, most suspicious first.
@@ -298,7 +299,6 @@ def test_progress_is_a_log_line_off_a_terminal(caplog):
 
 
 def test_bad_input_is_reported_before_tensorflow_is_imported(tmp_path):
-    import subprocess
     import sys
 
     code = (
@@ -326,7 +326,7 @@ def test_kde_results_classify_whole_images(model, work, images, tmp_path):
     settings = json.loads((out / SETTINGS_FILE).read_text())
     assert settings["decision"]["detector"] == "kde"
     assert settings["decision"]["threshold"] == -settings["decision"]["density_threshold"]
-    assert 'src="report_files/scores.png"' in (out / REPORT_FILE).read_text()
+    assert 'src="./report_files/scores.png"' in (out / REPORT_FILE).read_text()
 
 
 def test_an_output_folder_inside_the_inputs_is_not_predicted(model, work, images, tmp_path):
@@ -336,3 +336,67 @@ def test_an_output_folder_inside_the_inputs_is_not_predicted(model, work, images
     run_ok([*base_args(model, work, data / "predictions", data), "--resume"])
     rows = rows_of(data / "predictions")
     assert len(rows) == 8 and not any("predictions" in Path(row["path"]).parent.as_posix() for row in rows)
+
+
+# --------------------------------------------------------------------------------------------
+# report.html with hostile file names, opened in a real browser
+# --------------------------------------------------------------------------------------------
+
+HOSTILE_NAMES = [
+    "x\" onerror=\"document.title='PWNED';",
+    "<img src=x onerror=document.title='PWNED'>",
+    "javascript:document.title='PWNED'",
+    "x' onerror='document.title=`PWNED`'",
+    "a&amp;b 'q' & <b>bold",
+]
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def dump_dom(page: Path, profile: Path) -> str:
+    """The page's DOM after headless Chromium loaded it (and ran whatever it would run)."""
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}"]
+    done = subprocess.run([chromium(), *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "</html>" in done.stdout, done.stderr[-2000:]
+    return done.stdout
+
+
+class _Elements(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.attributes: list[tuple[str, str, str]] = []  # (tag, name, value)
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.attributes += [(tag, name, value or "") for name, value in attrs]
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+@pytest.mark.skipif(chromium() is None, reason="chromium not installed (.ci/run installs it)")
+def test_hostile_file_names_run_nothing_in_the_report(model, work, tmp_path):
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    source = next((work / "tiles" / "test" / "good").glob("*.png"))
+    for name in HOSTILE_NAMES:
+        shutil.copy(source, folder / f"{name}.png")
+    out = tmp_path / "out"
+    run_ok([*base_args(model, work, out, folder), "--overlays"])
+    page = (out / REPORT_FILE).read_text()
+    dom = dump_dom(out / REPORT_FILE, tmp_path / "profile")
+    title = re.search(r"<title>(.*?)</title>", page).group(1)
+    assert re.search(r"<title>(.*?)</title>", dom).group(1) == title and "PWNED" not in title
+    parsed = _Elements()
+    parsed.feed(dom)
+    assert not [a for a in parsed.attributes if a[1].startswith("on")], "an event handler attribute reached the DOM"
+    links = [value for _, name, value in parsed.attributes if name in ("src", "href")]
+    assert links and all(link.startswith(("./", "../")) for link in links), links
+    for link in links:
+        assert (out / unquote(link)).is_file(), link  # every link names the file it should
+    text = "".join(parsed.text)
+    for name in HOSTILE_NAMES:
+        assert f"{name}.png" in text  # shown as its name

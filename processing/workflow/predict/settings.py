@@ -119,11 +119,18 @@ def check_writable(out_dir: Path) -> None:
         raise OSError(f"-o {out_dir}: not writable{where}: {error.strerror or error}") from None
 
 
-def output_stem(path: Path) -> str:
-    """A file name for an image's mask and overlay: its stem and a hash of its absolute path (two
-    images of the same name in different folders do not collide; the CSV names both files)."""
+MAX_STEM_CHARS = 120  # of an image's stem in the names of its mask and overlay (file names end at 255 bytes)
+
+
+def output_stem(path: Path, stem_chars: int = MAX_STEM_CHARS) -> str:
+    """A file name for an image's mask and overlay: its stem (cut to `stem_chars` characters) and a
+    hash of its absolute path (two images of the same name in different folders do not collide; the
+    CSV names both files)."""
     digest = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:8]
-    return f"{path.stem}_{digest}"
+    stem = path.stem
+    while len(stem[:stem_chars].encode()) > stem_chars:  # multi-byte characters: cut by bytes
+        stem_chars -= 1
+    return f"{stem[:stem_chars]}_{digest}"
 
 
 def clear_outputs(out_dir: Path) -> None:
