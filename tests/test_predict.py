@@ -400,3 +400,26 @@ def test_hostile_file_names_run_nothing_in_the_report(model, work, tmp_path):
     text = "".join(parsed.text)
     for name in HOSTILE_NAMES:
         assert f"{name}.png" in text  # shown as its name
+
+
+def test_truncated_and_rotated_jpegs(model, work, tmp_path):
+    """A JPEG cut in half is an error row (libjpeg alone would fill it with grey); an EXIF-rotated
+    one is scored, sized, masked and boxed in the orientation a viewer shows."""
+    from PIL import Image
+
+    folder = tmp_path / "jpegs"
+    folder.mkdir()
+    stored = cv2.imread(str(next((work / "tiles" / "test" / "crack").glob("*.png"))), cv2.IMREAD_COLOR)[:, :20, ::-1]  # 32 x 20
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise: 20 x 32
+    Image.fromarray(np.ascontiguousarray(stored)).save(folder / "rotated.jpg", quality=95, exif=exif.tobytes())
+    whole = (folder / "rotated.jpg").read_bytes()
+    (folder / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    out = tmp_path / "out"
+    run_ok([*base_args(model, work, out, folder), "--masks", "--overlays"])
+    rows = {Path(row["path"]).name: row for row in rows_of(out)}
+    assert "truncated JPEG" in rows["cut.jpg"]["error"] and rows["cut.jpg"]["score"] == ""
+    rotated = rows["rotated.jpg"]
+    assert (rotated["width"], rotated["height"]) == ("32", "20") and rotated["error"] == ""
+    assert cv2.imread(str(out / rotated["mask"]), cv2.IMREAD_UNCHANGED).shape == (20, 32)
+    assert cv2.imread(str(out / rotated["overlay"])).shape == (20, 32, 3)
