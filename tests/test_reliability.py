@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import pytest
 
 import finetune
@@ -235,7 +236,7 @@ def test_info_json_not_written_by_train_py_gets_one_line(model, tmp_path, capsys
 
 def test_info_json_schema_version(model, tmp_path):
     info = json.loads((model / "info.json").read_text())
-    assert info["schema_version"] == SCHEMA_VERSION == 1
+    assert info["schema_version"] == SCHEMA_VERSION == 2
     old = tmp_path / "old"
     shutil.copytree(model, old)
     del info["schema_version"]  # written before the field existed: read as version 1
@@ -319,12 +320,12 @@ def test_finetune_and_test_report_stale_staging_among_results(model, work, capsy
 FLAG_ERRORS = """
 import json, sys
 sys.path.insert(0, {root!r})
-import finetune, test, train, benchmark
+import finetune, test, train, benchmark, demo, predict
 from autoencoder import cli
 cases = json.loads(sys.argv[1])
 out = []
 for script, argv in cases:
-    module = {{"train": train, "finetune": finetune, "test": test, "benchmark": benchmark}}[script]
+    module = {{"train": train, "finetune": finetune, "test": test, "benchmark": benchmark, "demo": demo, "predict": predict}}[script]
     try:
         code = cli.run(module.main, argv)
     except SystemExit as exit:  # argparse: --help, unknown flags
@@ -471,3 +472,91 @@ def test_data_dir_reaches_a_moved_dataset_and_only_the_same_one(model, dataset, 
         for script in (finetune, test_script):
             code, err = run_cli(script, ["-p", str(copy), "--data-dir", str(variant), "--overwrite", "--results-dir", str(results)], capsys)
             assert code == 2 and f"--data-dir {variant}" in err and expected[name] in err, (name, err)
+
+
+def moved_copy(model: Path, tmp_path: Path, name: str = "model") -> Path:
+    """A copy of the model folder whose info.json says the dataset was elsewhere at training time."""
+    copy = tmp_path / name
+    shutil.copytree(model, copy)
+    info = json.loads((copy / "info.json").read_text())
+    info["dataset"]["path"] = str(tmp_path / "gone" / "tiles")
+    (copy / "info.json").write_text(json.dumps(info))
+    return copy
+
+
+def test_data_dir_must_hold_the_same_bytes(model, dataset, tmp_path, capsys, caplog):
+    """Same names and counts are not the same dataset: another one of that shape, and a copy with one
+    image changed, are refused; earlier results stay byte-identical. An info.json of schema 1 (no
+    content hash) falls back to names and counts, with a warning."""
+    copy = moved_copy(model, tmp_path)
+    results = tmp_path / "results"
+    same = tmp_path / "same" / "tiles"
+    shutil.copytree(dataset, same)
+    finetune.main(["-p", str(copy), "--data-dir", str(same), "--results-dir", str(results)])
+    before = snapshot(results)
+
+    other = tmp_path / "other" / "tiles"  # another dataset, the same names and counts
+    make_demo_dataset(other, image_size=SIZE, n_train=24, n_test_good=8, n_test_defect=4, texture="brick", seed=77)
+    changed = tmp_path / "changed" / "tiles"
+    shutil.copytree(dataset, changed)
+    image = next((changed / "test" / "good").iterdir())
+    pixels = cv2.imread(str(image), cv2.IMREAD_UNCHANGED)
+    pixels[0, 0] ^= 1
+    cv2.imwrite(str(image), pixels)
+    for variant in (other, changed):
+        for script in (finetune, test_script):
+            code, err = run_cli(script, ["-p", str(copy), "--data-dir", str(variant), "--overwrite", "--results-dir", str(results)], capsys)
+            assert code == 2 and err.startswith(f"error: --data-dir {variant}: ") and "differ in content" in err, err
+            assert "not the dataset the model was trained on" in err
+    code, err = run_cli(finetune, ["-p", str(copy), "--data-dir", str(changed), "--overwrite", "--results-dir", str(results)], capsys)
+    assert "test/good/" in err  # names the folder that differs
+    assert snapshot(results) == before
+
+    legacy = moved_copy(model, tmp_path, "legacy")
+    info = json.loads((legacy / "info.json").read_text())
+    info["schema_version"] = 1
+    del info["dataset"]["content"], info["model"]["sha256"]
+    (legacy / "info.json").write_text(json.dumps(info))
+    with caplog.at_level(logging.WARNING):
+        code, _ = run_cli(finetune, ["-p", str(legacy), "--data-dir", str(changed), "--results-dir", str(results)], capsys)
+    assert code == 0 and "records no content hash" in caplog.text
+
+
+def test_a_replaced_model_file_is_refused_naming_it(model, tmp_path, capsys):
+    """A .keras replaced by another model (of the same shape, or of another) is refused in one line
+    naming the file, before TensorFlow for finetune.py and test.py; a folder of schema 1 (no hash)
+    still notices a model of another input shape."""
+    import keras
+
+    from autoencoder.models import get_architecture
+
+    keras_file = next(model.glob("*.keras"))
+    same_shape = keras.models.load_model(keras_file, compile=False)
+    other_shape = get_architecture("mvtecCAE").build("grayscale", 2 * SIZE)
+    for name, replacement in (("same_shape", same_shape), ("other_shape", other_shape)):
+        folder = tmp_path / name
+        shutil.copytree(model, folder)
+        replacement.save(folder / keras_file.name)
+        for script in (finetune, test_script):
+            code, err = run_cli(script, ["-p", str(folder), "--results-dir", str(tmp_path / "r")], capsys)
+            assert code == 2 and err.startswith(f"error: {folder / keras_file.name}: not the model train.py saved"), err
+        if name == "other_shape":
+            info = json.loads((folder / "info.json").read_text())
+            info["schema_version"] = 1
+            del info["model"]["sha256"]
+            (folder / "info.json").write_text(json.dumps(info))
+            with pytest.raises(bundle.ModelPathError, match=f"{folder / keras_file.name}: takes inputs of 64x64x1.*describes 32x32x1"):
+                bundle.load_bundle(folder)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_truncated_training_image_stops_train_py_naming_it(dataset, tmp_path, capsys):
+    data = tmp_path / "tiles"
+    shutil.copytree(dataset, data)
+    image = data / "train" / "good" / "cut.jpg"
+    cv2.imwrite(str(image), cv2.imread(str(next((data / "train" / "good").iterdir()))))
+    image.write_bytes(image.read_bytes()[:-200])
+    code, err = run_cli(train, train_args(data, tmp_path / "models"), capsys)
+    assert code == 2 and err == f"error: cannot read image {image}: truncated JPEG (no end-of-image marker)"
+    assert not (tmp_path / "models").exists() or not list((tmp_path / "models").rglob("*.keras"))
+

@@ -23,6 +23,8 @@ from urllib.parse import quote
 
 import numpy as np
 
+from autoencoder.folders import write_bytes_atomic
+
 #: Colours of the histogram: good and defective verdicts, and the threshold.
 GOOD_COLOR = "#4c9a6a"
 DEFECT_COLOR = "#c8433a"
@@ -102,11 +104,11 @@ def score_histogram(scores: np.ndarray, defective: np.ndarray, threshold: float 
     axes.legend(loc="best", frameon=True, framealpha=0.9)
     axes.spines[["top", "right"]].set_visible(False)
     figure.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp)
-    os.replace(tmp, path)
-    return path
+    from io import BytesIO
+
+    buffer = BytesIO()
+    figure.savefig(buffer, format="png")
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 _CSS = """
@@ -203,8 +205,4 @@ def render(data: ReportData) -> str:
 
 def write_report(path: str | os.PathLike, data: ReportData) -> Path:
     """Write the page through a temporary file and rename it: a reader never sees half of it."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render(data), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_bytes_atomic(path, render(data).encode("utf-8"))
