@@ -560,3 +560,97 @@ def test_a_truncated_training_image_stops_train_py_naming_it(dataset, tmp_path, 
     assert code == 2 and err == f"error: cannot read image {image}: truncated JPEG (no end-of-image marker)"
     assert not (tmp_path / "models").exists() or not list((tmp_path / "models").rglob("*.keras"))
 
+
+def run_flag_errors(cases: dict, cwd: Path) -> list[tuple[str, bool, str]]:
+    """Run (script, argv) cases in one subprocess: [(expected, TensorFlow imported by then, error line)]."""
+    process = subprocess.run(
+        [sys.executable, "-c", FLAG_ERRORS.format(root=str(ROOT)), json.dumps([list(case) for case in cases.values()])],
+        cwd=cwd, capture_output=True, text=True, timeout=120,
+    )
+    assert process.returncode == 0, process.stderr
+    outcome = json.loads(process.stdout.strip().splitlines()[-1])
+    errors = [line for line in process.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == len(cases), process.stderr
+    assert all(code == 2 for code, _ in outcome), outcome
+    return [(expected, imported, line) for expected, (_, imported), line in zip(cases, outcome, errors)]
+
+
+def test_slow_errors_answer_before_tensorflow(model, dataset, tmp_path):
+    """What answered only after TensorFlow loaded (5-13 s) now answers before it: maps that do not
+    suit the model, architecture sizes, flags that do not apply, a missing model, a replaced model
+    file, a hand-edited result."""
+    feature_like = tmp_path / "feature_like"
+    shutil.copytree(model, feature_like)
+    info = json.loads((feature_like / "info.json").read_text())
+    info["model"]["output"] = "map"
+    (feature_like / "info.json").write_text(json.dumps(info))
+    replaced = tmp_path / "replaced"
+    shutil.copytree(model, replaced)
+    info = json.loads((replaced / "info.json").read_text())
+    info["model"]["sha256"] = "0" * 64
+    (replaced / "info.json").write_text(json.dumps(info))
+    results = tmp_path / "results"
+    finetuned = results_of(model, results) / "finetuning" / "l2_float64"
+    finetuned.mkdir(parents=True)
+    (finetuned / "finetuning_result.json").write_text(json.dumps({"model": "m", "method": "l2", "dtype": "float64", "best_min_area": 2.5}))
+    weights = tmp_path / "weights.h5"
+    weights.write_text("")
+    out = str(tmp_path / "out")
+    cases = {
+        "--method padim: needs a featureCAE model": ("finetune", ["-p", str(model), "-m", "padim"]),
+        "--method ssim: the model outputs its anomaly map": ("finetune", ["-p", str(feature_like), "-m", "ssim"]),
+        "--image-size 48: architecture featureCAE needs a multiple of 32": ("train", [*train_args(dataset, tmp_path / "m"), "-a",
+                                                                                     "featureCAE", "-l", "feature", "--image-size", "48"]),
+        "--architecture 'nosuchCAE'": ("train", [*train_args(dataset, tmp_path / "m"), "-a", "nosuchCAE"]),
+        "--freeze-encoder needs --encoder-weights": ("train", [*train_args(dataset, tmp_path / "m"), "-a", "vggCAE", "--freeze-encoder"]),
+        "--encoder-weights: architecture mvtecCAE has no VGG16 encoder": ("train", [*train_args(dataset, tmp_path / "m"),
+                                                                                   "--encoder-weights", str(weights)]),
+        "--image-size 30: architecture mvtecCAE needs a multiple of 16": ("train", [*train_args(dataset, tmp_path / "m"), "--image-size",
+                                                                                   "30"]),
+        "--epochs 0: expected at least 1 epoch": ("demo", ["--epochs", "0", "--data-dir", str(tmp_path / "demo")]),
+        "--image-sizes 48: architecture featureCAE needs a multiple of 32": ("benchmark", ["-d", str(dataset), "--image-sizes", "48"]),
+        "-m/--methods ssim: no map for architecture featureCAE": ("benchmark", ["-d", str(dataset), "-m", "ssim", "-a", "featureCAE"]),
+        "--path /nonexistent not found": ("predict", ["-p", "/nonexistent", "-i", str(dataset), "-o", out]),
+        "--reject-fraction applies to --adversarial training only": ("train", [*train_args(dataset, tmp_path / "m"), "--reject-fraction",
+                                                                              "0.1"]),
+        "--bandwidth applies to --detector kde only": ("finetune", ["-p", str(model), "--bandwidth", "2"]),
+        "--smoothing applies to --detector segmentation only": ("finetune", ["-p", str(model), "--detector", "kde", "--smoothing", "2"]),
+        "that is the model being finetuned": ("finetune", ["-p", str(model), "--combine-with", str(model)]),
+        f"{next(replaced.glob('*.keras'))}: not the model train.py saved": ("finetune", ["-p", str(replaced)]),
+        "best_min_area 2.5: expected a whole number >= 1": ("predict", ["-p", str(model), "-i", str(dataset), "-o", out,
+                                                                         "--results-dir", str(results)]),
+    }
+    for expected, imported, line in run_flag_errors(cases, tmp_path):
+        assert expected in line, (expected, line)
+        assert not imported, f"TensorFlow imported before reporting {expected!r}"
+    assert not (tmp_path / "m").exists() and not (tmp_path / "out").exists() and not (tmp_path / "demo").exists()
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("best_min_area", 2.5, "best_min_area 2.5: expected a whole number >= 1"),
+    ("best_threshold", float("inf"), "best_threshold inf: expected a finite number"),
+    ("best_threshold", float("nan"), "best_threshold nan: expected a finite number"),
+    ("clear_border", "false", "clear_border 'false': expected true or false"),
+    ("smoothing_sigma", 1e9, "smoothing_sigma 1000000000.0: expected a finite number >= 0 and <= 100"),
+    ("smoothing_sigma", -1, "smoothing_sigma -1: expected a finite number >= 0 and <= 100"),
+])
+def test_a_hand_edited_result_is_refused_by_test_and_predict(model, dataset, work, tmp_path, capsys, key, value, expected):
+    """Every field is checked where a result is read (processing/detectors/fields.py): test.py and
+    predict.py refuse in one line naming the file and the key, and write nothing."""
+    import predict
+
+    results = tmp_path / "results"
+    source = results_of(model, work / "results_versions") / "finetuning" / "l2_float64"
+    if not source.is_dir():
+        finetune.main(["-p", str(model), "--results-dir", str(work / "results_versions")])
+    target = results_of(model, results) / "finetuning" / "l2_float64"
+    shutil.copytree(source, target)
+    data = json.loads((target / "finetuning_result.json").read_text())
+    data[key] = value
+    (target / "finetuning_result.json").write_text(json.dumps(data))
+    before = snapshot(results)
+    predict_argv = ["-p", str(model), "-i", str(dataset / "test"), "-o", str(tmp_path / "out"), "--results-dir", str(results)]
+    for script, argv in ((test_script, ["-p", str(model), "--results-dir", str(results)]), (predict, predict_argv)):
+        code, err = run_cli(script, argv, capsys)
+        assert code == 2 and err == f"error: {target / 'finetuning_result.json'}: {expected}", err
+    assert snapshot(results) == before and not (tmp_path / "out").exists()

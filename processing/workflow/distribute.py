@@ -72,7 +72,7 @@ def parse_tf_config(text: str | None) -> dict:
         raise ValueError(f"TF_CONFIG task.type {task_type!r}: expected one of the cluster's task types ({', '.join(cluster)})")
     index = task.get("index")
     if isinstance(index, bool) or not isinstance(index, int):
-        written = f"the string {json.dumps(index)}" if isinstance(index, str) else json.dumps(index)
+        written = f"the string {json.dumps(index)}" if isinstance(index, str) else "missing" if index is None else json.dumps(index)
         hint = ", without quotes" if isinstance(index, str) else ""
         raise ValueError(f"TF_CONFIG task.index {written}: expected a whole number from 0 to {len(cluster[task_type]) - 1}{hint}")
     if not 0 <= index < len(cluster[task_type]):

@@ -17,20 +17,20 @@ from processing.evaluation.overlays import draw_overlay, mask_at_original_size, 
 from processing.evaluation.report import GalleryItem, ReportData, relative_link, score_histogram, url_of, write_report
 from processing.workflow.predict.csv_io import read_predictions
 from processing.workflow.predict.loading import iter_loaded
-from processing.workflow.predict.settings import PREDICTIONS_FILE, REPORT_DIR, REPORT_FILE, SETTINGS_FILE, output_stem
+from processing.workflow.predict.settings import PREDICTIONS_FILE, REPORT_DIR, REPORT_FILE, SETTINGS_FILE, output_stem, row_file
 
 logger = logging.getLogger(__name__)
 
 THUMBNAIL_SIZE = 256  # longest side of a gallery picture, in pixels
 
 
-def gallery_thumbnails(rows: list[dict], detector, folder: Path, workers: int | None) -> list[str | None]:
+def gallery_thumbnails(rows: list[dict], detector, folder: Path, workers: int | None, cwd: str | None = None) -> list[str | None]:
     """Overlays of the gallery's images, at most THUMBNAIL_SIZE pixels a side, scored again (a few
     dozen images): the report needs no overlay written during the run. None where the image cannot
     be read any more."""
     folder.mkdir(parents=True, exist_ok=True)
     info = detector.model.info["model"]
-    paths = [Path(row["path"]) for row in rows]
+    paths = [row_file(row["path"], cwd) for row in rows]
     names: list[str | None] = [None] * len(rows)
     offset = 0
     for chunk, loaded in iter_loaded(paths, info["color_mode"], info["image_size"], detector.batch_size, workers):
@@ -68,7 +68,7 @@ def build_report(out_dir: Path, settings: dict, detector, gallery: int, workers:
         if drawn.any():
             score_histogram(scores[drawn], defective[drawn], decision.get("threshold"), staging / "scores.png")
             histogram = url_of(f"{REPORT_DIR}/scores.png")
-        thumbs = gallery_thumbnails(ranked, detector, staging / "gallery", workers) if ranked else []
+        thumbs = gallery_thumbnails(ranked, detector, staging / "gallery", workers, settings.get("cwd")) if ranked else []
         staging.chmod(0o755)
         final = out_dir / REPORT_DIR
         old = None
@@ -84,7 +84,7 @@ def build_report(out_dir: Path, settings: dict, detector, gallery: int, workers:
 
     items = []
     for row, thumb in zip(ranked, thumbs):
-        image_link = relative_link(row["path"], out_dir)
+        image_link = relative_link(row_file(row["path"], settings.get("cwd")), out_dir)
         link = relative_link(out_dir / row["overlay"], out_dir) if row["overlay"] else image_link
         items.append(GalleryItem(
             path=row["path"], score=float(row["score"]), defective=row["defective"] == "1",
