@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-m",
         "--methods",
         nargs="+",
-        default=defaults.methods,
+        default=None,
         type=method_argument,
         metavar="MAP",
         help="anomaly maps to finetune and test on "
@@ -117,7 +117,8 @@ def config_from_args(args):
         learning_rate=None if args.lr_finder else args.lr,
         batch_size=args.batch,
         color_mode=args.color,
-        methods=None if args.methods is None else list(args.methods),
+        methods=BenchmarkConfig(input_dir="").methods if args.methods is None else list(args.methods),
+        methods_given=args.methods is not None,
         image_score=args.image_score,
         dtype=args.dtype,
         smoothing_sigma=args.smoothing,

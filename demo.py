@@ -37,31 +37,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
+    from processing.workflow.options import TrainConfig  # no TensorFlow
+
+    data_dir = Path(args.data_dir)
+    config = TrainConfig(
+        input_dir=str(data_dir),
+        architecture=args.architecture,
+        loss="ssim",  # the brick texture is reconstructed best with SSIM
+        image_size=args.image_size,
+        epochs=args.epochs,
+        learning_rate=args.lr,
+        seed=args.seed,
+        inspect=True,
+    ).resolved()
+    config.validate(dataset=False)  # the flags, before TensorFlow is imported and the dataset generated
+    if data_dir.exists() and not (data_dir / "train" / "good").is_dir() and any(data_dir.iterdir()):
+        raise ValueError(f"--data-dir {data_dir}: not empty and not a demo dataset (no train/good/); choose another folder")
     cli.import_tensorflow(args.verbose)
     from processing.data.demo import make_demo_dataset
     from processing.evaluation.metrics import format_metrics
     from processing.workflow.finetuning import FinetuneConfig, finetune
     from processing.workflow.testing import TestConfig, test
-    from processing.workflow.training import TrainConfig, train
+    from processing.workflow.training import train
 
-    data_dir = Path(args.data_dir)
     if not (data_dir / "train" / "good").is_dir():
         cli.logger.info("generating the demo dataset in %s", data_dir)
         make_demo_dataset(
             data_dir, image_size=args.image_size, n_test_good=40, n_test_defect=20, texture=args.texture, seed=args.seed
         )
-    model_dir = train(
-        TrainConfig(
-            input_dir=str(data_dir),
-            architecture=args.architecture,
-            loss="ssim",  # the brick texture is reconstructed best with SSIM
-            image_size=args.image_size,
-            epochs=args.epochs,
-            learning_rate=args.lr,
-            seed=args.seed,
-            inspect=True,
-        )
-    )
+    model_dir = train(config)
     # The demo's test set is small (100 images): a 20% finetuning subset gives the search a few
     # images of every class to choose from.
     finetune(FinetuneConfig(path=str(model_dir), method="ssim", dtype="float64", finetune_split=0.2, seed=args.seed))

@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-b", "--batch", type=int, default=16, help="inference batch size")
     parser.add_argument("--results-dir", default="results", help="where results are written")
     parser.add_argument("--data-dir", default=None, metavar="DIR", help="the dataset's folder when it moved since training (checked to "
-            "hold the same train/good and test files as info.json records)")
+            "hold the same files, byte for byte, as info.json records)")
     parser.add_argument("--overwrite", action="store_true", help="when this finetuning result exists: move it and its test result aside "
             "(<name>.replaced-<time>; nothing is deleted) and finetune again")
     parser.add_argument("--clean-stale", action="store_true", help="remove the staging folders that killed runs left among this model's "
@@ -76,12 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--detector",
         default="segmentation",
         help="a registered detector (processing/detectors/): segmentation (default: "
-        "residual maps, min_area + threshold) or kde (latent-code density OR reconstruction error; fits <model folder>/density.npz "
-        "when missing)",
+        "residual maps, min_area + threshold) or kde (latent-code density OR reconstruction error; the density is fitted and kept in "
+        "the result's folder)",
     )
     parser.add_argument("--bandwidth", type=float, default=None, help="kde: Gaussian kernel width (default: chosen by cross-validation)")
     parser.add_argument("--pca-components", type=int, default=None, help="kde: project the codes onto this many principal components first")
-    parser.add_argument("--refit-density", action="store_true", help="kde: refit density.npz even when the model folder has one")
+    parser.add_argument("--refit-density", action="store_true", help="kde: fit the density again even when the model "
+            "folder holds one of an older version (that file is read, never written; every result keeps its own density.npz)")
     parser.add_argument("--synthetic-defects", action="store_true", help="choose the decision on synthetic defects (scratches, cracks, "
             "spots, stains, missing/added material, brightness and colour changes) drawn into the validation images, not on labelled "
             "test images; what finetune.py does anyway when test/ holds no defect class. The images are kept in the result's synthetic/")
@@ -127,14 +128,15 @@ def config_from_args(args):
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
+    from processing.workflow.finetuning import checked_config, finetune  # no TensorFlow
     from processing.workflow.options import check_model_path, report_stale_results
 
     config = config_from_args(args)
     config.validate()  # before TensorFlow is imported
     folder, info = check_model_path(args.path, args.results_dir, args.data_dir)
+    checked_config(config)  # the maps and the detector suit the model
     report_stale_results(folder, info, args.results_dir, args.clean_stale)
     cli.import_tensorflow(args.verbose)
-    from processing.workflow.finetuning import finetune
 
     return finetune(config)
 

@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-b", "--batch", type=int, default=16, help="inference batch size")
     parser.add_argument("--results-dir", default="results", help="where results are read and written")
     parser.add_argument("--data-dir", default=None, metavar="DIR", help="the dataset's folder when it moved since training (checked to "
-            "hold the same train/good and test files as info.json records)")
+            "hold the same files, byte for byte, as info.json records)")
     parser.add_argument("--overwrite", action="store_true", help="when a test result exists: move it aside (<name>.replaced-<time>; "
             "nothing is deleted) and score again")
     parser.add_argument("--clean-stale", action="store_true", help="remove the staging folders that killed runs left among this model's "

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from autoencoder.folders import staging_folder, timestamp  # noqa: F401  (part of this module's interface)
+from autoencoder.folders import file_sha256, staging_folder, timestamp, write_bytes_atomic  # noqa: F401  (part of this module's interface)
 from autoencoder.info_schema import check_info
 
 if TYPE_CHECKING:
@@ -111,11 +111,8 @@ def write_json(path: str | os.PathLike, data: dict) -> Path:
 
     NaN (a metric that could not be computed) is written as ``null``, never as the non-standard ``NaN``.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_nan_to_none(data), indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
-    return path
+    text = json.dumps(_nan_to_none(data), indent=2, default=_json_default) + "\n"
+    return write_bytes_atomic(path, text.encode())
 
 
 def _nan_to_none(value):
@@ -179,23 +176,53 @@ def read_info(folder: str | os.PathLike) -> dict:
     return check_info(info, path)
 
 
-def load_bundle(path: str | os.PathLike) -> ModelBundle:
-    """Load a model written by train.py from its folder or its .keras file."""
-    folder, model_file = resolve_model_path(path)
-    info = read_info(folder)
-    model = load_model_file(model_file)
-    logger.info("loaded %s", model_file)
-    return ModelBundle(model=model, info=info, folder=folder, model_file=model_file)
-
-
-def load_model_file(model_file: Path) -> keras.Model:
-    """The Keras model of a .keras file train.py wrote (every architecture's custom layers and the
-    toolkit's losses registered first); ModelPathError naming the file when it cannot be loaded."""
+def check_model_file(model_file: Path, info: dict) -> None:
+    """The .keras file is the one train.py saved: a .keras archive whose SHA-256 is info.json's
+    ``model.sha256`` (folders written before schema version 2 record none: not compared). No
+    TensorFlow: the scripts run this before importing it."""
     model_file = Path(model_file)
     if not zipfile.is_zipfile(model_file):
         size = model_file.stat().st_size
         raise ModelPathError(
             f"cannot load model {model_file}: not a .keras archive ({size} bytes; truncated or corrupt?)"
+        )
+    recorded = info["model"].get("sha256")
+    if recorded is not None and file_sha256(model_file) != recorded:
+        raise ModelPathError(
+            f"{model_file}: not the model train.py saved in this folder (its SHA-256 differs from model.sha256 in "
+            f"{Path(model_file).parent / INFO_FILE}): replaced or changed since training; restore it or train again"
+        )
+
+
+def check_model_shape(model, model_file: Path, info: dict) -> None:
+    """The loaded model takes the input info.json describes (image_size x image_size x channels)."""
+    expected = (info["model"]["image_size"], info["model"]["image_size"], info["model"]["channels"])
+    shape = tuple(getattr(model, "input_shape", (None,))[1:])
+    if shape != expected:
+        raise ModelPathError(
+            f"{model_file}: takes inputs of {'x'.join(map(str, shape))}, but {Path(model_file).parent / INFO_FILE} describes "
+            f"{'x'.join(map(str, expected))}: not the model of this folder"
+        )
+
+
+def load_bundle(path: str | os.PathLike) -> ModelBundle:
+    """Load a model written by train.py from its folder or its .keras file (checked against info.json)."""
+    folder, model_file = resolve_model_path(path)
+    info = read_info(folder)
+    check_model_file(model_file, info)
+    model = load_model_file(model_file)
+    check_model_shape(model, model_file, info)
+    logger.info("loaded %s", model_file)
+    return ModelBundle(model=model, info=info, folder=folder, model_file=model_file)
+
+
+def load_model_file(model_file: Path) -> keras.Model:
+    """The Keras model of a .keras file (every architecture's custom layers and the toolkit's losses
+    registered first); ModelPathError naming the file when it cannot be loaded."""
+    model_file = Path(model_file)
+    if not zipfile.is_zipfile(model_file):
+        raise ModelPathError(
+            f"cannot load model {model_file}: not a .keras archive ({model_file.stat().st_size} bytes; truncated or corrupt?)"
         )
     import keras
 

@@ -42,9 +42,19 @@ STARTUP_NOISE = [
     re.compile(r"failed call to cuInit"),
     re.compile(r"meta_optimizer\.cc:\d+\] remapper failed"),
 ]
+# What the image decoders print on stderr for a corrupt or truncated file, which predict.py already
+# reports as a row with its error (and the other scripts as a one-line error): OpenCV's log lines,
+# libpng's and libjpeg's messages.
+DECODER_NOISE = [
+    re.compile(r"^\[ ?(ERROR|WARN|INFO):\d+@[\d.]+\] global \S+\.cpp:\d+ "),
+    re.compile(r"^libpng (error|warning): "),
+    re.compile(r"^(Premature end of JPEG file|Corrupt JPEG data: |Invalid SOS parameters|Not a JPEG file: |Bogus marker length)"),
+    re.compile(r"^> (Internal imread issue|    ')"),
+]
 # The start of a line that may still turn out to be noise (held until its end is known):
 # absl/glog lines ("I0000 00:00:...", "E0000 ..."), absl's first notice, the CPU-instructions line.
-_NOISE_PREFIXES = (b"WARNING: All log messages", b"To enable the following")
+_NOISE_PREFIXES = (b"WARNING: All log messages", b"To enable the following", b"[ WARN:", b"[ERROR:", b"libpng ", b"Premature end",
+                   b"Corrupt JPEG")
 _GLOG_PREFIX = re.compile(rb"^[IWEF]\d{0,4}( |$)")
 
 
@@ -59,7 +69,8 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def is_startup_noise(line: str) -> bool:
-    return any(pattern.search(line) for pattern in STARTUP_NOISE)
+    """Whether a line on fd 2 is TensorFlow's noise or an image decoder's (both hidden unless -v)."""
+    return any(pattern.search(line) for pattern in STARTUP_NOISE) or any(pattern.search(line) for pattern in DECODER_NOISE)
 
 
 def _may_be_noise(partial: bytes) -> bool:

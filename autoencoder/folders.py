@@ -54,6 +54,54 @@ class FolderExistsError(FileExistsError):
         return self.args[0] if self.args else "folder exists"
 
 
+def naming(path: str | os.PathLike, error: OSError) -> OSError:
+    """`error` with `path` as its file name when it names none (a failed write(2), ENOSPC, says no
+    path); the one-line message then says which file could not be written."""
+    if error.filename is not None or error.errno is None:
+        return error
+    named = type(error)(error.errno, error.strerror, str(path))
+    named.__cause__ = error
+    return named
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `path` through a temporary file and a rename (a reader never sees half of
+    it); an OSError names `path`, and the temporary file is removed."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except OSError as error:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise naming(path, error) from None
+    return path
+
+
+_sha256_cache: dict[tuple, str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB chunks; the same file (path, inode, size,
+    modification and change times) is hashed once per process."""
+    import hashlib
+
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if key not in _sha256_cache:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        _sha256_cache[key] = digest.hexdigest()
+    return _sha256_cache[key]
+
+
 def write_npz(path: str | os.PathLike, arrays: dict) -> Path:
     """Write plain arrays to `path` (.npz) through a temporary file and a rename: never half-written."""
     import numpy as np
@@ -328,3 +376,87 @@ def check_writable_dir(path: str | os.PathLike, flag: str) -> None:
         raise ValueError(f"{flag} {path}: {existing} is a file, not a folder")
     if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"{flag} {path}: no permission to write in {existing}")
+
+
+LOCK_FILE = ".lock"
+
+
+class FolderInUseError(OSError):
+    """Another live process holds the folder's lock."""
+
+    def __str__(self) -> str:  # one line, without the errno prefix
+        return self.args[0] if self.args else "folder in use"
+
+
+class FolderLock:
+    """An exclusive lock on a folder, held while a run writes into it (``with FolderLock(folder):``).
+
+    The lock is ``fcntl.flock`` on ``<folder>/.lock``, which also holds the owner's pid, host and
+    start time for the message a second run gets. The kernel drops the lock when its process ends,
+    however it ends, so a lock left by a killed run never blocks: its file names a pid that no longer
+    runs, the next run takes it over (and says so). The file is removed when the lock is released.
+    """
+
+    def __init__(self, folder: str | os.PathLike, what: str = "run"):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_FILE
+        self.what = what
+        self.handle = None
+
+    def _owner(self) -> str:
+        try:
+            owner = json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            return "another process"
+        if not isinstance(owner, dict):
+            return "another process"
+        host = "" if owner.get("host") in (None, socket.gethostname()) else f" on {owner.get('host')}"
+        return f"pid {owner.get('pid')}{host}, started {owner.get('started')}"
+
+    def acquire(self) -> FolderLock:
+        import fcntl
+
+        while True:
+            handle = open(self.path, "a+")
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                raise FolderInUseError(
+                    f"{self.folder} is in use by another {self.what} ({self._owner()}): wait for it to end, or use another folder"
+                ) from None
+            try:
+                same = os.fstat(handle.fileno()).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:  # not a file its last holder removed meanwhile
+                break
+            handle.close()
+        handle.seek(0)
+        previous = handle.read().strip()
+        if previous:
+            logger.warning("%s: took over the lock of a %s that ended without releasing it (%s)", self.folder, self.what,
+                           previous.replace("\n", " "))
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": timestamp()}))
+        handle.flush()
+        self.handle = handle
+        return self
+
+    def release(self) -> None:
+        if self.handle is None:
+            return
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        self.handle.close()  # closing drops the flock
+        self.handle = None
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> bool:
+        self.release()
+        return False

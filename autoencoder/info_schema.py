@@ -9,6 +9,11 @@ workflow.
 the field existed have no ``schema_version`` and are read as version 1. Keys that later versions
 of train.py added (``dataset.validation_files``, ``training.lr_finder_suggestion``, the
 ``adversarial`` section) are checked when present.
+
+Version 2 adds what a model folder was made from, byte for byte: ``model.sha256`` (of the
+``.keras`` file train.py saved; bundle.py checks it before loading) and ``dataset.content`` (the
+content hash of the dataset, processing/data/fingerprint.py; ``--data-dir`` is checked against
+it). Both are required from version 2 on; a version-1 folder without them is read as before.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import math
 import numbers
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 COLOR_MODES = ("grayscale", "rgb")
 
 
@@ -46,6 +51,11 @@ COUNTS = (
     lambda v: isinstance(v, dict) and all(isinstance(k, str) and _is_int(n) and n >= 0 for k, n in v.items()),
     "an object of image counts per class",
 )
+SHA256 = (lambda v: isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v), "a SHA-256 (64 hex digits)")
+FOLDER_HASHES = (
+    lambda v: isinstance(v, dict) and all(isinstance(k, str) and SHA256[0](h) for k, h in v.items()),
+    "an object of SHA-256 per folder",
+)
 LOCATION_SCALE = (
     lambda v: isinstance(v, dict) and _is_number(v.get("median")) and _is_number(v.get("scale")),
     "an object with numbers median and scale",
@@ -65,6 +75,7 @@ SCHEMA = {
         "n_validation": COUNT,
         "n_test": COUNTS,
         "validation_files": STR_LIST,
+        "content": {"sha256": SHA256, "n_files": COUNT, "bytes": COUNT, "folders": FOLDER_HASHES},
     },
     "model": {
         "architecture": STR,
@@ -76,6 +87,7 @@ SCHEMA = {
         "preprocessing": STR,
         "has_bottleneck": BOOL,
         "parameters": COUNT,
+        "sha256": SHA256,
     },
     "training": {
         "loss": STR,
@@ -110,6 +122,8 @@ SCHEMA = {
     },
 }
 OPTIONAL = {"dataset.validation_files", "training.lr_finder_suggestion", "adversarial"}
+# Keys required from a schema version on (absent from older folders, then not checked).
+REQUIRED_FROM = {"dataset.content": 2, "model.sha256": 2}
 
 
 class InfoSchemaError(ValueError):
@@ -123,18 +137,18 @@ def _describe(value) -> str:
     return f"{text} ({type(value).__name__})"
 
 
-def _check(data: dict, schema: dict, prefix: str) -> str | None:
+def _check(data: dict, schema: dict, prefix: str, version: int) -> str | None:
     for key, rule in schema.items():
         dotted = f"{prefix}{key}"
         if key not in data:
-            if dotted in OPTIONAL:
+            if dotted in OPTIONAL or version < REQUIRED_FROM.get(dotted, 1):
                 continue
             return f"'{dotted}' missing"
         value = data[key]
         if isinstance(rule, dict):
             if not isinstance(value, dict):
                 return f"'{dotted}' is {_describe(value)}; expected an object"
-            problem = _check(value, rule, dotted + ".")
+            problem = _check(value, rule, dotted + ".", version)
             if problem:
                 return problem
         elif not rule[0](value):
@@ -151,7 +165,7 @@ def info_problem(info) -> str | None:
         return f"'schema_version' is {_describe(version)}; expected a positive integer"
     if version > SCHEMA_VERSION:
         return f"has schema_version {version}; this version of the toolkit reads up to {SCHEMA_VERSION} (written by a newer train.py?)"
-    problem = _check(info, SCHEMA, "")
+    problem = _check(info, SCHEMA, "", version)
     if problem:
         return problem
     if info["dataset"].get("validation_files") is not None and len(info["dataset"]["validation_files"]) != info["dataset"]["n_validation"]:

@@ -512,3 +512,74 @@ def test_magnetic_tile_layout_and_masks():
     assert images.shape == (2, 64, 64, 1) and 0 <= images.min() and images.max() <= 1
     mask = load_mask(layout.mask_path(defect_image), 64)
     assert mask.any() and not mask.all()
+
+
+# --------------------------------------------------------------------------------------------
+# Truncated files and EXIF orientation, the same in every reader
+# --------------------------------------------------------------------------------------------
+
+
+def jpeg_bytes(array, **save) -> bytes:
+    from io import BytesIO
+
+    from PIL import Image
+
+    buffer = BytesIO()
+    Image.fromarray(array).save(buffer, "JPEG", **save)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_a_truncated_jpeg_is_an_error_in_every_reader(tmp_path, progressive):
+    from PIL import Image
+
+    array = (smooth_image(48, 40, 3) * 255).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    data = jpeg_bytes(array, progressive=progressive, exif=exif.tobytes())
+    # An APP segment holding a thumbnail's own start and end markers, as cameras write them.
+    thumbnail = b"Exif\x00\x00" + jpeg_bytes(array[:8, :8])
+    data = data[:2] + b"\xff\xe2" + (len(thumbnail) + 2).to_bytes(2, "big") + thumbnail + data[2:]
+    for name, content in {"half": data[: len(data) // 2], "no_end_marker": data[:-2], "zero_padded": data[: len(data) // 2] +
+                          bytes(len(data) // 2)}.items():
+        path = tmp_path / f"{name}.jpg"
+        path.write_bytes(content)
+        for read in (lambda p: read_image(p), lambda p: load_image(p, "grayscale", 32), read_mask, lambda p: load_images([p], "rgb", 16)):
+            with pytest.raises(DatasetError, match=f"{path}: truncated JPEG"):
+                read(path)
+    whole = tmp_path / "whole.jpg"
+    whole.write_bytes(data + b"camera trailer after the end marker")
+    assert read_image(whole, "rgb").shape == (48, 40, 3)
+
+
+def oriented_files(tmp_path, array) -> dict[int, Path]:
+    """The same stored pixels as JPEG and PNG files with EXIF orientations 1 to 8."""
+    from PIL import Image
+
+    files = {}
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        for extension, kind in (("jpg", "JPEG"), ("png", "PNG")):
+            path = tmp_path / f"o{orientation}.{extension}"
+            Image.fromarray(array).save(path, kind, exif=exif.tobytes(), quality=95)
+            files[orientation, extension] = path
+    return files
+
+
+def test_exif_orientation_is_applied_as_viewers_do(tmp_path):
+    from PIL import Image, ImageOps
+
+    array = (smooth_image(24, 40, 3) * 255).astype(np.uint8)
+    array[:4, :6] = (255, 0, 0)  # a red corner: where the top-left ends up tells the orientation
+    for (orientation, extension), path in oriented_files(tmp_path, array).items():
+        shown = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB")).astype(np.float32) / 255
+        image = read_image(path, "rgb")
+        assert image.shape == shown.shape and image_size(path) == shown.shape[:2], (orientation, extension)
+        np.testing.assert_allclose(image, shown, atol=0 if extension == "png" else 0.02)
+        if extension == "jpg":  # cv2's own EXIF handling (IMREAD_COLOR) agrees exactly
+            expected = cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1]
+            np.testing.assert_array_equal(np.round(image * 255).astype(np.uint8), expected)
+        mask = read_mask(path)
+        assert mask.shape == shown.shape[:2]
+        assert load_image(path, "grayscale", 16).shape == (16, 16, 1)

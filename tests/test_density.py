@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import shutil
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -231,8 +232,8 @@ def workflow(tmp_path_factory):
 
 def test_workflow_writes_density_and_kde_finetuning_result(workflow):
     folder = workflow["folder"]
-    assert (folder / DENSITY_FILE).is_file()
-    density, metadata = load_density(folder / DENSITY_FILE)
+    assert not (folder / DENSITY_FILE).exists(), "the density belongs to the result, not the model folder"
+    density, metadata = load_density(workflow["finetune_dir"] / DENSITY_FILE)
     info = json.loads((folder / "info.json").read_text())
     assert len(density.codes) == info["dataset"]["n_train"]  # train/good minus validation
     assert density.n_features == 7  # 1x1x7 code at 32 px
@@ -286,24 +287,68 @@ def test_workflow_test_result_applies_the_or_rule(workflow):
     assert set(result["per_defect_type"]) == {"Defect"}
 
 
-def test_workflow_reuses_density_and_reports_errors(workflow, capsys):
-    folder, results = workflow["folder"], workflow["results"]
-    stamp = (folder / DENSITY_FILE).stat().st_mtime_ns
-    again = finetune.main(["-p", str(folder), "--detector", "kde", "-m", "l2", "--results-dir", str(results)])
-    assert json.loads((again / "finetuning_result.json").read_text())["density_fitted_now"] is False
-    assert (folder / DENSITY_FILE).stat().st_mtime_ns == stamp
+def test_workflow_density_belongs_to_its_result(workflow, tmp_path, capsys):
+    """Every kde result keeps its own density.npz: another result (another --results-dir, another
+    bandwidth, --refit-density) never rewrites one, and an existing result scores exactly as before.
+    An older version's density.npz in the model folder is read, never written."""
+    from autoencoder.bundle import load_bundle
+    from processing.data.images import load_images
+    from processing.workflow.results import load_detector
 
-    argv = ["-p", str(folder), "--detector", "kde", "--bandwidth", "123", "--overwrite", "--results-dir", str(results)]
+    folder, first = workflow["folder"], workflow["finetune_dir"]
+    model_before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    first_before = {p.name: p.read_bytes() for p in first.iterdir()}
+    model = load_bundle(folder)
+    images = load_images(sorted(Path(model.info["dataset"]["path"]).glob("test/*/*.png"))[:8], model.info["model"]["color_mode"], SIZE)
+    scores_before = load_detector(model, first).score(images).image_scores
+    other = tmp_path / "other"
+    again = finetune.main(["-p", str(folder), "--detector", "kde", "--refit-density", "--bandwidth", "123", "--results-dir", str(other)])
+    assert json.loads((again / "finetuning_result.json").read_text())["bandwidth"] == 123
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == model_before
+    assert {p.name: p.read_bytes() for p in first.iterdir()} == first_before
+    assert load_density(again / DENSITY_FILE)[0].bandwidth == 123
+    np.testing.assert_array_equal(load_detector(model, first).score(images).image_scores, scores_before)
+
+    # An older version's density.npz in the model folder: read (not refitted), never written.
+    legacy = tmp_path / "legacy_model"
+    shutil.copytree(folder, legacy)
+    shutil.copy(first / DENSITY_FILE, legacy / DENSITY_FILE)
+    legacy_bytes = (legacy / DENSITY_FILE).read_bytes()
+    reused = finetune.main(["-p", str(legacy), "--detector", "kde", "--results-dir", str(tmp_path / "legacy_results")])
+    assert json.loads((reused / "finetuning_result.json").read_text())["density_fitted_now"] is False
+    assert (reused / DENSITY_FILE).read_bytes() == legacy_bytes and (legacy / DENSITY_FILE).read_bytes() == legacy_bytes
+    argv = ["-p", str(legacy), "--detector", "kde", "--bandwidth", "123", "--overwrite", "--results-dir", str(tmp_path / "legacy_results")]
     code = cli.run(finetune.main, argv)
     err = capsys.readouterr().err.strip()
-    assert code == 2 and "\n" not in err and "pass --refit-density" in err
+    assert code == 2 and "\n" not in err and "pass --refit-density" in err and "left as it is" in err
 
-    moved = folder / "density.npz.bak"
-    (folder / DENSITY_FILE).rename(moved)
-    try:
-        code = cli.run(test_script.main, ["-p", str(folder), "--overwrite", "--results-dir", str(results)])
-        err = capsys.readouterr().err.strip()
-        assert code == 2 and "\n" not in err
-        assert err.startswith("error: ") and "density.npz not found" in err and "--detector kde" in err
-    finally:
-        moved.rename(folder / DENSITY_FILE)
+    # A result without its density, or with a density changed since: one line naming the file.
+    moved = again / "density.npz.bak"
+    (again / DENSITY_FILE).rename(moved)
+    code = cli.run(test_script.main, ["-p", str(folder), "--results-dir", str(other)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == f"error: {again / DENSITY_FILE} not found: the kde finetuning result needs its density file; " \
+                                f"run finetune.py -p {folder} --detector kde --overwrite"
+    shutil.copy(first / DENSITY_FILE, again / DENSITY_FILE)  # a valid density, but not this result's
+    code = cli.run(test_script.main, ["-p", str(folder), "--results-dir", str(other)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and f"{again / DENSITY_FILE} changed since finetuning" in err
+    assert not (other / "tiles").exists() or not list(other.rglob("test_result.json"))
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda a: a | {"bandwidth": np.array(-1.0)}, "bandwidth"),
+    (lambda a: a | {"bandwidth": np.array(np.nan)}, "bandwidth"),
+    (lambda a: a | {"codes": a["codes"][:, :1]}, "codes of 1 columns"),
+    (lambda a: a | {"codes": np.full_like(a["codes"], np.inf)}, "codes of shape"),
+    (lambda a: a | {"n_features": np.array(0)}, "n_features"),
+    (lambda a: a | {"codes": np.array(["a", "b"])}, "numeric"),
+])
+def test_hand_edited_density_file_is_refused_naming_it(tmp_path, edit, expected):
+    codes = np.random.default_rng(0).normal(size=(10, 3))
+    path = save_density(tmp_path / DENSITY_FILE, fit_density(codes, bandwidth=0.5))
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data.files}
+    np.savez(path, **edit(arrays))
+    with pytest.raises(DensityFileError, match=rf"{path}: .*{expected}"):
+        load_density(path)

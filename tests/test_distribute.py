@@ -152,8 +152,9 @@ def tf_config(**changes) -> str:
         (tf_config(task=None), "TF_CONFIG task:"),
         (tf_config(task={"type": "chief", "index": 0}), "TF_CONFIG task.type 'chief'"),
         (tf_config(task={"type": "worker", "index": 2}), "TF_CONFIG task.index 2"),
-        (tf_config(task={"type": "worker", "index": "0"}), "TF_CONFIG task.index '0'"),
-        (tf_config(task={"type": "worker"}), "TF_CONFIG task.index None"),
+        (tf_config(task={"type": "worker", "index": "0"}), 'TF_CONFIG task.index the string "0": expected a whole number from 0 to'),
+        (tf_config(task={"type": "worker", "index": 1.0}), "TF_CONFIG task.index 1.0: expected a whole number"),
+        (tf_config(task={"type": "worker"}), "TF_CONFIG task.index missing: expected a whole number"),
     ],
 )
 def test_bad_tf_config_names_the_field(text, field):

@@ -242,8 +242,29 @@ def test_export_refuses_what_it_cannot_reproduce(pixel_model, work, tmp_path, ca
 # ---- the runner's pieces against the toolkit's -------------------------------------------------
 
 
-def test_the_runner_reads_images_as_the_toolkit(work):
-    for path in image_files(work):
+def test_the_runner_reads_images_as_the_toolkit(work, tmp_path):
+    """Every file of the tests, and JPEGs of every EXIF orientation; a JPEG cut short is refused alike."""
+    from PIL import Image
+
+    source = np.asarray(Image.open(image_files(work)[0]).convert("RGB").resize((40, 24)))
+    rotated = []
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        target = tmp_path / f"rotated_{orientation}.jpg"
+        Image.fromarray(source).save(target, exif=exif.tobytes(), quality=95)
+        rotated.append(target)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(rotated[0].read_bytes()[:700])
+    from processing.data.images import DatasetError
+
+    with pytest.raises(DatasetError) as toolkit_error:
+        load_image_and_original(cut, "grayscale", SIZE)
+    with pytest.raises(ValueError) as runner_error:
+        export_runner.decode(cut)
+    assert str(runner_error.value) == str(toolkit_error.value) and "truncated JPEG" in str(runner_error.value)
+    assert export_runner.decode(rotated[5]).shape[:2] == (40, 24)  # 6: turned 90 degrees
+    for path in image_files(work) + rotated:
         for color_mode, channels in (("grayscale", 1), ("rgb", 3)):
             image, original = load_image_and_original(path, color_mode, SIZE)
             decoded = export_runner.decode(path)

@@ -6,9 +6,14 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import re
 import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote
 
 import cv2
 import numpy as np
@@ -146,11 +151,9 @@ def test_report_and_settings(predicted, model):
     page = (predicted / REPORT_FILE).read_text()
     assert "http://" not in page and "https://" not in page and "<script" not in page
     for target in re.findall(r'(?:src|href)="([^"]+)"', page):
-        from urllib.parse import unquote
-
         assert (predicted / unquote(target)).exists(), target  # relative links that resolve offline
-    assert 'src="report_files/scores.png"' in page
-    thumbnails = re.findall(r'src="(report_files/gallery/[^"]+)"', page)
+    assert 'src="./report_files/scores.png"' in page
+    thumbnails = re.findall(r'src="(\./report_files/gallery/[^"]+)"', page)
     rows = [row for row in rows_of(predicted) if not row["error"]]
     assert len(thumbnails) == len(rows)  # fewer than --gallery 48 images
     # Sorted by score, most suspicious first.
@@ -298,7 +301,6 @@ def test_progress_is_a_log_line_off_a_terminal(caplog):
 
 
 def test_bad_input_is_reported_before_tensorflow_is_imported(tmp_path):
-    import subprocess
     import sys
 
     code = (
@@ -326,7 +328,7 @@ def test_kde_results_classify_whole_images(model, work, images, tmp_path):
     settings = json.loads((out / SETTINGS_FILE).read_text())
     assert settings["decision"]["detector"] == "kde"
     assert settings["decision"]["threshold"] == -settings["decision"]["density_threshold"]
-    assert 'src="report_files/scores.png"' in (out / REPORT_FILE).read_text()
+    assert 'src="./report_files/scores.png"' in (out / REPORT_FILE).read_text()
 
 
 def test_an_output_folder_inside_the_inputs_is_not_predicted(model, work, images, tmp_path):
@@ -336,3 +338,258 @@ def test_an_output_folder_inside_the_inputs_is_not_predicted(model, work, images
     run_ok([*base_args(model, work, data / "predictions", data), "--resume"])
     rows = rows_of(data / "predictions")
     assert len(rows) == 8 and not any("predictions" in Path(row["path"]).parent.as_posix() for row in rows)
+
+
+# --------------------------------------------------------------------------------------------
+# report.html with hostile file names, opened in a real browser
+# --------------------------------------------------------------------------------------------
+
+HOSTILE_NAMES = [
+    "x\" onerror=\"document.title='PWNED';",
+    "<img src=x onerror=document.title='PWNED'>",
+    "javascript:document.title='PWNED'",
+    "x' onerror='document.title=`PWNED`'",
+    "a&amp;b 'q' & <b>bold",
+]
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def dump_dom(page: Path, profile: Path) -> str:
+    """The page's DOM after headless Chromium loaded it (and ran whatever it would run)."""
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}"]
+    done = subprocess.run([chromium(), *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "</html>" in done.stdout, done.stderr[-2000:]
+    return done.stdout
+
+
+class _Elements(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.attributes: list[tuple[str, str, str]] = []  # (tag, name, value)
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.attributes += [(tag, name, value or "") for name, value in attrs]
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+@pytest.mark.skipif(chromium() is None, reason="chromium not installed (.ci/run installs it)")
+def test_hostile_file_names_run_nothing_in_the_report(model, work, tmp_path):
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    source = next((work / "tiles" / "test" / "good").glob("*.png"))
+    for name in HOSTILE_NAMES:
+        shutil.copy(source, folder / f"{name}.png")
+    out = tmp_path / "out"
+    run_ok([*base_args(model, work, out, folder), "--overlays"])
+    page = (out / REPORT_FILE).read_text()
+    dom = dump_dom(out / REPORT_FILE, tmp_path / "profile")
+    title = re.search(r"<title>(.*?)</title>", page).group(1)
+    assert re.search(r"<title>(.*?)</title>", dom).group(1) == title and "PWNED" not in title
+    parsed = _Elements()
+    parsed.feed(dom)
+    assert not [a for a in parsed.attributes if a[1].startswith("on")], "an event handler attribute reached the DOM"
+    links = [value for _, name, value in parsed.attributes if name in ("src", "href")]
+    assert links and all(link.startswith(("./", "../")) for link in links), links
+    for link in links:
+        assert (out / unquote(link)).is_file(), link  # every link names the file it should
+    text = "".join(parsed.text)
+    for name in HOSTILE_NAMES:
+        assert f"{name}.png" in text  # shown as its name
+
+
+def test_truncated_and_rotated_jpegs(model, work, tmp_path):
+    """A JPEG cut in half is an error row (libjpeg alone would fill it with grey); an EXIF-rotated
+    one is scored, sized, masked and boxed in the orientation a viewer shows."""
+    from PIL import Image
+
+    folder = tmp_path / "jpegs"
+    folder.mkdir()
+    stored = cv2.imread(str(next((work / "tiles" / "test" / "crack").glob("*.png"))), cv2.IMREAD_COLOR)[:, :20, ::-1]  # 32 x 20
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise: 20 x 32
+    Image.fromarray(np.ascontiguousarray(stored)).save(folder / "rotated.jpg", quality=95, exif=exif.tobytes())
+    whole = (folder / "rotated.jpg").read_bytes()
+    (folder / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    out = tmp_path / "out"
+    run_ok([*base_args(model, work, out, folder), "--masks", "--overlays"])
+    rows = {Path(row["path"]).name: row for row in rows_of(out)}
+    assert "truncated JPEG" in rows["cut.jpg"]["error"] and rows["cut.jpg"]["score"] == ""
+    rotated = rows["rotated.jpg"]
+    assert (rotated["width"], rotated["height"]) == ("32", "20") and rotated["error"] == ""
+    assert cv2.imread(str(out / rotated["mask"]), cv2.IMREAD_UNCHANGED).shape == (20, 32)
+    assert cv2.imread(str(out / rotated["overlay"])).shape == (20, 32, 3)
+
+
+# --------------------------------------------------------------------------------------------
+# One run per output folder, nothing left behind by a failed run, paths compared resolved
+# --------------------------------------------------------------------------------------------
+
+
+def dead_pid() -> int:
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True).stdout)
+
+
+def test_a_locked_output_folder_is_refused_and_a_dead_runs_lock_taken_over(model, work, images, tmp_path, capsys, caplog):
+    from autoencoder.folders import LOCK_FILE, FolderLock
+
+    out = tmp_path / "locked"
+    out.mkdir()
+    with FolderLock(out, "predict.py run"):  # a live run holds it
+        err = run_error(base_args(model, work, out, images / "line1" / "good"), capsys)
+        assert err.startswith(f"error: {out} is in use by another predict.py run (pid {os.getpid()}")
+        assert [p.name for p in out.iterdir()] == [LOCK_FILE]
+    (out / LOCK_FILE).write_text(json.dumps({"pid": dead_pid(), "host": "h", "started": "then"}))  # left by a killed run
+    with caplog.at_level(logging.WARNING):
+        run_ok(base_args(model, work, out, images / "line1" / "good"))
+    assert "took over the lock" in caplog.text and not (out / LOCK_FILE).exists() and len(rows_of(out)) == 8
+
+
+def test_two_runs_started_at_once_on_one_folder(model, work, images, tmp_path):
+    """One writes the predictions, the other refuses in one line: one header, every image once."""
+    out = tmp_path / "raced"
+    argv = [sys.executable, "predict.py", *base_args(model, work, out, images / "line1")]
+    root = Path(predict_script.__file__).parent
+    runs = [subprocess.Popen(argv, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    done = [(run.wait(timeout=300), run.stderr.read().strip().splitlines()) for run in runs]
+    assert sorted(code for code, _ in done) == [0, 2], done
+    (loser,) = [lines[-1] for code, lines in done if code == 2]
+    assert loser.startswith("error: ") and ("in use by another predict.py run" in loser or "already holds predictions" in loser)
+    text = (out / PREDICTIONS_FILE).read_text()
+    assert text.count("path,score") == 1
+    paths = [row["path"] for row in rows_of(out)]
+    assert len(paths) == len(set(paths)) == 20
+
+
+def test_a_run_that_fails_before_its_first_row_leaves_nothing(model, work, images, tmp_path, capsys, monkeypatch):
+    from processing.detectors.segmentation import SegmentationDetector
+
+    out = tmp_path / "failed"
+    original = SegmentationDetector.score
+    monkeypatch.setattr(SegmentationDetector, "score", lambda self, batch: (_ for _ in ()).throw(ValueError("the model broke")))
+    assert run_error(base_args(model, work, out, images / "line1" / "good"), capsys) == "error: the model broke"
+    assert not out.exists(), "a failed run left its output folder"
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "mine.txt").write_text("the user's")
+    run_error([*base_args(model, work, existing, images / "line1" / "good"), "--masks"], capsys)
+    assert [p.name for p in existing.iterdir()] == ["mine.txt"]
+
+    calls = []  # fails after the first batch: those rows stay, the run says it failed, --resume completes it
+
+    def second_fails(self, batch):
+        calls.append(len(batch))
+        if len(calls) > 1:
+            raise ValueError("the model broke")
+        return original(self, batch)
+
+    monkeypatch.setattr(SegmentationDetector, "score", second_fails)
+    run_error([*base_args(model, work, out, images / "line1" / "good"), "-b", "4"], capsys)
+    settings = json.loads((out / SETTINGS_FILE).read_text())
+    assert settings["runs"][-1]["status"] == "failed" and settings["runs"][-1]["error"] == "the model broke"
+    kept = rows_of(out)
+    assert 4 <= len(kept) < 8
+    monkeypatch.setattr(SegmentationDetector, "score", original)
+    run_ok([*base_args(model, work, out, images / "line1" / "good"), "--resume"])
+    assert len(rows_of(out)) == 8 and rows_of(out)[: len(kept)] == kept
+
+
+def test_a_full_disk_names_the_file(model, work, images, tmp_path, capsys):
+    """A 2 MiB tmpfs as output (root), else a write that fails with ENOSPC: the line names the file."""
+    import errno
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True).returncode == 0
+    try:
+        if mounted:
+            big = tmp_path / "big"
+            big.mkdir()
+            rng = np.random.default_rng(0)
+            for index in range(6):
+                cv2.imwrite(str(big / f"{index}.png"), (rng.random((400, 400, 3)) * 255).astype(np.uint8))
+            err = run_error([*base_args(model, work, disk / "out", big), "--overlays"], capsys)
+        else:
+            from autoencoder import folders
+
+            def full(path, data):
+                raise folders.naming(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(folders, "write_bytes_atomic", full)
+                patch.setattr(bundle, "write_json", lambda path, data: full(path, b""))
+                err = run_error(base_args(model, work, disk / "out", images / "line1" / "good"), capsys)
+        assert re.fullmatch(rf"error: {re.escape(str(disk / 'out'))}/\S+: no space left on the device", err), err
+        assert not (disk / "out").exists()
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_resume_compares_resolved_paths(model, work, images, tmp_path, monkeypatch):
+    """The same images given relative, then absolute (or through a link) are predicted once."""
+    monkeypatch.chdir(images)
+    out = tmp_path / "resolved"
+    run_ok(base_args(model, work, out, Path("line1") / "good"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "link").symlink_to(images / "line1")
+    run_ok([*base_args(model, work, out, images / "line1" / "good", tmp_path / "link" / "crack"), "--resume"])
+    rows = rows_of(out)
+    assert len(rows) == 8 + 4 and len({os.path.realpath(images / row["path"]) for row in rows}) == 12
+    assert all(not os.path.isabs(row["path"]) for row in rows[:8]) and all(os.path.isabs(row["path"]) for row in rows[8:])
+    assert 'href="./predictions.csv"' in (out / REPORT_FILE).read_text()
+
+
+def test_resume_refuses_predictions_of_a_changed_result(model, work, images, tmp_path, capsys):
+    """Another finetuning result of the same name (finetune.py --overwrite) would mix two thresholds in one CSV."""
+    results = tmp_path / "results"
+    shutil.copytree(work / "results", results)
+    out = tmp_path / "out"
+    argv = ["-p", str(model), "-i", str(images / "line1" / "good"), "-o", str(out), "--results-dir", str(results)]
+    run_ok(argv)
+    before = snapshot(out)
+    finetune.main(["-p", str(model), "--smoothing", "1", "--overwrite", "--results-dir", str(results)])
+    err = run_error([*argv, "--resume"], capsys)
+    assert "the finetuning result l2_float64 changed since these predictions were made" in err and "--overwrite" in err
+    assert snapshot(out) == before
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda s: [], "predict_settings.json: expected a JSON object"),
+    (lambda s: s | {"runs": "x"}, "runs \"x\": expected a list"),
+    (lambda s: s | {"cwd": 3}, "cwd 3: expected a string"),
+])
+def test_hand_edited_settings_are_one_line(predicted, model, work, images, tmp_path, capsys, edit, expected):
+    out = tmp_path / "edited"
+    shutil.copytree(predicted, out)
+    settings = json.loads((out / SETTINGS_FILE).read_text())
+    (out / SETTINGS_FILE).write_text(json.dumps(edit(settings)))
+    before = snapshot(out)
+    err = run_error([*base_args(model, work, out, images), "--resume"], capsys)
+    assert expected in err and "--overwrite" in err, err
+    assert snapshot(out) == before
+
+
+def test_a_hand_edited_csv_is_one_line(predicted, model, work, images, tmp_path, capsys):
+    out = tmp_path / "edited"
+    shutil.copytree(predicted, out)
+    lines = (out / PREDICTIONS_FILE).read_text().splitlines()
+    first = next(csv.reader([lines[1]]))
+    first[1] = "abc"
+    lines[1] = ",".join(first)
+    (out / PREDICTIONS_FILE).write_text("\n".join(lines) + "\n")
+    before = snapshot(out)
+    err = run_error([*base_args(model, work, out, images), "--resume"], capsys)
+    assert err == f"error: {out / PREDICTIONS_FILE} line 2: score 'abc' is not a number; not a row predict.py wrote (pass --overwrite " \
+                  "to predict again)"
+    assert snapshot(out) == before

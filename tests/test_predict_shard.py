@@ -101,3 +101,64 @@ def test_bad_merge_is_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "error: --merge joins finished runs: -i/--input does not apply"
     assert cli.run(predict_script.main, ["-i", "x", "-o", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip() == "error: -p/--path is required (unless --merge)"
+
+
+def part_args(work: Path, out: Path, results: Path, *inputs) -> list[str]:
+    return ["-p", (work / "model").read_text(), "-i", *map(str, inputs), "-o", str(out), "--results-dir", str(results)]
+
+
+def test_merge_refuses_an_unfinished_part(work, tmp_path, capsys):
+    """A part whose run was killed (its settings still say running) holds a partial list of rows."""
+    test_images = work / "tiles" / "test"
+    for k in (1, 2):
+        assert cli.run(predict_script.main, [*part_args(work, tmp_path / f"p{k}", work / "results", test_images), "--shard",
+                                             f"{k}/2"]) == 0
+    settings = json.loads((tmp_path / "p2" / SETTINGS_FILE).read_text())
+    settings["runs"][-1]["status"] = "running"
+    (tmp_path / "p2" / SETTINGS_FILE).write_text(json.dumps(settings))
+    lines = (tmp_path / "p2" / PREDICTIONS_FILE).read_text().splitlines()
+    (tmp_path / "p2" / PREDICTIONS_FILE).write_text("\n".join(lines[: len(lines) // 2]) + "\n")
+    assert cli.run(predict_script.main, ["--merge", str(tmp_path / "p1"), str(tmp_path / "p2"), "-o", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: --merge {tmp_path / 'p2'}: its predict.py run did not finish (status 'running'") and "--resume" in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_merge_compares_what_the_result_is_not_its_name(work, tmp_path, capsys):
+    """Shards of two finetuning results of the same name (another --results-dir, another smoothing)
+    are not one prediction; nor is a part whose result was finetuned again since."""
+    test_images = work / "tiles" / "test"
+    other = tmp_path / "other_results"
+    finetune.main(["-p", (work / "model").read_text(), "--smoothing", "1", "--results-dir", str(other)])
+    assert cli.run(predict_script.main, [*part_args(work, tmp_path / "p1", work / "results", test_images), "--shard", "1/2"]) == 0
+    assert cli.run(predict_script.main, [*part_args(work, tmp_path / "p2", other, test_images), "--shard", "2/2"]) == 0
+    assert cli.run(predict_script.main, ["--merge", str(tmp_path / "p1"), str(tmp_path / "p2"), "-o", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: --merge {tmp_path / 'p2'}: another result folder") and "not predictions of the same model" in err
+    assert not (tmp_path / "m").exists()
+
+    assert cli.run(predict_script.main, [*part_args(work, tmp_path / "p3", other, test_images), "--shard", "1/2"]) == 0
+    finetune.main(["-p", (work / "model").read_text(), "--smoothing", "2", "--overwrite", "--results-dir", str(other)])
+    assert cli.run(predict_script.main, ["--merge", str(tmp_path / "p3"), str(tmp_path / "p2"), "-o", str(tmp_path / "m")]) == 2
+    assert "changed since these predictions were made" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_merge_compares_resolved_paths(work, tmp_path, capsys, monkeypatch):
+    """The same image in two parts, once by an absolute and once by a relative path, is refused;
+    parts from different working folders merge with their relative paths resolved."""
+    test_images = work / "tiles" / "test"
+    assert cli.run(predict_script.main, part_args(work, tmp_path / "abs", work / "results", test_images / "good")) == 0
+    monkeypatch.chdir(test_images)
+    assert cli.run(predict_script.main, part_args(work, tmp_path / "rel", work / "results", "good", "crack")) == 0
+    monkeypatch.chdir(tmp_path)
+    assert cli.run(predict_script.main, ["--merge", str(tmp_path / "abs"), str(tmp_path / "rel"), "-o", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "is in both" in err and not (tmp_path / "m").exists()
+
+    monkeypatch.chdir(test_images)
+    assert cli.run(predict_script.main, part_args(work, tmp_path / "crack", work / "results", "crack")) == 0
+    monkeypatch.chdir(tmp_path)
+    assert cli.run(predict_script.main, ["--merge", str(tmp_path / "abs"), str(tmp_path / "crack"), "-o", str(tmp_path / "m")]) == 0
+    rows = rows_of(tmp_path / "m")
+    assert len(rows) == 4 + 2 and all(Path(row["path"]).is_absolute() and Path(row["path"]).is_file() for row in rows)

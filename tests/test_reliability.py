@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import pytest
 
 import finetune
@@ -235,7 +236,7 @@ def test_info_json_not_written_by_train_py_gets_one_line(model, tmp_path, capsys
 
 def test_info_json_schema_version(model, tmp_path):
     info = json.loads((model / "info.json").read_text())
-    assert info["schema_version"] == SCHEMA_VERSION == 1
+    assert info["schema_version"] == SCHEMA_VERSION == 2
     old = tmp_path / "old"
     shutil.copytree(model, old)
     del info["schema_version"]  # written before the field existed: read as version 1
@@ -319,12 +320,12 @@ def test_finetune_and_test_report_stale_staging_among_results(model, work, capsy
 FLAG_ERRORS = """
 import json, sys
 sys.path.insert(0, {root!r})
-import finetune, test, train, benchmark
+import finetune, test, train, benchmark, demo, predict
 from autoencoder import cli
 cases = json.loads(sys.argv[1])
 out = []
 for script, argv in cases:
-    module = {{"train": train, "finetune": finetune, "test": test, "benchmark": benchmark}}[script]
+    module = {{"train": train, "finetune": finetune, "test": test, "benchmark": benchmark, "demo": demo, "predict": predict}}[script]
     try:
         code = cli.run(module.main, argv)
     except SystemExit as exit:  # argparse: --help, unknown flags
@@ -471,3 +472,185 @@ def test_data_dir_reaches_a_moved_dataset_and_only_the_same_one(model, dataset, 
         for script in (finetune, test_script):
             code, err = run_cli(script, ["-p", str(copy), "--data-dir", str(variant), "--overwrite", "--results-dir", str(results)], capsys)
             assert code == 2 and f"--data-dir {variant}" in err and expected[name] in err, (name, err)
+
+
+def moved_copy(model: Path, tmp_path: Path, name: str = "model") -> Path:
+    """A copy of the model folder whose info.json says the dataset was elsewhere at training time."""
+    copy = tmp_path / name
+    shutil.copytree(model, copy)
+    info = json.loads((copy / "info.json").read_text())
+    info["dataset"]["path"] = str(tmp_path / "gone" / "tiles")
+    (copy / "info.json").write_text(json.dumps(info))
+    return copy
+
+
+def test_data_dir_must_hold_the_same_bytes(model, dataset, tmp_path, capsys, caplog):
+    """Same names and counts are not the same dataset: another one of that shape, and a copy with one
+    image changed, are refused; earlier results stay byte-identical. An info.json of schema 1 (no
+    content hash) falls back to names and counts, with a warning."""
+    copy = moved_copy(model, tmp_path)
+    results = tmp_path / "results"
+    same = tmp_path / "same" / "tiles"
+    shutil.copytree(dataset, same)
+    finetune.main(["-p", str(copy), "--data-dir", str(same), "--results-dir", str(results)])
+    before = snapshot(results)
+
+    other = tmp_path / "other" / "tiles"  # another dataset, the same names and counts
+    make_demo_dataset(other, image_size=SIZE, n_train=24, n_test_good=8, n_test_defect=4, texture="brick", seed=77)
+    changed = tmp_path / "changed" / "tiles"
+    shutil.copytree(dataset, changed)
+    image = next((changed / "test" / "good").iterdir())
+    pixels = cv2.imread(str(image), cv2.IMREAD_UNCHANGED)
+    pixels[0, 0] ^= 1
+    cv2.imwrite(str(image), pixels)
+    for variant in (other, changed):
+        for script in (finetune, test_script):
+            code, err = run_cli(script, ["-p", str(copy), "--data-dir", str(variant), "--overwrite", "--results-dir", str(results)], capsys)
+            assert code == 2 and err.startswith(f"error: --data-dir {variant}: ") and "differ in content" in err, err
+            assert "not the dataset the model was trained on" in err
+    code, err = run_cli(finetune, ["-p", str(copy), "--data-dir", str(changed), "--overwrite", "--results-dir", str(results)], capsys)
+    assert "test/good/" in err  # names the folder that differs
+    assert snapshot(results) == before
+
+    legacy = moved_copy(model, tmp_path, "legacy")
+    info = json.loads((legacy / "info.json").read_text())
+    info["schema_version"] = 1
+    del info["dataset"]["content"], info["model"]["sha256"]
+    (legacy / "info.json").write_text(json.dumps(info))
+    with caplog.at_level(logging.WARNING):
+        code, _ = run_cli(finetune, ["-p", str(legacy), "--data-dir", str(changed), "--results-dir", str(results)], capsys)
+    assert code == 0 and "records no content hash" in caplog.text
+
+
+def test_a_replaced_model_file_is_refused_naming_it(model, tmp_path, capsys):
+    """A .keras replaced by another model (of the same shape, or of another) is refused in one line
+    naming the file, before TensorFlow for finetune.py and test.py; a folder of schema 1 (no hash)
+    still notices a model of another input shape."""
+    import keras
+
+    from autoencoder.models import get_architecture
+
+    keras_file = next(model.glob("*.keras"))
+    same_shape = keras.models.load_model(keras_file, compile=False)
+    other_shape = get_architecture("mvtecCAE").build("grayscale", 2 * SIZE)
+    for name, replacement in (("same_shape", same_shape), ("other_shape", other_shape)):
+        folder = tmp_path / name
+        shutil.copytree(model, folder)
+        replacement.save(folder / keras_file.name)
+        for script in (finetune, test_script):
+            code, err = run_cli(script, ["-p", str(folder), "--results-dir", str(tmp_path / "r")], capsys)
+            assert code == 2 and err.startswith(f"error: {folder / keras_file.name}: not the model train.py saved"), err
+        if name == "other_shape":
+            info = json.loads((folder / "info.json").read_text())
+            info["schema_version"] = 1
+            del info["model"]["sha256"]
+            (folder / "info.json").write_text(json.dumps(info))
+            with pytest.raises(bundle.ModelPathError, match=f"{folder / keras_file.name}: takes inputs of 64x64x1.*describes 32x32x1"):
+                bundle.load_bundle(folder)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_truncated_training_image_stops_train_py_naming_it(dataset, tmp_path, capsys):
+    data = tmp_path / "tiles"
+    shutil.copytree(dataset, data)
+    image = data / "train" / "good" / "cut.jpg"
+    cv2.imwrite(str(image), cv2.imread(str(next((data / "train" / "good").iterdir()))))
+    image.write_bytes(image.read_bytes()[:-200])
+    code, err = run_cli(train, train_args(data, tmp_path / "models"), capsys)
+    assert code == 2 and err == f"error: cannot read image {image}: truncated JPEG (no end-of-image marker)"
+    assert not (tmp_path / "models").exists() or not list((tmp_path / "models").rglob("*.keras"))
+
+
+def run_flag_errors(cases: dict, cwd: Path) -> list[tuple[str, bool, str]]:
+    """Run (script, argv) cases in one subprocess: [(expected, TensorFlow imported by then, error line)]."""
+    process = subprocess.run(
+        [sys.executable, "-c", FLAG_ERRORS.format(root=str(ROOT)), json.dumps([list(case) for case in cases.values()])],
+        cwd=cwd, capture_output=True, text=True, timeout=120,
+    )
+    assert process.returncode == 0, process.stderr
+    outcome = json.loads(process.stdout.strip().splitlines()[-1])
+    errors = [line for line in process.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == len(cases), process.stderr
+    assert all(code == 2 for code, _ in outcome), outcome
+    return [(expected, imported, line) for expected, (_, imported), line in zip(cases, outcome, errors)]
+
+
+def test_slow_errors_answer_before_tensorflow(model, dataset, tmp_path):
+    """What answered only after TensorFlow loaded (5-13 s) now answers before it: maps that do not
+    suit the model, architecture sizes, flags that do not apply, a missing model, a replaced model
+    file, a hand-edited result."""
+    feature_like = tmp_path / "feature_like"
+    shutil.copytree(model, feature_like)
+    info = json.loads((feature_like / "info.json").read_text())
+    info["model"]["output"] = "map"
+    (feature_like / "info.json").write_text(json.dumps(info))
+    replaced = tmp_path / "replaced"
+    shutil.copytree(model, replaced)
+    info = json.loads((replaced / "info.json").read_text())
+    info["model"]["sha256"] = "0" * 64
+    (replaced / "info.json").write_text(json.dumps(info))
+    results = tmp_path / "results"
+    finetuned = results_of(model, results) / "finetuning" / "l2_float64"
+    finetuned.mkdir(parents=True)
+    (finetuned / "finetuning_result.json").write_text(json.dumps({"model": "m", "method": "l2", "dtype": "float64", "best_min_area": 2.5}))
+    weights = tmp_path / "weights.h5"
+    weights.write_text("")
+    out = str(tmp_path / "out")
+    cases = {
+        "--method padim: needs a featureCAE model": ("finetune", ["-p", str(model), "-m", "padim"]),
+        "--method ssim: the model outputs its anomaly map": ("finetune", ["-p", str(feature_like), "-m", "ssim"]),
+        "--image-size 48: architecture featureCAE needs a multiple of 32": ("train", [*train_args(dataset, tmp_path / "m"), "-a",
+                                                                                     "featureCAE", "-l", "feature", "--image-size", "48"]),
+        "--architecture 'nosuchCAE'": ("train", [*train_args(dataset, tmp_path / "m"), "-a", "nosuchCAE"]),
+        "--freeze-encoder needs --encoder-weights": ("train", [*train_args(dataset, tmp_path / "m"), "-a", "vggCAE", "--freeze-encoder"]),
+        "--encoder-weights: architecture mvtecCAE has no VGG16 encoder": ("train", [*train_args(dataset, tmp_path / "m"),
+                                                                                   "--encoder-weights", str(weights)]),
+        "--image-size 30: architecture mvtecCAE needs a multiple of 16": ("train", [*train_args(dataset, tmp_path / "m"), "--image-size",
+                                                                                   "30"]),
+        "--epochs 0: expected at least 1 epoch": ("demo", ["--epochs", "0", "--data-dir", str(tmp_path / "demo")]),
+        "--image-sizes 48: architecture featureCAE needs a multiple of 32": ("benchmark", ["-d", str(dataset), "--image-sizes", "48"]),
+        "-m/--methods ssim: no map for architecture featureCAE": ("benchmark", ["-d", str(dataset), "-m", "ssim", "-a", "featureCAE"]),
+        "--path /nonexistent not found": ("predict", ["-p", "/nonexistent", "-i", str(dataset), "-o", out]),
+        "--reject-fraction applies to --adversarial training only": ("train", [*train_args(dataset, tmp_path / "m"), "--reject-fraction",
+                                                                              "0.1"]),
+        "--bandwidth applies to --detector kde only": ("finetune", ["-p", str(model), "--bandwidth", "2"]),
+        "--smoothing applies to --detector segmentation only": ("finetune", ["-p", str(model), "--detector", "kde", "--smoothing", "2"]),
+        "that is the model being finetuned": ("finetune", ["-p", str(model), "--combine-with", str(model)]),
+        f"{next(replaced.glob('*.keras'))}: not the model train.py saved": ("finetune", ["-p", str(replaced)]),
+        "best_min_area 2.5: expected a whole number >= 1": ("predict", ["-p", str(model), "-i", str(dataset), "-o", out,
+                                                                         "--results-dir", str(results)]),
+    }
+    for expected, imported, line in run_flag_errors(cases, tmp_path):
+        assert expected in line, (expected, line)
+        assert not imported, f"TensorFlow imported before reporting {expected!r}"
+    assert not (tmp_path / "m").exists() and not (tmp_path / "out").exists() and not (tmp_path / "demo").exists()
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("best_min_area", 2.5, "best_min_area 2.5: expected a whole number >= 1"),
+    ("best_threshold", float("inf"), "best_threshold inf: expected a finite number"),
+    ("best_threshold", float("nan"), "best_threshold nan: expected a finite number"),
+    ("clear_border", "false", "clear_border 'false': expected true or false"),
+    ("smoothing_sigma", 1e9, "smoothing_sigma 1000000000.0: expected a finite number >= 0 and <= 100"),
+    ("smoothing_sigma", -1, "smoothing_sigma -1: expected a finite number >= 0 and <= 100"),
+])
+def test_a_hand_edited_result_is_refused_by_test_and_predict(model, dataset, work, tmp_path, capsys, key, value, expected):
+    """Every field is checked where a result is read (processing/detectors/fields.py): test.py and
+    predict.py refuse in one line naming the file and the key, and write nothing."""
+    import predict
+
+    results = tmp_path / "results"
+    source = results_of(model, work / "results_versions") / "finetuning" / "l2_float64"
+    if not source.is_dir():
+        finetune.main(["-p", str(model), "--results-dir", str(work / "results_versions")])
+    target = results_of(model, results) / "finetuning" / "l2_float64"
+    shutil.copytree(source, target)
+    data = json.loads((target / "finetuning_result.json").read_text())
+    data[key] = value
+    (target / "finetuning_result.json").write_text(json.dumps(data))
+    before = snapshot(results)
+    predict_argv = ["-p", str(model), "-i", str(dataset / "test"), "-o", str(tmp_path / "out"), "--results-dir", str(results)]
+    for script, argv in ((test_script, ["-p", str(model), "--results-dir", str(results)]), (predict, predict_argv)):
+        code, err = run_cli(script, argv, capsys)
+        assert code == 2 and err == f"error: {target / 'finetuning_result.json'}: {expected}", err
+    assert snapshot(results) == before and not (tmp_path / "out").exists()

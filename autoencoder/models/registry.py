@@ -42,15 +42,15 @@ class Architecture:
     # The module defining the custom Keras layers of its models (imported before a saved model is loaded).
     layers_module: str | None = None
 
-    def check_size(self, size: int) -> None:
-        """Raise ValueError with a one-line message when this architecture cannot take `size`."""
+    def check_size(self, size: int, flag: str = "--image-size") -> None:
+        """Raise ValueError with a one-line message naming `flag` when this architecture cannot take `size`."""
         if self.fixed_size is not None and size != self.fixed_size:
             raise ValueError(
-                f"--image-size {size}: architecture {self.name} takes only {self.fixed_size}x{self.fixed_size} images"
+                f"{flag} {size}: architecture {self.name} takes only {self.fixed_size}x{self.fixed_size} images"
             )
         if size < self.size_multiple or size % self.size_multiple:
             raise ValueError(
-                f"--image-size {size}: architecture {self.name} needs a multiple of {self.size_multiple}"
+                f"{flag} {size}: architecture {self.name} needs a multiple of {self.size_multiple}"
             )
 
     def check_loss(self, loss: str) -> None:

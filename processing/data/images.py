@@ -15,6 +15,7 @@ C = 1 for ``"grayscale"`` and C = 3 for ``"rgb"``. Every problem with the data r
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -88,19 +89,107 @@ def _check_size(size: int) -> int:
 
 
 def _decode(path: str | os.PathLike) -> np.ndarray:
-    """The file as cv2 decodes it, unchanged: uint8 or uint16, (H, W) or (H, W, C) in BGR(A) order."""
+    """The file as cv2 decodes it, turned to its EXIF orientation: uint8 or uint16, (H, W) or
+    (H, W, C) in BGR(A) order."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"image {path} not found")
-    # cv2.imread releases the GIL, so threads decode in parallel.
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise DatasetError(f"cannot read image {path}: {error.strerror or error}") from None
+    if is_jpeg(data) and not jpeg_is_complete(data):
+        raise DatasetError(f"cannot read image {path}: truncated JPEG (no end-of-image marker)")
+    # cv2.imdecode releases the GIL, so threads decode in parallel.
+    raw = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if raw is None or raw.size == 0:
         raise DatasetError(f"cannot read image {path}: corrupt or not an image")
     if raw.dtype not in _MAX_VALUE:
         raise DatasetError(f"image {path} has {raw.dtype} pixels: expected 8- or 16-bit integers")
     if raw.ndim == 3 and raw.shape[2] not in (1, 3, 4):
         raise DatasetError(f"image {path} has {raw.shape[2]} channels: expected 1 (gray), 3 (RGB) or 4 (RGBA)")
-    return raw
+    return apply_orientation(raw, exif_orientation(data))
+
+
+def is_jpeg(data: bytes) -> bool:
+    return data[:3] == b"\xff\xd8\xff"
+
+
+def jpeg_is_complete(data: bytes) -> bool:
+    """Whether a JPEG's segments and scans run to its end-of-image marker (bytes after it, such as
+    a camera's trailer, are allowed). Walks the marker segments by their lengths (EXIF thumbnails,
+    with their own end markers, are inside APP segments and skipped) and each scan's entropy-coded
+    data to the next marker that is not a restart marker or a stuffed 0xFF."""
+    end, pos = len(data), 2
+    while True:
+        pos = data.find(b"\xff", pos)
+        while 0 <= pos < end and data[pos] == 0xFF:  # fill bytes before a marker
+            pos += 1
+        if pos < 0 or pos >= end:
+            return False
+        marker = data[pos]
+        pos += 1
+        if marker == 0xD9:  # EOI
+            return True
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            continue
+        if pos + 2 > end:
+            return False
+        pos += int.from_bytes(data[pos:pos + 2], "big")
+        if marker != 0xDA:  # SOS: entropy-coded data follows its header
+            continue
+        while True:
+            pos = data.find(b"\xff", pos)
+            if pos < 0 or pos + 1 >= end:
+                return False
+            following = data[pos + 1]
+            if following == 0x00 or 0xD0 <= following <= 0xD7:  # a stuffed 0xFF or a restart marker: still the scan
+                pos += 2
+            elif following == 0xFF:
+                pos += 1
+            else:
+                break  # the next marker
+
+
+# EXIF orientation (tag 0x0112) -> the numpy operations that turn the stored pixels as a viewer shows them.
+ORIENTATION_TAG = 0x0112
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation of an encoded image (1 to 8; 1 when it has none or it cannot be read).
+    Pillow parses only the header here (no pixels are decoded) and only for files that may carry
+    the tag: JPEG with an Exif segment, PNG with an eXIf chunk (OpenCV turns TIFF pixels itself)."""
+    # TIFF is left out: OpenCV's TIFF decoder turns the pixels itself.
+    maybe = (is_jpeg(data) and b"Exif\x00\x00" in data[:1 << 18]) or (data[:4] == b"\x89PNG" and b"eXIf" in data)
+    if not maybe:
+        return 1
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as image:
+            value = image.getexif().get(ORIENTATION_TAG, 1)
+    except Exception:  # no Pillow, or a header it cannot parse: the pixels as stored
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """(H, W[, C]) stored pixels -> as shown for EXIF `orientation` (what Pillow's ImageOps.exif_transpose does)."""
+    if orientation == 2:
+        image = image[:, ::-1]
+    elif orientation == 3:
+        image = image[::-1, ::-1]
+    elif orientation == 4:
+        image = image[::-1]
+    elif orientation in (5, 6, 7, 8):
+        image = np.swapaxes(image, 0, 1)  # transpose: orientation 5
+        if orientation == 6:
+            image = image[:, ::-1]  # 90 degrees clockwise
+        elif orientation == 7:
+            image = image[::-1, ::-1]
+        elif orientation == 8:
+            image = image[::-1]  # 90 degrees counter-clockwise
+    return np.ascontiguousarray(image)
 
 
 def _to_float_rgb_or_gray(raw: np.ndarray) -> np.ndarray:
@@ -162,7 +251,8 @@ def read_image(path: str | os.PathLike, color_mode: str = "grayscale") -> np.nda
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(height, width) of an image file, read from its header when Pillow can, else by decoding it."""
+    """(height, width) of an image file as shown (EXIF orientation applied), read from its header
+    when Pillow can, else by decoding it."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"image {path} not found")
@@ -171,7 +261,8 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
 
         with Image.open(path) as img:
             width, height = img.size
-        return int(height), int(width)
+            orientation = img.getexif().get(ORIENTATION_TAG, 1)
+        return (int(width), int(height)) if orientation in (5, 6, 7, 8) else (int(height), int(width))
     except Exception:  # no Pillow, or a file it cannot parse: let cv2 decode it (and report errors)
         raw = _decode(path)
         return int(raw.shape[0]), int(raw.shape[1])

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from processing.data.fingerprint import content_difference, dataset_content
 from processing.data.images import DatasetError, MVTecLayout, scan_dataset, split_train_validation
+
+logger = logging.getLogger(__name__)
 
 
 def check_dataset_location(info: dict, data_dir=None) -> None:
@@ -24,34 +27,50 @@ def check_dataset_location(info: dict, data_dir=None) -> None:
 
 def model_dataset(info: dict, data_dir=None, log: bool = True, require_defects: bool = True) -> MVTecLayout:
     """The dataset a model was trained on: the folder info.json names, or `data_dir` (--data-dir:
-    the dataset moved since training), which must hold the same train/good files and the same test
-    classes, as many images each, as info.json records. With `require_defects`, test/ must hold
-    good images and a defect class (scan_dataset's require_test)."""
+    the dataset moved since training), which must hold the same files, byte for byte, as info.json's
+    ``dataset.content`` records (the same names and counts when info.json predates it). A dataset
+    changed in place since training is reported with a warning. With `require_defects`, test/ must
+    hold good images and a defect class (scan_dataset's require_test)."""
     recorded = info["dataset"]
     if data_dir is None:
         check_dataset_location(info)
-        return scan_dataset(recorded["path"], require_test=require_defects)
+        root = Path(recorded["path"])
+        layout = scan_dataset(root, require_test=require_defects) if log else _quiet_scan(root, require_defects)
+        problem = _content_problem(layout, recorded)
+        if problem and log:
+            logger.warning("dataset %s changed since training: %s; results are not comparable with earlier ones", layout.root, problem)
+        return layout
     root = Path(data_dir)
     if not root.is_dir():
         raise DatasetError(f"--data-dir {root} not found: expected the folder of the dataset the model was trained on")
     try:
-        layout = scan_dataset(root, require_test=require_defects) if log else _quiet_scan(root)
+        layout = scan_dataset(root, require_test=require_defects) if log else _quiet_scan(root, require_defects)
     except DatasetError as error:
         raise DatasetError(f"--data-dir {root}: {error}") from None
-    problem = _moved_dataset_problem(layout, recorded)
+    problem = _moved_dataset_problem(layout, recorded) or _content_problem(layout, recorded)
     if problem:
         raise DatasetError(f"--data-dir {root}: {problem}; not the dataset the model was trained on ({recorded['path']})")
+    if recorded.get("content") is None and log:
+        logger.warning("--data-dir %s: info.json (written before schema version 2) records no content hash: only the file names and "
+                       "counts were compared", root)
     return layout
 
 
-def _quiet_scan(root: Path) -> MVTecLayout:
+def _content_problem(layout: MVTecLayout, recorded: dict) -> str | None:
+    """How the bytes of `layout` differ from info.json's dataset.content; None when equal or not recorded."""
+    if recorded.get("content") is None:
+        return None
+    return content_difference(dataset_content(layout), recorded["content"])
+
+
+def _quiet_scan(root: Path, require_test: bool = True) -> MVTecLayout:
     """scan_dataset without its summary line (the early check of a script; the run logs it later)."""
     from processing.data import images
 
     level = images.logger.level
     images.logger.setLevel(logging.WARNING)
     try:
-        return scan_dataset(root)
+        return scan_dataset(root, require_test=require_test)
     finally:
         images.logger.setLevel(level)
 

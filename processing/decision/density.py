@@ -265,6 +265,32 @@ def save_density(path: str | os.PathLike, density: DensityModel, metadata: dict 
     return write_npz(path, arrays)
 
 
+def _density_problem(arrays: dict) -> str | None:
+    """What is wrong with the arrays of a density file (types, shapes, finite values); None when nothing."""
+    def number(name):
+        value = arrays[name]
+        return value.item() if value.shape == () and value.dtype.kind in "iuf" else None
+
+    bandwidth, n_features = number("bandwidth"), number("n_features")
+    if bandwidth is None or not np.isfinite(bandwidth) or bandwidth <= 0:
+        return f"bandwidth {arrays['bandwidth']!r}: expected a finite number > 0"
+    if n_features is None or int(n_features) != n_features or n_features < 1:
+        return f"n_features {arrays['n_features']!r}: expected a whole number >= 1"
+    codes, mean, components = arrays["codes"], arrays["pca_mean"], arrays["pca_components"]
+    if any(a.dtype.kind not in "iuf" for a in (codes, mean, components)):
+        return "codes, pca_mean and pca_components must be numeric arrays"
+    if codes.ndim != 2 or len(codes) < 1 or not np.isfinite(codes).all():
+        return f"codes of shape {codes.shape}: expected (N >= 1, K) finite values"
+    if components.size == 0:
+        if codes.shape[1] != n_features or mean.size != 0:
+            return f"codes of {codes.shape[1]} columns without PCA: expected {int(n_features)}"
+    elif components.shape != (codes.shape[1], n_features) or mean.shape != (n_features,) or not (
+            np.isfinite(components).all() and np.isfinite(mean).all()):
+        return f"pca_components {components.shape} and pca_mean {mean.shape}: expected ({codes.shape[1]}, {int(n_features)}) and " \
+               f"({int(n_features)},) finite values"
+    return None
+
+
 def load_density(path: str | os.PathLike) -> tuple[DensityModel, dict]:
     """Read a file written by :func:`save_density`; return (density model, metadata)."""
     path = Path(path)
@@ -280,6 +306,9 @@ def load_density(path: str | os.PathLike) -> tuple[DensityModel, dict]:
         raise DensityFileError(f"{path}: missing {', '.join(sorted(required - set(arrays)))}; not a density file")
     if int(arrays["format_version"]) != DENSITY_FORMAT_VERSION:
         raise DensityFileError(f"{path}: format version {int(arrays['format_version'])}, expected {DENSITY_FORMAT_VERSION}")
+    problem = _density_problem(arrays)
+    if problem:
+        raise DensityFileError(f"{path}: {problem}; not a density file written by finetune.py --detector kde")
     density = DensityModel(
         codes=arrays["codes"].astype(np.float64),
         bandwidth=float(arrays["bandwidth"]),

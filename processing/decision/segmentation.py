@@ -20,7 +20,6 @@ import logging
 import numbers
 
 import numpy as np
-from scipy import ndimage as ndi
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +94,8 @@ def non_border_components(mask, clear_border=True):
         ``areas[k]`` is the pixel count of component ``k``, or 0 when ``k`` is the
         background or (with ``clear_border``) a component that touches the image border.
     """
+    from scipy import ndimage as ndi  # here, not at import: the scripts check their flags without scipy
+
     labels, n_components = ndi.label(mask, structure=EIGHT_CONNECTIVITY)
     areas = np.bincount(labels.ravel(), minlength=n_components + 1).astype(np.int64)
     areas[0] = 0

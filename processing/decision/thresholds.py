@@ -42,7 +42,6 @@ import numbers
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage as ndi
 from tqdm import tqdm
 
 from autoencoder.progress import on_terminal
@@ -160,6 +159,8 @@ def _steepest_ascent_regions(levels):
     n_pixels = levels.size
     index_bits = max(1, (n_pixels - 1).bit_length())
     key = (levels.astype(np.int64) << index_bits) | np.arange(n_pixels, dtype=np.int64).reshape(levels.shape)
+    from scipy import ndimage as ndi  # here, not at import: the scripts check their flags without scipy
+
     best = ndi.maximum_filter(key, size=3, mode="constant", cval=-1).ravel()
     pointer = (best & ((1 << index_bits) - 1)).astype(np.intp)
     while True:  # pointer jumping: O(log(path length)) whole-array gathers

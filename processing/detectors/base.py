@@ -69,7 +69,7 @@ class FinetuneConfig:
     candidates: list[str] | None = None
     bandwidth: float | None = None  # kde: kernel width; None: cross-validated
     pca_components: int | None = None  # kde: PCA before the KDE; None/0: none
-    refit_density: bool = False  # kde: refit density.npz even when the model folder has one
+    refit_density: bool = False  # kde: fit a new density even when the model folder has an older version's density.npz
     data_dir: str | None = None  # the dataset's folder when it moved since training (None: info.json's)
     overwrite: bool = False  # move an existing result (and its test result) aside instead of stopping
     # Choose the decision on synthetic defects drawn into held-out good images, even when test/ has
@@ -102,6 +102,7 @@ class FinetuneConfig:
         if self.image_score is not None and self.image_score not in IMAGE_SCORES:
             raise ValueError(f"--image-score {self.image_score!r}: expected one of {', '.join(IMAGE_SCORES)}")
         get_detector(self.detector)
+        self.check_flags_apply()
         if self.bandwidth is not None:
             check_positive_number(self.bandwidth, "--bandwidth", "kernel width")
         if self.pca_components is not None:
@@ -109,6 +110,17 @@ class FinetuneConfig:
         rate = self.max_false_alarms
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
             raise ValueError(f"--max-false-alarms {rate}: expected a fraction of the validation images in [0, 1)")
+
+
+    def check_flags_apply(self) -> None:
+        """A setting that only another detector reads (its ``own_settings``) is refused, naming the
+        flag, rather than silently ignored (--bandwidth without --detector kde, --smoothing with it)."""
+        for name, other in _REGISTRY.items():
+            if name == self.detector:
+                continue
+            for key, (flag, default) in other.own_settings.items():
+                if getattr(self, key) != default:
+                    raise ValueError(f"{flag} applies to --detector {name} only; this run uses --detector {self.detector}")
 
 
 @dataclass
@@ -242,6 +254,9 @@ class Detector(abc.ABC):
     result_type: ClassVar[type[FinetuningResult]]
     # The key under which test_result.json reports the AUROC of Scores.image_scores.
     score_key: ClassVar[str] = "image_auroc"
+    # The FinetuneConfig settings only this detector reads: {field: (flag, default)}; another
+    # detector refuses them when they differ from the default (FinetuneConfig.check_flags_apply).
+    own_settings: ClassVar[dict[str, tuple[str, object]]] = {}
 
     def __init__(self, model: bundle.ModelBundle, result: FinetuningResult, folder: Path | None = None, batch_size: int = 16):
         self.model = model
@@ -255,6 +270,12 @@ class Detector(abc.ABC):
     def check_config(cls, config: FinetuneConfig) -> FinetuneConfig:
         """Validate (and complete) the settings before any model is read; return them."""
         return config
+
+    @classmethod
+    def check_model_info(cls, config: FinetuneConfig, info: dict) -> None:
+        """Whether the detector with these settings applies to a model, from its info.json alone
+        (no TensorFlow: finetune.py asks before importing it); ValueError naming the flag."""
+        return None
 
     @classmethod
     @abc.abstractmethod

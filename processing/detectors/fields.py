@@ -83,6 +83,13 @@ def metric(value):
     return number(0.0, 1.0)(value)
 
 
+def sha256(value):
+    """A SHA-256 in hex (64 lower-case hex digits)."""
+    if not isinstance(value, str) or len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise FieldError("expected a SHA-256 (64 hex digits)")
+    return value
+
+
 def choice(*options: str) -> Check:
     def check(value):
         if value not in options:

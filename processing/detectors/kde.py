@@ -4,6 +4,12 @@ bottleneck codes OR the reconstruction error (the math is in processing/decision
     anomaly = log_density(code) < density_threshold  OR  error > error_threshold
 
 It classifies whole images: no maps, no masks.
+
+The density (``density.npz``: the training codes, the bandwidth, the PCA) belongs to the result:
+it is written into the result's own folder, never shared and never rewritten. A ``density.npz`` in
+the model folder (where older versions kept it, one per model) is read when present, never
+written; results made then name it in ``density_file``. New results record its SHA-256, so a file
+changed since is refused rather than applied.
 """
 
 from __future__ import annotations
@@ -11,10 +17,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from autoencoder import bundle
+from autoencoder.folders import file_sha256
 from processing.decision.density import (
     DENSITY_FILE,
     DensityFileError,
@@ -31,6 +39,7 @@ from processing.decision.density import (
 )
 from processing.detectors import fields as f
 from processing.detectors.base import (
+    RESULT_FILE,
     Decisions,
     Detector,
     ExportPlan,
@@ -57,7 +66,10 @@ class KDEResult(FinetuningResult):
     method: str = f.checked(f.choice(*RESMAP_METHODS), default="l2")
     dtype: str = f.checked(f.choice("float64"), default="float64")
     error: str = f.checked(f.text, default="")
+    # The density's file: "density.npz" (in the result's folder), or the absolute path of the model
+    # folder's density.npz of an older version.
     density_file: str = f.checked(f.text, default="")
+    density_sha256: str | None = f.checked(f.sha256, optional=True)
     density_fitted_now: bool = f.checked(f.boolean, default=False)
     bandwidth: float | None = f.checked(f.nullable(f.number(positive=True)), default=None)
     pca_components: int | None = f.checked(f.nullable(f.integer(minimum=0)), default=None)
@@ -88,6 +100,11 @@ class KDEDetector(Detector):
     name = "kde"
     result_type = KDEResult
     score_key = "image_auroc_density"  # the image score is -log density
+    own_settings = {
+        "bandwidth": ("--bandwidth", None),
+        "pca_components": ("--pca-components", None),
+        "refit_density": ("--refit-density", False),
+    }
 
     def __init__(self, model, result: KDEResult, folder=None, batch_size=16, density: DensityModel | None = None):
         super().__init__(model, result, folder, batch_size)
@@ -97,13 +114,24 @@ class KDEDetector(Detector):
         self.error_threshold = threshold_from_json(result.error_threshold, np.inf)
         self.scorer = code_and_reconstruction_model(model.model)
 
+    def density_path(self) -> Path:
+        """Where the result's density is: its own folder's density.npz (density_file "density.npz"),
+        or for a result of an older version (density_file an absolute path, or absent) the model
+        folder's, as those versions read it."""
+        if self.result.density_file == DENSITY_FILE and self.folder is not None:
+            return Path(self.folder) / DENSITY_FILE
+        return self.model.folder / DENSITY_FILE
+
     def _load_density(self) -> DensityModel:
-        path = self.model.folder / DENSITY_FILE
+        path = self.density_path()
         if not path.is_file():
             raise DensityFileError(
-                f"{path} not found: the kde finetuning result needs the model's density file; "
-                f"run finetune.py -p {self.model.folder} --detector kde"
+                f"{path} not found: the kde finetuning result needs its density file; "
+                f"run finetune.py -p {self.model.folder} --detector kde --overwrite"
             )
+        if self.result.density_sha256 is not None and file_sha256(path) != self.result.density_sha256:
+            raise DensityFileError(f"{path} changed since finetuning (its SHA-256 differs from density_sha256 in {RESULT_FILE}): "
+                                   f"run finetune.py -p {self.model.folder} --detector kde --overwrite")
         return load_density(path)[0]
 
     @classmethod
@@ -114,9 +142,14 @@ class KDEDetector(Detector):
         if config.method not in RESMAP_METHODS:
             raise ValueError(f"--detector kde: --method {config.method}: expected the residual map of a pixel autoencoder "
                     f"({' or '.join(RESMAP_METHODS)})")
-        if config.dtype != "float64" or config.smoothing_sigma:
-            logger.warning("--detector kde uses the mean of the float64 %s residual map: --dtype/--smoothing are ignored", config.method)
         return config
+
+    @classmethod
+    def check_model_info(cls, config: FinetuneConfig, info: dict) -> None:
+        model = info["model"]
+        if model.get("output", "reconstruction") != "reconstruction" or not model.get("has_bottleneck", True):
+            raise ValueError(f"--detector kde: architecture {model['architecture']} has no latent code and reconstruction to "
+                             "model (use a pixel autoencoder, or --detector segmentation)")
 
     @staticmethod
     def result_name(config_or_result) -> str:
@@ -131,7 +164,7 @@ class KDEDetector(Detector):
         labels = data.labels
 
         started = time.perf_counter()
-        density, fitted_now = density_for_model(model, scorer, config, train_files)
+        density, fitted_now = density_for_result(model, scorer, config, train_files)
         val_codes, val_error = codes_and_errors(
             scorer, data.validation_files, color_mode, size, config.method, config.batch_size, desc="validation"
         )
@@ -156,7 +189,7 @@ class KDEDetector(Detector):
             method=config.method,
             dtype="float64",
             error=f"mean of the {config.method} residual map",
-            density_file=str(model.folder / DENSITY_FILE),
+            density_file=DENSITY_FILE,
             density_fitted_now=fitted_now,
             bandwidth=density.bandwidth,
             pca_components=int(density.pca_components.shape[0]),
@@ -192,6 +225,11 @@ class KDEDetector(Detector):
         return detector
 
     def save(self, folder) -> None:
+        folder = Path(folder)
+        metadata = {"model_file": self.model.model_file.name, "model_sha256": file_sha256(self.model.model_file)}
+        save_density(folder / DENSITY_FILE, self.density, metadata)
+        self.result.density_file = DENSITY_FILE
+        self.result.density_sha256 = file_sha256(folder / DENSITY_FILE)
         super().save(folder)
         groups = getattr(self, "_plot_groups", None)
         if groups is not None:
@@ -244,30 +282,31 @@ class KDEDetector(Detector):
         return format_metrics(result, keys)
 
 
-def density_for_model(model_bundle, scorer, config, train_files) -> tuple[DensityModel, bool]:
-    """The model folder's density.npz, fitted on the training codes and written when missing
-    (or when config.refit_density). Returns (density, fitted_now)."""
-    path = model_bundle.folder / DENSITY_FILE
-    if path.is_file() and not config.refit_density:
-        density, metadata = load_density(path)
+def density_for_result(model_bundle, scorer, config, train_files) -> tuple[DensityModel, bool]:
+    """The density of a new result: fitted on the training codes, or (unless config.refit_density)
+    the model folder's density.npz of an older version, read and never written. Returns
+    (density, fitted_now); the result saves its own copy (KDEDetector.save)."""
+    legacy = model_bundle.folder / DENSITY_FILE
+    if legacy.is_file() and not config.refit_density:
+        density, metadata = load_density(legacy)
         if metadata.get("model_file") not in (None, model_bundle.model_file.name):
-            raise ValueError(f"{path} was fitted for {metadata['model_file']}, not {model_bundle.model_file.name}; pass --refit-density")
+            raise ValueError(f"{legacy} was fitted for {metadata['model_file']}, not {model_bundle.model_file.name}; pass --refit-density")
         wanted_pca = config.pca_components or 0
         stored_pca = density.pca_components.shape[0]
         if (config.bandwidth is not None and not np.isclose(config.bandwidth, density.bandwidth)) or (
             config.pca_components is not None and wanted_pca != stored_pca
         ):
             raise ValueError(
-                f"{path} holds bandwidth {density.bandwidth:.4g} with {stored_pca} PCA components; "
-                "pass --refit-density to refit it with the given --bandwidth/--pca-components"
+                f"{legacy} (an older version's density of this model) holds bandwidth {density.bandwidth:.4g} with {stored_pca} PCA "
+                "components; pass --refit-density to fit one with the given --bandwidth/--pca-components (that file is left as it is)"
             )
-        logger.info("density model %s: %d codes, bandwidth %.4g", path, len(density.codes), density.bandwidth)
+        logger.info("density model %s (an older version's, read only): %d codes, bandwidth %.4g", legacy, len(density.codes),
+                    density.bandwidth)
         return density, False
     color_mode, size = model_bundle.info["model"]["color_mode"], model_bundle.info["model"]["image_size"]
     codes, _ = codes_and_errors(scorer, train_files, color_mode, size, config.method, config.batch_size, desc="encoding train/good")
     density = fit_density(codes, config.bandwidth, config.pca_components, seed=config.seed)
-    save_density(path, density, {"model_file": model_bundle.model_file.name, "n_train_images": len(train_files)})
-    logger.info("density model of %d training codes written to %s", len(codes), path)
+    logger.info("density model of %d training codes fitted (bandwidth %.4g)", len(codes), density.bandwidth)
     return density, True
 
 

@@ -50,7 +50,14 @@ from processing.maps.kinds import (
     is_map_spec,
     parse_map_spec,
 )
-from processing.maps.postprocess import NORMALIZATIONS, ResmapPostprocessor, check_smoothing_fits, fit_pixel_statistics, smooth_resmaps
+from processing.maps.postprocess import (
+    MAX_SIGMA,
+    NORMALIZATIONS,
+    ResmapPostprocessor,
+    check_smoothing_fits,
+    fit_pixel_statistics,
+    smooth_resmaps,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +98,7 @@ class SegmentationResult(FinetuningResult):
     dtype: str = f.checked(f.choice(*MAP_DTYPES))
     # Results older than these keys: no smoothing, border components dropped, no normalisation,
     # the component image score.
-    smoothing_sigma: float = f.checked(f.number(minimum=0.0), default=0.0)
+    smoothing_sigma: float = f.checked(f.number(minimum=0.0, maximum=MAX_SIGMA), default=0.0)
     clear_border: bool = f.checked(f.boolean, default=True)
     normalize: str = f.checked(f.choice(*NORMALIZATIONS), default="none")
     image_score: str = f.checked(f.choice(*IMAGE_SCORES), default="component")
@@ -144,6 +151,14 @@ class SegmentationResult(FinetuningResult):
 class SegmentationDetector(Detector):
     name = "segmentation"
     result_type = SegmentationResult
+    own_settings = {
+        "dtype": ("-t/--dtype", "float64"),
+        "smoothing_sigma": ("--smoothing", 0.0),
+        "clear_border": ("--keep-border/--clear-border", None),
+        "normalize": ("--normalize", "none"),
+        "image_score": ("--image-score", None),
+        "combine_with": ("--combine-with", []),
+    }
 
     def __init__(self, model, result: SegmentationResult, folder=None, batch_size=16,
                  postprocess: ResmapPostprocessor | None = None, states=None, partners=None):
@@ -162,6 +177,10 @@ class SegmentationDetector(Detector):
                 self.states[kind.name] = load_state(kind, folder)
         self.sources = bind_sources(self.spec, model.model)
         self.min_area, self.threshold = result.best_min_area, result.best_threshold
+        size = model.info["model"]["image_size"]
+        if self.min_area > size * size:
+            where = Path(folder) / "finetuning_result.json" if folder is not None else "the finetuning result"
+            raise ValueError(f"{where}: best_min_area {self.min_area}: larger than the model's {size}x{size} maps (at most {size * size})")
         self.clear_border = result.clear_border
         self.image_score = result.image_score
         self.postprocess = postprocess
@@ -182,6 +201,16 @@ class SegmentationDetector(Detector):
         if config.clear_border is None:
             config = replace(config, clear_border=False if config.combine_with else spec.clear_border)
         return config
+
+    @classmethod
+    def check_model_info(cls, config: FinetuneConfig, info: dict) -> None:
+        parse_map_spec(config.method).check_model(info["model"].get("output", "reconstruction"))
+        folder = Path(config.path) if Path(config.path).is_dir() else Path(config.path).parent
+        for partner in config.combine_with:
+            partner_folder, _ = bundle.resolve_model_path(parse_partner(partner)[0], flag="--combine-with")
+            if partner_folder.resolve() == folder.resolve():
+                raise ValueError(f"--combine-with {partner}: that is the model being finetuned; combine it with another model's maps "
+                                 "(or use -m with several maps, e.g. -m padim+knn)")
 
     @staticmethod
     def result_name(config_or_result) -> str:

@@ -28,8 +28,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage
-from sklearn.metrics import roc_auc_score
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +144,8 @@ def image_auroc(labels, scores):
     if labels.all() or not labels.any():
         logger.warning("image AUROC undefined: only one class present in %d labels (reported as n/a)", labels.size)
         return math.nan
+    from sklearn.metrics import roc_auc_score  # here, not at import: the scripts check their flags without it
+
     return float(roc_auc_score(labels, scores))
 
 
@@ -340,6 +340,8 @@ class PixelMetricsAccumulator:
         self._normal_counts += np.bincount(bins[~masks_true], minlength=self.n_bins)
         self._defect_counts += np.bincount(bins[masks_true], minlength=self.n_bins)
         if masks_true.any():
+            from scipy import ndimage
+
             regions, n_regions = ndimage.label(masks_true, structure=_REGION_STRUCTURE)
             region_areas = np.bincount(regions.ravel())
             pixel_weights = 1.0 / region_areas[regions[masks_true]]

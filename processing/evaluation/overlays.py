@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from autoencoder.folders import write_bytes_atomic
 
 PREDICTED_COLOR = (0, 0, 255)  # BGR red, as test.py's overlays
 
@@ -35,7 +36,8 @@ def mask_at_original_size(mask: np.ndarray, height: int, width: int) -> np.ndarr
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    if not cv2.imwrite(str(tmp), image):
-        raise OSError(f"cannot write {path}")
-    os.replace(tmp, path)
+    """Write a PNG through a temporary file and a rename; an OSError names `path` (a full disk too)."""
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise ValueError(f"cannot encode {path} as PNG (an image of shape {image.shape}, {image.dtype})")
+    write_bytes_atomic(path, encoded.tobytes())

@@ -14,7 +14,6 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +31,15 @@ __all__ = [
 _NON_METRIC_KEYS = {"loss", "lr", "max_lr", "learning_rate"}
 
 
-def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
+def Figure(*args, **kwargs):  # noqa: N802  (matplotlib's class, imported when a figure is drawn)
+    """A matplotlib Figure; matplotlib is imported on the first figure, not with this module (the scripts check their flags
+    without it)."""
+    from matplotlib.figure import Figure as MatplotlibFigure
+
+    return MatplotlibFigure(*args, **kwargs)
+
+
+def save_figure(figure, path: str | os.PathLike, dpi: int = 100) -> Path:
     """Write ``figure`` as a PNG to ``path`` atomically (temp file + rename) and return the path.
 
     The parent folder is created when missing. ValueError when ``path`` does not end in .png.

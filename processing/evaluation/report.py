@@ -5,6 +5,11 @@ the threshold drawn (a PNG made with matplotlib beside the page) and a gallery o
 suspicious first, each linking to the full image. Every link is relative, there is no script and
 nothing is fetched from the network, so the folder can be zipped and opened anywhere (the links to
 the original images hold as long as the images stay where they were, relative to the folder).
+
+Everything written into the page is untrusted (file names, CSV values, settings): text and attribute
+values go through :func:`html.escape` (attributes always double-quoted), and every ``src``/``href``
+is a relative URL made by :func:`url_of` (percent-encoded, starting with ``./`` or ``../``), so a
+file named ``x" onerror="....png`` or ``javascript:....png`` is shown as its name and nothing runs.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from urllib.parse import quote
 
 import numpy as np
 
+from autoencoder.folders import write_bytes_atomic
+
 #: Colours of the histogram: good and defective verdicts, and the threshold.
 GOOD_COLOR = "#4c9a6a"
 DEFECT_COLOR = "#c8433a"
@@ -29,9 +36,9 @@ class GalleryItem:
     path: str  # as in predictions.csv
     score: float
     defective: bool
-    thumbnail: str | None  # relative to the report's folder
-    link: str | None  # the full overlay (or the original image), relative to the report's folder
-    image_link: str | None  # the original image, relative to the report's folder
+    thumbnail: str | None  # URL (url_of) relative to the report's folder
+    link: str | None  # URL of the full overlay (or the original image), relative to the report's folder
+    image_link: str | None  # URL of the original image, relative to the report's folder
     area: int | None = None
 
 
@@ -41,18 +48,31 @@ class ReportData:
     model: list[tuple[str, str]]  # (what, value) rows about the model
     decision: list[tuple[str, str]]  # (what, value) rows about the decision
     counts: dict[str, int]  # images, defective, good, failed
-    histogram: str | None  # relative path of the histogram PNG
+    histogram: str | None  # URL (url_of) of the histogram PNG
     gallery: list[GalleryItem] = field(default_factory=list)
     gallery_of: int = 0  # how many scored images the gallery picks from
     failures: list[tuple[str, str]] = field(default_factory=list)  # (path, error), the first few
-    links: list[tuple[str, str]] = field(default_factory=list)  # (label, relative path)
+    links: list[tuple[str, str]] = field(default_factory=list)  # (label, URL made by url_of)
     notes: list[str] = field(default_factory=list)
 
 
+def url_of(relative: str | os.PathLike) -> str:
+    """A relative path as a URL for href/src that can only ever name a file: every character but
+    letters, digits, ``/`` and ``_.-~`` percent-encoded (no ``javascript:`` or other scheme survives,
+    no quote or ``<`` either), and ``./`` in front unless it starts with ``../`` (never an absolute or
+    a network ``//host`` URL)."""
+    text = quote(Path(relative).as_posix(), safe="/")
+    return text if text.startswith(("./", "../")) else "./" + text
+
+
 def relative_link(target: str | os.PathLike, folder: str | os.PathLike) -> str:
-    """A URL-quoted relative link from `folder` to `target` (for href/src)."""
-    relative = os.path.relpath(os.path.abspath(target), os.path.abspath(folder))
-    return quote(Path(relative).as_posix())
+    """The URL (:func:`url_of`) of `target` relative to `folder`."""
+    return url_of(os.path.relpath(os.path.abspath(target), os.path.abspath(folder)))
+
+
+def _attr(value) -> str:
+    """A double-quoted attribute value."""
+    return '"' + html.escape(str(value), quote=True) + '"'
 
 
 def score_histogram(scores: np.ndarray, defective: np.ndarray, threshold: float | None, path: Path, bins: int = 40) -> Path:
@@ -84,11 +104,11 @@ def score_histogram(scores: np.ndarray, defective: np.ndarray, threshold: float 
     axes.legend(loc="best", frameon=True, framealpha=0.9)
     axes.spines[["top", "right"]].set_visible(False)
     figure.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp)
-    os.replace(tmp, path)
-    return path
+    from io import BytesIO
+
+    buffer = BytesIO()
+    figure.savefig(buffer, format="png")
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 _CSS = """
@@ -137,7 +157,7 @@ def render(data: ReportData) -> str:
         f"<title>{html.escape(data.title)}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(data.title)}</h1>",
-        '<p class="sub">' + " · ".join(f'<a href="{href}">{html.escape(label)}</a>' for label, href in data.links) + "</p>",
+        '<p class="sub">' + " · ".join(f"<a href={_attr(href)}>{html.escape(label)}</a>" for label, href in data.links) + "</p>",
         '<div class="counts">' + "".join(boxes) + "</div>",
         '<div class="cols">',
         f'<div><h2>Model</h2><table class="kv">{_rows(data.model)}</table></div>',
@@ -146,7 +166,7 @@ def render(data: ReportData) -> str:
         "<h2>Image scores</h2>",
     ]
     if data.histogram:
-        parts.append(f'<img src="{data.histogram}" alt="histogram of the image scores with the threshold" style="max-width:100%">')
+        parts.append(f'<img src={_attr(data.histogram)} alt="histogram of the image scores with the threshold" style="max-width:100%">')
     else:
         parts.append('<p class="note">No image was scored.</p>')
     for note in data.notes:
@@ -157,17 +177,17 @@ def render(data: ReportData) -> str:
         for item in data.gallery:
             verdict = "defective" if item.defective else "good"
             if item.thumbnail:
-                picture = f'<img src="{item.thumbnail}" alt="overlay of {html.escape(item.path)}" loading="lazy">'
+                picture = f'<img src={_attr(item.thumbnail)} alt={_attr("overlay of " + item.path)} loading="lazy">'
                 if item.link:
-                    picture = f'<a href="{item.link}">{picture}</a>'
+                    picture = f"<a href={_attr(item.link)}>{picture}</a>"
             else:
                 picture = '<div class="missing">image not readable now</div>'
             name = html.escape(item.path)
             if item.image_link:
-                name = f'<a href="{item.image_link}">{name}</a>'
-            area = f"<br>defect area {item.area} px" if item.area else ""
+                name = f"<a href={_attr(item.image_link)}>{name}</a>"
+            area = f"<br>defect area {int(item.area)} px" if item.area else ""
             parts.append(
-                f'<div class="card {verdict}">{picture}<div><span class="score">{item.score:.4g}</span>'
+                f'<div class="card {verdict}">{picture}<div><span class="score">{float(item.score):.4g}</span>'
                 f'<span class="verdict">{verdict}</span></div>{name}{area}</div>'
             )
         parts.append("</div>")
@@ -185,8 +205,4 @@ def render(data: ReportData) -> str:
 
 def write_report(path: str | os.PathLike, data: ReportData) -> Path:
     """Write the page through a temporary file and rename it: a reader never sees half of it."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render(data), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_bytes_atomic(path, render(data).encode("utf-8"))

@@ -20,14 +20,20 @@ logger = logging.getLogger(__name__)
 TRUNCATE = 4.0
 
 
+#: The largest smoothing sigma, in pixels (its kernel is 2 * int(4 sigma + 0.5) + 1 pixels wide).
+MAX_SIGMA = 100.0
+
+
 def check_sigma(sigma, flag: str = "--smoothing") -> float:
-    """`sigma` as a float >= 0 (0: no smoothing); ValueError naming `flag` otherwise."""
+    """`sigma` as a float in [0, MAX_SIGMA] (0: no smoothing); ValueError naming `flag` otherwise."""
     try:
         value = float(sigma)
     except (TypeError, ValueError):
         raise ValueError(f"{flag} {sigma!r}: expected a number of pixels >= 0") from None
     if not np.isfinite(value) or value < 0:
         raise ValueError(f"{flag} {sigma!r}: expected a number of pixels >= 0")
+    if value > MAX_SIGMA:
+        raise ValueError(f"{flag} {sigma!r}: expected a number of pixels from 0 to {MAX_SIGMA:g}")
     return value
 
 

@@ -122,6 +122,7 @@ def train_adversarial(config, architecture, size: int, layout) -> Path:
             model_name,
             stamp,
             autoencoder.count_params(),
+            staging / model_name,
         )
         info["adversarial"] = {
             "paper": "Beggel, Pfeiffer, Bischl: Robust Anomaly Detection in Images using Adversarial Autoencoders (arXiv:1901.06355)",

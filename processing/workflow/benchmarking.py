@@ -50,6 +50,9 @@ class BenchmarkConfig:
     # Anomaly maps to finetune and test on each model (those that suit it; otherwise the map that
     # matches its loss, e.g. l2 for an L2 pixel autoencoder).
     methods: list[str] | None = field(default_factory=lambda: ["padim"])
+    # -m/--methods given by the user: each architecture must then be suited by one of them (not
+    # silently scored with its loss's map instead).
+    methods_given: bool = False
     image_score: str | None = None  # None: the finetune default (max for feature/padim/knn maps, component for pixel maps)
     dtype: str = "float64"
     smoothing_sigma: float | None = 2.0  # None: the finetune/test default (no smoothing)
@@ -91,16 +94,32 @@ class BenchmarkConfig:
             check_normalization(self.normalize, self.dtype)
         for method in self.methods or []:
             check_method_dtype(method, self.dtype)
+        if self.methods_given:
+            self.check_methods_suit_architectures()
         for loss in self.losses:
             if self.color_mode != "auto":
                 check_loss_color(loss, self.color_mode)
             if loss not in losses_with_maps():
                 matching_map_for_loss(loss)  # raises, naming --losses
         for name, size in itertools.product(self.architectures, self.image_sizes):
-            get_architecture(name).check_size(int(size))
+            get_architecture(name).check_size(int(size), "--image-sizes")
         check_dataset_root(self.input_dir)
         check_writable_dir(self.output_dir, "--output-dir")
         check_writable_dir(self.models_dir, "--models-dir")
+
+
+    def check_methods_suit_architectures(self) -> None:
+        """With -m given, every architecture must take one of the listed maps; one line naming the
+        architecture and the maps that would suit it."""
+        from autoencoder.models import get_architecture
+        from processing.maps.kinds import either, kinds_for_model, parse_map_spec
+
+        for name in self.architectures:
+            output = get_architecture(name).output
+            if not any(parse_map_spec(method).model_output == output for method in self.methods or []):
+                raise ValueError(f"-m/--methods {' '.join(self.methods or [])}: no map for architecture {name}, whose model outputs "
+                                 f"{'its own anomaly map' if output == 'map' else 'a reconstruction'}; add "
+                                 f"{either(kinds_for_model(output))} (or leave -m out)")
 
 
 @dataclass(frozen=True)

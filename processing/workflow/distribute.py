@@ -71,7 +71,11 @@ def parse_tf_config(text: str | None) -> dict:
     if task_type not in cluster:
         raise ValueError(f"TF_CONFIG task.type {task_type!r}: expected one of the cluster's task types ({', '.join(cluster)})")
     index = task.get("index")
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(cluster[task_type]):
+    if isinstance(index, bool) or not isinstance(index, int):
+        written = f"the string {json.dumps(index)}" if isinstance(index, str) else "missing" if index is None else json.dumps(index)
+        hint = ", without quotes" if isinstance(index, str) else ""
+        raise ValueError(f"TF_CONFIG task.index {written}: expected a whole number from 0 to {len(cluster[task_type]) - 1}{hint}")
+    if not 0 <= index < len(cluster[task_type]):
         raise ValueError(f"TF_CONFIG task.index {index!r}: expected 0 to {len(cluster[task_type]) - 1} (cluster.{task_type} has "
                 f"{len(cluster[task_type])} addresses)")
     return config

@@ -51,12 +51,22 @@ EIGHT_NEIGHBOURS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0)
 
 
 def decode(path) -> np.ndarray:
-    """float32 (H, W, 1) gray or (H, W, 3) RGB in [0, 1] of an 8- or 16-bit image file (alpha dropped)."""
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    """float32 (H, W, 1) gray or (H, W, 3) RGB in [0, 1] of an 8- or 16-bit image file (alpha dropped),
+    turned as its EXIF orientation says (JPEG, PNG); a JPEG cut short is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"image {path} not found")
+    data = path.read_bytes()
+    if data[:3] == b"\xff\xd8\xff" and not jpeg_is_complete(data):
+        raise ValueError(f"cannot read image {path}: truncated JPEG (no end-of-image marker)")
+    raw = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if raw is None or raw.size == 0:
         raise ValueError(f"cannot read image {path}: corrupt or not an image")
     if raw.dtype not in MAX_VALUE:
         raise ValueError(f"image {path} has {raw.dtype} pixels: expected 8- or 16-bit integers")
+    if raw.ndim == 3 and raw.shape[2] not in (1, 3, 4):
+        raise ValueError(f"image {path} has {raw.shape[2]} channels: expected 1 (gray), 3 (RGB) or 4 (RGBA)")
+    raw = oriented(raw, exif_orientation(data))
     if raw.ndim == 2:
         raw = raw[:, :, None]
     elif raw.shape[2] == 4:
@@ -64,6 +74,73 @@ def decode(path) -> np.ndarray:
     elif raw.shape[2] == 3:
         raw = raw[:, :, ::-1]  # BGR -> RGB
     return raw.astype(np.float32) * np.float32(1.0 / MAX_VALUE[raw.dtype])
+
+
+def jpeg_is_complete(data: bytes) -> bool:
+    """Whether a JPEG's segments and scans run to its end-of-image marker (bytes after it allowed)."""
+    end, pos = len(data), 2
+    while True:
+        pos = data.find(b"\xff", pos)
+        while 0 <= pos < end and data[pos] == 0xFF:
+            pos += 1
+        if pos < 0 or pos >= end:
+            return False
+        marker = data[pos]
+        pos += 1
+        if marker == 0xD9:
+            return True
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            continue
+        if pos + 2 > end:
+            return False
+        pos += int.from_bytes(data[pos : pos + 2], "big")
+        if marker != 0xDA:
+            continue
+        while True:  # the entropy-coded data of a scan, to the next real marker
+            pos = data.find(b"\xff", pos)
+            if pos < 0 or pos + 1 >= end:
+                return False
+            following = data[pos + 1]
+            if following == 0x00 or 0xD0 <= following <= 0xD7:
+                pos += 2
+            elif following == 0xFF:
+                pos += 1
+            else:
+                break
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation (tag 0x0112, 1 to 8) of a JPEG's Exif segment or a PNG's eXIf chunk; 1 without one."""
+    if data[:3] == b"\xff\xd8\xff":
+        start = data.find(b"Exif\x00\x00", 0, 1 << 18)
+        tiff = data[start + 6 :] if start >= 0 else b""
+    elif data[:4] == b"\x89PNG":
+        start = data.find(b"eXIf")
+        tiff = data[start + 4 : start + 4 + int.from_bytes(data[start - 4 : start], "big")] if start >= 4 else b""
+    else:
+        return 1
+    if tiff[:2] not in (b"II", b"MM"):
+        return 1
+    order = "little" if tiff[:2] == b"II" else "big"
+    try:
+        offset = int.from_bytes(tiff[4:8], order)
+        for index in range(int.from_bytes(tiff[offset : offset + 2], order)):
+            entry = tiff[offset + 2 + 12 * index : offset + 14 + 12 * index]
+            if int.from_bytes(entry[:2], order) == 0x0112:
+                value = int.from_bytes(entry[8:10], order)
+                return value if 1 <= value <= 8 else 1
+    except (ValueError, IndexError):
+        return 1
+    return 1
+
+
+def oriented(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Stored pixels (H, W[, C]) -> as a viewer shows them for EXIF `orientation`."""
+    if orientation in (5, 6, 7, 8):
+        image = np.swapaxes(image, 0, 1)
+        orientation = {5: 1, 6: 2, 7: 3, 8: 4}[orientation]
+    flips = {2: (slice(None), slice(None, None, -1)), 3: (slice(None, None, -1), slice(None, None, -1)), 4: (slice(None, None, -1),)}
+    return np.ascontiguousarray(image[flips[orientation]] if orientation in flips else image)
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:

@@ -32,15 +32,27 @@ SYNTHETIC_DIR = "synthetic"  # in a finetuning result: the synthetic defects it 
 __all__ = ["RESULT_FILE", "FinetuneConfig", "finetune", "finetuning_data", "method_for_model"]
 
 
-def finetune(config: FinetuneConfig) -> Path:
-    """Fit the chosen detector and write its finetuning result; return the result folder."""
+def checked_config(config: FinetuneConfig) -> tuple[FinetuneConfig, list[str]]:
+    """(settings with the map filled in, candidate maps), every check that needs no TensorFlow done:
+    the flags, and whether the detector and each map suit the model (its info.json). finetune.py
+    runs this before importing TensorFlow, finetune() again."""
     config.validate()  # settings first: a bad flag is reported before the model is read
     detector = get_detector(config.detector)
+    folder, _ = bundle.resolve_model_path(config.path)
+    info = bundle.read_info(folder)
     if config.method is None:
         config = replace(config, method=method_for_model(config.path))
     candidates = candidate_methods(config)
     for method in candidates:  # every setting is checked before the model is read
-        detector.check_config(replace(config, method=method))
+        candidate = detector.check_config(replace(config, method=method))
+        detector.check_model_info(candidate, info)
+    return config, candidates
+
+
+def finetune(config: FinetuneConfig) -> Path:
+    """Fit the chosen detector and write its finetuning result; return the result folder."""
+    config, candidates = checked_config(config)
+    detector = get_detector(config.detector)
     folder, _ = bundle.resolve_model_path(config.path)
     tree = ResultsTree.of(bundle.read_info(folder), folder, config.results_root)
     if len(candidates) == 1:

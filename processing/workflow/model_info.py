@@ -7,7 +7,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from autoencoder import bundle
+from autoencoder.folders import file_sha256
 from autoencoder.info_schema import SCHEMA_VERSION
+from processing.data.fingerprint import dataset_content
 from processing.data.images import load_images
 from processing.evaluation import plots
 from processing.maps.inference import reconstruct
@@ -17,8 +19,10 @@ logger = logging.getLogger(__name__)
 
 
 def build_info(
-    config, architecture, size, layout, train_files, val_files, result, max_lr, finder, train_seconds, model_name, stamp, n_parameters
+    config, architecture, size, layout, train_files, val_files, result, max_lr, finder, train_seconds, model_name, stamp, n_parameters,
+    model_path: Path,
 ) -> dict:
+    """info.json of a model folder; `model_path` is the saved .keras file (its SHA-256 is recorded)."""
     history = {key: [float(v) for v in values] for key, values in result.history.items()}
     best = result.best_epoch - 1
     return {
@@ -35,6 +39,7 @@ def build_info(
             "n_validation": len(val_files),
             "n_test": {name: len(files) for name, files in layout.test.items()},
             "validation_files": [str(path.relative_to(layout.root)) for path in val_files],
+            "content": dataset_content(layout),  # finetune.py/test.py --data-dir must find the same bytes
         },
         "model": {
             "architecture": architecture.name,
@@ -48,6 +53,7 @@ def build_info(
             "has_bottleneck": architecture.has_bottleneck,
             "output": architecture.output,
             "parameters": int(n_parameters),
+            "sha256": file_sha256(model_path),  # checked before the model is loaded (bundle.check_model_file)
         },
         "training": {
             "loss": config.loss,

@@ -71,8 +71,9 @@ class TrainConfig:
             config = replace(config, epochs=architecture.default_epochs)
         return config
 
-    def validate(self) -> None:
-        """Every setting of a resolved config that can be checked without TensorFlow; ValueError naming the flag."""
+    def validate(self, dataset: bool = True) -> None:
+        """Every setting of a resolved config that can be checked without TensorFlow; ValueError naming
+        the flag. `dataset` False: not the dataset folder (demo.py checks its flags before generating it)."""
         from processing.workflow.distribute import check_distribute
 
         architecture = self.architecture_spec
@@ -98,6 +99,7 @@ class TrainConfig:
         check_loss_color(self.loss, self.color_mode)
         architecture.check_loss(self.loss)
         check_distribute(self.distribute)
+        self.check_adversarial_flags()
         if self.adversarial:
             if architecture.output != "reconstruction":
                 raise ValueError(f"--adversarial: architecture {architecture.name} outputs an anomaly map, not a reconstruction")
@@ -110,8 +112,19 @@ class TrainConfig:
             if self.reject_every < 0:
                 raise ValueError(f"--reject-every {self.reject_every}: expected 0 (no rejection) or a positive number of epochs")
         self.check_encoder_options()
-        check_dataset_root(self.input_dir)
+        if dataset:
+            check_dataset_root(self.input_dir)
         check_writable_dir(self.output_dir, "--output-dir")
+
+    def check_adversarial_flags(self) -> None:
+        """The --adversarial settings are refused without --adversarial, naming the flag (not silently ignored)."""
+        if self.adversarial:
+            return
+        defaults = TrainConfig(input_dir="")
+        for key, flag in (("latent_dim", "--latent-dim"), ("reject_every", "--reject-every"), ("reject_fraction", "--reject-fraction"),
+                          ("reject_by", "--reject-by")):
+            if getattr(self, key) != getattr(defaults, key):
+                raise ValueError(f"{flag} applies to --adversarial training only; add --adversarial or drop {flag}")
 
     def check_encoder_options(self) -> None:
         """--encoder-weights must name an existing file and suit the architecture; --freeze-encoder needs it."""
@@ -182,8 +195,9 @@ def check_dataset_root(path, flag: str = "--input-dir") -> None:
 def check_model_path(path, results_dir, data_dir=None) -> tuple[Path, dict]:
     """finetune.py / test.py: the model folder and its info.json (checked), the results folder and
     --data-dir; return (model folder, info)."""
-    folder, _ = bundle.resolve_model_path(path)
+    folder, model_file = bundle.resolve_model_path(path)
     info = bundle.read_info(folder)
+    bundle.check_model_file(model_file, info)
     check_writable_dir(results_dir, "--results-dir")
     from processing.data.splits import check_dataset_location
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from autoencoder import bundle, folders
 from autoencoder.progress import progress_bar
-from processing.data.images import check_masks, iter_batches, load_masks, read_image
+from processing.data.images import check_masks, iter_batches, load_masks, read_image, read_mask
 from processing.data.splits import model_dataset
 from processing.detectors.base import Detector
 from processing.evaluation.metrics import (
@@ -292,7 +292,7 @@ def write_segmentation(out_dir: Path, image_path: Path, mask_pred: np.ndarray, m
     overlay = cv2.cvtColor((image * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR)
     thickness = max(1, round(max(height, width) / 256))
     if mask_path is not None:
-        truth = (cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) > 0).astype(np.uint8)
+        truth = read_mask(mask_path).astype(np.uint8)  # decoded as every reader does (EXIF orientation)
         contours, _ = cv2.findContours(truth, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         cv2.drawContours(overlay, contours, -1, TRUTH_COLOR, thickness)
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)

@@ -141,7 +141,7 @@ def train_on(config: TrainConfig, architecture, size: int, layout, strategy=None
 
             info = build_info(
                 config, architecture, size, layout, train_files, val_files, result, max_lr, finder,
-                train_seconds, model_name, stamp, model.count_params(),
+                train_seconds, model_name, stamp, model.count_params(), staging / model_name,
             )
             if strategy is not None:
                 info["training"].update(

@@ -9,9 +9,12 @@ import logging
 import math
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from autoencoder.folders import naming
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +22,7 @@ CSV_COLUMNS = [
     "path", "score", "defective", "threshold", "min_area", "defect_area_px",
     "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "width", "height", "mask", "overlay", "error",
 ]
+PREDICTIONS_NAME = "predictions.csv"
 MAX_FAILURES_SHOWN = 100
 FSYNC_EVERY_S = 2.0
 
@@ -37,7 +41,11 @@ def read_done(csv_path: Path) -> set[str]:
         reader = csv.DictReader(handle)
         if reader.fieldnames != CSV_COLUMNS:
             raise ValueError(f"{csv_path}: not a predictions.csv of this version (columns {reader.fieldnames}); pass --overwrite")
-        return {row["path"] for row in reader}
+        done = set()
+        for index, row in enumerate(reader):
+            check_row(row, csv_path, index + 2)
+            done.add(row["path"])
+        return done
 
 
 class CsvAppender:
@@ -52,24 +60,37 @@ class CsvAppender:
     fsync costs milliseconds, as much as scoring a batch of small images.
     """
 
-    def __init__(self, handle, header: bool):
+    def __init__(self, handle, header: bool, path: Path | None = None):
         self.handle = handle
+        self.path = path if path is not None else Path(getattr(handle, "name", PREDICTIONS_NAME))
         self.writer = csv.DictWriter(handle, CSV_COLUMNS, lineterminator="\n")
         self.last_fsync = time.monotonic()
         if header:
-            self.writer.writeheader()
+            with self.naming_errors():
+                self.writer.writeheader()
+                self.handle.flush()
 
     def append(self, rows: list[dict]) -> None:
-        self.writer.writerows(rows)
-        self.handle.flush()
-        now = time.monotonic()
-        if now - self.last_fsync >= FSYNC_EVERY_S:
-            os.fsync(self.handle.fileno())
-            self.last_fsync = now
+        with self.naming_errors():
+            self.writer.writerows(rows)
+            self.handle.flush()
+            now = time.monotonic()
+            if now - self.last_fsync >= FSYNC_EVERY_S:
+                os.fsync(self.handle.fileno())
+                self.last_fsync = now
 
     def sync(self) -> None:
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
+        with self.naming_errors():
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+
+    @contextmanager
+    def naming_errors(self):
+        """An OSError of a write (a full disk) names the CSV."""
+        try:
+            yield
+        except OSError as error:
+            raise naming(self.path, error) from None
 
 
 def read_predictions(csv_path: Path, gallery: int):
@@ -80,6 +101,7 @@ def read_predictions(csv_path: Path, gallery: int):
     counts = {"images": 0, "defective": 0, "good": 0, "failed": 0}
     with open(csv_path, newline="", encoding="utf-8") as handle:
         for index, row in enumerate(csv.DictReader(handle)):
+            check_row(row, csv_path, index + 2)
             counts["images"] += 1
             if row["error"] or row["score"] == "":
                 counts["failed"] += 1
@@ -99,3 +121,23 @@ def read_predictions(csv_path: Path, gallery: int):
                     heapq.heapreplace(top, item)
     ranked = [row for _, _, row in sorted(top, key=lambda item: item[0], reverse=True)]
     return np.asarray(scores, dtype=np.float64), np.asarray(defective, dtype=bool), ranked, failures, counts
+
+
+def check_row(row: dict, csv_path: Path, line: int) -> None:
+    """A row as predict.py writes it: every column, a score that is a number, defective 0 or 1;
+    ValueError naming the file and the line otherwise (a hand-edited or damaged CSV)."""
+    def refuse(what: str):
+        raise ValueError(f"{csv_path} line {line}: {what}; not a row predict.py wrote (pass --overwrite to predict again)")
+
+    if None in row or any(value is None for value in row.values()):
+        refuse(f"expected {len(CSV_COLUMNS)} columns")
+    if not row["path"]:
+        refuse("no path")
+    if row["error"] or row["score"] == "":
+        return
+    try:
+        float(row["score"])
+    except ValueError:
+        refuse(f"score {row['score']!r} is not a number")
+    if row["defective"] not in ("0", "1"):
+        refuse(f"defective {row['defective']!r}: expected 0 or 1")

@@ -14,23 +14,23 @@ import cv2
 import numpy as np
 
 from processing.evaluation.overlays import draw_overlay, mask_at_original_size, write_png
-from processing.evaluation.report import GalleryItem, ReportData, relative_link, score_histogram, write_report
+from processing.evaluation.report import GalleryItem, ReportData, relative_link, score_histogram, url_of, write_report
 from processing.workflow.predict.csv_io import read_predictions
 from processing.workflow.predict.loading import iter_loaded
-from processing.workflow.predict.settings import PREDICTIONS_FILE, REPORT_DIR, REPORT_FILE, SETTINGS_FILE, output_stem
+from processing.workflow.predict.settings import PREDICTIONS_FILE, REPORT_DIR, REPORT_FILE, SETTINGS_FILE, output_stem, row_file
 
 logger = logging.getLogger(__name__)
 
 THUMBNAIL_SIZE = 256  # longest side of a gallery picture, in pixels
 
 
-def gallery_thumbnails(rows: list[dict], detector, folder: Path, workers: int | None) -> list[str | None]:
+def gallery_thumbnails(rows: list[dict], detector, folder: Path, workers: int | None, cwd: str | None = None) -> list[str | None]:
     """Overlays of the gallery's images, at most THUMBNAIL_SIZE pixels a side, scored again (a few
     dozen images): the report needs no overlay written during the run. None where the image cannot
     be read any more."""
     folder.mkdir(parents=True, exist_ok=True)
     info = detector.model.info["model"]
-    paths = [Path(row["path"]) for row in rows]
+    paths = [row_file(row["path"], cwd) for row in rows]
     names: list[str | None] = [None] * len(rows)
     offset = 0
     for chunk, loaded in iter_loaded(paths, info["color_mode"], info["image_size"], detector.batch_size, workers):
@@ -48,7 +48,7 @@ def gallery_thumbnails(rows: list[dict], detector, folder: Path, workers: int | 
             small = cv2.resize(original, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
             small = small.reshape(small.shape[0], small.shape[1], original.shape[2])
             mask = None if masks[index] is None else mask_at_original_size(masks[index], small.shape[0], small.shape[1])
-            name = f"{offset + index:04d}_{output_stem(chunk[index])}.png"
+            name = f"{offset + index:04d}_{output_stem(chunk[index], stem_chars=40)}.png"
             write_png(folder / name, draw_overlay(small, mask))
             names[offset + index] = name
         offset += len(chunk)
@@ -67,8 +67,8 @@ def build_report(out_dir: Path, settings: dict, detector, gallery: int, workers:
         drawn = scores > floor if floor is not None else np.ones(len(scores), dtype=bool)
         if drawn.any():
             score_histogram(scores[drawn], defective[drawn], decision.get("threshold"), staging / "scores.png")
-            histogram = f"{REPORT_DIR}/scores.png"
-        thumbs = gallery_thumbnails(ranked, detector, staging / "gallery", workers) if ranked else []
+            histogram = url_of(f"{REPORT_DIR}/scores.png")
+        thumbs = gallery_thumbnails(ranked, detector, staging / "gallery", workers, settings.get("cwd")) if ranked else []
         staging.chmod(0o755)
         final = out_dir / REPORT_DIR
         old = None
@@ -84,11 +84,11 @@ def build_report(out_dir: Path, settings: dict, detector, gallery: int, workers:
 
     items = []
     for row, thumb in zip(ranked, thumbs):
-        image_link = relative_link(row["path"], out_dir)
-        link = quote_relative(row["overlay"]) if row["overlay"] else image_link
+        image_link = relative_link(row_file(row["path"], settings.get("cwd")), out_dir)
+        link = relative_link(out_dir / row["overlay"], out_dir) if row["overlay"] else image_link
         items.append(GalleryItem(
             path=row["path"], score=float(row["score"]), defective=row["defective"] == "1",
-            thumbnail=f"{REPORT_DIR}/gallery/{thumb}" if thumb else None, link=link, image_link=image_link,
+            thumbnail=url_of(f"{REPORT_DIR}/gallery/{thumb}") if thumb else None, link=link, image_link=image_link,
             area=int(row["defect_area_px"]) if row["defect_area_px"] else None,
         ))
     model_rows = [
@@ -112,16 +112,10 @@ def build_report(out_dir: Path, settings: dict, detector, gallery: int, workers:
         gallery=items,
         gallery_of=len(scores),
         failures=failures,
-        links=[("predictions.csv", PREDICTIONS_FILE), ("settings", SETTINGS_FILE)],
+        links=[("predictions.csv", url_of(PREDICTIONS_FILE)), ("settings", url_of(SETTINGS_FILE))],
         notes=notes,
     )
     return write_report(out_dir / REPORT_FILE, data), counts
-
-
-def quote_relative(path: str) -> str:
-    from urllib.parse import quote
-
-    return quote(path)
 
 
 def _show(value) -> str:

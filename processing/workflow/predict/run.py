@@ -44,6 +44,7 @@ from processing.workflow.predict.settings import (
     output_stem,
     parse_shard,
     read_settings,
+    row_key,
 )
 from processing.workflow.predict.shards import shard_files
 from processing.workflow.predict.verdict import csv_fields, verdicts_of
@@ -56,8 +57,9 @@ SCORING_THREADS = 2  # batches scored at once (see predict)
 def check_inputs_and_output(config: PredictConfig) -> tuple[list[Path], dict | None]:
     """The image files to predict and the settings of earlier predictions in the output folder.
 
-    Runs before the model is loaded: bad inputs and an output folder that cannot be used fail at
-    once, with one line, and nothing is written.
+    Runs before TensorFlow is imported and before anything is written: bad flags, a model folder
+    that is not one (or whose .keras file was replaced), a result that cannot be read, bad inputs and
+    an output folder that cannot be used fail at once, with one line.
     """
     config.validate()
     shard = parse_shard(config.shard) if config.shard is not None else None
@@ -74,7 +76,28 @@ def check_inputs_and_output(config: PredictConfig) -> tuple[list[Path], dict | N
     kept = [path for path in files if not os.path.realpath(path).startswith(inside)]
     if not kept:
         raise ValueError(f"-i {' '.join(config.inputs)}: the only images found are inside the output folder {out_dir}")
-    files = kept
+    check_model_and_result(config)
+    return kept, check_output_state(out_dir, config)
+
+
+def check_model_and_result(config: PredictConfig) -> tuple[Path, dict, str, Path]:
+    """(model folder, info.json, result name, result folder), checked without TensorFlow: the
+    model folder, its .keras file (the one train.py saved), the finetuning result (every field)."""
+    from autoencoder import bundle
+    from processing.detectors.base import read_result
+    from processing.workflow.results import ResultsTree
+
+    folder, model_file = bundle.resolve_model_path(config.path)
+    info = bundle.read_info(folder)
+    bundle.check_model_file(model_file, info)
+    name, result_folder = ResultsTree.of(info, folder, config.results_root).choose(config.result)
+    read_result(result_folder)
+    return folder, info, name, result_folder
+
+
+def check_output_state(out_dir: Path, config: PredictConfig) -> dict | None:
+    """The settings of the predictions already in `out_dir` (None: none), refused unless --resume
+    or --overwrite; checked first, and again once the folder is locked."""
     previous = read_settings(out_dir) if out_dir.is_dir() else None
     has_csv = (out_dir / PREDICTIONS_FILE).exists()
     if (previous is not None or has_csv) and not (config.resume or config.overwrite):
@@ -82,7 +105,30 @@ def check_inputs_and_output(config: PredictConfig) -> tuple[list[Path], dict | N
         raise ValueError(f"-o {out_dir} already holds predictions{holder}: pass --resume to continue them or --overwrite to replace them")
     if config.resume and has_csv and previous is None:
         raise ValueError(f"-o {out_dir}: {PREDICTIONS_FILE} without {SETTINGS_FILE}; cannot tell which model made it: pass --overwrite")
-    return files, previous
+    return previous
+
+
+def check_same_predictions(previous: dict, settings: dict, out_dir: Path) -> None:
+    """--resume continues predictions of this very model and finetuning result, not of another one
+    of the same name: the model folder, the result, and (where recorded) the SHA-256 of the .keras
+    file and of finetuning_result.json must be those of the predictions in `out_dir`."""
+    if previous.get("model_folder") != settings["model_folder"] or previous.get("result") != settings["result"]:
+        raise ValueError(
+            f"-o {out_dir} holds predictions of model {previous.get('model_folder')} (result {previous.get('result')}), "
+            f"not of {settings['model_folder']} ({settings['result']}): use another -o, or --overwrite"
+        )
+    for what, key, now in (
+        ("the model file", "model_sha256", settings["model_sha256"]),
+        (f"the finetuning result {settings['result']}", "finetuning_result", settings["finetuning_result"]),
+    ):
+        recorded = previous.get(key)
+        if recorded is None:
+            continue  # made by an older version: not recorded
+        if key == "finetuning_result":
+            recorded, now = (recorded.get("folder"), recorded.get("sha256")), (now["folder"], now["sha256"])
+        if recorded != now:
+            raise ValueError(f"-o {out_dir}: {what} changed since these predictions were made; --resume would mix two decisions "
+                             "in one CSV: use another -o, or --overwrite")
 
 
 def load_finetuned(path: str, result: str | None = None, results_root: str = "results", batch_size: int = 16):
@@ -105,8 +151,9 @@ def load_detector(config: PredictConfig):
 class Predictor:
     """Scores batches of files with a loaded detector and turns them into CSV rows (and files)."""
 
-    def __init__(self, detector, out_dir: Path, masks: bool = False, overlays: bool = False):
+    def __init__(self, detector, out_dir: Path, masks: bool = False, overlays: bool = False, absolute: bool = False):
         self.detector = detector
+        self.absolute = absolute  # write the rows' paths absolute
         info = detector.model.info["model"]
         self.color_mode, self.size = info["color_mode"], info["image_size"]
         self.out_dir, self.masks, self.overlays = out_dir, masks, overlays
@@ -143,7 +190,7 @@ class Predictor:
 
     def empty_row(self, path: Path) -> dict:
         row = dict.fromkeys(CSV_COLUMNS, "")
-        row["path"] = str(path)
+        row["path"] = os.path.abspath(path) if self.absolute else str(path)
         row["threshold"] = "" if self.threshold is None else repr(float(self.threshold))
         row["min_area"] = "" if self.min_area is None else int(self.min_area)
         return row
@@ -151,20 +198,24 @@ class Predictor:
 
 def settings_of(config: PredictConfig, model, name: str, folder: Path, detector, n_inputs: int) -> dict:
     from autoencoder import bundle
+    from processing.workflow.results import finetuning_record
 
     info = model.info
     return {
         "model_folder": str(model.folder.resolve()),
         "model_file": model.model_file.name,
+        "model_sha256": bundle.file_sha256(model.model_file),
         "architecture": info["model"]["architecture"],
         "loss": info["training"]["loss"],
         "image_size": info["model"]["image_size"],
         "color_mode": info["model"]["color_mode"],
         "result": name,
         "result_folder": str(folder.resolve()),
+        "finetuning_result": finetuning_record(folder),  # what the result is: its folder and a hash of its JSON
         "decision": detector.decision_summary(),
         "inputs": list(config.inputs),
         "n_inputs": n_inputs,
+        "cwd": os.getcwd(),  # relative paths in predictions.csv are relative to it
         "flags": {key: value for key, value in asdict(config).items() if key not in ("inputs",)},
         "created": bundle.timestamp(),
         "command": bundle.command_line(),
@@ -174,51 +225,107 @@ def settings_of(config: PredictConfig, model, name: str, folder: Path, detector,
 
 
 def predict(config: PredictConfig) -> PredictSummary:
-    """Score every input image; write predictions.csv, masks/overlays, report.html, predict_settings.json."""
-    from autoencoder import bundle
+    """Score every input image; write predictions.csv, masks/overlays, report.html, predict_settings.json.
 
-    files, previous = check_inputs_and_output(config)
+    Everything that can fail without scoring is checked before the output folder is touched (the
+    flags, the model, the result, the inputs, the folder); the folder is then locked
+    (autoencoder/folders.py FolderLock: a second run on it refuses, a killed run's lock is taken
+    over). A run that fails before its first row leaves the folder as it found it; one that fails
+    later keeps its rows (for --resume) and records the failure in predict_settings.json.
+    """
+    from autoencoder.folders import FolderLock
+
+    files, _ = check_inputs_and_output(config)
     model, name, folder, detector = load_detector(config)
     out_dir = Path(config.output)
-    if previous is not None and config.resume:
-        if previous.get("model_folder") != str(model.folder.resolve()) or previous.get("result") != name:
-            raise ValueError(
-                f"-o {out_dir} holds predictions of model {previous.get('model_folder')} (result {previous.get('result')}), "
-                f"not of {model.folder.resolve()} ({name}): use another -o, or --overwrite"
-            )
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with FolderLock(out_dir, "predict.py run"):
+            return predict_locked(config, files, model, name, folder, detector, out_dir)
+    finally:
+        if created:
+            remove_if_empty(out_dir)
+
+
+def remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # not empty: it holds predictions
+
+
+def predict_locked(config: PredictConfig, files: list[Path], model, name: str, folder: Path, detector, out_dir: Path) -> PredictSummary:
+    """predict() once the output folder is locked."""
+    from autoencoder import bundle
+
+    previous = check_output_state(out_dir, config)  # again: another run may have written meanwhile
+    current = settings_of(config, model, name, folder, detector, len(files))
+    resuming = config.resume and previous is not None
+    if resuming:
+        check_same_predictions(previous, current, out_dir)
     if config.overwrite:
         clear_outputs(out_dir)
-    settings = previous if (config.resume and previous is not None) else settings_of(config, model, name, folder, detector, len(files))
+    settings = previous if resuming else current
+    cwd = os.getcwd()
+    base = settings.get("cwd")  # relative rows of the CSV are relative to it (None: older settings, this process's)
     csv_path = out_dir / PREDICTIONS_FILE
-    done = read_done(csv_path) if config.resume else set()
-    todo = [path for path in files if str(path) not in done]
+    done = {row_key(text, base) for text in read_done(csv_path)} if config.resume else set()
+    todo = [path for path in files if row_key(str(path), cwd) not in done]
     skipped = len(files) - len(todo)
     if skipped:
         logger.info("%d of %d images already in %s: skipped (--resume)", skipped, len(files), csv_path)
     run = {
-        "started": bundle.timestamp(), "command": bundle.command_line(), "n_inputs": len(files), "n_skipped": skipped, "status": "running",
+        "started": bundle.timestamp(), "command": bundle.command_line(), "cwd": cwd, "n_inputs": len(files), "n_skipped": skipped,
+        "status": "running",
     }
     settings["runs"] = [*settings.get("runs", []), run]
+    progress = {"rows": 0, "failed": 0}
+    try:
+        bundle.write_json(out_dir / SETTINGS_FILE, settings)
+        seconds = score_into_csv(config, detector, out_dir, todo, progress, absolute=base not in (None, cwd))
+        report, stats = build_report(out_dir, settings, detector, config.gallery, config.workers)
+    except BaseException as error:
+        record_failure(out_dir, settings, run, error, fresh=not resuming, rows=progress["rows"])
+        raise
+    run |= {
+        "status": "complete",
+        "n_new": progress["rows"],
+        "n_failed_new": progress["failed"],
+        "seconds": round(seconds, 2),
+        "images_per_second": round(progress["rows"] / seconds, 2) if seconds > 0 else None,
+    }
+    settings |= {"counts": stats}
     bundle.write_json(out_dir / SETTINGS_FILE, settings)
+    summary = PredictSummary(out_dir, stats["images"], stats["defective"], stats["failed"], progress["rows"], skipped, seconds, report,
+                             settings)
+    logger.info("%s", summary.line())
+    if config.strict and summary.n_failed:
+        raise ValueError(f"{summary.n_failed} of {summary.n_images} images failed (--strict); see the error column of {csv_path}")
+    return summary
+
+
+def score_into_csv(config: PredictConfig, detector, out_dir: Path, todo: list[Path], progress_counts: dict, absolute: bool) -> float:
+    """Score `todo` batch by batch, appending rows to predictions.csv (and writing masks/overlays);
+    return the seconds it took. `absolute`: write absolute paths (a run from another working folder
+    than the one the CSV's relative paths are relative to)."""
     for sub, wanted in ((MASKS_DIR, config.masks and detector.map_value_range is not None), (OVERLAYS_DIR, config.overlays)):
         if wanted:
             (out_dir / sub).mkdir(exist_ok=True)
     if config.masks and detector.map_value_range is None:
         logger.warning("the %s detector classifies whole images: no masks are written", detector.name)
-
-    predictor = Predictor(detector, out_dir, config.masks, config.overlays)
+    predictor = Predictor(detector, out_dir, config.masks, config.overlays, absolute)
     logger.info(
         "predicting %d images with %s (%s)",
         len(todo),
-        name,
+        detector.result_name(detector.result),
         ", ".join(f"{k}={v}" for k, v in detector.decision_summary().items() if k != "detector" and v is not None),
     )
+    csv_path = out_dir / PREDICTIONS_FILE
     started = time.perf_counter()
     new_csv = not csv_path.exists() or csv_path.stat().st_size == 0
-    n_new = n_failed_new = 0
     with open(csv_path, "a", newline="", encoding="utf-8") as handle:
-        appender = CsvAppender(handle, header=new_csv)
+        appender = CsvAppender(handle, header=new_csv, path=csv_path)
         with (
             progress_bar(total=len(todo), desc="predict", unit="img") as progress,
             ThreadPoolExecutor(max_workers=SCORING_THREADS) as scoring,
@@ -228,10 +335,9 @@ def predict(config: PredictConfig) -> PredictSummary:
             pending: deque = deque()
 
             def write(rows: list[dict]) -> None:
-                nonlocal n_new, n_failed_new
                 appender.append(rows)
-                n_new += len(rows)
-                n_failed_new += sum(1 for row in rows if row["error"])
+                progress_counts["rows"] += len(rows)
+                progress_counts["failed"] += sum(1 for row in rows if row["error"])
                 progress.update(len(rows))
 
             for chunk, loaded in iter_loaded(todo, predictor.color_mode, predictor.size, config.batch_size, config.workers):
@@ -241,20 +347,22 @@ def predict(config: PredictConfig) -> PredictSummary:
             while pending:
                 write(pending.popleft().result())
         appender.sync()
-    seconds = time.perf_counter() - started
+    return time.perf_counter() - started
 
-    report, stats = build_report(out_dir, settings, detector, config.gallery, config.workers)
-    run |= {
-        "status": "complete",
-        "n_new": n_new,
-        "n_failed_new": n_failed_new,
-        "seconds": round(seconds, 2),
-        "images_per_second": round(n_new / seconds, 2) if seconds > 0 else None,
-    }
-    settings |= {"counts": stats}
-    bundle.write_json(out_dir / SETTINGS_FILE, settings)
-    summary = PredictSummary(out_dir, stats["images"], stats["defective"], stats["failed"], n_new, skipped, seconds, report, settings)
-    logger.info("%s", summary.line())
-    if config.strict and summary.n_failed:
-        raise ValueError(f"{summary.n_failed} of {summary.n_images} images failed (--strict); see the error column of {csv_path}")
-    return summary
+
+def record_failure(out_dir: Path, settings: dict, run: dict, error: BaseException, fresh: bool, rows: int) -> None:
+    """After a run failed: a new run that wrote no row leaves nothing behind (its settings, the
+    header-only CSV, the folders it made); otherwise the rows stay for --resume and the run's
+    status says what happened (a killed run's stays "running")."""
+    from autoencoder import bundle
+    from autoencoder.cli import error_line
+
+    try:
+        if fresh and rows == 0:
+            clear_outputs(out_dir)
+            return
+        run |= {"status": "interrupted" if isinstance(error, KeyboardInterrupt) else "failed", "n_new": rows,
+                "error": error_line(error) if isinstance(error, Exception) else type(error).__name__}
+        bundle.write_json(out_dir / SETTINGS_FILE, settings)
+    except OSError as cleanup_error:  # the disk that failed the run may fail this too: the first error is the one to report
+        logger.warning("%s: could not record the failed run: %s", out_dir, cleanup_error)

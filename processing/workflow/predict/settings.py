@@ -91,14 +91,62 @@ def parse_shard(text: str) -> tuple[int, int]:
     return k, n
 
 
-def read_settings(out_dir: Path) -> dict | None:
+# The keys of predict_settings.json that predict.py reads back, and their types.
+SETTINGS_TYPES = {
+    "model_folder": str, "model_file": str, "result": str, "result_folder": str, "runs": list, "inputs": list, "n_inputs": int,
+    "flags": dict, "decision": dict, "cwd": str, "finetuning_result": dict, "model_sha256": str,
+}
+
+
+def read_settings(out_dir: Path, flag: str = "-o") -> dict | None:
+    """predict_settings.json of an output folder (None when there is none), checked: a hand-edited
+    file that is not what predict.py wrote is refused in one line naming it."""
     path = out_dir / SETTINGS_FILE
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        settings = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ValueError(f"-o {out_dir}: {SETTINGS_FILE} is not valid JSON; pass --overwrite to replace the predictions there") from None
+        raise ValueError(f"{flag} {out_dir}: {SETTINGS_FILE} is not valid JSON; pass --overwrite to replace the predictions "
+                         "there") from None
+    problem = settings_problem(settings)
+    if problem:
+        raise ValueError(f"{path}: {problem}; not a file predict.py wrote (pass --overwrite to replace the predictions there)")
+    return settings
+
+
+def settings_problem(settings) -> str | None:
+    if not isinstance(settings, dict):
+        return "expected a JSON object"
+    for key in ("model_folder", "result", "runs"):
+        if key not in settings:
+            return f"no {key!r}"
+    for key, kind in SETTINGS_TYPES.items():
+        if key in settings and (not isinstance(settings[key], kind) or isinstance(settings[key], bool)):
+            expected = {str: "a string", int: "a whole number", list: "a list", dict: "an object"}[kind]
+            return f"{key} {json.dumps(settings[key])[:60]}: expected {expected}"
+    if not all(isinstance(run, dict) for run in settings["runs"]):
+        return "runs: expected a list of objects"
+    return None
+
+
+def last_status(settings: dict) -> str:
+    """The status of the last predict.py run recorded ("complete", "running" for one killed or still
+    going, "failed", "interrupted"); "none" without runs."""
+    runs = settings.get("runs") or []
+    return str(runs[-1].get("status", "unknown")) if runs else "none"
+
+
+def row_file(text: str, cwd: str | None) -> Path:
+    """The image file of a CSV row's path: relative paths are relative to the working folder of the
+    run that wrote them (`cwd`, recorded in predict_settings.json; older files: this process's)."""
+    return Path(os.path.normpath(os.path.join(cwd or os.getcwd(), text)))
+
+
+def row_key(text: str, cwd: str | None) -> str:
+    """What identifies an image across runs: its resolved path (the same file given as an absolute
+    and a relative path, or through a link, is one image)."""
+    return os.path.realpath(row_file(text, cwd))
 
 
 def check_writable(out_dir: Path) -> None:
@@ -119,11 +167,18 @@ def check_writable(out_dir: Path) -> None:
         raise OSError(f"-o {out_dir}: not writable{where}: {error.strerror or error}") from None
 
 
-def output_stem(path: Path) -> str:
-    """A file name for an image's mask and overlay: its stem and a hash of its absolute path (two
-    images of the same name in different folders do not collide; the CSV names both files)."""
+MAX_STEM_CHARS = 120  # of an image's stem in the names of its mask and overlay (file names end at 255 bytes)
+
+
+def output_stem(path: Path, stem_chars: int = MAX_STEM_CHARS) -> str:
+    """A file name for an image's mask and overlay: its stem (cut to `stem_chars` characters) and a
+    hash of its absolute path (two images of the same name in different folders do not collide; the
+    CSV names both files)."""
     digest = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:8]
-    return f"{path.stem}_{digest}"
+    stem = path.stem
+    while len(stem[:stem_chars].encode()) > stem_chars:  # multi-byte characters: cut by bytes
+        stem_chars -= 1
+    return f"{stem[:stem_chars]}_{digest}"
 
 
 def clear_outputs(out_dir: Path) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import shutil
 from pathlib import Path
 
-from processing.workflow.predict.csv_io import CSV_COLUMNS, read_done
+from processing.workflow.predict.csv_io import CSV_COLUMNS, check_row, read_done
 from processing.workflow.predict.report import build_report
 from processing.workflow.predict.settings import (
     MASKS_DIR,
@@ -17,8 +18,11 @@ from processing.workflow.predict.settings import (
     PredictSummary,
     check_writable,
     clear_outputs,
+    last_status,
     parse_shard,
     read_settings,
+    row_file,
+    row_key,
 )
 
 logger = logging.getLogger(__name__)
@@ -33,8 +37,12 @@ def shard_files(files: list[Path], k: int, n: int) -> list[Path]:
 
 
 def check_merge(parts: list[str], output: str, overwrite: bool = False) -> tuple[list[Path], list[dict]]:
-    """predict.py --merge: the part folders (each with predictions.csv and predict_settings.json of
-    the same model and result, shards of one split when --shard was used) and the output folder."""
+    """predict.py --merge: the part folders and the output folder, checked before anything is
+    written (and before TensorFlow is imported). Each part must be a *finished* predict.py run (its
+    last run "complete": a killed or failed run's rows are partial), and all of the same model and
+    finetuning result, compared by what they are (folders, SHA-256 of the .keras file and of
+    finetuning_result.json), not by name; that result must still be what it was (the report scores
+    its gallery again); shards of one split when --shard was used."""
     if len(parts) < 1:
         raise ValueError("--merge: expected the output folders of the predict.py runs to merge")
     out_dir = Path(output)
@@ -48,13 +56,19 @@ def check_merge(parts: list[str], output: str, overwrite: bool = False) -> tuple
             raise ValueError(f"--merge {part}: also the output folder -o; merge into a new folder")
         if folder.resolve() in [f.resolve() for f in folders]:
             raise ValueError(f"--merge {part}: given twice")
+        part_settings = read_settings(folder, "--merge")
+        status = last_status(part_settings)
+        if status != "complete":
+            raise ValueError(f"--merge {part}: its predict.py run did not finish (status {status!r} in {SETTINGS_FILE}); its rows are "
+                             f"partial: finish it with predict.py ... -o {part} --resume, then merge")
         folders.append(folder)
-        settings.append(read_settings(folder))
+        settings.append(part_settings)
     first = settings[0]
     for folder, other in zip(folders[1:], settings[1:]):
-        for key in ("model_folder", "model_file", "result"):
-            if other.get(key) != first.get(key):
-                raise ValueError(f"--merge {folder}: {key} {other.get(key)} differs from {first.get(key)} in {folders[0]}")
+        difference = identity_difference(first, other)
+        if difference:
+            raise ValueError(f"--merge {folder}: {difference} than {folders[0]}: not predictions of the same model and result")
+    check_result_unchanged(first, folders[0])
     shards = [s.get("flags", {}).get("shard") for s in settings]
     if any(shard is not None for shard in shards):
         if None in shards:
@@ -77,41 +91,117 @@ def check_merge(parts: list[str], output: str, overwrite: bool = False) -> tuple
     return folders, settings
 
 
+def identity(settings: dict) -> dict:
+    """What a predict.py run's model and result *are*: folders resolved, and the SHA-256 of the
+    .keras file and of finetuning_result.json where recorded (older settings: not recorded)."""
+    record = settings.get("finetuning_result") or {}
+    return {
+        "model folder": settings.get("model_folder"),
+        "model file": settings.get("model_file"),
+        "model file SHA-256": settings.get("model_sha256"),
+        "result": settings.get("result"),
+        "result folder": str(Path(settings["result_folder"]).resolve()) if settings.get("result_folder") else None,
+        "finetuning_result.json SHA-256": record.get("sha256") if isinstance(record, dict) else None,
+    }
+
+
+def identity_difference(first: dict, other: dict) -> str | None:
+    """'its result folder X differs from Y' for the first difference, None when none (a key
+    recorded by one side only is not compared)."""
+    ours, theirs = identity(first), identity(other)
+    for key, value in theirs.items():
+        if value is not None and ours[key] is not None and value != ours[key]:
+            return f"another {key} ({value}, not {ours[key]})"
+    return None
+
+
+def check_result_unchanged(settings: dict, folder: Path) -> None:
+    """The finetuning result the predictions were made with is still the one on disk."""
+    from processing.workflow.results import finetuning_record
+
+    record = settings.get("finetuning_result")
+    result_folder = Path(settings.get("result_folder", ""))
+    if not (result_folder / "finetuning_result.json").is_file():
+        raise ValueError(f"--merge {folder}: its finetuning result {result_folder} is gone (needed for the report)")
+    if isinstance(record, dict) and record.get("sha256") != finetuning_record(result_folder)["sha256"]:
+        raise ValueError(f"--merge {folder}: the finetuning result {result_folder} changed since these predictions were made: predict "
+                         "again with it")
+
+
 def merge_predictions(
     parts: list[str], output: str, gallery: int = 48, workers: int | None = None, overwrite: bool = False
 ) -> PredictSummary:
     """Concatenate the predictions.csv of `parts` (rows sorted by path), copy their masks and
-    overlays, and rebuild the report and predict_settings.json in `output`."""
+    overlays, and rebuild the report and predict_settings.json in `output`. The same image (by
+    resolved path) in two parts is refused."""
     from autoencoder import bundle
+    from autoencoder.folders import FolderLock
     from processing.workflow.results import load_detector
 
     folders, all_settings = check_merge(parts, output, overwrite)
-    out_dir = Path(output)
-    rows, seen = [], {}
-    for folder in folders:
-        with open(folder / PREDICTIONS_FILE, newline="", encoding="utf-8") as handle:
-            for row in csv.DictReader(handle):
-                if row["path"] in seen:
-                    raise ValueError(f"--merge: {row['path']} is in both {seen[row['path']]} and {folder}")
-                seen[row["path"]] = folder
-                rows.append(row)
-    rows.sort(key=lambda row: row["path"])
     first = all_settings[0]
     model = bundle.load_bundle(first["model_folder"])
     detector = load_detector(model, Path(first["result_folder"]))
+    base = first.get("cwd") or os.getcwd()
+    rows, seen = [], {}
+    for folder, part_settings in zip(folders, all_settings):
+        cwd = part_settings.get("cwd") or os.getcwd()
+        with open(folder / PREDICTIONS_FILE, newline="", encoding="utf-8") as handle:
+            for index, row in enumerate(csv.DictReader(handle)):
+                check_row(row, folder / PREDICTIONS_FILE, index + 2)
+                key = row_key(row["path"], cwd)
+                if key in seen:
+                    raise ValueError(f"--merge: {row['path']} is in both {seen[key]} and {folder}")
+                seen[key] = folder
+                if cwd != base and not os.path.isabs(row["path"]):
+                    row["path"] = str(row_file(row["path"], cwd))  # relative to another working folder: made absolute
+                rows.append(row)
+    rows.sort(key=lambda row: row["path"])
 
+    out_dir = Path(output)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with FolderLock(out_dir, "predict.py run"):
+            check_output_free(out_dir, overwrite)
+            try:
+                summary = write_merged(out_dir, folders, all_settings, rows, seen, detector, gallery, workers, overwrite)
+            except BaseException:
+                clear_outputs(out_dir)  # nothing half-merged stays
+                raise
+    finally:
+        if created:
+            try:
+                out_dir.rmdir()
+            except OSError:
+                pass
+    logger.info("merged %d parts: %s", len(folders), summary.line())
+    return summary
+
+
+def check_output_free(out_dir: Path, overwrite: bool) -> None:
+    if (out_dir / PREDICTIONS_FILE).exists() and not overwrite:
+        raise ValueError(f"-o {out_dir} already holds predictions: pass --overwrite to replace them")
+
+
+def write_merged(out_dir, folders, all_settings, rows, seen, detector, gallery, workers, overwrite) -> PredictSummary:
+    from autoencoder import bundle
+
     if overwrite:
         clear_outputs(out_dir)
     for folder in folders:
         for sub in (MASKS_DIR, OVERLAYS_DIR):
             if (folder / sub).is_dir():
                 shutil.copytree(folder / sub, out_dir / sub, dirs_exist_ok=True)
-    with open(out_dir / PREDICTIONS_FILE, "w", newline="", encoding="utf-8") as handle:
+    staged = out_dir / f".{PREDICTIONS_FILE}.tmp"
+    with open(staged, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
+    os.replace(staged, out_dir / PREDICTIONS_FILE)
+    first = all_settings[0]
     settings = dict(first)
+    settings["cwd"] = first.get("cwd") or os.getcwd()
     settings["inputs"] = list(dict.fromkeys(item for s in all_settings for item in s.get("inputs", [])))
     settings["n_inputs"] = sum(int(s.get("n_inputs", 0)) for s in all_settings)
     settings["flags"] = {**first.get("flags", {}), "shard": None, "output": str(out_dir)}
@@ -125,6 +215,4 @@ def merge_predictions(
     report, stats = build_report(out_dir, settings, detector, gallery, workers)
     settings["counts"] = stats
     bundle.write_json(out_dir / SETTINGS_FILE, settings)
-    summary = PredictSummary(out_dir, stats["images"], stats["defective"], stats["failed"], 0, 0, 0.0, report, settings)
-    logger.info("merged %d parts: %s", len(folders), summary.line())
-    return summary
+    return PredictSummary(out_dir, stats["images"], stats["defective"], stats["failed"], 0, 0, 0.0, report, settings)
