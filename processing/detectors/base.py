@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import abc
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -138,8 +139,9 @@ class FinetuneData:
 
     def relative_finetune_files(self) -> list[str]:
         """The dataset's files in the finetuning subset (test.py leaves them out), relative to its root."""
-        root = self.layout.root.resolve()
-        return [str(path.resolve().relative_to(root)) for path in self.finetune_files if path.resolve().is_relative_to(root)]
+        root = Path(os.path.abspath(self.layout.root))  # not resolve(): a dataset's files may be links (split.py)
+        files = [Path(os.path.abspath(path)) for path in self.finetune_files]
+        return [str(path.relative_to(root)) for path in files if path.is_relative_to(root)]
 
 
 @dataclass

@@ -73,7 +73,7 @@ class BenchmarkConfig:
         from autoencoder.models import get_architecture
         from processing.maps.kinds import check_method_dtype, losses_with_maps, matching_map_for_loss
         from processing.maps.postprocess import check_normalization, check_sigma
-        from processing.workflow.options import check_dataset_root
+        from processing.workflow.options import check_dataset_root, resolve_color_mode
 
         for flag, values in (("--architectures", self.architectures), ("--losses", self.losses), ("--image-sizes", self.image_sizes)):
             if not values:
@@ -96,9 +96,10 @@ class BenchmarkConfig:
             check_method_dtype(method, self.dtype)
         if self.methods_given:
             self.check_methods_suit_architectures()
+        check_dataset_root(self.input_dir)
+        color_mode = resolve_color_mode(self.input_dir) if self.color_mode == "auto" else self.color_mode
         for loss in self.losses:
-            if self.color_mode != "auto":
-                check_loss_color(loss, self.color_mode)
+            check_loss_color(loss, color_mode)
             if loss not in losses_with_maps():
                 matching_map_for_loss(loss)  # raises, naming --losses
         for name, size in itertools.product(self.architectures, self.image_sizes):
