@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None):
         input_dir=str(data_dir),
         architecture=args.architecture,
         loss="ssim",  # the brick texture is reconstructed best with SSIM
+        color_mode="grayscale",  # SSIM needs it; the demo textures are gray
         image_size=args.image_size,
         epochs=args.epochs,
         learning_rate=args.lr,

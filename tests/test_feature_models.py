@@ -219,8 +219,8 @@ def test_border_rule_defaults_to_the_map_kind():
 def test_training_defaults_come_from_the_architecture():
     from processing.workflow.options import TrainConfig
 
-    config = TrainConfig(input_dir="x").resolved()
+    config = TrainConfig(input_dir="x").resolved(detect_colour=False)
     assert (config.architecture, config.loss, config.epochs) == ("featureCAE", "feature", 20)
-    config = TrainConfig(input_dir="x", architecture="mvtecCAE").resolved()
+    config = TrainConfig(input_dir="x", architecture="mvtecCAE").resolved(detect_colour=False)
     assert (config.loss, config.epochs) == ("l2", 100)
-    assert TrainConfig(input_dir="x", epochs=3, loss="ssim", architecture="mvtecCAE").resolved().epochs == 3
+    assert TrainConfig(input_dir="x", epochs=3, loss="ssim", architecture="mvtecCAE").resolved(detect_colour=False).epochs == 3

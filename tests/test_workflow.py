@@ -218,14 +218,6 @@ def copy_model_with_dataset(trained: Path, dataset: Path, tmp_path: Path) -> tup
     return model, data
 
 
-def test_finetune_needs_a_defect_class(tmp_path, trained, dataset, capsys):
-    model, data = copy_model_with_dataset(trained, dataset, tmp_path)
-    for name in ("crack", "scratch", "spot"):
-        shutil.rmtree(data / "test" / name)
-    err = run_cli(finetune, ["-p", str(model), "--results-dir", str(tmp_path / "r")], capsys)
-    assert "defect" in err
-
-
 def test_test_rejects_mask_of_wrong_size(tmp_path, trained, dataset, workspace, capsys):
     model, data = copy_model_with_dataset(trained, dataset, tmp_path)
     results = tmp_path / "r"

@@ -47,6 +47,8 @@ class TrainConfig:
     reject_by: str = "reconstruction"  # adversarial only: likelihood, reconstruction or combined
     distribute: str = "none"  # none (no strategy), mirrored or multiworker (processing/workflow/distribute.py)
     color_detected: bool = False  # set by resolved(): color_mode was chosen from the training images (-c auto)
+    tile: int | None = None  # train on tiles of this side at the original resolution (processing/data/tiles.py)
+    tile_overlap: int | None = None  # pixels two neighbouring tiles share; None: a quarter of the tile
 
     @property
     def architecture_spec(self):
@@ -56,14 +58,25 @@ class TrainConfig:
 
     @property
     def size(self) -> int:
-        """The side of the model input: --image-size or the architecture's default."""
+        """The side of the model input: the tile, --image-size or the architecture's default."""
+        if self.tile is not None:
+            return self.tile
         return self.architecture_spec.default_size if self.image_size is None else self.image_size
 
-    def resolved(self) -> TrainConfig:
-        """The config with its loss and epochs filled in: the architecture's defaults when none were asked for."""
+    @property
+    def tile_grid(self):
+        from processing.data.tiles import TileGrid
+
+        if self.tile is None:
+            return None
+        return TileGrid(self.tile, self.tile // 4 if self.tile_overlap is None else self.tile_overlap)
+
+    def resolved(self, detect_colour: bool = True) -> TrainConfig:
+        """The config with its loss and epochs filled in: the architecture's defaults when none were asked for.
+        `detect_colour`: -c auto reads the training images (False: left to a later resolved(), once they exist)."""
         architecture = self.architecture_spec
         config = self
-        if config.color_mode == "auto":
+        if config.color_mode == "auto" and detect_colour:
             config = replace(config, color_mode=resolve_color_mode(config.input_dir, "--input-dir"), color_detected=True)
         if config.loss is None:
             config = replace(config, loss=architecture.default_loss)
@@ -81,6 +94,16 @@ class TrainConfig:
             isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < 1
         ):
             raise ValueError(f"--image-size {self.image_size}: expected a positive number of pixels (the side of the square model input)")
+        if self.tile is not None:
+            if self.image_size is not None and self.image_size != self.tile:
+                raise ValueError(
+                    f"--image-size {self.image_size} with --tile {self.tile}: a tiled model's input is one tile; drop --image-size"
+                )
+            self.tile_grid  # noqa: B018  (checks --tile and --tile-overlap)
+            if self.adversarial:
+                raise ValueError("--tile with --adversarial: the adversarial autoencoder trains on whole images; drop one of the two")
+        elif self.tile_overlap is not None:
+            raise ValueError("--tile-overlap needs --tile SIZE")
         architecture.check_size(self.size)
         check_positive_int(self.batch_size, "--batch", "a batch size")
         if not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or self.epochs < 1:
@@ -163,6 +186,8 @@ def config_from_args(args) -> TrainConfig:
         reject_fraction=getattr(args, "reject_fraction", None),
         reject_by=getattr(args, "reject_by", "reconstruction"),
         distribute=getattr(args, "distribute", "none"),
+        tile=getattr(args, "tile", None),
+        tile_overlap=getattr(args, "tile_overlap", None),
     )
 
 

@@ -31,10 +31,12 @@ class ServeConfig:
 
     def validate(self) -> None:
         """Every flag that needs no model and no TensorFlow; ValueError/OSError (one line) naming it."""
-        from autoencoder import bundle
-        from processing.workflow.serve.backends import is_export
+        from pathlib import Path
 
-        if not is_export(self.path):
+        from autoencoder import bundle
+        from processing.workflow.export_runner import info_path
+
+        if not info_path(Path(self.path)).is_file():  # not an export: a model folder
             bundle.resolve_model_path(self.path, "-p/--path")
         positive_ints = (
             ("-b/--batch", self.batch_size), ("--max-images", self.max_images), ("--max-pixels", self.max_pixels),
