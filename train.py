@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="remove the staging folders that killed trainings left under --output-dir (they are reported either way)",
     )
+    parser.add_argument("--tile", type=int, default=None, metavar="SIZE", help="train on SIZE x SIZE tiles of the images at their "
+            "original resolution (for images far larger than the model); finetune.py, test.py and predict.py then score every tile and "
+            "decide on the stitched map at the image's own size (min_area in original pixels)")
+    parser.add_argument("--tile-overlap", type=int, default=None, metavar="PIXELS", help="pixels two neighbouring tiles share "
+            "(default: a quarter of the tile); overlapping maps are averaged")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 

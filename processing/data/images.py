@@ -294,6 +294,14 @@ def load_image_and_original(path: str | os.PathLike, color_mode: str, size: int)
     return image, original
 
 
+def load_whole_and_original(path: str | os.PathLike, color_mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """A tiled model's input of one file (the whole image at its own size, in `color_mode`) and the
+    file decoded once (as :func:`load_image_and_original` returns it)."""
+    channels = _check_color_mode(color_mode)
+    original = _to_float_rgb_or_gray(_decode(path))
+    return _convert_channels(original, channels), original
+
+
 def read_mask(path: str | os.PathLike) -> np.ndarray:
     """A ground-truth mask at its original size: bool (H, W), True where any colour channel is > 0
     (masks may hold 0/255 or 0/1; an alpha channel is ignored)."""

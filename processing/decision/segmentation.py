@@ -28,17 +28,29 @@ EIGHT_CONNECTIVITY = np.ones((3, 3), dtype=bool)
 
 
 def validate_resmaps(resmaps, name="resmaps"):
-    """Return ``resmaps`` as an array of shape (N, H, W) of a real dtype.
+    """Return ``resmaps`` as an array of shape (N, H, W) of a real dtype, or, for maps of different
+    sizes (tiled images at their own size), as a list of (H_i, W_i) arrays.
 
-    Accepts bool, integer and float arrays; rejects other shapes, other dtypes
-    and non-finite values with a one-line ``ValueError`` naming ``name``.
+    Accepts bool, integer and float arrays; rejects other shapes, other dtypes and non-finite
+    values with a one-line ``ValueError`` naming ``name``.
     """
+    if isinstance(resmaps, (list, tuple)) and (len(resmaps) == 0 or np.ndim(resmaps[0]) == 2):
+        shapes = {np.shape(m) for m in resmaps}
+        if len(shapes) > 1 or not resmaps:
+            return [_validate_map(np.asarray(m), name) for m in resmaps]
     arr = np.asarray(resmaps)
     if arr.ndim != 3:
         raise ValueError(f"{name}: expected an array of shape (N, H, W), got shape {arr.shape}")
+    _validate_map(arr, name)
+    return arr
+
+
+def _validate_map(arr: np.ndarray, name: str) -> np.ndarray:
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"{name}: expected maps of shape (H, W), got shape {arr.shape}")
     if arr.dtype.kind not in "buif":
         raise ValueError(f"{name}: expected a bool, integer or float array, got dtype {arr.dtype}")
-    if 0 in arr.shape[1:]:
+    if 0 in arr.shape[-2:]:
         raise ValueError(f"{name}: expected maps of at least 1x1 pixels, got shape {arr.shape}")
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ValueError(f"{name}: contains {np.count_nonzero(~np.isfinite(arr))} NaN or infinite values")
@@ -120,13 +132,13 @@ def segment(resmaps, threshold, min_area, clear_border=True):
 
     Returns
     -------
-    (N, H, W) bool array
+    (N, H, W) bool array (a list of (H_i, W_i) masks for a list of maps)
     """
     resmaps = validate_resmaps(resmaps)
     threshold = validate_threshold(threshold)
     min_area = validate_min_area(min_area)
     clear_border = validate_clear_border(clear_border)
-    masks = np.zeros(resmaps.shape, dtype=bool)
+    masks = [np.zeros(resmap.shape, dtype=bool) for resmap in resmaps] if isinstance(resmaps, list) else np.zeros(resmaps.shape, dtype=bool)
     for index, resmap in enumerate(resmaps):
         labels, areas = non_border_components(resmap > threshold, clear_border)
         masks[index] = (areas >= min_area)[labels]

@@ -792,7 +792,8 @@ def search_min_area_threshold(
     labels = _validate_labels(finetune_labels, len(finetune_resmaps), "finetune_labels")
     min_areas = _validate_min_areas(min_areas)
     clear_border = validate_clear_border(clear_border)
-    grid = threshold_grid([val_resmaps, finetune_resmaps], dtype, n_steps)
+    grid = threshold_grid([*val_resmaps, *finetune_resmaps] if isinstance(val_resmaps, list) or isinstance(finetune_resmaps, list)
+                          else [val_resmaps, finetune_resmaps], dtype, n_steps)
     curves_of = largest_area_curves_naive if naive else largest_area_curves
     logger.info(
         "area curves of %d validation and %d finetuning maps on %d thresholds%s%s",

@@ -157,6 +157,9 @@ class KDEDetector(Detector):
 
     @classmethod
     def fit(cls, model: bundle.ModelBundle, config: FinetuneConfig, data: FinetuneData) -> KDEDetector:
+        if model.info["model"].get("tile"):
+            raise ValueError("--detector kde: the latent density is of whole resized images, not of a tiled model (train.py --tile); "
+                             "use the segmentation detector")
         scorer = code_and_reconstruction_model(model.model)
         color_mode, size = model.info["model"]["color_mode"], model.info["model"]["image_size"]
         held_out = set(data.validation_files)

@@ -24,6 +24,7 @@ import numpy as np
 
 from autoencoder import bundle
 from processing.data.images import iter_batches, scan_dataset, split_train_validation
+from processing.data.tiles import TileGrid, iter_originals, iter_tile_batches, load_tiles, stitch, tiles_of
 from processing.decision.segmentation import segment
 from processing.decision.thresholds import DEFAULT_MIN_AREAS, allowed_false_alarms, max_component_level, search_min_area_threshold
 from processing.detectors import fields as f
@@ -176,6 +177,7 @@ class SegmentationDetector(Detector):
             if kind.name not in self.states:
                 self.states[kind.name] = load_state(kind, folder)
         self.sources = bind_sources(self.spec, model.model)
+        self.grid = TileGrid.of(model.info["model"].get("tile"))  # a tiled model scores whole images, tile by tile
         self.min_area, self.threshold = result.best_min_area, result.best_threshold
         size = model.info["model"]["image_size"]
         if self.min_area > size * size:
@@ -231,7 +233,12 @@ class SegmentationDetector(Detector):
         sigma, clear_border, normalize = config.smoothing_sigma, config.clear_border, config.normalize
         started = time.perf_counter()
         info = model.info["model"]
-        states = fit_states(spec.fitted_kinds, model.model, training_files(model, data), info["color_mode"], info["image_size"],
+        grid = TileGrid.of(info.get("tile"))
+        if grid is not None and (normalize != "none" or config.combine_with):
+            raise ValueError(f"{'--normalize pixel' if normalize != 'none' else '--combine-with'}: not for a tiled model "
+                             f"(train.py --tile {grid.size}): its images and maps have their own sizes")
+        train_files = training_files(model, data)
+        states = fit_states(spec.fitted_kinds, model.model, lambda: training_batches(train_files, info, config.batch_size, config.seed),
                             config.batch_size, config.seed)
         # A detector without a decision yet, to make maps exactly as test.py will.
         maker = cls(model, SegmentationResult(model="", method=config.method, dtype=config.dtype),
@@ -253,6 +260,7 @@ class SegmentationDetector(Detector):
             config.dtype,
             min_areas=DEFAULT_MIN_AREAS,
             clear_border=clear_border,
+            allowed_false_alarms=allowed,
         )
         seconds = time.perf_counter() - started
         logger.info(
@@ -337,15 +345,27 @@ class SegmentationDetector(Detector):
         return combine_maps(maps, self.combination)
 
     def component_maps_of_files(self, paths) -> dict[str, np.ndarray]:
+        """Each component's maps of image files (of every tile of them, for a tiled model), pooled."""
         info = self.model.info["model"]
-        batches = [
-            self.component_maps(images) for _, images in iter_batches(paths, info["color_mode"], info["image_size"], self.batch_size)
-        ]
+        if self.grid is None:
+            inputs = (images for _, images in iter_batches(paths, info["color_mode"], info["image_size"], self.batch_size))
+            batches = [self.component_maps(images) for images in inputs]
+        else:
+            batches = [self.component_maps(tiles) for tiles in iter_tile_batches(paths, info["color_mode"], self.grid, self.batch_size)]
         return {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}
 
-    def resmaps(self, images: np.ndarray) -> np.ndarray:
-        """The post-processed anomaly maps (N, H, W) of a batch of model inputs."""
-        return self.postprocess(self.raw_maps(images))
+    def stitched_map(self, image: np.ndarray) -> np.ndarray:
+        """The raw map (H, W) of one whole image of a tiled model: its tiles' maps, stitched."""
+        tiles = tiles_of(image, self.grid)
+        maps = np.concatenate([self.raw_maps(tiles[start:start + self.batch_size]) for start in range(0, len(tiles), self.batch_size)])
+        return stitch(maps, self.grid, *image.shape[:2])
+
+    def resmaps(self, images) -> np.ndarray | list[np.ndarray]:
+        """The post-processed anomaly maps of a batch: (N, H, W) of model inputs, or for a tiled model
+        a list of (H_i, W_i) maps of whole images (each at its own size)."""
+        if self.grid is None:
+            return self.postprocess(self.raw_maps(images))
+        return [self.postprocess(self.stitched_map(image)[None])[0] for image in images]
 
     def raw_maps_of_files(self, paths, smoothed: bool = False) -> np.ndarray:
         info = self.model.info["model"]
@@ -353,21 +373,24 @@ class SegmentationDetector(Detector):
         maps = np.concatenate(batches) if batches else np.zeros((0, info["image_size"], info["image_size"]))
         return smooth_resmaps(maps, self.postprocess.sigma) if smoothed else maps
 
-    def maps_of_files(self, paths) -> np.ndarray:
-        """Post-processed maps (N, H, W) of image files, as test.py makes them."""
-        return self.postprocess(self.raw_maps_of_files(paths))
+    def maps_of_files(self, paths) -> np.ndarray | list[np.ndarray]:
+        """Post-processed maps of image files, as test.py makes them: (N, H, W), or a list for a tiled model."""
+        if self.grid is None:
+            return self.postprocess(self.raw_maps_of_files(paths))
+        info = self.model.info["model"]
+        return [resmap for _, images in iter_originals(paths, info["color_mode"], self.batch_size) for resmap in self.resmaps(images)]
 
-    def score(self, images: np.ndarray) -> Scores:
+    def score(self, images) -> Scores:
         resmaps = self.resmaps(images)
         if self.image_score == "max":
-            scores = resmaps.reshape(len(resmaps), -1).max(axis=1).astype(np.float64)
+            scores = np.array([float(np.max(resmap)) for resmap in resmaps], dtype=np.float64)
         else:
             scores = max_component_level(resmaps, self.min_area, empty_score=self.no_defect_score, clear_border=self.clear_border)
         return Scores(np.asarray(scores, dtype=np.float64), resmaps, {"score": scores})
 
     def decide(self, scores: Scores) -> Decisions:
         masks = segment(scores.maps, self.threshold, self.min_area, clear_border=self.clear_border)
-        return Decisions(masks.reshape(len(masks), -1).any(axis=1), masks)
+        return Decisions(np.array([bool(mask.any()) for mask in masks], dtype=bool), masks)
 
     @property
     def map_value_range(self) -> tuple[float, float]:
@@ -450,6 +473,10 @@ class SegmentationExportPlan(ExportPlan):
 
     def __init__(self, detector: SegmentationDetector):
         self.name = detector.result_name(detector.result)
+        if detector.grid is not None:
+            raise ValueError(f"result {self.name} is of a tiled model (train.py --tile {detector.grid.size}): its maps are stitched "
+                             "from tiles at each image's own size, which one graph of a fixed input size cannot hold; use predict.py or "
+                                     "serve.py")
         self.size = int(detector.model.info["model"]["image_size"])
         self.dtype, self.threshold, self.min_area = detector.dtype, detector.threshold, detector.min_area
         self.clear_border, self.image_score = detector.clear_border, detector.image_score
@@ -587,9 +614,8 @@ def fit_partner(spec: str, model: bundle.ModelBundle, config: FinetuneConfig) ->
     if partner_spec.fitted_kinds:
         info, dataset = partner.info["model"], partner.info["dataset"]
         train_files, _ = split_train_validation(scan_dataset(dataset["path"]).train_good, dataset["validation_split"], dataset["seed"])
-        states = fit_states(
-            partner_spec.fitted_kinds, partner.model, train_files, info["color_mode"], info["image_size"], config.batch_size, config.seed
-        )
+        batches = lambda: training_batches(train_files, info, config.batch_size, config.seed)  # noqa: E731
+        states = fit_states(partner_spec.fitted_kinds, partner.model, batches, config.batch_size, config.seed)
     logger.info("combining with %s (%s maps at %d px)", partner.folder, method, partner.info["model"]["image_size"])
     return partner_maker(partner, method, config.batch_size, states=states)
 
@@ -617,6 +643,23 @@ def resize_maps(maps: np.ndarray, size: int) -> np.ndarray:
     return np.stack([cv2.resize(np.asarray(m, dtype=np.float64), (size, size), interpolation=cv2.INTER_LINEAR) for m in maps])
 
 
+MAX_FIT_TILES = 4000  # tiles of the training images a fitted map (padim, knn) is fitted on, at most
+
+
+def training_batches(paths: list, info: dict, batch_size: int, seed: int):
+    """Batches of model inputs of the training images `paths`: the images resized, or for a tiled
+    model their tiles (at most MAX_FIT_TILES of them, drawn at random: the densities need a sample,
+    not every tile of every image)."""
+    grid = TileGrid.of(info.get("tile"))
+    if grid is None:
+        yield from (images for _, images in iter_batches(paths, info["color_mode"], info["image_size"], batch_size))
+        return
+    tiles = load_tiles(paths, info["color_mode"], grid)
+    if len(tiles) > MAX_FIT_TILES:
+        tiles = tiles[np.sort(np.random.default_rng(seed).choice(len(tiles), MAX_FIT_TILES, replace=False))]
+    yield from (tiles[start:start + batch_size] for start in range(0, len(tiles), batch_size))
+
+
 def training_files(model: bundle.ModelBundle, data: FinetuneData) -> list:
     """The model's *training* images (train/good minus its validation split).
 
@@ -628,9 +671,10 @@ def training_files(model: bundle.ModelBundle, data: FinetuneData) -> list:
     return train_files
 
 
-def widened_range(*resmaps: np.ndarray) -> list[float]:
-    """[min - span/4, max + span] over the given maps: room for test maps beyond the finetuning ones."""
-    lowest = min(float(np.min(maps)) for maps in resmaps)
-    highest = max(float(np.max(maps)) for maps in resmaps)
+def widened_range(*resmaps) -> list[float]:
+    """[min - span/4, max + span] over the given maps (arrays, or lists of maps): room for test maps
+    beyond the finetuning ones."""
+    lowest = min(float(np.min(m)) for maps in resmaps for m in (maps if isinstance(maps, list) else [maps]))
+    highest = max(float(np.max(m)) for maps in resmaps for m in (maps if isinstance(maps, list) else [maps]))
     span = max(highest - lowest, 1e-12)
     return [lowest - 0.25 * span, highest + span]

@@ -7,7 +7,6 @@ of the maps a model makes itself.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 
@@ -55,15 +54,17 @@ def source_values(sources: dict, images: np.ndarray, batch_size: int) -> dict[st
     return {name: compute(images, batch_size) for name, compute in sources.items()}
 
 
-def fit_states(kinds: list[MapKind], model, paths: list[Path], color_mode: str, size: int, batch_size: int, seed: int) -> dict:
-    """{kind name: fitted state} of the fitted `kinds`, each fitted on the source values of the training images `paths`."""
+def fit_states(kinds: list[MapKind], model, batches, batch_size: int, seed: int) -> dict:
+    """{kind name: fitted state} of the fitted `kinds`, each fitted on the source values of the
+    training images: `batches` is a function returning an iterable of (N, S, S, C) model inputs
+    (called once per source)."""
     states = {}
     by_source: dict[str, list[MapKind]] = {}
     for kind in kinds:
         by_source.setdefault(kind.source, []).append(kind)
     for name, group in by_source.items():
         compute = get_map_source(name).bind(model)
-        values = np.concatenate([compute(images, batch_size) for _, images in iter_batches(paths, color_mode, size, batch_size)])
+        values = np.concatenate([compute(images, batch_size) for images in batches()])
         for kind in group:
             logger.info(
                 "%s: fitting on %d training images (%s of shape %s)", kind.name, len(values), name, "x".join(map(str, values.shape[1:]))

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from autoencoder import bundle, folders
-from processing.data.images import GOOD_CLASS, DatasetError, iter_batches
+from processing.data.images import GOOD_CLASS, DatasetError
 from processing.data.splits import model_dataset, stratified_finetune_split, validation_files
 from processing.data.synthetic_subset import draw_synthetic_defects
+from processing.data.tiles import iter_inputs
 from processing.detectors.base import RESULT_FILE, FinetuneConfig, FinetuneData, get_detector
 from processing.evaluation.metrics import image_auroc
 from processing.maps.kinds import auto_candidates, default_map_for_loss
@@ -154,7 +155,7 @@ def subset_image_auroc(detector, files, labels, batch_size: int = 16) -> float |
     if labels.all() or not labels.any():
         return None
     info = detector.model.info["model"]
-    scores = [detector.score(images).image_scores for _, images in iter_batches(files, info["color_mode"], info["image_size"], batch_size)]
+    scores = [detector.score(images).image_scores for _, images in iter_inputs(files, info, batch_size)]
     return float(image_auroc(labels, np.concatenate(scores)))
 
 

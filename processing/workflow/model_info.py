@@ -46,6 +46,7 @@ def build_info(
             "file": model_name,
             "color_mode": config.color_mode,
             "color_mode_from": "the training images (-c auto)" if getattr(config, "color_detected", False) else "-c/--color",
+            **({"tile": config.tile_grid.to_json()} if getattr(config, "tile_grid", None) is not None else {}),
             "image_size": size,
             "channels": 1 if config.color_mode == "grayscale" else 3,
             "value_range": list(architecture.value_range),

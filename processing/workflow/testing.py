@@ -21,8 +21,9 @@ import numpy as np
 
 from autoencoder import bundle, folders
 from autoencoder.progress import progress_bar
-from processing.data.images import check_masks, iter_batches, load_masks, read_image, read_mask
+from processing.data.images import check_masks, image_size, load_masks, read_image, read_mask
 from processing.data.splits import model_dataset
+from processing.data.tiles import iter_inputs
 from processing.detectors.base import Detector
 from processing.evaluation.metrics import (
     NOT_AVAILABLE_KEY,
@@ -106,6 +107,7 @@ def evaluate(detector: Detector, layout, config: TestConfig) -> Path:
     name = detector.result_name(detector.result)
     color_mode = model.info["model"]["color_mode"]
     size = model.info["model"]["image_size"]
+    tiled = bool(model.info["model"].get("tile"))
     tuned_on = detector.tuned_on
     pairs = [
         (path, kind) for path, kind in layout.test_files() if config.include_finetune or str(path.relative_to(layout.root)) not in tuned_on
@@ -135,11 +137,12 @@ def evaluate(detector: Detector, layout, config: TestConfig) -> Path:
     hint = f"pass --overwrite to move it aside to {name}{folders.REPLACED}<time>"
     with bundle.staging_folder(out_dir, replace=config.overwrite, exists_hint=hint) as staging:
         with progress_bar(total=len(files), desc=f"test {name}", unit="img") as progress:
-            for batch_paths, images in iter_batches(files, color_mode, size, config.batch_size):
+            for batch_paths, images in iter_inputs(files, model.info["model"], config.batch_size):
                 scores = detector.score(images)
                 decisions = detector.decide(scores)
                 kinds = [classes[path] for path in batch_paths]
-                truth = truth_masks(layout, batch_paths, kinds, size)
+                # A tiled model's maps are at each image's own size, and so are the masks they are scored against.
+                truth = truth_masks(layout, batch_paths, kinds, size) if not tiled else truth_masks_at_size(layout, batch_paths, kinds)
                 if accumulators is not None and scores.maps is not None:
                     update_pixel_metrics(accumulators, scores.maps, truth, kinds)
                 batch_columns = scores.columns | decisions.columns
@@ -190,7 +193,20 @@ def truth_masks(layout, paths, names, size) -> np.ndarray:
     return masks
 
 
+def truth_masks_at_size(layout, paths, names) -> list[np.ndarray]:
+    """Ground-truth masks at each image's original size; all-False for good images and images without a mask."""
+    masks = []
+    for path, name in zip(paths, names):
+        mask_path = layout.mask_path(path) if name != "good" else None
+        masks.append(read_mask(mask_path) if mask_path is not None else np.zeros(image_size(path), dtype=bool))
+    return masks
+
+
 def update_pixel_metrics(accumulators, resmaps, truth, names) -> None:
+    if isinstance(resmaps, list):  # whole images of a tiled model, each at its own size
+        for resmap, mask, name in zip(resmaps, truth, names):
+            update_pixel_metrics(accumulators, resmap[None], mask[None], [name])
+        return
     scores = resmaps.astype(np.float64)
     accumulators["all"].update(truth, scores)
     names = np.asarray(names)

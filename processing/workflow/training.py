@@ -19,6 +19,7 @@ from autoencoder.losses import get_loss, get_metrics
 from autoencoder.pipeline import make_training_dataset
 from autoencoder.training import fit_autoencoder
 from processing.data.images import load_images, scan_dataset, split_train_validation
+from processing.data.tiles import load_tiles
 from processing.evaluation import plots
 from processing.workflow.adversarial_training import train_adversarial
 from processing.workflow.distribute import build_before_fit, check_distribute, is_chief, make_strategy, shard_by_data
@@ -80,8 +81,7 @@ def train_on(config: TrainConfig, architecture, size: int, layout, strategy=None
         "dataset %s: %d training, %d validation images at %dx%d %s",
         layout.root, len(train_files), len(val_files), size, size, config.color_mode,
     )
-    train_images = load_images(train_files, config.color_mode, size, progress=True)
-    val_images = load_images(val_files, config.color_mode, size)
+    train_images, val_images = training_images(train_files, config, size, progress=True), training_images(val_files, config, size)
     train_ds = make_training_dataset(train_images, global_batch, shuffle=True, augment=config.augment, seed=config.seed)
     val_ds = make_training_dataset(val_images, global_batch, shuffle=False, augment=False)
     if strategy is not None:
@@ -158,6 +158,15 @@ def train_on(config: TrainConfig, architecture, size: int, layout, strategy=None
     folder = writer.final
     logger.info("model folder %s (best epoch %d of %d, %.0f s)", folder, result.best_epoch, result.epochs_run, train_seconds)
     return folder
+
+
+def training_images(files, config: TrainConfig, size: int, progress: bool = False):
+    """The model inputs of training (or validation) images: resized, or every tile of them (--tile)."""
+    if config.tile_grid is None:
+        return load_images(files, config.color_mode, size, progress=progress)
+    tiles = load_tiles(files, config.color_mode, config.tile_grid)
+    logger.info("%d tiles of %d px (overlap %d px) of %d images", len(tiles), config.tile_grid.size, config.tile_grid.overlap, len(files))
+    return tiles
 
 
 def compile_model(model: keras.Model, config: TrainConfig) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from processing.data.tiles import batch_of
 from processing.evaluation.overlays import draw_overlay, mask_at_original_size, write_png
 from processing.evaluation.report import GalleryItem, ReportData, relative_link, score_histogram, url_of, write_report
 from processing.workflow.predict.csv_io import read_predictions
@@ -33,11 +34,12 @@ def gallery_thumbnails(rows: list[dict], detector, folder: Path, workers: int | 
     paths = [row_file(row["path"], cwd) for row in rows]
     names: list[str | None] = [None] * len(rows)
     offset = 0
-    for chunk, loaded in iter_loaded(paths, info["color_mode"], info["image_size"], detector.batch_size, workers):
+    tiled = bool(info.get("tile"))
+    for chunk, loaded in iter_loaded(paths, info["color_mode"], info["image_size"], detector.batch_size, workers, tiled):
         good = [index for index, item in enumerate(loaded) if not isinstance(item, str)]
         masks = [None] * len(chunk)
         if good:
-            decisions = detector.decide(detector.score(np.stack([loaded[index][0] for index in good])))
+            decisions = detector.decide(detector.score(batch_of([loaded[index][0] for index in good])))
             if decisions.masks is not None:
                 for position, index in enumerate(good):
                     masks[index] = decisions.masks[position]

@@ -28,6 +28,7 @@ import numpy as np
 
 from autoencoder.progress import progress_bar
 from processing.data.inputs import collect_images
+from processing.data.tiles import batch_of
 from processing.evaluation.overlays import draw_overlay, write_png
 from processing.workflow.predict.csv_io import CSV_COLUMNS, CsvAppender, read_done
 from processing.workflow.predict.loading import iter_loaded
@@ -155,7 +156,7 @@ class Predictor:
         self.detector = detector
         self.absolute = absolute  # write the rows' paths absolute
         info = detector.model.info["model"]
-        self.color_mode, self.size = info["color_mode"], info["image_size"]
+        self.color_mode, self.size, self.tiled = info["color_mode"], info["image_size"], bool(info.get("tile"))
         self.out_dir, self.masks, self.overlays = out_dir, masks, overlays
         decision = detector.decision_summary()
         self.threshold, self.min_area = decision["threshold"], decision["min_area"]
@@ -168,7 +169,7 @@ class Predictor:
                 rows[index]["error"] = item
         if not good:
             return rows
-        images = np.stack([loaded[index][0] for index in good])
+        images = batch_of([loaded[index][0] for index in good])
         scores = self.detector.score(images)
         decisions = self.detector.decide(scores)
         verdicts = verdicts_of(scores, decisions, [loaded[index][1].shape[:2] for index in good])
@@ -340,7 +341,9 @@ def score_into_csv(config: PredictConfig, detector, out_dir: Path, todo: list[Pa
                 progress_counts["failed"] += sum(1 for row in rows if row["error"])
                 progress.update(len(rows))
 
-            for chunk, loaded in iter_loaded(todo, predictor.color_mode, predictor.size, config.batch_size, config.workers):
+            batches = iter_loaded(todo, predictor.color_mode, predictor.size, config.batch_size, config.workers,
+                                  predictor.tiled)
+            for chunk, loaded in batches:
                 pending.append(scoring.submit(predictor.rows, chunk, loaded))
                 if len(pending) >= SCORING_THREADS:
                     write(pending.popleft().result())

@@ -128,7 +128,7 @@ class ToolkitBackend:
         self.color_mode, self.size = info["color_mode"], info["image_size"]
         self.decision = jsonable(detector.decision_summary())
         self.config = config
-        self.decoder = UploadDecoder(self.color_mode, self.size, config.max_pixels, config.workers)
+        self.decoder = UploadDecoder(self.color_mode, self.size, config.max_pixels, config.workers, tiled=bool(info.get("tile")))
         self.batcher = Batcher(lambda images: score_and_decide(detector, images), config.batch_size,
                                config.max_wait_ms / 1000.0, config.max_queue)
 

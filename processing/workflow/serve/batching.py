@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from processing.data.tiles import batch_of
+
 logger = logging.getLogger(__name__)
 
 _STOP = object()
@@ -135,7 +137,7 @@ class Batcher:
 
     def _run(self, jobs: list[_Job]) -> None:
         try:
-            results = self.run_batch(np.stack([job.image for job in jobs]))
+            results = self.run_batch(batch_of([job.image for job in jobs]))
             if len(results) != len(jobs):
                 raise RuntimeError(f"the model returned {len(results)} results for a batch of {len(jobs)} images")
         except Exception as error:  # the batch's requests fail (500); the worker goes on

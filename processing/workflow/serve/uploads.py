@@ -75,8 +75,8 @@ def too_many_pixels(path: Path, name: str, max_pixels: int) -> str | None:
 class UploadDecoder:
     """Decodes uploads in a thread pool (cv2 releases the GIL), through private temporary files."""
 
-    def __init__(self, color_mode: str, size: int, max_pixels: int, workers: int | None = None):
-        self.color_mode, self.size, self.max_pixels = color_mode, size, max_pixels
+    def __init__(self, color_mode: str, size: int, max_pixels: int, workers: int | None = None, tiled: bool = False):
+        self.color_mode, self.size, self.max_pixels, self.tiled = color_mode, size, max_pixels, tiled
         self.folder = Path(tempfile.mkdtemp(prefix="serve-uploads-"))  # mode 0700
         self.pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="decode")
 
@@ -94,7 +94,7 @@ class UploadDecoder:
             refused = too_many_pixels(path, name, self.max_pixels)
             if refused is not None:
                 return refused
-            loaded = load_one(path, self.color_mode, self.size)
+            loaded = load_one(path, self.color_mode, self.size, self.tiled)
         finally:
             path.unlink(missing_ok=True)
         if isinstance(loaded, str):

@@ -1,0 +1,90 @@
+"""Tiling for images far larger than the model: the grid covers every pixel, stitching averages the
+overlaps, and train.py --tile, finetune.py, test.py and predict.py work at the images' own size
+(masks, boxes and min_area in original pixels); what cannot take tiles says so in one line."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+import export as export_script
+import finetune
+import predict
+import test as test_script
+import train
+from autoencoder import cli
+from processing.data.synthetic_datasets import make_highres_dataset
+from processing.data.tiles import TileGrid, stitch, tiles_of
+
+TILE = 32
+
+
+@pytest.mark.parametrize("length", [32, 33, 70, 96, 100])
+def test_the_grid_covers_every_pixel_flush_with_the_edges(length):
+    grid = TileGrid(32, 8)
+    starts = grid.starts(length)
+    covered = np.zeros(max(length, 32), bool)
+    for start in starts:
+        covered[start:start + 32] = True
+    assert covered[:length].all() and starts[0] == 0 and starts[-1] == max(0, length - 32)
+    assert all(b - a <= 24 for a, b in zip(starts, starts[1:]))
+
+
+def test_stitching_the_tiles_of_an_image_gives_the_image_back():
+    rng = np.random.default_rng(0)
+    for height, width in ((70, 45), (20, 90), (32, 32)):
+        image = rng.random((height, width, 1)).astype(np.float32)
+        grid = TileGrid(32, 10)
+        tiles = tiles_of(image, grid)
+        assert tiles.shape == (grid.count(max(height, 32), max(width, 32)), 32, 32, 1)
+        np.testing.assert_allclose(stitch(tiles[..., 0], grid, height, width), image[..., 0], rtol=1e-6)
+    with pytest.raises(ValueError, match="--tile-overlap 32"):
+        TileGrid(32, 32)
+
+
+@pytest.fixture(scope="module")
+def tiled(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiles")
+    data = make_highres_dataset(root / "big", image_size=96, n_train=12, n_test_good=4, n_test_defect=1, defect_size_range=(5, 12), seed=2)
+    model = train.main(["-d", str(data), "-a", "mvtecCAE", "-l", "l2", "--tile", str(TILE), "--tile-overlap", "8", "-b", "16",
+                        "--epochs", "1", "--lr", "1e-3", "--output-dir", str(root / "models")])
+    results = root / "results"
+    finetune.main(["-p", str(model), "--results-dir", str(results)])
+    return root, data, model, results
+
+
+def test_a_tiled_model_decides_at_the_images_own_size(tiled):
+    root, data, model, results = tiled
+    info = json.loads((model / "info.json").read_text())
+    assert info["model"]["tile"] == {"size": TILE, "overlap": 8} and info["model"]["image_size"] == TILE
+    (test_dir,) = test_script.main(["-p", str(model), "--results-dir", str(results), "-s"])
+    tested = json.loads((test_dir / "test_result.json").read_text())
+    assert tested["pixel_auroc"] is not None and tested["aupro"] is not None
+    masks = sorted((test_dir / "segmentation").rglob("*_mask.png"))
+    assert masks and all(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).shape == (96, 96) for path in masks)
+
+    out = root / "predicted"
+    predict.main(["-p", str(model), "-i", str(data / "test"), "-o", str(out), "--results-dir", str(results), "--masks"])
+    rows = list(csv.DictReader(open(out / "predictions.csv")))
+    assert rows and all(row["width"] == "96" and row["height"] == "96" and not row["error"] for row in rows)
+    result = json.loads(next((results).rglob("finetuning_result.json")).read_text())
+    flagged = [row for row in rows if row["defective"] == "1"]
+    assert all(int(row["defect_area_px"]) >= result["best_min_area"] for row in flagged)
+
+
+def test_what_cannot_take_tiles_says_so(tiled, tmp_path, capsys):
+    root, data, model, results = tiled
+    assert cli.run(export_script.main, ["-p", str(model), "--format", "savedmodel", "-o", str(tmp_path / "e"),
+                                        "--results-dir", str(results)]) == 2
+    assert "tiled model" in capsys.readouterr().err
+    assert cli.run(finetune.main, ["-p", str(model), "--normalize", "pixel", "--results-dir", str(tmp_path / "r")]) == 2
+    assert "--normalize pixel: not for a tiled model" in capsys.readouterr().err
+    argv = ["-d", str(data), "-a", "mvtecCAE", "--tile", "32", "--image-size", "64", "--output-dir", str(tmp_path / "m")]
+    assert cli.run(train.main, argv) == 2
+    assert "a tiled model's input is one tile" in capsys.readouterr().err
+    assert cli.run(train.main, ["-d", str(data), "-a", "mvtecCAE", "--tile-overlap", "4", "--output-dir", str(tmp_path / "m")]) == 2
+    assert "--tile-overlap needs --tile SIZE" in capsys.readouterr().err
