@@ -92,13 +92,13 @@ SCHEMA = {
     "training": {
         "loss": STR,
         "batch_size": POSITIVE_INT,
-        "epochs_cap": POSITIVE_INT,
+        "epochs_cap": COUNT,  # 0: featureCAE's statistics only (train.py --epochs 0)
         "epochs_run": COUNT,
         "best_epoch": COUNT,
         "lr_finder": BOOL,
         "lr_finder_suggestion": NUMBER_OR_NULL,
-        "max_lr": NUMBER,
-        "base_lr": NUMBER,
+        "max_lr": NUMBER_OR_NULL,  # null: nothing trained (--epochs 0)
+        "base_lr": NUMBER_OR_NULL,
         "augment": BOOL,
         "seconds": NUMBER,
         "best": DICT,

@@ -35,12 +35,24 @@ class Architecture:
     output: str = "reconstruction"  # or "map": the model outputs its own anomaly map (H, W, 1)
     default_loss: str = "l2"
     default_epochs: int = 100  # most training epochs when train.py is not told (early stopping may end sooner)
+    # 0: the model is usable untrained (featureCAE: its densities need only the feature statistics
+    # that `prepare` fits); its own map then needs training.
+    min_epochs: int = 1
     losses: tuple[str, ...] = ("ssim", "mssim", "l2")  # the losses it can train with
     # prepare(model, train_images): fit what the model needs from the training images before
     # training (e.g. featureCAE's feature statistics); None: nothing.
     prepare: Callable | None = field(default=None, repr=False)
     # The module defining the custom Keras layers of its models (imported before a saved model is loaded).
     layers_module: str | None = None
+    # Layers whose outputs depend only on the image through frozen weights (a pretrained backbone
+    # and its fitted statistics): training computes them once per training image and fits the rest
+    # of the network on the cached values (autoencoder/cached.py). Empty: trained end to end.
+    cached_layers: tuple[str, ...] = ()
+    # density_features(model): image -> the (N, h, w, C) feature grid the densities (padim, knn)
+    # score; None: the architecture has none.
+    density_features: Callable | None = field(default=None, repr=False)
+    # Builder options train.py can set (e.g. "backbone"): recorded in info.json's model.options.
+    options: tuple[str, ...] = ()
 
     def check_size(self, size: int, flag: str = "--image-size") -> None:
         """Raise ValueError with a one-line message naming `flag` when this architecture cannot take `size`."""
@@ -57,11 +69,14 @@ class Architecture:
         if loss not in self.losses:
             raise ValueError(f"--loss {loss}: architecture {self.name} trains with {' or '.join(self.losses)}")
 
-    def build(self, color_mode: str, size: int | None = None) -> keras.Model:
+    def build(self, color_mode: str, size: int | None = None, **options) -> keras.Model:
         size = self.default_size if size is None else int(size)
         self.check_size(size)
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            raise ValueError(f"--{unknown[0]}: architecture {self.name} has no such option")
         channels = channels_for(color_mode)
-        model = self.builder((size, size, channels))
+        model = self.builder((size, size, channels), **options)
         return model
 
 

@@ -53,6 +53,7 @@ def build_info(
             "preprocessing": architecture.preprocessing,
             "has_bottleneck": architecture.has_bottleneck,
             "output": architecture.output,
+            **({"options": dict(config.architecture_options)} if config.architecture_options else {}),
             "parameters": int(n_parameters),
             "sha256": file_sha256(model_path),  # checked before the model is loaded (bundle.check_model_file)
         },
@@ -65,7 +66,7 @@ def build_info(
             "lr_finder": finder is not None,
             "lr_finder_suggestion": None if finder is None else finder.suggested_lr,
             "max_lr": max_lr,
-            "base_lr": max_lr / 10,
+            "base_lr": None if max_lr is None else max_lr / 10,
             "augment": config.augment,
             "seconds": round(train_seconds, 1),
             "best": {key: values[best] for key, values in history.items() if best < len(values)},

@@ -17,7 +17,7 @@ from autoencoder import bundle
 from autoencoder.callbacks import find_learning_rate
 from autoencoder.losses import get_loss, get_metrics
 from autoencoder.pipeline import make_training_dataset
-from autoencoder.training import fit_autoencoder
+from autoencoder.training import TrainingResult, fit_autoencoder
 from processing.data.images import load_images, scan_dataset, split_train_validation
 from processing.data.tiles import load_tiles
 from processing.evaluation import plots
@@ -91,7 +91,7 @@ def train_on(config: TrainConfig, architecture, size: int, layout, strategy=None
     steps_per_epoch = math.ceil(len(train_images) / global_batch)
 
     with contextlib.nullcontext() if strategy is None else strategy.scope():
-        model = architecture.build(config.color_mode, size)
+        model = architecture.build(config.color_mode, size, **config.architecture_options)
         if config.encoder_weights is not None:
             from autoencoder.models.vgg_cae import freeze_vgg16_encoder, load_vgg16_encoder_weights
 
@@ -105,18 +105,16 @@ def train_on(config: TrainConfig, architecture, size: int, layout, strategy=None
             build_before_fit(model, strategy, train_images)
         logger.info("%s: %d parameters", architecture.name, model.count_params())
 
-        finder = None
-        if config.learning_rate is None:
-            logger.info("learning-rate range test (%d steps at most)", config.lr_finder_steps)
-            finder = find_learning_rate(model, train_ds, end_lr=LR_FINDER_END, max_steps=config.lr_finder_steps)
-            if finder.suggested_lr is None:
-                max_lr = FALLBACK_LR
-                logger.warning("the range test saw no falling loss; training with Adam's default rate %.3g (or pass --lr)", max_lr)
-            else:
-                max_lr = float(finder.suggested_lr)
-                logger.info("suggested learning rate %.3g", max_lr)
-        else:
-            max_lr = float(config.learning_rate)
+        trainer = model
+        if config.epochs > 0 and architecture.cached_layers and strategy is None:
+            from autoencoder.cached import cached_training_data
+
+            trainer, train_ds, val_ds, n_inputs = cached_training_data(
+                model, architecture.cached_layers, train_images, val_images, global_batch, config.augment, config.seed
+            )
+            compile_model(trainer, config)
+            steps_per_epoch = math.ceil(n_inputs / global_batch)
+        max_lr, finder = (None, None) if config.epochs == 0 else learning_rate(trainer, train_ds, config)
 
         stamp = bundle.timestamp()
         folder = bundle.model_folder(config.output_dir, layout.root.name, architecture.name, config.loss, stamp)
@@ -124,17 +122,21 @@ def train_on(config: TrainConfig, architecture, size: int, layout, strategy=None
         writer = bundle.staging_folder(folder, unique=True)
         with writer as staging:
             started = time.perf_counter()
-            result = fit_autoencoder(
-                model,
-                train_ds,
-                val_ds,
-                epochs=config.epochs,
-                max_lr=max_lr,
-                steps_per_epoch=steps_per_epoch,
-                log_dir=str(staging / "logs"),
-                csv_path=str(staging / "history.csv"),
-                patience=config.patience,
-            )
+            if config.epochs == 0:
+                logger.info("--epochs 0: %s holds its fitted statistics only (no network trained)", architecture.name)
+                result = TrainingResult(history={}, best_epoch=0, epochs_run=0, lrs=[])
+            else:
+                result = fit_autoencoder(
+                    trainer,
+                    train_ds,
+                    val_ds,
+                    epochs=config.epochs,
+                    max_lr=max_lr,
+                    steps_per_epoch=steps_per_epoch,
+                    log_dir=str(staging / "logs"),
+                    csv_path=str(staging / "history.csv"),
+                    patience=config.patience,
+                )
             train_seconds = time.perf_counter() - started
             model_name = bundle.model_file_name(architecture.name, config.batch_size, result.best_epoch)
             model.save(staging / model_name)
@@ -143,14 +145,17 @@ def train_on(config: TrainConfig, architecture, size: int, layout, strategy=None
                 config, architecture, size, layout, train_files, val_files, result, max_lr, finder,
                 train_seconds, model_name, stamp, model.count_params(), staging / model_name,
             )
+            if trainer is not model:
+                info["training"]["cached_features"] = {"layers": list(architecture.cached_layers), "inputs": n_inputs}
             if strategy is not None:
                 info["training"].update(
                     distribute=config.distribute, replicas=replicas, global_batch_size=global_batch,
                     workers=getattr(strategy.extended, "_num_workers", 1),
                 )
             bundle.write_json(staging / bundle.INFO_FILE, info)
-            plots.plot_loss_history(result.history, staging / "loss_plot.png", best_epoch=result.best_epoch)
-            plots.plot_lr_schedule(result.lrs, staging / "lr_plot.png", steps_per_epoch=steps_per_epoch)
+            if result.epochs_run:
+                plots.plot_loss_history(result.history, staging / "loss_plot.png", best_epoch=result.best_epoch)
+                plots.plot_lr_schedule(result.lrs, staging / "lr_plot.png", steps_per_epoch=steps_per_epoch)
             if finder is not None:
                 plots.plot_lr_finder(finder.lrs, finder.losses, finder.suggested_lr, staging / "lr_finder_plot.png")
             if config.inspect:
@@ -158,6 +163,19 @@ def train_on(config: TrainConfig, architecture, size: int, layout, strategy=None
     folder = writer.final
     logger.info("model folder %s (best epoch %d of %d, %.0f s)", folder, result.best_epoch, result.epochs_run, train_seconds)
     return folder
+
+
+def learning_rate(model: keras.Model, train_ds, config: TrainConfig):
+    """(max_lr, finder): --lr, or the range test's suggestion (finder None with --lr)."""
+    if config.learning_rate is not None:
+        return float(config.learning_rate), None
+    logger.info("learning-rate range test (%d steps at most)", config.lr_finder_steps)
+    finder = find_learning_rate(model, train_ds, end_lr=LR_FINDER_END, max_steps=config.lr_finder_steps)
+    if finder.suggested_lr is None:
+        logger.warning("the range test saw no falling loss; training with Adam's default rate %.3g (or pass --lr)", FALLBACK_LR)
+        return FALLBACK_LR, finder
+    logger.info("suggested learning rate %.3g", finder.suggested_lr)
+    return float(finder.suggested_lr), finder
 
 
 def training_images(files, config: TrainConfig, size: int, progress: bool = False):
