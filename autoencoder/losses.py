@@ -266,11 +266,28 @@ def feature_loss(y_true, y_pred):
     return ops.mean(y_pred)
 
 
-LOSSES = {"ssim": ssim_loss, "mssim": mssim_loss, "l2": l2_loss, "feature": feature_loss}
+HARD_FRACTION = 0.1  # the worst-reconstructed share of positions whose gradient is kept whole
+EASY_WEIGHT = 0.1  # the weight of the others
+
+
+@keras.saving.register_keras_serializable(package="autoencoder")
+def mined_loss(y_true, y_pred):
+    """The map's mean with hard mining (after Dinomaly, Guo et al. 2025): per image, the positions
+    below the map's (1 - HARD_FRACTION) quantile, the ones already reconstructed well, count with
+    EASY_WEIGHT, so training spends itself on what it reconstructs worst. Shape (N,)."""
+    axes = tuple(range(1, len(y_pred.shape)))
+    flat = ops.reshape(ops.stop_gradient(y_pred), (ops.shape(y_pred)[0], -1))
+    threshold = ops.quantile(flat, 1.0 - HARD_FRACTION, axis=1)
+    threshold = ops.reshape(threshold, (-1,) + (1,) * len(axes))
+    weights = ops.where(ops.stop_gradient(y_pred) >= threshold, 1.0, EASY_WEIGHT)
+    return ops.sum(weights * y_pred, axis=axes) / ops.sum(weights, axis=axes)
+
+
+LOSSES = {"ssim": ssim_loss, "mssim": mssim_loss, "l2": l2_loss, "feature": feature_loss, "mined": mined_loss}
 
 
 def get_loss(name: str):
-    """The loss function registered as `name` ('ssim', 'mssim', 'l2' or 'feature')."""
+    """The loss function registered as `name` ('ssim', 'mssim', 'l2', 'feature' or 'mined')."""
     return LOSSES[check_loss_name(name)]
 
 
@@ -286,6 +303,6 @@ def get_metrics(loss_name: str, color_mode: str) -> list:
         return [ssim_metric]
     if loss_name == "mssim":
         return [mssim_metric]
-    if loss_name == "feature":
+    if loss_name in ("feature", "mined"):
         return []
     return [ssim_metric] if color_mode == "grayscale" else [mssim_metric]

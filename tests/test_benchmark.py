@@ -162,7 +162,7 @@ def test_expand_grid_is_the_cartesian_product_without_repeats(dataset):
     [
         (["-a", "noSuchNet"], "--architecture 'noSuchNet'"),
         (["--image-sizes", "30"], "--image-sizes 30"),
-        (["--epochs", "0"], "--epochs 0"),
+        (["--epochs", "-1"], "--epochs -1"),
         (["-l", "mssim"], "mssim"),
         (["--smoothing", "-1"], "--smoothing -1"),
     ],

@@ -220,7 +220,7 @@ def test_training_defaults_come_from_the_architecture():
     from processing.workflow.options import TrainConfig
 
     config = TrainConfig(input_dir="x").resolved(detect_colour=False)
-    assert (config.architecture, config.loss, config.epochs) == ("featureCAE", "feature", 20)
+    assert (config.architecture, config.loss, config.epochs) == ("featureCAE", "feature", 0)
     config = TrainConfig(input_dir="x", architecture="mvtecCAE").resolved(detect_colour=False)
     assert (config.loss, config.epochs) == ("l2", 100)
     assert TrainConfig(input_dir="x", epochs=3, loss="ssim", architecture="mvtecCAE").resolved(detect_colour=False).epochs == 3

@@ -192,8 +192,8 @@ def test_losses_and_metrics_are_per_image():
 
 def test_get_loss_and_its_error():
     assert get_loss("ssim") is ssim_loss and get_loss("mssim") is mssim_loss and get_loss("l2") is l2_loss
-    assert set(LOSSES) == {"ssim", "mssim", "l2", "feature"}
-    with pytest.raises(ValueError, match="^--loss 'mse': expected one of ssim, mssim, l2, feature$"):
+    assert set(LOSSES) == {"ssim", "mssim", "l2", "feature", "mined"}
+    with pytest.raises(ValueError, match="^--loss 'mse': expected one of ssim, mssim, l2, feature, mined$"):
         get_loss("mse")
 
 

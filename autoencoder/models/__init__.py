@@ -10,6 +10,7 @@ from autoencoder.models import (  # noqa: E402,F401
     resnet_cae,
     skip_cae,
     small_aes,
+    stage_cae,
     vgg_cae,
 )
 from autoencoder.models.registry import (

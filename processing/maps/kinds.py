@@ -50,6 +50,7 @@ class MapKind:
     matches_losses: ClassVar[tuple[str, ...]] = ()  # the map of a model trained with these losses
     default_for_losses: ClassVar[tuple[str, ...]] = ()  # finetune.py's map for these losses when -m is not given
     state_file: ClassVar[str | None] = None  # fitted kinds: their arrays in the finetuning folder
+    needs_training: ClassVar[bool] = False  # meaningless on a model train.py did not train (--epochs 0)
     description: ClassVar[str] = ""
 
     @property
@@ -134,12 +135,17 @@ def either(names: list[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
-def default_map_for_loss(loss: str | None) -> str:
-    """finetune.py's map when -m is not given, for a model trained with `loss` (ssim otherwise)."""
+def default_kind_for_loss(loss: str | None) -> str | None:
+    """The kind that declares itself the default map of `loss`; None when none does."""
     for name, kind in _KINDS.items():
         if loss in kind.default_for_losses:
             return name
-    return "ssim"
+    return None
+
+
+def default_map_for_loss(loss: str | None) -> str:
+    """finetune.py's map when -m is not given, for a model trained with `loss` (ssim otherwise)."""
+    return default_kind_for_loss(loss) or "ssim"
 
 
 def matching_map_for_loss(loss: str) -> str:
@@ -155,8 +161,14 @@ def matching_map_for_loss(loss: str) -> str:
 AUTO_CANDIDATES = {"map": ("padim", "knn", "feature", "padim+knn", "feature+padim"), "reconstruction": ("l2", "ssim")}
 
 
-def auto_candidates(model_output: str) -> list[str]:
-    return list(AUTO_CANDIDATES[model_output])
+def auto_candidates(model_output: str, trained: bool = True) -> list[str]:
+    """-m auto's candidates for a model; an untrained one (train.py --epochs 0) skips maps that need training."""
+    return [spec for spec in AUTO_CANDIDATES[model_output] if trained or not parse_map_spec(spec).needs_training]
+
+
+def model_was_trained(info: dict) -> bool:
+    """Whether train.py trained the model of `info` (info.json), not only fitted its statistics (--epochs 0)."""
+    return info.get("training", {}).get("epochs_run", 1) > 0
 
 
 def losses_with_maps() -> list[str]:
@@ -195,6 +207,10 @@ class MapSpec:
         return list(dict.fromkeys(kind.source for kind in self.kinds))
 
     @property
+    def needs_training(self) -> bool:
+        return any(kind.needs_training for kind in self.kinds)
+
+    @property
     def fitted_kinds(self) -> list[MapKind]:
         return [kind for kind in self.kinds if kind.fitted]
 
@@ -219,9 +235,16 @@ class MapSpec:
         if dtype != "float64" and (not self.bounded or dtype not in self.kinds[0].dtypes):
             raise ValueError(f"--method {self.name} maps are unbounded: use --dtype float64, not {dtype}")
 
-    def check_model(self, model_output: str) -> None:
-        """One line when a kind does not apply to a model whose info.json says ``model.output``."""
+    def check_model(self, model_output: str, trained: bool = True) -> None:
+        """One line when a kind does not apply to a model whose info.json says ``model.output``, or
+        needs a trained network and the model holds only its statistics (`trained` False)."""
         for kind in self.kinds:
+            if kind.needs_training and not trained:
+                untrained = [name for name in kinds_for_model(model_output) if not _KINDS[name].needs_training]
+                raise ValueError(
+                    f"--method {self.name}: the model was not trained (train.py --epochs 0 fits only its feature statistics), so its "
+                    f"own map means nothing; use --method {either(untrained)}, or train it with --epochs N"
+                )
             if kind.model_output == model_output:
                 continue
             suitable = either(kinds_for_model(model_output))

@@ -41,7 +41,7 @@ class BenchmarkConfig:
     architectures: list[str] = field(default_factory=lambda: ["featureCAE"])
     losses: list[str] = field(default_factory=lambda: ["l2"])
     image_sizes: list[int] = field(default_factory=lambda: [256])
-    epochs: int = 20
+    epochs: int | None = None  # None: each architecture's default (featureCAE 0: its padim needs only the feature statistics)
     # The rate the range test falls back to on magnetic_tile (the loss does not fall during the
     # sweep); None: each training runs the range test.
     learning_rate: float | None = 1e-3
@@ -49,7 +49,9 @@ class BenchmarkConfig:
     color_mode: str = "auto"  # auto: rgb when the training images carry colour (options.resolve_color_mode)
     # Anomaly maps to finetune and test on each model (those that suit it; otherwise the map that
     # matches its loss, e.g. l2 for an L2 pixel autoencoder).
-    methods: list[str] | None = field(default_factory=lambda: ["padim"])
+    # None: finetune.py's default map for each model's loss (padim for featureCAE, the model's own
+    # map for stageCAE, the map matching the loss of a pixel autoencoder).
+    methods: list[str] | None = None
     # -m/--methods given by the user: each architecture must then be suited by one of them (not
     # silently scored with its loss's map instead).
     methods_given: bool = False
@@ -82,8 +84,12 @@ class BenchmarkConfig:
             if isinstance(size, bool) or not isinstance(size, int) or size < 1:
                 raise ValueError(f"--image-sizes {size}: expected positive numbers of pixels")
         check_positive_int(self.batch_size, "--batch", "a batch size")
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"--epochs {self.epochs}: expected at least 1 epoch")
+        if self.epochs is not None:
+            if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
+                raise ValueError(f"--epochs {self.epochs}: expected a number of epochs")
+            for name in self.architectures:
+                if self.epochs < get_architecture(name).min_epochs:
+                    raise ValueError(f"--epochs {self.epochs}: architecture {name} needs at least 1 epoch")
         if self.learning_rate is not None:
             check_positive_number(self.learning_rate, "--lr", "learning rate")
         if self.smoothing_sigma is not None:
@@ -162,13 +168,13 @@ def losses_for(architecture, losses: list[str]) -> list[str]:
 def methods_for(spec: RunSpec, config: BenchmarkConfig) -> list[str]:
     """The anomaly maps to try on one configuration's model: those of --methods that suit its
     architecture (pixel maps for reconstruction models, feature/padim/knn for featureCAE), or the
-    map that matches its loss."""
+    map finetune.py chooses by default for its loss, else the map that matches its loss."""
     from autoencoder.models import get_architecture
-    from processing.maps.kinds import matching_map_for_loss, parse_map_spec
+    from processing.maps.kinds import default_kind_for_loss, matching_map_for_loss, parse_map_spec
 
     output = get_architecture(spec.architecture).output
     fitting = [m for m in (config.methods or []) if parse_map_spec(m).model_output == output]
-    return fitting or [matching_map_for_loss(spec.loss)]
+    return fitting or [default_kind_for_loss(spec.loss) or matching_map_for_loss(spec.loss)]
 
 
 def run_configuration(spec: RunSpec, config: BenchmarkConfig) -> list[dict]:

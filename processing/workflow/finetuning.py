@@ -23,7 +23,7 @@ from processing.data.synthetic_subset import draw_synthetic_defects
 from processing.data.tiles import iter_inputs
 from processing.detectors.base import RESULT_FILE, FinetuneConfig, FinetuneData, get_detector
 from processing.evaluation.metrics import image_auroc
-from processing.maps.kinds import auto_candidates, default_map_for_loss
+from processing.maps.kinds import auto_candidates, default_map_for_loss, model_was_trained
 from processing.workflow.results import ResultsTree
 
 logger = logging.getLogger(__name__)
@@ -119,7 +119,8 @@ def candidate_methods(config: FinetuneConfig) -> list[str]:
         return [config.method]
     if list(config.candidates) == ["auto"]:
         folder, _ = bundle.resolve_model_path(config.path)
-        return auto_candidates(bundle.read_info(folder).get("model", {}).get("output", "reconstruction"))
+        info = bundle.read_info(folder)
+        return auto_candidates(info.get("model", {}).get("output", "reconstruction"), model_was_trained(info))
     return list(dict.fromkeys(config.candidates))
 
 

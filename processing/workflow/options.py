@@ -47,6 +47,7 @@ class TrainConfig:
     reject_by: str = "reconstruction"  # adversarial only: likelihood, reconstruction or combined
     distribute: str = "none"  # none (no strategy), mirrored or multiworker (processing/workflow/distribute.py)
     color_detected: bool = False  # set by resolved(): color_mode was chosen from the training images (-c auto)
+    backbone: str | None = None  # featureCAE/stageCAE: the pretrained backbone (None: the architecture's, EfficientNet-Lite0)
     tile: int | None = None  # train on tiles of this side at the original resolution (processing/data/tiles.py)
     tile_overlap: int | None = None  # pixels two neighbouring tiles share; None: a quarter of the tile
 
@@ -62,6 +63,11 @@ class TrainConfig:
         if self.tile is not None:
             return self.tile
         return self.architecture_spec.default_size if self.image_size is None else self.image_size
+
+    @property
+    def architecture_options(self) -> dict:
+        """The builder options train.py sets (``backbone``), for Architecture.build and info.json."""
+        return {} if self.backbone is None else {"backbone": self.backbone}
 
     @property
     def tile_grid(self):
@@ -106,8 +112,19 @@ class TrainConfig:
             raise ValueError("--tile-overlap needs --tile SIZE")
         architecture.check_size(self.size)
         check_positive_int(self.batch_size, "--batch", "a batch size")
-        if not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or self.epochs < 1:
+        if not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or self.epochs < architecture.min_epochs:
+            if architecture.min_epochs == 0:
+                raise ValueError(f"--epochs {self.epochs}: expected 0 (architecture {architecture.name}: its feature statistics only) "
+                                 "or more")
             raise ValueError(f"--epochs {self.epochs}: expected at least 1 epoch")
+        if self.backbone is not None:
+            from autoencoder.models.feature_cae import OFFLINE_BACKBONES
+
+            if "backbone" not in architecture.options:
+                raise ValueError(f"--backbone {self.backbone}: architecture {architecture.name} has no pretrained backbone "
+                                 "(featureCAE and stageCAE have)")
+            if self.backbone not in OFFLINE_BACKBONES:
+                raise ValueError(f"--backbone {self.backbone!r}: expected one of {', '.join(OFFLINE_BACKBONES)} (weights shipped offline)")
         if self.learning_rate is not None:
             check_positive_number(self.learning_rate, "--lr", "learning rate")
         check_fraction(
@@ -188,6 +205,7 @@ def config_from_args(args) -> TrainConfig:
         distribute=getattr(args, "distribute", "none"),
         tile=getattr(args, "tile", None),
         tile_overlap=getattr(args, "tile_overlap", None),
+        backbone=getattr(args, "backbone", None),
     )
 
 
