@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=defaults.epochs,
         help="most epochs per training (default: each architecture's: 0 for featureCAE, whose padim needs only its feature "
-        "statistics, 30 for stageCAE, 100 for pixel autoencoders)",
+        "statistics, 20 for stageCAE, 100 for pixel autoencoders)",
     )
     parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="peak learning rate (default: %(default)g)")
     parser.add_argument("--lr-finder", action="store_true", help="run the learning-rate range test per training instead of --lr")

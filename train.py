@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs",
         type=int,
         default=defaults.epochs,
-        help="most epochs to train (default: the architecture's: 100 for pixel autoencoders, 30 for stageCAE, 0 for featureCAE, "
+        help="most epochs to train (default: the architecture's: 100 for pixel autoencoders, 20 for stageCAE, 0 for featureCAE, "
         "whose default map padim needs only its feature statistics; early stopping may end sooner)",
     )
     parser.add_argument("--image-size", type=int, default=None, help="side of the square model input (default: the architecture's)")

@@ -38,7 +38,7 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def load_training_images(args) -> "np.ndarray":  # noqa: F821
+def load_training_images(args) -> np.ndarray:  # noqa: F821
     from processing.data.demo import make_demo_dataset
     from processing.data.images import list_images, load_images
 
@@ -63,6 +63,9 @@ def timed_epochs(model, dataset, epochs: int) -> list[float]:
 
 def main(argv=None):
     args = parse_args(argv)
+    from autoencoder import cli
+
+    cli.import_tensorflow(verbose=False)  # hides TensorFlow's start-up lines
     import keras
     import numpy as np
 

@@ -80,7 +80,7 @@ def conv(filters: int, name: str, kernel_size: int = 3, strides: int = 1, activa
     preprocessing="rescale; backbone preprocessing inside the model",
     output="map",
     default_loss="mined",
-    default_epochs=30,
+    default_epochs=20,
     losses=("mined", "feature"),
     prepare=prepare_stage_cae,
     layers_module="autoencoder.models.feature_layers",
