@@ -21,6 +21,25 @@ from autoencoder.progress import progress_bar
 logger = logging.getLogger(__name__)
 
 AUGMENTED_COPIES = 3  # augmented copies of every training image cached beside the original
+# Most bytes the cached training features may take (they are held twice: the arrays and the
+# tf.data tensors). Past it fewer augmented copies are cached; when not even the originals fit,
+# training runs end to end through the backbone.
+CACHE_LIMIT_BYTES = 6 * 2**30
+
+
+def bytes_per_input(extractor: keras.Model) -> int:
+    """float32 bytes of the extractor's outputs for one image."""
+    return sum(4 * int(np.prod(output.shape[1:])) for output in extractor.outputs)
+
+
+def copies_that_fit(n_images: int, per_input: int, wanted: int, limit: int | None = None) -> int | None:
+    """How many augmented copies (at most `wanted`) fit in `limit` (default CACHE_LIMIT_BYTES) beside
+    the originals; None: not even those."""
+    limit = CACHE_LIMIT_BYTES if limit is None else limit
+    for copies in range(wanted, -1, -1):
+        if 2 * n_images * (1 + copies) * per_input <= limit:
+            return copies
+    return None
 
 
 def split_at(model: keras.Model, layer_names) -> tuple[keras.Model, keras.Model]:
@@ -77,8 +96,18 @@ def cached_training_data(
     augment: bool, seed: int, copies: int = AUGMENTED_COPIES,
 ):
     """(head, train_ds, val_ds, n_train): the head of `model` and its cached training and validation
-    batches; with `augment`, `copies` augmented copies of every training image join the originals."""
+    batches; with `augment`, `copies` augmented copies of every training image join the originals
+    (fewer when they would pass CACHE_LIMIT_BYTES). None when not even the originals fit."""
     extractor, head = split_at(model, layer_names)
+    per_input = bytes_per_input(extractor)
+    fitting = copies_that_fit(len(train_images) + len(val_images), per_input, copies if augment else 0)
+    if fitting is None:
+        logger.info("the cached features would take %.1f GiB (more than %.0f GiB): training through the backbone every epoch",
+                    2 * (len(train_images) + len(val_images)) * per_input / 2**30, CACHE_LIMIT_BYTES / 2**30)
+        return None
+    if augment and fitting < copies:
+        logger.info("caching %d augmented copies instead of %d: more would pass %.0f GiB", fitting, copies, CACHE_LIMIT_BYTES / 2**30)
+    copies = fitting
     inputs = [train_images, *augmented_copies(train_images, copies, seed)] if augment else [train_images]
     parts = [extract(extractor, images, batch_size, desc=f"caching features {index + 1}/{len(inputs)}")
              for index, images in enumerate(inputs)]

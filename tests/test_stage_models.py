@@ -133,3 +133,22 @@ def test_backbone_flag(work, capsys):
     assert cli.run(train.main, ["-d", str(work / "tiles"), "--epochs", "-1", "--output-dir", str(work / "x")]) == 2
     assert "--epochs -1: expected 0 (architecture featureCAE: its feature statistics only) or more" in capsys.readouterr().err
     assert not (work / "x").exists()
+
+
+def test_cached_copies_shrink_to_the_memory_limit():
+    from autoencoder.cached import copies_that_fit
+
+    assert copies_that_fit(100, 1000, 3, limit=2 * 100 * 4 * 1000) == 3
+    assert copies_that_fit(100, 1000, 3, limit=2 * 100 * 2 * 1000) == 1
+    assert copies_that_fit(100, 1000, 3, limit=2 * 100 * 1000) == 0
+    assert copies_that_fit(100, 1000, 3, limit=2 * 100 * 1000 - 1) is None
+
+
+def test_features_too_large_to_cache_train_through_the_backbone(work, monkeypatch):
+    import autoencoder.cached
+
+    monkeypatch.setattr(autoencoder.cached, "CACHE_LIMIT_BYTES", 1)
+    folder = train.main(["-d", str(work / "tiles"), "-a", "featureCAE", "--image-size", "32", "--epochs", "1", "--lr", "1e-3",
+                         "--output-dir", str(work / "uncached")])
+    info = json.loads((folder / "info.json").read_text())
+    assert "cached_features" not in info["training"] and info["training"]["epochs_run"] == 1

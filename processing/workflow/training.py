@@ -109,11 +109,13 @@ def train_on(config: TrainConfig, architecture, size: int, layout, strategy=None
         if config.epochs > 0 and architecture.cached_layers and strategy is None:
             from autoencoder.cached import cached_training_data
 
-            trainer, train_ds, val_ds, n_inputs = cached_training_data(
+            cached = cached_training_data(
                 model, architecture.cached_layers, train_images, val_images, global_batch, config.augment, config.seed
             )
-            compile_model(trainer, config)
-            steps_per_epoch = math.ceil(n_inputs / global_batch)
+            if cached is not None:
+                trainer, train_ds, val_ds, n_inputs = cached
+                compile_model(trainer, config)
+                steps_per_epoch = math.ceil(n_inputs / global_batch)
         max_lr, finder = (None, None) if config.epochs == 0 else learning_rate(trainer, train_ds, config)
 
         stamp = bundle.timestamp()
