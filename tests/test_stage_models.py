@@ -152,3 +152,30 @@ def test_features_too_large_to_cache_train_through_the_backbone(work, monkeypatc
                          "--output-dir", str(work / "uncached")])
     info = json.loads((folder / "info.json").read_text())
     assert "cached_features" not in info["training"] and info["training"]["epochs_run"] == 1
+
+
+def test_flags_of_untrained_maps_and_tiles_answer_before_training(work, tmp_path, capsys):
+    import benchmark
+
+    argv = ["-d", str(work / "tiles"), "-m", "padim", "feature", "--output-dir", str(tmp_path / "r"), "--models-dir", str(tmp_path / "m")]
+    assert cli.run(benchmark.main, argv) == 2
+    assert "-m/--methods feature: architecture featureCAE trains 0 epochs here" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists() and not (tmp_path / "r").exists()
+    assert cli.run(train.main, ["-d", str(work / "tiles"), "-a", "stageCAE", "--tile", "40", "--output-dir", str(tmp_path / "m")]) == 2
+    assert "--tile 40: architecture stageCAE needs a multiple of 32" in capsys.readouterr().err
+
+
+def test_auto_leaves_out_a_map_that_cannot_be_fitted(work, tmp_path, capsys):
+    """Two training images leave one after the validation split: padim cannot estimate a covariance;
+    -m auto goes on with the others, -m padim says why in one line."""
+    import shutil
+
+    data = tmp_path / "two"
+    shutil.copytree(work / "tiles", data)
+    for path in sorted((data / "train" / "good").iterdir())[2:]:
+        path.unlink()
+    folder = train.main(["-d", str(data), "--image-size", str(SIZE), "--output-dir", str(tmp_path / "m")])
+    assert cli.run(finetune.main, ["-p", str(folder), "--results-dir", str(tmp_path / "r")]) == 2
+    assert "--method padim: the model's training split holds 1 image" in capsys.readouterr().err
+    out = finetune.main(["-p", str(folder), "-m", "auto", "--results-dir", str(tmp_path / "r")])
+    assert set(json.loads((out / "finetuning_result.json").read_text())["candidates"]) == {"knn"}

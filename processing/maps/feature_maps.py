@@ -138,6 +138,9 @@ class PadimMap(FeatureDensityMap):
     description = "Mahalanobis distance to a Gaussian per grid position (PaDiM)"
 
     def fit(self, source, seed):
+        if len(source) < 2:
+            raise ValueError(f"--method padim: the model's training split holds {len(source)} image; a Gaussian per position needs "
+                             "at least 2 (add images to train/good, or train with a lower --validation-split)")
         return fit_position_gaussians(source, seed=seed)
 
     def load_state(self, path):

@@ -100,6 +100,7 @@ class BenchmarkConfig:
             check_normalization(self.normalize, self.dtype)
         for method in self.methods or []:
             check_method_dtype(method, self.dtype)
+        self.check_untrained_maps()
         if self.methods_given:
             self.check_methods_suit_architectures()
         check_dataset_root(self.input_dir)
@@ -114,6 +115,23 @@ class BenchmarkConfig:
         check_writable_dir(self.output_dir, "--output-dir")
         check_writable_dir(self.models_dir, "--models-dir")
 
+
+    def check_untrained_maps(self) -> None:
+        """A map that needs the trained network, asked of an architecture that trains 0 epochs here
+        (featureCAE by default): one line before anything is trained."""
+        from autoencoder.models import get_architecture
+        from processing.maps.kinds import parse_map_spec
+
+        for name in self.architectures:
+            architecture = get_architecture(name)
+            epochs = architecture.default_epochs if self.epochs is None else self.epochs
+            if epochs > 0:
+                continue
+            for method in self.methods or []:
+                spec = parse_map_spec(method)
+                if spec.model_output == architecture.output and spec.needs_training:
+                    raise ValueError(f"-m/--methods {method}: architecture {name} trains 0 epochs here (its feature statistics only), "
+                                     "so its own map means nothing; pass --epochs N, or maps such as padim or knn")
 
     def check_methods_suit_architectures(self) -> None:
         """With -m given, every architecture must take one of the listed maps; one line naming the

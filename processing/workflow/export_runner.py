@@ -354,6 +354,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, OSError) as error:  # one line, as the toolkit's scripts answer
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def run(args) -> int:
     export = load_export(args.export or default_export())
     if args.masks:
         Path(args.masks).mkdir(parents=True, exist_ok=True)

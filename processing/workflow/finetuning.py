@@ -130,7 +130,13 @@ def choose_candidate(detector, model, config: FinetuneConfig, data: FinetuneData
     fits = []
     for method in candidates:
         candidate = detector.check_config(replace(config, method=method))
-        fitted = detector.fit(model, candidate, data)
+        try:
+            fitted = detector.fit(model, candidate, data)
+        except ValueError as error:  # e.g. padim on a single training image: the other candidates may still fit
+            if len(candidates) == 1 or (method == candidates[-1] and not fits):
+                raise
+            logger.warning("candidate %s left out: %s", method, error)
+            continue
         auroc = subset_image_auroc(fitted, data.finetune_files, data.labels, config.batch_size)
         logger.info(
             "candidate %s: finetuning-subset image AUROC %s, balanced accuracy %.3f",
@@ -145,6 +151,7 @@ def choose_candidate(detector, model, config: FinetuneConfig, data: FinetuneData
         candidate.method: {"finetuning_image_auroc": auroc, "balanced_accuracy": result.result.balanced_accuracy}
         for candidate, result, auroc in fits
     }
+    candidates = [candidate.method for candidate, _, _ in fits]
     fitted.result.chosen_by = "finetuning-subset image AUROC, then balanced accuracy"
     logger.info("chose %s among %s", config.method, ", ".join(candidates))
     return config, fitted

@@ -110,7 +110,7 @@ class TrainConfig:
                 raise ValueError("--tile with --adversarial: the adversarial autoencoder trains on whole images; drop one of the two")
         elif self.tile_overlap is not None:
             raise ValueError("--tile-overlap needs --tile SIZE")
-        architecture.check_size(self.size)
+        architecture.check_size(self.size, "--tile" if self.tile is not None else "--image-size")
         check_positive_int(self.batch_size, "--batch", "a batch size")
         if not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or self.epochs < architecture.min_epochs:
             if architecture.min_epochs == 0:
