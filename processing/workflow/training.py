@@ -185,6 +185,9 @@ def training_images(files, config: TrainConfig, size: int, progress: bool = Fals
     if config.tile_grid is None:
         return load_images(files, config.color_mode, size, progress=progress)
     tiles = load_tiles(files, config.color_mode, config.tile_grid)
+    if len(tiles) == len(files):
+        logger.warning("--tile %d: no image is larger than one tile, so each is one (mirror-padded) tile; "
+                       "train without --tile for images this small", config.tile_grid.size)
     logger.info("%d tiles of %d px (overlap %d px) of %d images", len(tiles), config.tile_grid.size, config.tile_grid.overlap, len(files))
     return tiles
 
