@@ -70,7 +70,7 @@ def prepare_feature_cae(model: keras.Model, images: np.ndarray, batch_size: int 
     layers_module="autoencoder.models.feature_layers",
     cached_layers=(STANDARDIZED_LAYER,),
     options=("backbone",),
-    density_features=lambda model: feature_model(model),
+    density_features=feature_model,
     description="frozen EfficientNet-Lite0 features (stride 8/16/16) reconstructed by 1x1 convolutions; outputs its anomaly map",
 )
 def build_feature_cae(

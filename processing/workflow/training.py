@@ -82,13 +82,8 @@ def train_on(config: TrainConfig, architecture, size: int, layout, strategy=None
         layout.root, len(train_files), len(val_files), size, size, config.color_mode,
     )
     train_images, val_images = training_images(train_files, config, size, progress=True), training_images(val_files, config, size)
-    train_ds = make_training_dataset(train_images, global_batch, shuffle=True, augment=config.augment, seed=config.seed)
-    val_ds = make_training_dataset(val_images, global_batch, shuffle=False, augment=False)
     if strategy is not None:
-        # Every worker builds the same global batches; tf.data keeps each worker's share.
-        train_ds, val_ds = shard_by_data(train_ds), shard_by_data(val_ds)
         logger.info("global batch %d (%d per replica x %d replicas)", global_batch, config.batch_size, replicas)
-    steps_per_epoch = math.ceil(len(train_images) / global_batch)
 
     with contextlib.nullcontext() if strategy is None else strategy.scope():
         model = architecture.build(config.color_mode, size, **config.architecture_options)
@@ -105,17 +100,20 @@ def train_on(config: TrainConfig, architecture, size: int, layout, strategy=None
             build_before_fit(model, strategy, train_images)
         logger.info("%s: %d parameters", architecture.name, model.count_params())
 
-        trainer = model
+        trainer, cached = model, None
         if config.epochs > 0 and architecture.cached_layers and strategy is None:
             from autoencoder.cached import cached_training_data
 
             cached = cached_training_data(
                 model, architecture.cached_layers, train_images, val_images, global_batch, config.augment, config.seed
             )
-            if cached is not None:
-                trainer, train_ds, val_ds, n_inputs = cached
-                compile_model(trainer, config)
-                steps_per_epoch = math.ceil(n_inputs / global_batch)
+        if cached is not None:
+            trainer, train_ds, val_ds, n_inputs = cached
+            compile_model(trainer, config)
+        else:  # nothing to iterate when only the statistics are fitted (--epochs 0)
+            train_ds, val_ds = image_datasets(train_images, val_images, config, global_batch, strategy) if config.epochs else (None, None)
+            n_inputs = len(train_images)
+        steps_per_epoch = math.ceil(n_inputs / global_batch)
         max_lr, finder = (None, None) if config.epochs == 0 else learning_rate(trainer, train_ds, config)
 
         stamp = bundle.timestamp()
@@ -147,7 +145,7 @@ def train_on(config: TrainConfig, architecture, size: int, layout, strategy=None
                 config, architecture, size, layout, train_files, val_files, result, max_lr, finder,
                 train_seconds, model_name, stamp, model.count_params(), staging / model_name,
             )
-            if trainer is not model:
+            if cached is not None:
                 info["training"]["cached_features"] = {"layers": list(architecture.cached_layers), "inputs": n_inputs}
             if strategy is not None:
                 info["training"].update(
@@ -165,6 +163,16 @@ def train_on(config: TrainConfig, architecture, size: int, layout, strategy=None
     folder = writer.final
     logger.info("model folder %s (best epoch %d of %d, %.0f s)", folder, result.best_epoch, result.epochs_run, train_seconds)
     return folder
+
+
+def image_datasets(train_images, val_images, config: TrainConfig, global_batch: int, strategy=None):
+    """The (x, x) training and validation pipelines of the images; under a strategy, each worker's share."""
+    train_ds = make_training_dataset(train_images, global_batch, shuffle=True, augment=config.augment, seed=config.seed)
+    val_ds = make_training_dataset(val_images, global_batch, shuffle=False, augment=False)
+    if strategy is not None:
+        # Every worker builds the same global batches; tf.data keeps each worker's share.
+        train_ds, val_ds = shard_by_data(train_ds), shard_by_data(val_ds)
+    return train_ds, val_ds
 
 
 def learning_rate(model: keras.Model, train_ds, config: TrainConfig):
