@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 
 from autoencoder import cli
+from processing.decision.thresholds import RULES
 from processing.maps.kinds import method_argument
 
 QUICK = {"epochs": 2, "image_sizes": [32], "learning_rate": 1e-3}
@@ -95,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--patience", type=int, default=defaults.patience, help="early-stopping patience in epochs")
     parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    parser.add_argument("--rule", default=defaults.rule, choices=list(RULES), help="how finetuning chooses the decision "
+                        "(finetune.py --rule; default smoothed)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of every split, initialisation and augmentation")
     parser.add_argument("--output-dir", default=defaults.output_dir, help="results root (the JSON goes to <output-dir>/benchmarks/)")
     parser.add_argument("--models-dir", default=defaults.models_dir, help="where the trained model folders are written")
@@ -129,6 +132,7 @@ def config_from_args(args):
         patience=args.patience,
         augment=not args.no_augment,
         seed=args.seed,
+        rule=args.rule,
         output_dir=args.output_dir,
         models_dir=args.models_dir,
     )

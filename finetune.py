@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from autoencoder import cli
+from processing.decision.thresholds import RULES
 from processing.maps.kinds import map_kind_names, method_or_auto_argument
 
 
@@ -86,8 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--synthetic-defects", action="store_true", help="choose the decision on synthetic defects (scratches, cracks, "
             "spots, stains, missing/added material, brightness and colour changes) drawn into the validation images, not on labelled "
             "test images; what finetune.py does anyway when test/ holds no defect class. The images are kept in the result's synthetic/")
-    parser.add_argument("--max-false-alarms", type=float, default=0.0, metavar="RATE", help="let the threshold flag up to this fraction "
-            "of the defect-free validation images (default 0: every one stays clean)")
+    parser.add_argument("--rule", default="smoothed", choices=list(RULES), help="how the (min_area, threshold) pair is chosen: smoothed "
+            "(default: the validation and good finetuning images set the false-alarm side, the defective finetuning images the detection "
+            "side, both as smoothed rates, min_area candidates scaled with the map; bootstrap gives the rates expected on new images) or "
+            "original (every validation image clean, then the best balanced accuracy on the finetuning subset, min_area 5-1000 px)")
+    point = parser.add_mutually_exclusive_group()
+    point.add_argument("--max-false-alarms", type=float, default=0.0, metavar="RATE", help="operating point: a false-alarm budget, the "
+            "share of good images the decision may flag, the most defects found within it (--rule original: the share of validation "
+            "images that may be flagged; default: the highest balanced accuracy)")
+    point.add_argument("--min-detection", type=float, default=None, metavar="RATE", help="operating point: a detection rate to reach, "
+            "the share of defective images the decision must flag, the fewest false alarms (--rule smoothed)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -122,6 +131,8 @@ def config_from_args(args):
         overwrite=args.overwrite,
         synthetic_defects=args.synthetic_defects,
         max_false_alarms=args.max_false_alarms,
+        min_detection=args.min_detection,
+        rule=args.rule,
     )
 
 

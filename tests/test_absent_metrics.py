@@ -110,7 +110,7 @@ def record(**summary):
 def test_final_line_and_table_print_none_and_nan_as_n_a():
     run = record(image_auroc=None, aupro=math.nan, train_s=12.34, infer_ms_per_image=3.21)
     assert final_line(run) == ("image_auroc=n/a pixel_auroc=0.500 aupro=n/a balanced_accuracy=0.500 "
-                               "train_s=12.3 infer_ms_per_image=3.2")
+                               "balanced_accuracy_ratio=0.500 train_s=12.3 infer_ms_per_image=3.2")
     table = format_table(run)
     assert "image_auroc n/a, balanced accuracy n/a" in table
     header, crack, overall = table.splitlines()[1:]

@@ -145,7 +145,7 @@ def test_select_best_uses_finetuning_subset_only():
 
 def test_final_line_format():
     line = final_line(run_record(0.5, image_auroc=0.91234, aupro=math.nan, train_s=12.34, infer_ms_per_image=3.21))
-    assert line == ("image_auroc=0.912 pixel_auroc=0.500 aupro=n/a balanced_accuracy=0.500 "
+    assert line == ("image_auroc=0.912 pixel_auroc=0.500 aupro=n/a balanced_accuracy=0.500 balanced_accuracy_ratio=0.500 "
                     "train_s=12.3 infer_ms_per_image=3.2")
 
 

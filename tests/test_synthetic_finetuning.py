@@ -72,11 +72,11 @@ def test_a_dataset_without_defects_is_finetuned_on_synthetic_defects(good_only_m
 
 
 def test_synthetic_defects_on_request_and_their_pair_against_the_validation_images(good_only_model, work):
-    """--synthetic-defects on a dataset with defects; the chosen threshold keeps every validation
-    image clean, as with real defects."""
+    """--synthetic-defects on a dataset with defects; with --rule original the chosen threshold keeps
+    every validation image clean, as with real defects."""
     model = train.main(["-d", str(work / "tiles"), "-a", "mvtecCAE", "-l", "l2", "-b", "8", "--image-size", str(SIZE),
                         "--epochs", "1", "--lr", "1e-3", "--output-dir", str(work / "models_tiles")])
-    out = finetune.main(["-p", str(model), "--synthetic-defects", "--results-dir", str(work / "r2")])
+    out = finetune.main(["-p", str(model), "--synthetic-defects", "--rule", "original", "--results-dir", str(work / "r2")])
     result = json.loads((out / "finetuning_result.json").read_text())
     assert result["finetuning_subset"]["why"] == "--synthetic-defects"
     assert all(name.startswith("test/good/") for name in result["finetuning_files"])
@@ -92,8 +92,9 @@ def test_synthetic_defects_on_request_and_their_pair_against_the_validation_imag
 
 def test_max_false_alarms_loosens_the_thresholds_within_the_rate(good_only_model, work):
     results = work / "r3"
-    strict = finetune.main(["-p", str(good_only_model), "--results-dir", str(results / "strict")])
-    loose = finetune.main(["-p", str(good_only_model), "--max-false-alarms", "0.4", "--results-dir", str(results / "loose")])
+    strict = finetune.main(["-p", str(good_only_model), "--rule", "original", "--results-dir", str(results / "strict")])
+    loose = finetune.main(["-p", str(good_only_model), "--rule", "original", "--max-false-alarms", "0.4", "--results-dir",
+                           str(results / "loose")])
     strict_result = json.loads((strict / "finetuning_result.json").read_text())
     loose_result = json.loads((loose / "finetuning_result.json").read_text())
     assert loose_result["max_false_alarms"] == 0.4 and "max_false_alarms" not in strict_result
@@ -120,7 +121,7 @@ def test_thresholds_allowing_false_alarms_equal_a_naive_count():
 
 def test_bad_rates_and_detectors_are_refused_in_one_line(good_only_model, work, capsys):
     assert cli.run(finetune.main, ["-p", str(good_only_model), "--max-false-alarms", "1.5", "--results-dir", str(work / "r4")]) == 2
-    assert "--max-false-alarms 1.5: expected a fraction of the validation images in [0, 1)" in capsys.readouterr().err
+    assert "--max-false-alarms 1.5: expected a fraction of the good images in [0, 1)" in capsys.readouterr().err
     argv = ["-p", str(good_only_model), "--detector", "kde", "--max-false-alarms", "0.1", "--results-dir", str(work / "r4")]
     assert cli.run(finetune.main, argv) == 2
     assert "--max-false-alarms applies to the segmentation detector" in capsys.readouterr().err

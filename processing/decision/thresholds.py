@@ -38,13 +38,22 @@ thousand edges per map) is vectorised numpy/scipy work on the pixels.
 """
 
 import logging
+import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm import tqdm
 
 from autoencoder.progress import on_terminal
+from processing.decision.operating_point import (
+    DEFAULT_RESAMPLES,
+    Expected,
+    OperatingPoint,
+    choose,
+    decision_warnings,
+    resample,
+)
 from processing.decision.segmentation import (
     largest_component_areas,
     validate_clear_border,
@@ -56,8 +65,14 @@ logger = logging.getLogger(__name__)
 
 #: Default number of values of the uniform threshold grid of float maps.
 DEFAULT_FLOAT_STEPS = 2000
-#: Default min_area candidates of the finetuning search.
+#: min_area candidates of the original rule (5 to 1000 px whatever the map size).
 DEFAULT_MIN_AREAS = tuple(range(5, 1001, 5))
+#: The smoothed rule's min_area candidates: this many, from 1 px to this share of the map.
+DEFAULT_AREA_COUNT = 40
+MIN_AREA_TOP_FRACTION = 0.05
+#: The rules of the finetuning search: the smoothed rule (default) and the original toolkit's.
+RULES = ("smoothed", "original")
+DEFAULT_RULE = "smoothed"
 #: Score of a map that is defective at no threshold: the most negative finite float64,
 #: below every real score and still accepted by ROC code that rejects infinities.
 NO_COMPONENT_SCORE = float(np.finfo(np.float64).min)
@@ -724,12 +739,25 @@ def choose_best_pair(min_areas, pair_thresholds, scores):
     return int(min_areas[best]), float(pair_thresholds[best]), float(best_score)
 
 
+def min_area_candidates(map_pixels: int, count: int = DEFAULT_AREA_COUNT, top_fraction: float = MIN_AREA_TOP_FRACTION) -> np.ndarray:
+    """min_area candidates of the smoothed rule: `count` values spaced geometrically from 1 pixel
+    to `top_fraction` of the map (5 %: 3277 px of a 256 x 256 map, 205 px of a 64 x 64 one), so
+    the range scales with the map instead of stopping at a fixed 1000 px."""
+    if isinstance(map_pixels, bool) or not isinstance(map_pixels, (int, np.integer)) or map_pixels < 1:
+        raise ValueError(f"map_pixels: expected an integer >= 1, got {map_pixels!r}")
+    top = max(1, int(top_fraction * map_pixels))
+    return np.unique(np.round(np.geomspace(1, top, count)).astype(np.int64))
+
+
 @dataclass
 class SearchResult:
     """Outcome of :func:`search_min_area_threshold`.
 
-    thresholds : (T,) grid; min_areas, pair_thresholds, tpr, tnr, scores : (A,) arrays;
-    val_curves : (N_val, T) and finetune_curves : (N_ft, T) int64 area curves.
+    thresholds : (T,) grid; min_areas, pair_thresholds, tpr, tnr, scores : (A,) arrays, one entry
+    per min_area (its threshold, its rates on the finetuning data, its objective); val_curves :
+    (N_val, T) and finetune_curves : (N_ft, T) int64 area curves. ``rule`` names the rule that
+    chose; for the smoothed rule ``expected`` holds the rates expected on new images (with their
+    interval) and ``warnings`` the one-line warnings about the choice.
     """
 
     thresholds: np.ndarray
@@ -743,6 +771,13 @@ class SearchResult:
     best_score: float
     val_curves: np.ndarray
     finetune_curves: np.ndarray
+    rule: str = "original"
+    operating_point: OperatingPoint = field(default_factory=OperatingPoint)
+    best_tpr: float = math.nan
+    best_tnr: float = math.nan
+    n_good: int = 0
+    expected: Expected | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def search_min_area_threshold(
@@ -750,21 +785,34 @@ def search_min_area_threshold(
     finetune_resmaps,
     finetune_labels,
     dtype,
-    min_areas=DEFAULT_MIN_AREAS,
+    min_areas=None,
     n_steps=DEFAULT_FLOAT_STEPS,
     naive=False,
     progress=True,
     clear_border=True,
     allowed_false_alarms=0,
+    rule=DEFAULT_RULE,
+    operating_point: OperatingPoint | None = None,
+    pooled_goods=None,
+    n_resamples=DEFAULT_RESAMPLES,
+    seed=0,
 ):
-    """Finetuning search of the (min_area, threshold) pair.
+    """Finetuning search of the (min_area, threshold) pair, by one of :data:`RULES`.
 
-    For each ``min_area`` the threshold is the lowest one that keeps every defect-free
-    validation map clean, all but `allowed_false_alarms` of them
-    (:func:`min_thresholds_for_areas`); each pair is scored by
-    balanced accuracy on the labelled finetuning maps (:func:`score_pairs`) and the
-    best pair is chosen by :func:`choose_best_pair`. Each map is processed once
-    (:func:`largest_area_curves`); every pair is then a lookup in the curves.
+    ``smoothed`` (the default, :mod:`processing.decision.operating_point`): every defect-free map
+    (the validation maps and the good finetuning maps) estimates the false-alarm side, the
+    defective finetuning maps the detection side, both as kernel-smoothed rate curves; the
+    operating point picks the threshold of each min_area (:func:`min_area_candidates` when
+    `min_areas` is None) and the best min_area. Bootstrap resamples give the expected rates and
+    their interval, and the warnings.
+
+    ``original`` (the original toolkit's): for each ``min_area`` (:data:`DEFAULT_MIN_AREAS` when
+    None) the threshold is the lowest one that keeps every defect-free validation map clean, all
+    but `allowed_false_alarms` of them (:func:`min_thresholds_for_areas`); each pair is scored by
+    balanced accuracy on the labelled finetuning maps (:func:`score_pairs`) and the best pair is
+    chosen by :func:`choose_best_pair`.
+
+    Each map is processed once (:func:`largest_area_curves`); every pair is then a lookup in the curves.
 
     Parameters
     ----------
@@ -772,7 +820,7 @@ def search_min_area_threshold(
     finetune_resmaps : (N_ft, H, W) residual maps of the finetuning images
     finetune_labels : (N_ft,) bool, True for defective images
     dtype : str or numpy dtype of the residual maps' encoding, see :func:`threshold_grid`
-    min_areas : integers >= 1
+    min_areas : integers >= 1, or None for the rule's own candidates
     n_steps : int, grid size for float maps
     naive : bool
         Use :func:`largest_area_curves_naive` (the reference, for benchmarks).
@@ -780,18 +828,34 @@ def search_min_area_threshold(
         Show tqdm progress bars.
     clear_border : bool
         Drop the components that touch the image border (default); False keeps them.
+    allowed_false_alarms : int, original rule: the validation maps that may be flagged
+    rule : one of :data:`RULES`
+    operating_point : OperatingPoint, smoothed rule: balanced accuracy, or a target rate
+    pooled_goods : (N_ft,) bool or None, smoothed rule: which good finetuning maps join the
+        validation maps on the false-alarm side (None: every good one; False for a map that is a
+        validation map already)
+    n_resamples, seed : smoothed rule: bootstrap resamples behind the expected rates
 
     Returns
     -------
     SearchResult
     """
+    if rule not in RULES:
+        raise ValueError(f"rule {rule!r}: expected one of {', '.join(RULES)}")
+    operating_point = operating_point or OperatingPoint()
     val_resmaps = validate_resmaps(val_resmaps, "val_resmaps")
     finetune_resmaps = validate_resmaps(finetune_resmaps, "finetune_resmaps")
     if len(val_resmaps) == 0:
         raise ValueError("val_resmaps: expected at least one validation map")
     labels = _validate_labels(finetune_labels, len(finetune_resmaps), "finetune_labels")
+    if min_areas is None:
+        smallest_map = min(int(np.prod(np.shape(m)[-2:])) for m in [*val_resmaps, *finetune_resmaps])
+        min_areas = DEFAULT_MIN_AREAS if rule == "original" else min_area_candidates(smallest_map)
     min_areas = _validate_min_areas(min_areas)
     clear_border = validate_clear_border(clear_border)
+    if rule == "original" and operating_point.kind == "detection":
+        raise ValueError("a detection rate to reach (--min-detection) needs --rule smoothed; the original rule keeps every "
+                         "validation image clean")
     grid = threshold_grid([*val_resmaps, *finetune_resmaps] if isinstance(val_resmaps, list) or isinstance(finetune_resmaps, list)
                           else [val_resmaps, finetune_resmaps], dtype, n_steps)
     curves_of = largest_area_curves_naive if naive else largest_area_curves
@@ -802,10 +866,17 @@ def search_min_area_threshold(
     )
     val_curves = curves_of(val_resmaps, grid, progress=progress, clear_border=clear_border)
     finetune_curves = curves_of(finetune_resmaps, grid, progress=progress, clear_border=clear_border)
+    if rule == "smoothed":
+        return _smoothed_search(val_curves, finetune_curves, labels, grid, min_areas, operating_point, pooled_goods, n_resamples, seed)
     pair_thresholds = min_thresholds_for_areas(val_curves, grid, min_areas, allowed_false_alarms)
     rates = score_pairs(finetune_curves, labels, grid, min_areas, pair_thresholds)
     best_min_area, best_threshold, best_score = choose_best_pair(min_areas, pair_thresholds, rates["score"])
+    best = int(np.flatnonzero(min_areas == best_min_area)[0])
     logger.debug("best pair min_area=%d threshold=%.6g score=%.4f", best_min_area, best_threshold, best_score)
+    warnings = []
+    if best_min_area == min_areas[-1] and len(min_areas) > 1:
+        warnings.append(f"min_area {best_min_area} px is the largest candidate of the original rule: its choice sits at the edge of "
+                        "the range (--rule smoothed scales the candidates with the map)")
     return SearchResult(
         thresholds=grid,
         min_areas=min_areas,
@@ -818,4 +889,64 @@ def search_min_area_threshold(
         best_score=best_score,
         val_curves=val_curves,
         finetune_curves=finetune_curves,
+        rule="original",
+        operating_point=operating_point,
+        best_tpr=float(rates["tpr"][best]),
+        best_tnr=float(rates["tnr"][best]),
+        n_good=int(np.count_nonzero(~labels)),
+        warnings=warnings,
+    )
+
+
+def _smoothed_search(val_curves, finetune_curves, labels, grid, min_areas, point, pooled_goods, n_resamples, seed) -> SearchResult:
+    """The smoothed rule on the area curves (see :func:`search_min_area_threshold`)."""
+    pooled = ~labels if pooled_goods is None else (~labels & np.asarray(pooled_goods, dtype=bool))
+    good_curves = np.concatenate([val_curves, finetune_curves[pooled]])
+    defect_curves = finetune_curves[labels]
+    if not len(defect_curves):
+        raise ValueError("the finetuning subset holds no defective image: the smoothed rule needs some (labelled test images, or "
+                         "--synthetic-defects)")
+
+    def flags_of(family):
+        return good_curves >= min_areas[family], defect_curves >= min_areas[family]
+
+    choice = choose(flags_of, len(min_areas), point)
+    expected = resample(flags_of, len(min_areas), choice, point, n_resamples, seed) if n_resamples else None
+    columns = choice.family_index
+    good_flagged = good_curves[:, columns] >= min_areas
+    defect_flagged = defect_curves[:, columns] >= min_areas
+    tnr = 1.0 - good_flagged.mean(axis=0)
+    tpr = defect_flagged.mean(axis=0)
+    best = choice.family
+    best_min_area, best_threshold = int(min_areas[best]), float(grid[choice.index])
+    edge = None
+    if best == len(min_areas) - 1 and len(min_areas) > 1:
+        edge = (f"min_area {best_min_area} px is the largest candidate ({MIN_AREA_TOP_FRACTION:.0%} of the map): the defects that "
+                "decide may be larger still; check the maps, or a coarser map")
+    unreached = None
+    if not choice.reached:
+        target = "false-alarm budget" if point.kind == "false_alarms" else "detection rate"
+        unreached = (f"the {target} {point.rate:.1%} is out of reach on the finetuning data; the decision comes closest: "
+                     f"TPR {tpr[best]:.2f}, TNR {tnr[best]:.2f}")
+    warnings = decision_warnings(float(tpr[best]), float(tnr[best]), expected, len(good_curves), len(defect_curves), edge, unreached)
+    logger.debug("smoothed rule: min_area=%d threshold=%.6g objective=%.4f", best_min_area, best_threshold, choice.family_objective[best])
+    return SearchResult(
+        thresholds=grid,
+        min_areas=min_areas,
+        pair_thresholds=grid[columns],
+        tpr=tpr,
+        tnr=tnr,
+        scores=choice.family_objective,
+        best_min_area=best_min_area,
+        best_threshold=best_threshold,
+        best_score=float((tpr[best] + tnr[best]) / 2),
+        val_curves=val_curves,
+        finetune_curves=finetune_curves,
+        rule="smoothed",
+        operating_point=point,
+        best_tpr=float(tpr[best]),
+        best_tnr=float(tnr[best]),
+        n_good=len(good_curves),
+        expected=expected,
+        warnings=warnings,
     )

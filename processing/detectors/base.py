@@ -76,8 +76,14 @@ class FinetuneConfig:
     # Choose the decision on synthetic defects drawn into held-out good images, even when test/ has
     # defect classes (without them this is what finetune.py does anyway).
     synthetic_defects: bool = False
-    # The validation images may be flagged at this rate (0: every one stays clean, as always).
+    # The operating point: a false-alarm budget on good images (the smoothed rule; the original rule:
+    # the share of validation images that may be flagged), or a detection rate to reach; neither
+    # (0.0 and None): the highest balanced accuracy.
     max_false_alarms: float = 0.0
+    min_detection: float | None = None
+    # segmentation: how the (min_area, threshold) pair is chosen (processing/decision/thresholds.py
+    # RULES): "smoothed" (default) or "original" (every validation image clean, as the original toolkit).
+    rule: str = "smoothed"
 
     def validate(self) -> None:
         """Every setting that can be checked without the model or TensorFlow (finetune.py runs this
@@ -110,7 +116,28 @@ class FinetuneConfig:
             check_non_negative_int(self.pca_components, "--pca-components", "a number of components")
         rate = self.max_false_alarms
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
-            raise ValueError(f"--max-false-alarms {rate}: expected a fraction of the validation images in [0, 1)")
+            raise ValueError(f"--max-false-alarms {rate}: expected a fraction of the good images in [0, 1)")
+        detection = self.min_detection
+        if detection is not None and (isinstance(detection, bool) or not isinstance(detection, (int, float)) or not 0 < detection <= 1):
+            raise ValueError(f"--min-detection {detection}: expected a fraction of the defective images in (0, 1]")
+        if detection is not None and rate:
+            raise ValueError("--max-false-alarms and --min-detection: give one operating point, not both")
+        from processing.decision.thresholds import RULES
+
+        if self.rule not in RULES:
+            raise ValueError(f"--rule {self.rule!r}: expected one of {', '.join(RULES)}")
+        if self.rule == "original" and detection is not None:
+            raise ValueError("--min-detection needs --rule smoothed: the original rule keeps every validation image clean")
+
+    def operating_point(self):
+        """The operating point these settings ask for (processing/decision/operating_point.py)."""
+        from processing.decision.operating_point import OperatingPoint
+
+        if self.min_detection is not None:
+            return OperatingPoint("detection", float(self.min_detection))
+        if self.max_false_alarms:
+            return OperatingPoint("false_alarms", float(self.max_false_alarms))
+        return OperatingPoint()
 
 
     def check_flags_apply(self) -> None:
@@ -206,6 +233,30 @@ class FinetuningResult:
     def balanced_accuracy(self) -> float | None:
         """The finetuning subset's balanced accuracy of the chosen decision."""
         return getattr(self, "best_score", None)
+
+    def expectation_line(self) -> str | None:
+        """What the decision is expected to do on new images, as one line (None: the result does not say)."""
+        expected = getattr(self, "expected", None)
+        if not expected:
+            return None
+        line = expected_line(expected)
+        return f"{line} (finetuning data, {expected.get('resamples')} resamples)"
+
+    @property
+    def decision_warnings(self) -> list[str]:
+        """The one-line warnings finetune.py gave about the chosen decision."""
+        return list(getattr(self, "warnings", None) or [])
+
+
+def expected_line(expected: dict) -> str:
+    """``expected TPR 0.93 (0.81-1.00), TNR 0.95 (0.88-1.00)`` of a result's ``expected`` record."""
+    def rate(key):
+        value, (low, high) = expected.get(key), expected.get(f"{key}_interval") or (None, None)
+        if value is None:
+            return "n/a"
+        return f"{value:.2f}" + ("" if low is None or high is None else f" ({low:.2f}-{high:.2f})")
+
+    return f"expected TPR {rate('tpr')}, TNR {rate('tnr')}"
 
 
 def read_result_file(path: Path) -> dict:

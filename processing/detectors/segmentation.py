@@ -4,11 +4,13 @@ The maps are those of a map spec (processing/maps/kinds.py): a pixel autoencoder
 (ssim, l2), a featureCAE's own map (feature) or a density on its features (padim, knn), or the
 standardised mean of several (padim+knn, and the maps of other models through --combine-with).
 
-Validation images (defect-free, held out of training) fix, for every min_area, the lowest
-threshold at which they all stay clean; the finetuning subset then picks the (min_area,
-threshold) pair with the best balanced accuracy. A test image is defective when a component of
-at least min_area survives; its score is the highest threshold at which one does (``component``)
-or the map's maximum (``max``).
+The (min_area, threshold) pair is chosen by one of the rules of processing/decision/thresholds.py:
+the smoothed rule (default; the validation images and the good finetuning images set the
+false-alarm side, the defective finetuning images the detection side, both smoothed, at the
+user's operating point, with the rates expected on new images from resampling) or the original
+toolkit's (every validation image clean, the best balanced accuracy on the finetuning subset).
+A test image is defective when a component of at least min_area survives; its score is the highest
+threshold at which one does (``component``) or the map's maximum (``max``).
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ import numpy as np
 from autoencoder import bundle
 from processing.data.images import iter_batches, scan_dataset, split_train_validation
 from processing.data.tiles import TileGrid, iter_originals, iter_tile_batches, load_tiles, stitch, tiles_of
+from processing.decision.operating_point import OperatingPoint
 from processing.decision.segmentation import segment
-from processing.decision.thresholds import DEFAULT_MIN_AREAS, allowed_false_alarms, max_component_level, search_min_area_threshold
+from processing.decision.thresholds import RULES, allowed_false_alarms, max_component_level, search_min_area_threshold
 from processing.detectors import fields as f
 from processing.detectors.base import (
     Decisions,
@@ -36,6 +39,7 @@ from processing.detectors.base import (
     FinetuneData,
     FinetuningResult,
     Scores,
+    expected_line,
     register_detector,
 )
 from processing.evaluation import plots
@@ -92,7 +96,7 @@ class SegmentationResult(FinetuningResult):
 
     SUMMARY_KEYS: ClassVar[tuple[str, ...]] = (
         "best_min_area", "best_threshold", "best_score", "best_tpr", "best_tnr", "n_finetune",
-        "smoothing_sigma", "clear_border", "normalize", "image_score",
+        "smoothing_sigma", "clear_border", "normalize", "image_score", "rule", "operating_point", "expected",
     )
 
     model: str = f.checked(f.text)
@@ -127,6 +131,13 @@ class SegmentationResult(FinetuningResult):
     allowed_false_alarms: int | None = f.checked(f.integer(minimum=0), optional=True)  # of the validation images
     candidates: dict | None = f.checked(f.mapping, optional=True)  # -m A B / auto: every candidate's scores
     chosen_by: str | None = f.checked(f.text, optional=True)
+    # The rule that chose the pair (results older than the key: the original rule), the operating point
+    # it aimed at, what the decision is expected to do on new images, and the warnings finetune.py gave.
+    rule: str = f.checked(f.choice(*RULES), default="original")
+    operating_point: dict | None = f.checked(f.mapping, optional=True)
+    min_detection: float | None = f.checked(f.number(0.0, 1.0), optional=True)
+    expected: dict | None = f.checked(f.mapping, optional=True)
+    warnings: list = f.checked(f.list_of(f.text), default_factory=list)
 
     @property
     def spec(self) -> MapSpec:
@@ -160,6 +171,8 @@ class SegmentationDetector(Detector):
         "normalize": ("--normalize", "none"),
         "image_score": ("--image-score", None),
         "combine_with": ("--combine-with", []),
+        "rule": ("--rule", "smoothed"),
+        "min_detection": ("--min-detection", None),
     }
 
     def __init__(self, model, result: SegmentationResult, folder=None, batch_size=16,
@@ -254,24 +267,33 @@ class SegmentationDetector(Detector):
         val_resmaps = maker.maps_of_files(data.validation_files)
         finetune_resmaps = maker.maps_of_files(data.finetune_files)
         allowed = allowed_false_alarms(config.max_false_alarms, len(val_resmaps))
+        point = config.operating_point()
+        validation = {Path(path).resolve() for path in data.validation_files}
         search = search_min_area_threshold(
             val_resmaps,
             finetune_resmaps,
             data.labels,
             config.dtype,
-            min_areas=DEFAULT_MIN_AREAS,
             clear_border=clear_border,
             allowed_false_alarms=allowed,
+            rule=config.rule,
+            operating_point=point,
+            # A good finetuning image that is a validation image (synthetic defects without test/good) counts once.
+            pooled_goods=[Path(path).resolve() not in validation for path in data.finetune_files],
+            seed=config.seed,
         )
         seconds = time.perf_counter() - started
         logger.info(
-            "best pair: min_area=%d threshold=%.4g balanced accuracy=%.3f (%.1f s)",
-            search.best_min_area,
-            search.best_threshold,
-            search.best_score,
-            seconds,
+            "best pair (%s rule, %s): min_area=%d threshold=%.4g; on the finetuning data TPR %.3f TNR %.3f, balanced accuracy %.3f "
+            "(%.1f s)",
+            search.rule, point.describe(), search.best_min_area, search.best_threshold, search.best_tpr, search.best_tnr,
+            search.best_score, seconds,
         )
-        best = int(np.flatnonzero(np.asarray(search.min_areas) == search.best_min_area)[0])
+        expected = search.expected.to_json() if search.expected is not None else None
+        if expected is not None:
+            logger.info("%s on new images (bootstrap of the finetuning data, %d resamples)", expected_line(expected), expected["resamples"])
+        for warning in search.warnings:
+            logger.warning("%s", warning)
         unbounded = normalize != "none" or not spec.bounded or bool(config.combine_with)
         result = SegmentationResult(
             model=str(model.model_file),
@@ -289,8 +311,8 @@ class SegmentationDetector(Detector):
             best_min_area=int(search.best_min_area),
             best_threshold=float(search.best_threshold),
             best_score=float(search.best_score),
-            best_tpr=float(search.tpr[best]),
-            best_tnr=float(search.tnr[best]),
+            best_tpr=float(search.best_tpr),
+            best_tnr=float(search.best_tnr),
             finetune_split=config.finetune_split,
             seed=config.seed,
             n_validation=len(data.validation_files),
@@ -307,7 +329,12 @@ class SegmentationDetector(Detector):
             seconds=round(seconds, 2),
             finetuning_subset=data.subset,
             max_false_alarms=config.max_false_alarms or None,
-            allowed_false_alarms=allowed if config.max_false_alarms else None,
+            allowed_false_alarms=allowed if config.max_false_alarms and search.rule == "original" else None,
+            rule=search.rule,
+            operating_point=point.to_json(),
+            min_detection=config.min_detection,
+            expected=expected,
+            warnings=list(search.warnings),
         )
         return cls(model, result, batch_size=config.batch_size, postprocess=maker.postprocess, states=states, partners=maker.partners)
 
@@ -437,7 +464,16 @@ class SegmentationDetector(Detector):
                 if self.clear_border
                 else "."
             )
-        ]
+        ] + self.decision_notes()
+
+    def decision_notes(self) -> list[str]:
+        """How the pair was chosen and what it is expected to do, for the report."""
+        result = self.result
+        notes = [f"The pair was chosen by the {result.rule} rule"
+                 + (f" at {OperatingPoint.from_json(result.operating_point).describe()}" if result.operating_point else "")
+                 + f"; on the finetuning data TPR {_rate(result.best_tpr)}, TNR {_rate(result.best_tnr)}"
+                 + (f"; {result.expectation_line()}." if result.expected else ".")]
+        return notes + [f"Warning: {warning}" for warning in result.warnings]
 
     def export_plan(self) -> ExportPlan:
         return SegmentationExportPlan(self)
@@ -575,6 +611,10 @@ class SegmentationExportPlan(ExportPlan):
                 + ("the map's maximum" if self.image_score == "max" else "the highest threshold at which such a region survives")
             ),
         }
+
+
+def _rate(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def load_state(kind, folder):

@@ -149,6 +149,27 @@ def image_auroc(labels, scores):
     return float(roc_auc_score(labels, scores))
 
 
+def best_balanced_accuracy(labels, scores):
+    """The highest balanced accuracy any single threshold on the image scores reaches on these
+    images (a hindsight reference: what the scores allow, not what a decision chosen beforehand gets).
+
+    Every cut ``score >= t`` between distinct scores counts (and flagging all or none). NaN when
+    only one class is present.
+    """
+    labels, scores = _image_labels_and_scores(labels, scores)
+    scores = _as_finite_float(scores, "scores")
+    if labels.all() or not labels.any():
+        return math.nan
+    order = np.argsort(-scores, kind="stable")
+    ranked, truth = scores[order], labels[order]
+    # Flag the first k images (k = 0..N); only cuts between distinct scores are thresholds.
+    true_positives = np.r_[0, np.cumsum(truth)]
+    false_positives = np.r_[0, np.cumsum(~truth)]
+    cuts = np.r_[True, ranked[1:] != ranked[:-1], True]
+    balanced = (true_positives / truth.sum() + 1.0 - false_positives / (~truth).sum()) / 2
+    return float(balanced[cuts].max())
+
+
 def classification_metrics(y_true, y_pred):
     """Confusion counts and rates of binary image predictions.
 

@@ -27,8 +27,9 @@ from processing.evaluation.metrics import NOT_AVAILABLE_KEY, absent_note, absent
 logger = logging.getLogger(__name__)
 
 BENCHMARK_DIR = "benchmarks"  # under the results root
-FINAL_KEYS = ("image_auroc", "pixel_auroc", "aupro", "balanced_accuracy", "train_s", "infer_ms_per_image")
-TABLE_KEYS = ("n_images", "n_defective", "image_auroc", "pixel_auroc", "aupro", "tpr", "tnr", "balanced_accuracy")
+FINAL_KEYS = ("image_auroc", "pixel_auroc", "aupro", "balanced_accuracy", "balanced_accuracy_ratio", "train_s", "infer_ms_per_image")
+TABLE_KEYS = ("n_images", "n_defective", "image_auroc", "pixel_auroc", "aupro", "tpr", "tnr", "balanced_accuracy",
+              "best_threshold_balanced_accuracy", "balanced_accuracy_ratio")
 
 
 @dataclass
@@ -63,6 +64,7 @@ class BenchmarkConfig:
     patience: int = 12
     augment: bool = True
     finetune_split: float = 0.1
+    rule: str = "smoothed"  # how finetuning chooses the decision (processing/decision/thresholds.py RULES)
     seed: int = 42
     output_dir: str = "results"  # results root; the benchmark JSON goes to <output_dir>/benchmarks/
     models_dir: str = "saved_models"
@@ -84,6 +86,10 @@ class BenchmarkConfig:
             if isinstance(size, bool) or not isinstance(size, int) or size < 1:
                 raise ValueError(f"--image-sizes {size}: expected positive numbers of pixels")
         check_positive_int(self.batch_size, "--batch", "a batch size")
+        from processing.decision.thresholds import RULES
+
+        if self.rule not in RULES:
+            raise ValueError(f"--rule {self.rule!r}: expected one of {', '.join(RULES)}")
         if self.epochs is not None:
             if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
                 raise ValueError(f"--epochs {self.epochs}: expected a number of epochs")
@@ -236,7 +242,7 @@ def run_configuration(spec: RunSpec, config: BenchmarkConfig) -> list[dict]:
         started = time.perf_counter()
         finetune_dir = finetune(FinetuneConfig(
             path=str(folder), method=method, dtype=config.dtype, finetune_split=config.finetune_split,
-            seed=config.seed, results_root=config.output_dir, **post,
+            seed=config.seed, results_root=config.output_dir, rule=config.rule, **post,
         ))
         timings["finetune_s"] = time.perf_counter() - started
         detector = load_detector(bundle.load_bundle(folder), Path(finetune_dir))
@@ -277,6 +283,9 @@ def summary_metrics(tested: dict, info: dict) -> dict:
         "pixel_auroc": absent_to_none(tested.get("pixel_auroc")),
         "aupro": absent_to_none(tested.get("aupro")),
         "balanced_accuracy": absent_to_none(tested.get("balanced_accuracy")),
+        # The verdicts' balanced accuracy over the best one threshold on the same image scores reaches.
+        "balanced_accuracy_ratio": absent_to_none(tested.get("balanced_accuracy_ratio")),
+        "best_threshold_balanced_accuracy": absent_to_none(tested.get("best_threshold_balanced_accuracy")),
         "train_s": float(info["training"]["seconds"]),
         "infer_ms_per_image": float(tested["ms_per_image"]),
     }

@@ -30,7 +30,9 @@ from processing.evaluation.metrics import (
     PixelMetricsAccumulator,
     absent_note,
     absent_to_none,
+    best_balanced_accuracy,
     classification_metrics,
+    format_metrics,
     image_auroc,
     is_absent,
     mask_iou,
@@ -170,15 +172,28 @@ def evaluate(detector: Detector, layout, config: TestConfig) -> Path:
         columns = {key: np.asarray(values) for key, values in columns.items()}
         result = summarise(detector, rows, columns, ious, accumulators, config, seconds)
         result["finetuning_result"] = finetuning_record(detector.folder)
+        if getattr(detector.result, "expected", None):
+            result["expected"] = detector.result.expected  # what finetune.py expected, beside what was measured here
         if model.info.get("adversarial"):  # image scores of the adversarial autoencoder (latent likelihood + MSE)
             result |= adversarial_test_metrics(model, files, [row["truth"] for row in rows], config.batch_size)
         result = mark_absent(result, masks=accumulators is not None)
         write_classification_csv(staging / "classification.csv", rows, columns)
         bundle.write_json(staging / TEST_RESULT_FILE, result)
     logger.info("%s: %s (%.1f ms/image)", name, detector.summary_line(result), result["ms_per_image"])
+    log_expectation(name, detector.result, result)
     for line in absent_note(result[NOT_AVAILABLE_KEY]):
         logger.info("%s: %s", name, line)
     return out_dir
+
+
+def log_expectation(name: str, finetuning, result: dict) -> None:
+    """Log what finetune.py expected of the decision beside what these test images measured, and its warnings."""
+    expectation = finetuning.expectation_line()
+    if expectation:
+        measured = format_metrics(result, ["tpr", "tnr"])
+        logger.info("%s: finetune.py %s; measured here %s", name, expectation, measured)
+    for warning in finetuning.decision_warnings:
+        logger.warning("%s: the decision: %s", name, warning)
 
 
 def truth_masks(layout, paths, names, size) -> np.ndarray:
@@ -232,6 +247,7 @@ def summarise(detector: Detector, rows, columns, ious, accumulators, config, sec
         "include_finetune": config.include_finetune,
         **classification_metrics(truth, predicted),
         detector.score_key: image_auroc(truth, scores),
+        **decision_efficiency(truth, predicted, scores),
     }
     makes_maps = detector.map_value_range is not None
     if accumulators is not None:
@@ -245,6 +261,8 @@ def summarise(detector: Detector, rows, columns, ious, accumulators, config, sec
     per_type = metrics_by_defect_type(types, truth, scores, predicted)
     for name, metrics in per_type.items():
         metrics[detector.score_key] = metrics.pop("image_auroc")
+        of_type = (types == name) | ~truth
+        metrics |= decision_efficiency(truth[of_type], predicted[of_type], scores[of_type])
         metrics |= extra_per_type.get(name, {})
         if accumulators is not None and name in accumulators:
             pixel = accumulators[name].result()
@@ -257,6 +275,15 @@ def summarise(detector: Detector, rows, columns, ious, accumulators, config, sec
     result["ms_per_image"] = round(1000 * seconds / max(len(rows), 1), 2)
     result["settings"] = vars(config) | {"command": bundle.command_line()}
     return result
+
+
+def decision_efficiency(truth: np.ndarray, predicted: np.ndarray, scores: np.ndarray) -> dict:
+    """The best balanced accuracy one threshold on the image scores reaches on these images (in
+    hindsight), and the share of it the decision's verdicts keep (``balanced_accuracy_ratio``)."""
+    best = best_balanced_accuracy(truth, scores)
+    reached = classification_metrics(truth, predicted)["balanced_accuracy"]
+    ratio = reached / best if best > 0 and not math.isnan(reached) else math.nan
+    return {"best_threshold_balanced_accuracy": best, "balanced_accuracy_ratio": ratio}
 
 
 def mark_absent(result: dict, masks: bool) -> dict:
