@@ -23,8 +23,6 @@ from autoencoder import cli
 from processing.decision.thresholds import RULES
 from processing.maps.kinds import method_argument
 
-QUICK = {"epochs": 2, "image_sizes": [32], "learning_rate": 1e-3}
-
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of this script (docs/cli.md is generated from it: scripts/make_cli_docs.py)."""
@@ -137,7 +135,9 @@ def config_from_args(args):
         models_dir=args.models_dir,
     )
     if args.quick:
-        for key, value in QUICK.items():
+        from processing.workflow.benchmarking import QUICK_OVERRIDES
+
+        for key, value in QUICK_OVERRIDES.items():
             setattr(config, key, value)
     return config
 

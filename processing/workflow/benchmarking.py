@@ -27,6 +27,8 @@ from processing.evaluation.metrics import NOT_AVAILABLE_KEY, absent_note, absent
 logger = logging.getLogger(__name__)
 
 BENCHMARK_DIR = "benchmarks"  # under the results root
+#: benchmark.py --quick: a smoke run (32 px, 2 epochs, a fixed learning rate).
+QUICK_OVERRIDES = {"epochs": 2, "image_sizes": [32], "learning_rate": 1e-3}
 FINAL_KEYS = ("image_auroc", "pixel_auroc", "aupro", "balanced_accuracy", "balanced_accuracy_ratio", "train_s", "infer_ms_per_image")
 TABLE_KEYS = ("n_images", "n_defective", "image_auroc", "pixel_auroc", "aupro", "tpr", "tnr", "balanced_accuracy",
               "best_threshold_balanced_accuracy", "balanced_accuracy_ratio")
@@ -204,19 +206,7 @@ def methods_for(spec: RunSpec, config: BenchmarkConfig) -> list[str]:
 def run_configuration(spec: RunSpec, config: BenchmarkConfig) -> list[dict]:
     """Train one configuration, then finetune and test each of its maps; return one record per map
     (settings, metrics, timings)."""
-    from processing.workflow.finetuning import FinetuneConfig, finetune
-    from processing.workflow.results import load_detector
-    from processing.workflow.testing import TEST_RESULT_FILE, TestConfig, test
     from processing.workflow.training import TrainConfig, train
-
-    post = {} if config.smoothing_sigma is None else {"smoothing_sigma": config.smoothing_sigma}
-    if config.clear_border is not None:
-        post["clear_border"] = config.clear_border
-    if config.normalize is not None:
-        post["normalize"] = config.normalize
-    if config.image_score is not None:
-        post["image_score"] = config.image_score
-    timings = {}
 
     started = time.perf_counter()
     folder = train(TrainConfig(
@@ -233,47 +223,62 @@ def run_configuration(spec: RunSpec, config: BenchmarkConfig) -> list[dict]:
         output_dir=config.models_dir,
         patience=config.patience,
     ))
-    timings["train_total_s"] = time.perf_counter() - started
-    info = json.loads((Path(folder) / bundle.INFO_FILE).read_text())
-
+    train_total_s = time.perf_counter() - started
     methods = methods_for(spec, config)
     records = []
     for method in methods:
-        started = time.perf_counter()
-        finetune_dir = finetune(FinetuneConfig(
-            path=str(folder), method=method, dtype=config.dtype, finetune_split=config.finetune_split,
-            seed=config.seed, results_root=config.output_dir, rule=config.rule, **post,
-        ))
-        timings["finetune_s"] = time.perf_counter() - started
-        detector = load_detector(bundle.load_bundle(folder), Path(finetune_dir))
-        finetuning = detector.result.summary() | {"image_auroc": finetuning_image_auroc(detector)}
-
-        started = time.perf_counter()
-        test_dirs = test(TestConfig(
-            path=str(folder), method=method, dtype=config.dtype, results_root=config.output_dir,
-        ))
-        timings["test_s"] = time.perf_counter() - started
-        tested = json.loads((Path(test_dirs[0]) / TEST_RESULT_FILE).read_text())
-
-        records.append({
-            "name": spec.name if len(methods) == 1 else f"{spec.name}-{method}",
-            "architecture": spec.architecture,
-            "loss": spec.loss,
-            "image_size": spec.image_size,
-            "method": method,
-            "dtype": config.dtype,
-            "model_folder": str(folder),
-            "finetuning_dir": str(finetune_dir),
-            "test_dir": str(test_dirs[0]),
-            "training": {key: info["training"][key] for key in ("epochs_run", "best_epoch", "max_lr", "seconds")},
-            "parameters": info["model"]["parameters"],
-            "finetuning": finetuning,
-            "finetuning_settings": detector.result.settings,
-            "test": {key: value for key, value in tested.items() if key not in ("settings",)},
-            "summary": summary_metrics(tested, info),
-            "timings_s": {key: round(value, 2) for key, value in timings.items()},
-        })
+        record = evaluate_map(folder, method, config, config.output_dir)
+        record |= {"name": spec.name if len(methods) == 1 else f"{spec.name}-{method}", "architecture": spec.architecture,
+                   "loss": spec.loss, "image_size": spec.image_size}
+        record["timings_s"]["train_total_s"] = round(train_total_s, 2)
+        records.append(record)
     return records
+
+
+def evaluate_map(folder, method: str, config: BenchmarkConfig, results_root: str, seed: int | None = None) -> dict:
+    """Finetune one map of a trained model with the benchmark's settings (`seed`: of the finetuning
+    split, default config.seed), then test it; the record of :func:`run_configuration` without the
+    configuration's name."""
+    from processing.workflow.finetuning import FinetuneConfig, finetune
+    from processing.workflow.results import load_detector
+    from processing.workflow.testing import TEST_RESULT_FILE, TestConfig, test
+
+    post = {} if config.smoothing_sigma is None else {"smoothing_sigma": config.smoothing_sigma}
+    if config.clear_border is not None:
+        post["clear_border"] = config.clear_border
+    if config.normalize is not None:
+        post["normalize"] = config.normalize
+    if config.image_score is not None:
+        post["image_score"] = config.image_score
+    info = json.loads((Path(folder) / bundle.INFO_FILE).read_text())
+    timings = {}
+    started = time.perf_counter()
+    finetune_dir = finetune(FinetuneConfig(
+        path=str(folder), method=method, dtype=config.dtype, finetune_split=config.finetune_split,
+        seed=config.seed if seed is None else seed, results_root=results_root, rule=config.rule, **post,
+    ))
+    timings["finetune_s"] = time.perf_counter() - started
+    detector = load_detector(bundle.load_bundle(folder), Path(finetune_dir))
+    finetuning = detector.result.summary() | {"image_auroc": finetuning_image_auroc(detector)}
+
+    started = time.perf_counter()
+    test_dirs = test(TestConfig(path=str(folder), method=method, dtype=config.dtype, results_root=results_root))
+    timings["test_s"] = time.perf_counter() - started
+    tested = json.loads((Path(test_dirs[0]) / TEST_RESULT_FILE).read_text())
+    return {
+        "method": method,
+        "dtype": config.dtype,
+        "model_folder": str(folder),
+        "finetuning_dir": str(finetune_dir),
+        "test_dir": str(test_dirs[0]),
+        "training": {key: info["training"][key] for key in ("epochs_run", "best_epoch", "max_lr", "seconds")},
+        "parameters": info["model"]["parameters"],
+        "finetuning": finetuning,
+        "finetuning_settings": detector.result.settings,
+        "test": {key: value for key, value in tested.items() if key not in ("settings",)},
+        "summary": summary_metrics(tested, info),
+        "timings_s": {key: round(value, 2) for key, value in timings.items()},
+    }
 
 
 def summary_metrics(tested: dict, info: dict) -> dict:
