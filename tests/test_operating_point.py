@@ -183,3 +183,23 @@ def test_helpers_against_references():
     assert high == 1.0 and 0.75 < low < 0.79  # z = 1.645
     low, high = wilson_interval(15, 30)
     assert low == pytest.approx(1 - high)
+
+
+def test_the_dual_density_rule_smoothed_ignores_one_outlier_and_keeps_the_error_rule_off_on_ties():
+    from processing.decision.density import dual_rule_predict, search_dual_smoothed, search_dual_thresholds
+
+    rng = np.random.default_rng(9)
+    val_log_density, val_error = rng.normal(0.0, 1.0, 80), rng.normal(1.0, 0.1, 80)
+    val_log_density[0] = -40.0  # one unusual good validation image
+    ft_log_density = np.r_[rng.normal(0.0, 1.0, 10), rng.normal(-6.0, 1.0, 10)]
+    ft_error = rng.normal(1.0, 0.1, 20)  # the error tells nothing
+    labels = np.r_[np.zeros(10, bool), np.ones(10, bool)]
+    original = search_dual_thresholds(val_log_density, val_error, ft_log_density, ft_error, labels)
+    smoothed = search_dual_smoothed(val_log_density, val_error, ft_log_density, ft_error, labels)
+    assert original.best_density_threshold <= -40.0  # pinned below the outlier: no defect is flagged by density
+    assert -6.0 < smoothed.best_density_threshold < -1.0 and smoothed.best_error_threshold == np.inf
+    held_good, held_bad = rng.normal(0.0, 1.0, 2000), rng.normal(-6.0, 1.0, 2000)
+    flagged_good = dual_rule_predict(held_good, np.ones(2000), smoothed.best_density_threshold, smoothed.best_error_threshold).mean()
+    found = dual_rule_predict(held_bad, np.ones(2000), smoothed.best_density_threshold, smoothed.best_error_threshold).mean()
+    assert flagged_good < 0.05 and found > 0.9
+    assert smoothed.expected.tpr_interval[0] <= found <= smoothed.expected.tpr_interval[1] + 1e-9

@@ -122,7 +122,17 @@ def test_thresholds_allowing_false_alarms_equal_a_naive_count():
 def test_bad_rates_and_detectors_are_refused_in_one_line(good_only_model, work, capsys):
     assert cli.run(finetune.main, ["-p", str(good_only_model), "--max-false-alarms", "1.5", "--results-dir", str(work / "r4")]) == 2
     assert "--max-false-alarms 1.5: expected a fraction of the good images in [0, 1)" in capsys.readouterr().err
-    argv = ["-p", str(good_only_model), "--detector", "kde", "--max-false-alarms", "0.1", "--results-dir", str(work / "r4")]
+    argv = ["-p", str(good_only_model), "--detector", "kde", "--rule", "original", "--max-false-alarms", "0.1", "--results-dir",
+            str(work / "r4")]
     assert cli.run(finetune.main, argv) == 2
-    assert "--max-false-alarms applies to the segmentation detector" in capsys.readouterr().err
+    assert "the original rule of --detector kde keeps every validation image normal; use --rule smoothed" in capsys.readouterr().err
+    argv = ["-p", str(good_only_model), "--max-false-alarms", "0.1", "--min-detection", "0.9", "--results-dir", str(work / "r4")]
+    assert cli.run(finetune.main, argv) == 2
+    assert "not allowed with argument" in capsys.readouterr().err  # argparse: one operating point
+    argv = ["-p", str(good_only_model), "--rule", "original", "--min-detection", "0.9", "--results-dir", str(work / "r4")]
+    assert cli.run(finetune.main, argv) == 2
+    assert "--min-detection needs --rule smoothed" in capsys.readouterr().err
+    argv = ["-p", str(good_only_model), "--min-detection", "0", "--results-dir", str(work / "r4")]
+    assert cli.run(finetune.main, argv) == 2
+    assert "--min-detection 0.0: expected a fraction of the defective images in (0, 1]" in capsys.readouterr().err
     assert not (work / "r4").exists()

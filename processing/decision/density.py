@@ -408,6 +408,77 @@ def search_dual_thresholds(val_log_density, val_error, finetune_log_density, fin
     )
 
 
+#: Grid of the smoothed dual search: density thresholds and error-threshold families.
+SMOOTHED_DENSITY_STEPS = 400
+SMOOTHED_ERROR_FAMILIES = 24
+
+
+@dataclass
+class SmoothedDualResult:
+    """Outcome of :func:`search_dual_smoothed`: the pair, its rates on the finetuning data (good
+    side: validation and good finetuning images pooled) and what it is expected to do on new images."""
+
+    best_density_threshold: float
+    best_error_threshold: float
+    best_score: float
+    best_tpr: float
+    best_tnr: float
+    expected: object  # operating_point.Expected or None
+    warnings: list
+
+
+def search_dual_smoothed(val_log_density, val_error, finetune_log_density, finetune_error, labels, point=None,
+                         n_resamples: int | None = None, seed: int = 0) -> SmoothedDualResult:
+    """The smoothed rule (processing/decision/operating_point.py) for :func:`dual_rule_predict`.
+
+    The image score ``-log_density`` is thresholded on a uniform grid over the scores of every
+    image; each *family* fixes the error threshold: off first (ties keep the density rule alone),
+    then quantiles of the pooled errors from their median up. The validation images and the good
+    finetuning images set the false-alarm side, the defective finetuning images the detection side.
+    """
+    from processing.decision.operating_point import DEFAULT_RESAMPLES, OperatingPoint, choose, decision_warnings, resample
+
+    point = point or OperatingPoint()
+    labels = np.asarray(labels, dtype=bool)
+    val_score, ft_score = -np.asarray(val_log_density, dtype=np.float64), -np.asarray(finetune_log_density, dtype=np.float64)
+    val_error, ft_error = np.asarray(val_error, dtype=np.float64), np.asarray(finetune_error, dtype=np.float64)
+    if len(val_score) == 0 or len(val_error) != len(val_score):
+        raise ValueError("the threshold search needs validation scores: at least one validation image, as many errors as densities")
+    if not (len(ft_score) == len(ft_error) == len(labels)):
+        raise ValueError(f"finetuning scores and labels differ in length: {len(ft_score)}, {len(ft_error)}, {len(labels)}")
+    if not labels.any():
+        raise ValueError("the finetuning subset needs defective images to choose thresholds")
+    good_score, good_error = np.r_[val_score, ft_score[~labels]], np.r_[val_error, ft_error[~labels]]
+    bad_score, bad_error = ft_score[labels], ft_error[labels]
+    every = np.r_[good_score, bad_score]
+    if not np.isfinite(every).all() or not np.isfinite(np.r_[good_error, bad_error]).all():
+        raise ValueError("the density or error scores contain NaN or infinite values")
+    low, high = float(every.min()), float(every.max())
+    grid = np.linspace(low, high + max(high - low, 1e-12) * 1e-6, SMOOTHED_DENSITY_STEPS)  # the top flags nothing
+    errors = np.r_[good_error, bad_error]
+    families = np.r_[np.inf, np.unique(np.quantile(errors, np.linspace(0.5, 1.0, SMOOTHED_ERROR_FAMILIES)))]
+
+    def flags_of(family):
+        return ((good_score[:, None] > grid) | (good_error[:, None] > families[family]),
+                (bad_score[:, None] > grid) | (bad_error[:, None] > families[family]))
+
+    choice = choose(flags_of, len(families), point)
+    resamples = DEFAULT_RESAMPLES if n_resamples is None else n_resamples
+    expected = resample(flags_of, len(families), choice, point, resamples, seed) if resamples else None
+    good_flags, bad_flags = flags_of(choice.family)
+    tpr, tnr = float(bad_flags[:, choice.index].mean()), float(1.0 - good_flags[:, choice.index].mean())
+    unreached = None if choice.reached else f"the {point.describe()} target is out of reach on the finetuning data"
+    return SmoothedDualResult(
+        best_density_threshold=float(-grid[choice.index]),
+        best_error_threshold=float(families[choice.family]),
+        best_score=(tpr + tnr) / 2,
+        best_tpr=tpr,
+        best_tnr=tnr,
+        expected=expected,
+        warnings=decision_warnings(tpr, tnr, expected, len(good_score), len(bad_score), None, unreached),
+    )
+
+
 def threshold_to_json(value: float) -> float | None:
     """±inf (a rule switched off) is written as null: JSON has no infinity."""
     return None if not np.isfinite(value) else float(value)

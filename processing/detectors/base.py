@@ -248,6 +248,10 @@ class FinetuningResult:
         return list(getattr(self, "warnings", None) or [])
 
 
+def _two_digits(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def expected_line(expected: dict) -> str:
     """``expected TPR 0.93 (0.81-1.00), TNR 0.95 (0.88-1.00)`` of a result's ``expected`` record."""
     def rate(key):
@@ -409,7 +413,24 @@ class Detector(abc.ABC):
 
     def report_notes(self) -> list[str]:
         """Sentences for predict.py's report explaining how the decision is made."""
-        return []
+        return self.decision_notes()
+
+    def decision_notes(self) -> list[str]:
+        """How the decision was chosen, what it is expected to do on new images, and finetune.py's
+        warnings about it (for the report)."""
+        from processing.decision.operating_point import OperatingPoint
+
+        result = self.result
+        rule, point = getattr(result, "rule", None), getattr(result, "operating_point", None)
+        if rule is None:
+            return []
+        tpr, tnr = getattr(result, "best_tpr", None), getattr(result, "best_tnr", None)
+        line = (f"The decision was chosen by the {rule} rule"
+                + (f" at {OperatingPoint.from_json(point).describe()}" if point else "")
+                + f"; on the finetuning data TPR {_two_digits(tpr)}, TNR {_two_digits(tnr)}")
+        expectation = result.expectation_line()
+        line += f"; {expectation}." if expectation else "."
+        return [line] + [f"Warning: {warning}" for warning in result.decision_warnings]
 
     def export_plan(self) -> ExportPlan:
         """What export.py puts into the graph; ValueError (one line) when this result cannot be exported."""

@@ -33,10 +33,12 @@ from processing.decision.density import (
     fit_density,
     load_density,
     save_density,
+    search_dual_smoothed,
     search_dual_thresholds,
     threshold_from_json,
     threshold_to_json,
 )
+from processing.decision.thresholds import RULES
 from processing.detectors import fields as f
 from processing.detectors.base import (
     RESULT_FILE,
@@ -47,6 +49,7 @@ from processing.detectors.base import (
     FinetuneData,
     FinetuningResult,
     Scores,
+    expected_line,
     register_detector,
 )
 from processing.evaluation import plots
@@ -93,6 +96,12 @@ class KDEResult(FinetuningResult):
     finetuning_subset: dict | None = f.checked(f.mapping, optional=True)  # synthetic defects, when used
     candidates: dict | None = f.checked(f.mapping, optional=True)
     chosen_by: str | None = f.checked(f.text, optional=True)
+    # As the segmentation result's: the rule (older results: the original), the operating point,
+    # the rates expected on new images and finetune.py's warnings.
+    rule: str = f.checked(f.choice(*RULES), default="original")
+    operating_point: dict | None = f.checked(f.mapping, optional=True)
+    expected: dict | None = f.checked(f.mapping, optional=True)
+    warnings: list = f.checked(f.list_of(f.text), default_factory=list)
 
 
 @register_detector
@@ -137,8 +146,9 @@ class KDEDetector(Detector):
     @classmethod
     def check_config(cls, config: FinetuneConfig) -> FinetuneConfig:
         check_method_dtype(config.method, config.dtype)
-        if config.max_false_alarms:
-            raise ValueError("--max-false-alarms applies to the segmentation detector's threshold search, not to --detector kde")
+        if config.rule == "original" and (config.max_false_alarms or config.min_detection is not None):
+            raise ValueError("--max-false-alarms and --min-detection: the original rule of --detector kde keeps every validation image "
+                             "normal; use --rule smoothed")
         if config.method not in RESMAP_METHODS:
             raise ValueError(f"--detector kde: --method {config.method}: expected the residual map of a pixel autoencoder "
                     f"({' or '.join(RESMAP_METHODS)})")
@@ -176,16 +186,30 @@ class KDEDetector(Detector):
         )
         val_log_density = density.log_density(val_codes)
         ft_log_density = density.log_density(ft_codes)
-        search = search_dual_thresholds(val_log_density, val_error, ft_log_density, ft_error, labels)
+        point = config.operating_point()
+        if config.rule == "smoothed":
+            search = search_dual_smoothed(val_log_density, val_error, ft_log_density, ft_error, labels, point, seed=config.seed)
+        else:
+            search = search_dual_thresholds(val_log_density, val_error, ft_log_density, ft_error, labels)
         seconds = time.perf_counter() - started
         logger.info(
-            "kde_%s: density_threshold=%s error_threshold=%s balanced accuracy=%.3f (%.1f s)",
+            "kde_%s (%s rule): density_threshold=%s error_threshold=%s; on the finetuning data TPR %.3f TNR %.3f, balanced accuracy "
+            "%.3f (%.1f s)",
             config.method,
+            config.rule,
             threshold_to_json(search.best_density_threshold),
             threshold_to_json(search.best_error_threshold),
+            search.best_tpr,
+            search.best_tnr,
             search.best_score,
             seconds,
         )
+        expected = getattr(search, "expected", None)
+        expected = expected.to_json() if expected is not None else None
+        if expected is not None:
+            logger.info("%s on new images (bootstrap of the finetuning data, %d resamples)", expected_line(expected), expected["resamples"])
+        for warning in getattr(search, "warnings", []):
+            logger.warning("%s", warning)
         result = KDEResult(
             detector=cls.name,
             model=str(model.model_file),
@@ -218,6 +242,10 @@ class KDEDetector(Detector):
             settings=vars(config) | {"command": bundle.command_line()},
             seconds=round(seconds, 2),
             finetuning_subset=data.subset,
+            rule=config.rule,
+            operating_point=point.to_json(),
+            expected=expected,
+            warnings=list(getattr(search, "warnings", [])),
         )
         detector = cls(model, result, batch_size=config.batch_size, density=density)
         detector._plot_groups = {

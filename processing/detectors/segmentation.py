@@ -27,7 +27,6 @@ import numpy as np
 from autoencoder import bundle
 from processing.data.images import iter_batches, scan_dataset, split_train_validation
 from processing.data.tiles import TileGrid, iter_originals, iter_tile_batches, load_tiles, stitch, tiles_of
-from processing.decision.operating_point import OperatingPoint
 from processing.decision.segmentation import segment
 from processing.decision.thresholds import RULES, allowed_false_alarms, max_component_level, search_min_area_threshold
 from processing.detectors import fields as f
@@ -171,8 +170,6 @@ class SegmentationDetector(Detector):
         "normalize": ("--normalize", "none"),
         "image_score": ("--image-score", None),
         "combine_with": ("--combine-with", []),
-        "rule": ("--rule", "smoothed"),
-        "min_detection": ("--min-detection", None),
     }
 
     def __init__(self, model, result: SegmentationResult, folder=None, batch_size=16,
@@ -466,15 +463,6 @@ class SegmentationDetector(Detector):
             )
         ] + self.decision_notes()
 
-    def decision_notes(self) -> list[str]:
-        """How the pair was chosen and what it is expected to do, for the report."""
-        result = self.result
-        notes = [f"The pair was chosen by the {result.rule} rule"
-                 + (f" at {OperatingPoint.from_json(result.operating_point).describe()}" if result.operating_point else "")
-                 + f"; on the finetuning data TPR {_rate(result.best_tpr)}, TNR {_rate(result.best_tnr)}"
-                 + (f"; {result.expectation_line()}." if result.expected else ".")]
-        return notes + [f"Warning: {warning}" for warning in result.warnings]
-
     def export_plan(self) -> ExportPlan:
         return SegmentationExportPlan(self)
 
@@ -611,10 +599,6 @@ class SegmentationExportPlan(ExportPlan):
                 + ("the map's maximum" if self.image_score == "max" else "the highest threshold at which such a region survives")
             ),
         }
-
-
-def _rate(value) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
 
 
 def load_state(kind, folder):
