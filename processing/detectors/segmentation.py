@@ -345,10 +345,14 @@ class SegmentationDetector(Detector):
                 partner.states[kind.name].save(folder / f"partner_{index}" / kind.state_file)
         super().save(folder)
         search = self.result.search
-        plots.plot_threshold_vs_min_area(search["min_areas"], search["thresholds"], self.min_area, folder / "threshold_vs_min_area.png")
-        plots.plot_scores_vs_min_area(
-            search["min_areas"], search["tpr"], search["tnr"], search["score"], self.min_area, folder / "scores_vs_min_area.png"
-        )
+        smoothed = self.result.rule == "smoothed"
+        title = "threshold chosen for each minimum defect area" if smoothed else "lowest threshold keeping every validation image clean"
+        plots.plot_threshold_vs_min_area(search["min_areas"], search["thresholds"], self.min_area, folder / "threshold_vs_min_area.png",
+                                         title=title)
+        objective = {"balanced": "balanced accuracy (smoothed)", "false_alarms": "detection rate (smoothed)",
+                     "detection": "true negative rate (smoothed)"}[(self.result.operating_point or {}).get("kind", "balanced")]
+        plots.plot_scores_vs_min_area(search["min_areas"], search["tpr"], search["tnr"], search["score"], self.min_area,
+                                      folder / "scores_vs_min_area.png", score_label=objective if smoothed else "balanced accuracy")
 
     # ---- scoring and deciding --------------------------------------------------------------
 

@@ -239,8 +239,15 @@ def _show_image(axes, image: np.ndarray) -> None:
     axes.set_axis_off()
 
 
-def plot_threshold_vs_min_area(min_areas, thresholds, best_min_area: int | None, path: str | os.PathLike) -> Path:
-    """The threshold chosen on the validation images for every minimum defect area."""
+def _area_axis(axes, min_areas: np.ndarray) -> None:
+    """A log x axis for geometric min_area candidates (the smoothed rule's 1 px to 5 % of the map)."""
+    if min_areas.min() > 0 and min_areas.max() / min_areas.min() >= 100:
+        axes.set_xscale("log")
+
+
+def plot_threshold_vs_min_area(min_areas, thresholds, best_min_area: int | None, path: str | os.PathLike,
+                               title: str = "lowest threshold keeping every validation image clean") -> Path:
+    """The threshold chosen for every minimum defect area (by default: the original rule's title)."""
     min_areas = np.asarray(min_areas, dtype=np.float64)
     thresholds = np.asarray(thresholds, dtype=np.float64)
     if min_areas.ndim != 1 or min_areas.shape != thresholds.shape or min_areas.size == 0:
@@ -253,28 +260,32 @@ def plot_threshold_vs_min_area(min_areas, thresholds, best_min_area: int | None,
         axes.legend()
     axes.set_xlabel("minimum defect area (pixels)")
     axes.set_ylabel("threshold")
-    axes.set_title("lowest threshold keeping every validation image clean")
+    axes.set_title(title)
+    _area_axis(axes, min_areas)
     axes.grid(alpha=0.3)
     return save_figure(figure, path)
 
 
-def plot_scores_vs_min_area(min_areas, tpr, tnr, scores, best_min_area: int | None, path: str | os.PathLike) -> Path:
-    """True positive rate, true negative rate and balanced accuracy on the finetuning images."""
+def plot_scores_vs_min_area(min_areas, tpr, tnr, scores, best_min_area: int | None, path: str | os.PathLike,
+                            score_label: str = "balanced accuracy") -> Path:
+    """True positive rate, true negative rate and the objective (by default the balanced accuracy) on
+    the finetuning images."""
     min_areas = np.asarray(min_areas, dtype=np.float64)
-    series = {"TPR": tpr, "TNR": tnr, "balanced accuracy": scores}
+    series = {"TPR": tpr, "TNR": tnr, score_label: scores}
     figure = Figure(figsize=(6.4, 4.2), layout="constrained")
     axes = figure.subplots()
     for (label, values), color in zip(series.items(), ["C1", "C2", "C0"]):
         values = np.asarray(values, dtype=np.float64)
         if values.shape != min_areas.shape:
             raise ValueError(f"{label} has shape {values.shape}; expected {min_areas.shape} like min_areas")
-        axes.plot(min_areas, values, label=label, color=color, linewidth=2 if label == "balanced accuracy" else 1)
+        axes.plot(min_areas, values, label=label, color=color, linewidth=2 if label == score_label else 1)
     if best_min_area is not None:
         axes.axvline(best_min_area, color="C3", linestyle="--", label=f"best min_area = {best_min_area}")
     axes.set_ylim(-0.02, 1.02)
     axes.set_xlabel("minimum defect area (pixels)")
     axes.set_ylabel("rate on the finetuning images")
     axes.set_title("finetuning: scores per minimum defect area")
+    _area_axis(axes, min_areas)
     axes.grid(alpha=0.3)
     axes.legend()
     return save_figure(figure, path)
