@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autoencoder.folders import file_sha256, staging_folder, timestamp, write_bytes_atomic  # noqa: F401  (part of this module's interface)
-from autoencoder.info_schema import check_info
+from autoencoder.info_schema import check_info, is_path_component
 
 if TYPE_CHECKING:
     import keras
@@ -74,14 +74,16 @@ class ModelBundle:
 
 
 def results_dir_of(info: dict, folder: str | os.PathLike, results_root: str | os.PathLike = "results") -> Path:
-    """`results/<dataset>/<architecture>/<loss>/<model folder>/` of a model folder and its info.json."""
-    return (
-        Path(results_root)
-        / info["dataset"]["name"]
-        / info["model"]["architecture"]
-        / info["training"]["loss"]
-        / Path(folder).name
-    )
+    """`results/<dataset>/<architecture>/<loss>/<model folder>/` of a model folder and its info.json.
+
+    Each name is one folder name (info_schema checks it when info.json is read; checked again here
+    for callers with a dict of their own), so the folder is always inside `results_root`."""
+    names = (info["dataset"]["name"], info["model"]["architecture"], info["training"]["loss"], Path(folder).name)
+    for key, name in zip(("dataset.name", "model.architecture", "training.loss", "the model folder's name"), names):
+        if not is_path_component(name):
+            raise ModelPathError(f"{Path(folder) / INFO_FILE}: {key} {name!r}: expected one folder name (no '/', '..'): "
+                                 "results are written under --results-dir only")
+    return Path(results_root).joinpath(*names)
 
 
 def model_folder(root: str | os.PathLike, dataset_name: str, architecture: str, loss: str, stamp: str) -> Path:

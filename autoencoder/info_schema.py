@@ -35,6 +35,16 @@ def _is_number(value) -> bool:
 
 # Each check: (predicate, what was expected).
 STR = (lambda v: isinstance(v, str) and v != "", "a non-empty string")
+
+
+def is_path_component(value) -> bool:
+    """One plain folder name: no separator, not '.', '..' or absolute, no NUL or control character."""
+    return (isinstance(value, str) and value not in ("", ".", "..") and "/" not in value and "\\" not in value
+            and not any(ord(c) < 32 for c in value) and len(value) <= 255)
+
+
+# Names that become folders of the results tree (results/<dataset>/<architecture>/<loss>/...).
+PATH_COMPONENT = (is_path_component, "one folder name (no '/', '\\', '..' or control characters)")
 INT = (_is_int, "an integer")
 POSITIVE_INT = (lambda v: _is_int(v) and v > 0, "a positive integer")
 COUNT = (lambda v: _is_int(v) and v >= 0, "a count (integer >= 0)")
@@ -68,7 +78,7 @@ SCHEMA = {
     "settings": DICT,
     "dataset": {
         "path": STR,
-        "name": STR,
+        "name": PATH_COMPONENT,
         "validation_split": FRACTION,
         "seed": INT,
         "n_train": COUNT,
@@ -78,8 +88,8 @@ SCHEMA = {
         "content": {"sha256": SHA256, "n_files": COUNT, "bytes": COUNT, "folders": FOLDER_HASHES},
     },
     "model": {
-        "architecture": STR,
-        "file": STR,
+        "architecture": PATH_COMPONENT,
+        "file": PATH_COMPONENT,
         "color_mode": COLOR_MODE,
         "image_size": POSITIVE_INT,
         "channels": POSITIVE_INT,
@@ -90,7 +100,7 @@ SCHEMA = {
         "sha256": SHA256,
     },
     "training": {
-        "loss": STR,
+        "loss": PATH_COMPONENT,
         "batch_size": POSITIVE_INT,
         "epochs_cap": COUNT,  # 0: featureCAE's statistics only (train.py --epochs 0)
         "epochs_run": COUNT,

@@ -219,6 +219,16 @@ def broken_copies(model: Path, tmp_path: Path) -> dict[str, tuple[Path, str]]:
     copy("adversarial", adversarial, "'adversarial.prior_std' missing")
     newer = dict(info, schema_version=SCHEMA_VERSION + 1)
     copy("newer", newer, f"schema_version {SCHEMA_VERSION + 1}")
+    # Names that become folders of the results tree: one folder name each, never a way out of --results-dir.
+    for name, (section, key, value) in {
+        "escaping_dataset": ("dataset", "name", "../../escaped"),
+        "absolute_dataset": ("dataset", "name", "/tmp/escaped"),
+        "nested_architecture": ("model", "architecture", "mvtecCAE/../.."),
+        "dot_loss": ("training", "loss", ".."),
+    }.items():
+        edited = json.loads(json.dumps(info))
+        edited[section][key] = value
+        copy(name, edited, f"'{section}.{key}' is {value!r} (str); expected one folder name")
     return cases
 
 
