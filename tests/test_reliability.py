@@ -643,6 +643,15 @@ def test_slow_errors_answer_before_tensorflow(model, dataset, tmp_path):
     ("clear_border", "false", "clear_border 'false': expected true or false"),
     ("smoothing_sigma", 1e9, "smoothing_sigma 1000000000.0: expected a finite number >= 0 and <= 100"),
     ("smoothing_sigma", -1, "smoothing_sigma -1: expected a finite number >= 0 and <= 100"),
+    # A method or dtype edited by hand would apply the L2 threshold to another map (issue 30, case 3).
+    ("method", "ssim", "its settings name the result ssim_float64, but it is in l2_float64/: edited by hand (method, dtype)? "
+                       "rerun finetune.py"),
+    ("dtype", "uint8", "its settings name the result l2_uint8, but it is in l2_float64/: edited by hand (method, dtype)? "
+                       "rerun finetune.py"),
+    # A threshold outside the maps' range flags everything or nothing (case 11).
+    ("best_threshold", -0.5, "best_threshold -0.5: outside the range of its l2 maps [0, 1]; rerun finetune.py"),
+    ("best_threshold", 1e308, "best_threshold 1e+308: outside the range of its l2 maps [0, 1]; rerun finetune.py"),
+    ("rule", "magic", "rule 'magic': expected one of smoothed, original"),
 ])
 def test_a_hand_edited_result_is_refused_by_test_and_predict(model, dataset, work, tmp_path, capsys, key, value, expected):
     """Every field is checked where a result is read (processing/detectors/fields.py): test.py and

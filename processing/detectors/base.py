@@ -35,6 +35,7 @@ from typing import ClassVar
 import numpy as np
 
 from autoencoder import bundle
+from autoencoder.folders import REPLACED
 from processing.data.images import MVTecLayout
 from processing.detectors.fields import read_fields, write_fields
 from processing.evaluation.metrics import format_metrics
@@ -470,7 +471,14 @@ def read_result(folder: Path) -> tuple[type[Detector], FinetuningResult]:
     path = Path(folder) / RESULT_FILE
     data = read_result_file(path)
     detector = detector_of_result(data, str(path))
-    return detector, detector.read_result(folder, data)
+    result = detector.read_result(folder, data)
+    # finetune.py names the folder after the result's map and dtype (ssim_float64): a method or dtype
+    # edited by hand would apply one map's threshold to another map.
+    name, expected = Path(folder).name, detector.result_name(result)
+    if name != expected and not name.startswith(expected + REPLACED):
+        raise ValueError(f"{path}: its settings name the result {expected}, but it is in {name}/: edited by hand (method, dtype)? "
+                         "rerun finetune.py")
+    return detector, result
 
 
 def finetuning_root(model: bundle.ModelBundle, results_root: str = "results") -> Path:

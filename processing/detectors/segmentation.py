@@ -157,6 +157,10 @@ class SegmentationResult(FinetuningResult):
         components = spec.names + [f"partner_{index}" for index in range(len(self.partners or []))]
         if len(components) > 1 and sorted(self.combination or {}) != sorted(components):
             raise ValueError(f"{source}: combination: expected the mean and std of {', '.join(components)}")
+        bounds = self.value_range or spec.value_range(self.dtype)
+        if bounds is not None and not bounds[0] <= self.best_threshold <= bounds[1]:
+            raise ValueError(f"{source}: best_threshold {self.best_threshold!r}: outside the range of its {spec.name} maps "
+                             f"[{bounds[0]:g}, {bounds[1]:g}]; rerun finetune.py")
 
 
 @register_detector
