@@ -364,6 +364,12 @@ def test_flag_errors_name_the_flag_before_tensorflow_is_imported(model, dataset,
         "not found: expected a model folder": ("finetune", ["-p", str(tmp_path / "missing")]),
         "--data-dir": ("test", ["-p", str(model), "--data-dir", str(tmp_path / "nowhere")]),
         "--image-sizes 0: expected positive numbers of pixels": ("benchmark", ["-d", str(dataset), "--image-sizes", "0"]),
+        # No model input larger than 1024 px (a 100000 px one asked for 1.31 TiB; issue 30, case 7).
+        "--image-size 100000: expected a side of 1 to 1024 pixels; train larger images on tiles": (
+            "train", [*train_args(dataset, tmp_path / "m"), "--image-size", "100000"]),
+        "--image-sizes 4096: expected a side of 1 to 1024 pixels": ("benchmark", ["-d", str(dataset), "--image-sizes", "4096"]),
+        "--min-detection 1.5: expected a fraction of the defective images in (0, 1]": (
+            "finetune", ["-p", str(model), "--min-detection", "1.5"]),
     }
     if os.geteuid() != 0:  # root writes anywhere
         cases[f"--output-dir {locked}/m: no permission to write in {locked}"] = ("train", train_args(dataset, locked / "m"))

@@ -127,11 +127,16 @@ def test_bad_rates_and_detectors_are_refused_in_one_line(good_only_model, work, 
     assert cli.run(finetune.main, argv) == 2
     assert "the original rule of --detector kde keeps every validation image normal; use --rule smoothed" in capsys.readouterr().err
     argv = ["-p", str(good_only_model), "--max-false-alarms", "0.1", "--min-detection", "0.9", "--results-dir", str(work / "r4")]
-    assert cli.run(finetune.main, argv) == 2
-    assert "not allowed with argument" in capsys.readouterr().err  # argparse: one operating point
+    with pytest.raises(SystemExit) as exit_info:  # argparse: one operating point
+        cli.run(finetune.main, argv)
+    assert exit_info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
     argv = ["-p", str(good_only_model), "--rule", "original", "--min-detection", "0.9", "--results-dir", str(work / "r4")]
     assert cli.run(finetune.main, argv) == 2
     assert "--min-detection needs --rule smoothed" in capsys.readouterr().err
+    # The original rule counts whole validation images: a rate that allows none of them is refused (issue 30, case 12).
+    argv = ["-p", str(good_only_model), "--rule", "original", "--max-false-alarms", "0.01", "--results-dir", str(work / "r4")]
+    assert cli.run(finetune.main, argv) == 2
+    assert "--max-false-alarms 0.01: allows none of the" in capsys.readouterr().err
     argv = ["-p", str(good_only_model), "--min-detection", "0", "--results-dir", str(work / "r4")]
     assert cli.run(finetune.main, argv) == 2
     assert "--min-detection 0.0: expected a fraction of the defective images in (0, 1]" in capsys.readouterr().err

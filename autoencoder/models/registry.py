@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 COLOR_CHANNELS = {"grayscale": 1, "rgb": 3}
 BOTTLENECK_LAYER = "bottleneck"
+#: The largest model input side: a 4096 px model of 36 tiny images already grows past 20 GB; larger
+#: images are trained on tiles of the original resolution (train.py --tile).
+MAX_IMAGE_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,9 @@ class Architecture:
 
     def check_size(self, size: int, flag: str = "--image-size") -> None:
         """Raise ValueError with a one-line message naming `flag` when this architecture cannot take `size`."""
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_IMAGE_SIZE:
+            raise ValueError(f"{flag} {size}: expected a side of 1 to {MAX_IMAGE_SIZE} pixels; train larger images on tiles at "
+                             "their full resolution (train.py --tile SIZE)")
         if self.fixed_size is not None and size != self.fixed_size:
             raise ValueError(
                 f"{flag} {size}: architecture {self.name} takes only {self.fixed_size}x{self.fixed_size} images"

@@ -268,6 +268,10 @@ class SegmentationDetector(Detector):
         val_resmaps = maker.maps_of_files(data.validation_files)
         finetune_resmaps = maker.maps_of_files(data.finetune_files)
         allowed = allowed_false_alarms(config.max_false_alarms, len(val_resmaps))
+        if config.rule == "original" and config.max_false_alarms and not allowed:
+            raise ValueError(f"--max-false-alarms {config.max_false_alarms:g}: allows none of the {len(val_resmaps)} validation images "
+                             f"under --rule original (one is {1 / len(val_resmaps):.2g} of them); raise it, or use --rule smoothed, "
+                             "whose budget is a rate on every good image")
         point = config.operating_point()
         validation = {Path(path).resolve() for path in data.validation_files}
         search = search_min_area_threshold(
