@@ -203,3 +203,15 @@ def test_the_dual_density_rule_smoothed_ignores_one_outlier_and_keeps_the_error_
     found = dual_rule_predict(held_bad, np.ones(2000), smoothed.best_density_threshold, smoothed.best_error_threshold).mean()
     assert flagged_good < 0.05 and found > 0.9
     assert smoothed.expected.tpr_interval[0] <= found <= smoothed.expected.tpr_interval[1] + 1e-9
+
+
+def test_without_defective_finetuning_images_the_original_rule_chooses_and_says_so():
+    rng = np.random.default_rng(10)
+    val = blob_maps(rng.uniform(1.0, 2.0, 20), rng)
+    finetune = blob_maps(rng.uniform(1.0, 2.0, 4), rng)
+    result = search(val, finetune, np.zeros(4, bool))
+    assert result.rule == "original"
+    assert not is_defective(val, result.best_threshold, result.best_min_area, clear_border=False).any()
+    assert any("holds no defective image" in warning for warning in result.warnings)
+    with pytest.raises(ValueError, match="no defective image"):
+        search(val, finetune, np.zeros(4, bool), operating_point=OperatingPoint("detection", 0.9))

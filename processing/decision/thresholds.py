@@ -848,6 +848,7 @@ def search_min_area_threshold(
     if len(val_resmaps) == 0:
         raise ValueError("val_resmaps: expected at least one validation map")
     labels = _validate_labels(finetune_labels, len(finetune_resmaps), "finetune_labels")
+    min_areas_given = min_areas
     if min_areas is None:
         smallest_map = min(int(np.prod(np.shape(m)[-2:])) for m in [*val_resmaps, *finetune_resmaps])
         min_areas = DEFAULT_MIN_AREAS if rule == "original" else min_area_candidates(smallest_map)
@@ -866,14 +867,22 @@ def search_min_area_threshold(
     )
     val_curves = curves_of(val_resmaps, grid, progress=progress, clear_border=clear_border)
     finetune_curves = curves_of(finetune_resmaps, grid, progress=progress, clear_border=clear_border)
-    if rule == "smoothed":
+    fallback = []
+    if rule == "smoothed" and labels.any():
         return _smoothed_search(val_curves, finetune_curves, labels, grid, min_areas, operating_point, pooled_goods, n_resamples, seed)
+    if rule == "smoothed":
+        fallback = ["the finetuning subset holds no defective image: the original rule chose (every validation image clean); "
+                    "raise --finetune-split, label defects or pass --synthetic-defects"]
+        if operating_point.kind == "detection":
+            raise ValueError("--min-detection: the finetuning subset holds no defective image to measure a detection rate on")
+        if min_areas_given is None:
+            min_areas = _validate_min_areas(DEFAULT_MIN_AREAS)
     pair_thresholds = min_thresholds_for_areas(val_curves, grid, min_areas, allowed_false_alarms)
     rates = score_pairs(finetune_curves, labels, grid, min_areas, pair_thresholds)
     best_min_area, best_threshold, best_score = choose_best_pair(min_areas, pair_thresholds, rates["score"])
     best = int(np.flatnonzero(min_areas == best_min_area)[0])
     logger.debug("best pair min_area=%d threshold=%.6g score=%.4f", best_min_area, best_threshold, best_score)
-    warnings = []
+    warnings = fallback
     if best_min_area == min_areas[-1] and len(min_areas) > 1:
         warnings.append(f"min_area {best_min_area} px is the largest candidate of the original rule: its choice sits at the edge of "
                         "the range (--rule smoothed scales the candidates with the map)")
