@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=None, help="threads decoding uploads (default: one per CPU)")
     parser.add_argument("--log-every", type=float, default=60.0, metavar="SECONDS", help="log a summary of the requests this often "
             "(errors are logged at once)")
+    parser.add_argument("--read-timeout", type=float, default=15.0, metavar="SECONDS", help="a request's headers, and each part of "
+            "its body, must arrive within this; a slower or idle connection is closed")
+    parser.add_argument("--max-connections", type=int, default=512, help="most open connections; a new one beyond is closed at once "
+            "(at most the open-file limit, ulimit -n, less 64)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -61,6 +65,8 @@ def main(argv: list[str] | None = None):
         max_queue=args.max_queue,
         workers=args.workers,
         log_every_s=args.log_every,
+        read_timeout_s=args.read_timeout,
+        max_connections=args.max_connections,
     )
     config.validate()  # bad flags, a wrong model path, a port in use: one line before TensorFlow is loaded
     cli.import_tensorflow(args.verbose)

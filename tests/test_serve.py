@@ -8,6 +8,7 @@ import asyncio
 import base64
 import csv
 import json
+import logging
 import re
 import shutil
 import socket
@@ -332,3 +333,111 @@ def test_an_export_is_served_through_its_runner(model, work, images, predicted, 
                 assert item["defect_area_px"] == int(row["defect_area_px"])
     finally:
         backend.close()
+
+
+# --------------------------------------------------------------------------------------------
+# A real server on 127.0.0.1 against idle, half-sent and vanishing clients (bounded, stops by itself)
+# --------------------------------------------------------------------------------------------
+
+
+class RunningServer:
+    """uvicorn with serve.py's protocol in a thread, on a free port of 127.0.0.1."""
+
+    def __init__(self, app, read_timeout_s: float, max_connections: int):
+        import uvicorn
+
+        from processing.workflow.serve.protocol import guarded_protocol
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, access_log=False, lifespan="off",
+                                http=guarded_protocol(read_timeout_s, max_connections))
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    def connect(self) -> socket.socket:
+        connection = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        return connection
+
+    def health(self) -> int:
+        with self.connect() as connection:
+            connection.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return int(connection.recv(64).split()[1])
+
+
+def closed_by_server(connection: socket.socket, within_s: float) -> bool:
+    """Whether the server closes `connection` (recv gives b'' or a reset) within `within_s`."""
+    connection.settimeout(within_s)
+    try:
+        return connection.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_idle_and_half_sent_connections_are_closed_and_the_server_keeps_answering(backend, config, caplog):
+    app = create_app(backend, Limits.of(config))
+    caplog.set_level(logging.INFO)
+    with RunningServer(app, read_timeout_s=0.5, max_connections=20) as server:
+        idle = [server.connect() for _ in range(30)]  # 10 over the cap: closed at once
+        for connection in idle[:25]:
+            try:
+                connection.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+            except OSError:  # one of those closed over the cap
+                pass
+        started = time.monotonic()
+        assert all(closed_by_server(connection, 3.0) for connection in idle)
+        assert time.monotonic() - started < 3.0
+        for connection in idle:
+            connection.close()
+        assert server.health() == 200
+
+        # A byte every 0.2 s does not extend the headers' deadline (slowloris).
+        with server.connect() as slow:
+            started = time.monotonic()
+            closed = False
+            for _ in range(30):
+                try:
+                    slow.sendall(b"X")
+                except OSError:
+                    closed = True
+                    break
+                if closed_by_server(slow, 0.2):
+                    closed = True
+                    break
+            assert closed and time.monotonic() - started < 2.0
+
+        # A body that stops half way is closed too, and the endpoint logs one line, no traceback.
+        with server.connect() as half_body:
+            half_body.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 5000\r\n\r\n" + b"x" * 100)
+            assert closed_by_server(half_body, 3.0)
+        # A client that leaves mid-body on its own.
+        for _ in range(5):
+            with server.connect() as leaving:
+                leaving.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 5000\r\n\r\n" + b"x" * 10)
+        time.sleep(0.5)
+        assert server.health() == 200
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+    assert any("disconnected before sending its whole body" in r.getMessage() for r in caplog.records)
+    assert any("closed" in r.getMessage() and "--read-timeout" in r.getMessage() for r in caplog.records)
+
+
+def test_serve_flags_for_connections_are_checked(model):
+    with pytest.raises(ValueError, match="--read-timeout 0: expected a number from 0.01 to 3600"):
+        ServeConfig(path=str(model), read_timeout_s=0).validate()
+    with pytest.raises(ValueError, match="--max-connections 10000000: this process may open"):
+        ServeConfig(path=str(model), max_connections=10_000_000).validate()

@@ -43,6 +43,7 @@ def serve(config: ServeConfig) -> None:
 
     from processing.workflow.serve.app import Limits, create_app
     from processing.workflow.serve.backends import load_backend
+    from processing.workflow.serve.protocol import guarded_protocol
 
     logger = logging.getLogger(__name__)
     config.validate()
@@ -58,6 +59,8 @@ def serve(config: ServeConfig) -> None:
             described["image_size"], config.host, config.port,
         )
         # log_config=None keeps this process's logging; the per-request access log is off (app.py logs a summary).
-        uvicorn.run(app, host=config.host, port=config.port, log_config=None, access_log=False, server_header=False)
+        # Idle and half-sent requests are closed after --read-timeout, connections beyond --max-connections at once (protocol.py).
+        uvicorn.run(app, host=config.host, port=config.port, log_config=None, access_log=False, server_header=False,
+                    http=guarded_protocol(config.read_timeout_s, config.max_connections))
     finally:
         backend.close()  # when the server did not start (uvicorn.run exits on a port taken meanwhile)

@@ -18,10 +18,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from autoencoder.cli import error_line
 from processing.workflow.serve.backends import Backend, Busy
@@ -151,6 +152,8 @@ async def multipart_uploads(request: Request, max_images: int) -> list[tuple[str
         if error.status_code == 400 and str(error.detail).startswith("Too many files"):
             raise HTTPException(413, f"more than {max_images} images in one request (--max-images)") from None
         raise
+    except ClientDisconnect:
+        raise
     except Exception as error:  # what python-multipart may raise on a malformed body
         raise HTTPException(400, f"malformed multipart body: {error_line(error)}") from None
     try:
@@ -231,7 +234,12 @@ def create_app(backend: Backend, limits: Limits, on_shutdown: Callable[[], None]
     async def predict(request: Request):
         started = time.perf_counter()
         masks = flag_of(request, "mask")
-        uploads = await read_uploads(request, limits)
+        try:
+            uploads = await read_uploads(request, limits)
+        except ClientDisconnect:  # the client left mid-body (or was closed by --read-timeout): nobody to answer
+            stats.record_error()
+            logger.info("POST /predict: the client disconnected before sending its whole body")
+            return Response(status_code=400)
         try:
             items = await run_in_threadpool(backend.predict, uploads, masks)
         except Busy as error:

@@ -24,6 +24,8 @@ class ServeConfig:
     max_queue: int = 1024  # images waiting for the model, at most; beyond: 503
     workers: int | None = None  # threads decoding uploads (None: one per CPU)
     log_every_s: float = 60.0  # a summary line of the requests this often (errors are logged at once)
+    read_timeout_s: float = 15.0  # a request's headers, and each part of its body, within this (protocol.py)
+    max_connections: int = 512  # open connections, at most; a new one beyond is closed at once
 
     @property
     def max_body_bytes(self) -> int:
@@ -41,6 +43,7 @@ class ServeConfig:
         positive_ints = (
             ("-b/--batch", self.batch_size), ("--max-images", self.max_images), ("--max-pixels", self.max_pixels),
             ("--max-queue", self.max_queue), ("--workers", 1 if self.workers is None else self.workers),
+            ("--max-connections", self.max_connections),
         )
         for flag, value in positive_ints:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -51,12 +54,30 @@ class ServeConfig:
             ("--max-wait-ms", self.max_wait_ms, 0.0, 10_000.0),
             ("--max-body-mb", self.max_body_mb, 1e-3, 4096.0),
             ("--log-every", self.log_every_s, 1e-3, 86_400.0),
+            ("--read-timeout", self.read_timeout_s, 0.01, 3600.0),
         ):
             if not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
                 raise ValueError(f"{flag} {value}: expected a number from {low:g} to {high:g}")
+        descriptors = open_file_limit()
+        if descriptors is not None and self.max_connections > descriptors - FILE_RESERVE:
+            raise ValueError(f"--max-connections {self.max_connections}: this process may open {descriptors} files (ulimit -n), "
+                             f"{FILE_RESERVE} of them kept for the model and the log: at most {descriptors - FILE_RESERVE}")
         if isinstance(self.port, bool) or not isinstance(self.port, int) or not 1 <= self.port <= 65535:
             raise ValueError(f"--port {self.port}: expected a port number from 1 to 65535")
         check_address(self.host, self.port)
+
+
+FILE_RESERVE = 64  # file descriptors kept beside the connections (model, images, log)
+
+
+def open_file_limit() -> int | None:
+    """The soft limit of open files of this process (None where it cannot be read)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else int(soft)
 
 
 def check_address(host: str, port: int) -> None:
