@@ -315,3 +315,61 @@ def test_every_architecture_loads_through_the_scripts_loader(tmp_path):
     run = subprocess.run([sys.executable, "-c", script, str(ROOT), *folders], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.split() == ["loaded", str(len(folders))]
+
+
+def test_the_runner_checks_its_sidecar_and_its_graph(pixel_model, work, tmp_path):
+    """A hand-edited export_info.json (min_area -5, a NaN or string threshold, no decision, a list, an
+    input shape of another size, the wrong format) or a truncated graph: one line naming the file,
+    never a decision the graph does not make (issue 30, cases 4, 8, 16)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    out = tmp_path / "x" / "brick.onnx"
+    export_script.main(["-p", str(pixel_model), "-r", "ssim_float64", "--format", "onnx", "-o", str(out),
+                        "--results-dir", str(work / "results")])
+    info_file = sidecar(out)
+    info = json.loads(info_file.read_text())
+    assert export_runner.load_export(out).decision["min_area"] == info["decision"]["min_area"]
+
+    def edited(change) -> str:
+        data = json.loads(json.dumps(info))
+        change(data)
+        info_file.write_text(json.dumps(data) if not isinstance(data, str) else data)
+        with pytest.raises(ValueError) as error:
+            export_runner.load_export(out)
+        message = str(error.value)
+        assert "\n" not in message and str(info_file) in message, message
+        return message
+
+    assert "decision.min_area: expected a whole number >= 1" in edited(lambda d: d["decision"].update(min_area=-5))
+    assert "decision.threshold: expected a finite number" in edited(lambda d: d["decision"].update(threshold="0.5"))
+    assert "decision: expected an object" in edited(lambda d: d.pop("decision"))
+    assert "input.shape" in edited(lambda d: d["input"].update(shape="64"))
+    assert "format tflite, but" in edited(lambda d: d.update(format="tflite"))
+    info_file.write_text(json.dumps(info).replace('"threshold": ' + json.dumps(info["decision"]["threshold"]), '"threshold": NaN', 1))
+    with pytest.raises(ValueError, match="not valid JSON"):
+        export_runner.load_export(out)
+    info_file.write_text("[]")
+    with pytest.raises(ValueError, match="holds list"):
+        export_runner.load_export(out)
+    other = json.loads(json.dumps(info))
+    other["input"]["shape"] = [None, 2 * SIZE, 2 * SIZE, other["input"]["shape"][3]]
+    info_file.write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="differs from the graph's"):
+        export_runner.load_export(out)
+    info_file.write_text(json.dumps(info))
+    out.write_bytes(out.read_bytes()[:200])  # truncated
+    with pytest.raises(ValueError, match="cannot load the onnx graph"):
+        export_runner.load_export(out)
+    with pytest.raises(ValueError, match="not found"):
+        export_runner.load_export(tmp_path / "missing.onnx")
+
+
+def test_runner_masks_of_inputs_with_one_stem_never_share_a_file(tmp_path):
+    taken = set()
+    mask = np.zeros((4, 4), bool)
+    mask[1, 1] = True
+    first = export_runner.write_mask(tmp_path, "part", mask, taken)
+    second = export_runner.write_mask(tmp_path, "part", ~mask, taken)
+    assert first.name == "part_mask.png" and second.name == "part_2_mask.png"
+    assert cv2.imread(str(first), cv2.IMREAD_GRAYSCALE)[1, 1] == 255 and cv2.imread(str(second), cv2.IMREAD_GRAYSCALE)[1, 1] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part_2_mask.png", "part_mask.png"]  # no partial file left

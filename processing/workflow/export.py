@@ -277,7 +277,7 @@ def load_exported(path: str | os.PathLike, fmt: str):
     check_format(fmt)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return graph_function(Path(path), fmt)
+        return graph_function(Path(path), fmt)[0]
 
 
 def remove_export(path: Path) -> None:

@@ -248,13 +248,78 @@ def info_path(path: Path) -> Path:
     return path / INFO_FILE if path.is_dir() else path.with_name(path.name + ".json")
 
 
+FORMATS = {"savedmodel": None, "tflite": ".tflite", "onnx": ".onnx"}  # format -> file suffix (None: a folder)
+DECISION_RULES = ("components", "in_graph")
+IMAGE_SCORES = ("max", "component")
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def read_info(source: Path) -> dict:
+    """export_info.json, every field the runner uses checked (one line naming the file and the key):
+    a hand-edited sidecar must not change what the graph decides."""
+    def refuse(constant):
+        raise ValueError(f"{constant} is not a number")
+
+    try:
+        info = json.loads(source.read_text(), parse_constant=refuse)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{source}: not valid JSON ({error}); export it again") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{source}: holds {type(info).__name__}, not the object export.py writes; export it again")
+
+    def bad(key, expected):
+        return ValueError(f"{source}: {key}: expected {expected}; edited by hand? export it again")
+
+    if info.get("format") not in FORMATS:
+        raise bad("format", f"one of {', '.join(FORMATS)}")
+    shape = (info.get("input") or {}).get("shape") if isinstance(info.get("input"), dict) else None
+    if not (isinstance(shape, list) and len(shape) == 4 and all(isinstance(v, int) and not isinstance(v, bool) for v in shape[1:])
+            and shape[1] == shape[2] and 1 <= shape[1] <= 8192 and shape[3] in (1, 3)):
+        raise bad("input.shape", "[null, SIZE, SIZE, 1 or 3]")
+    decision = info.get("decision")
+    if not isinstance(decision, dict):
+        raise bad("decision", "an object")
+    if decision.get("rule") not in DECISION_RULES:
+        raise bad("decision.rule", f"one of {', '.join(DECISION_RULES)}")
+    if decision["rule"] == "components":
+        min_area = decision.get("min_area")
+        if isinstance(min_area, bool) or not isinstance(min_area, int) or min_area < 1:
+            raise bad("decision.min_area", "a whole number >= 1")
+        if not _finite(decision.get("threshold")):
+            raise bad("decision.threshold", "a finite number")
+        if not isinstance(decision.get("clear_border"), bool):
+            raise bad("decision.clear_border", "true or false")
+        if decision.get("image_score") not in IMAGE_SCORES:
+            raise bad("decision.image_score", f"one of {', '.join(IMAGE_SCORES)}")
+        if decision["image_score"] == "component" and not _finite(decision.get("no_defect_score")):
+            raise bad("decision.no_defect_score", "a finite number")
+    elif decision.get("threshold") is not None and not _finite(decision.get("threshold")):
+        raise bad("decision.threshold", "a finite number or null")
+    return info
+
+
+def check_format(path: Path, fmt: str, source: Path) -> None:
+    """The graph's file is of the format export_info.json names (a folder for savedmodel)."""
+    suffix = FORMATS[fmt]
+    if suffix is None and not path.is_dir():
+        raise ValueError(f"{source}: format savedmodel, but {path} is not a folder; export it again")
+    if suffix is not None and (path.is_dir() or path.suffix.lower() != suffix):
+        raise ValueError(f"{source}: format {fmt}, but {path} is not a {suffix} file; export it again")
+
+
 def graph_function(path: Path, fmt: str):
-    """images float32 (N, S, S, C) -> {output name: numpy array} for an exported graph."""
+    """(images float32 (N, S, S, C) -> {output name: numpy array}, the graph's input shape or None)
+    for an exported graph."""
     if fmt == "savedmodel":
         import tensorflow as tf
 
         serve = tf.saved_model.load(str(path)).signatures["serving_default"]
-        return lambda images: {key: value.numpy() for key, value in serve(images=tf.constant(images)).items()}
+        spec = serve.structured_input_signature[1].get("images")
+        shape = None if spec is None else [None if v is None else int(v) for v in spec.shape.as_list()]
+        return (lambda images: {key: value.numpy() for key, value in serve(images=tf.constant(images)).items()}), shape
     if fmt == "tflite":
         try:
             from ai_edge_litert.interpreter import Interpreter
@@ -262,14 +327,18 @@ def graph_function(path: Path, fmt: str):
             import tensorflow as tf
 
             Interpreter = tf.lite.Interpreter
-        runner = Interpreter(model_path=str(path)).get_signature_runner()
-        return lambda images: {key: np.asarray(value) for key, value in runner(images=images).items()}
+        interpreter = Interpreter(model_path=str(path))
+        runner = interpreter.get_signature_runner()
+        details = runner.get_input_details().get("images")
+        shape = None if details is None else [None, *(int(v) for v in details["shape"][1:])]
+        return (lambda images: {key: np.asarray(value) for key, value in runner(images=images).items()}), shape
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [output.name for output in session.get_outputs()]
-    input_name = session.get_inputs()[0].name
-    return lambda images: dict(zip(names, session.run(names, {input_name: images})))
+    graph_input = session.get_inputs()[0]
+    shape = [v if isinstance(v, int) else None for v in graph_input.shape]
+    return (lambda images: dict(zip(names, session.run(names, {graph_input.name: images})))), shape
 
 
 class Export:
@@ -277,15 +346,26 @@ class Export:
 
     def __init__(self, path, batch_size: int = 16):
         self.path = Path(path)
+        if not self.path.exists():
+            raise ValueError(f"{self.path} not found: expected a SavedModel folder, .tflite or .onnx file written by export.py")
         source = info_path(self.path)
         if not source.is_file():
             raise ValueError(f"{self.path}: no {source.name} beside it; expected a folder or file written by export.py")
-        self.info = json.loads(source.read_text())
+        self.info = read_info(source)
         self.decision = self.info["decision"]
+        check_format(self.path, self.info["format"], source)
         shape = self.info["input"]["shape"]
         self.size, self.channels = int(shape[1]), int(shape[3])
         self.batch_size = batch_size
-        self.run = graph_function(self.path, self.info["format"])
+        try:
+            self.run, graph_shape = graph_function(self.path, self.info["format"])
+        except ImportError:
+            raise
+        except Exception as error:  # a truncated or foreign graph: each runtime raises its own kind
+            first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            raise ValueError(f"{self.path}: cannot load the {self.info['format']} graph ({first}); export it again") from None
+        if graph_shape is not None and list(graph_shape[1:]) != [self.size, self.size, self.channels]:
+            raise ValueError(f"{source}: input shape {shape} differs from the graph's {list(graph_shape)}: edited by hand? export it again")
 
     def predict_images(self, originals: list[np.ndarray]) -> list[dict]:
         """Rows for decoded images (float32 (H, W, C) in [0, 1], as :func:`decode` returns them)."""
@@ -365,14 +445,35 @@ def run(args) -> int:
     export = load_export(args.export or default_export())
     if args.masks:
         Path(args.masks).mkdir(parents=True, exist_ok=True)
+    taken = set()
     for row in export.predict_files(args.images):
         mask = row.pop("mask", None)
         if args.masks and mask is not None:
-            target = Path(args.masks) / f"{Path(row['path']).stem}_mask.png"
-            cv2.imwrite(str(target), mask.astype(np.uint8) * 255)
-            row["mask"] = str(target)
+            row["mask"] = str(write_mask(Path(args.masks), Path(row["path"]).stem, mask, taken))
         print(json.dumps(row))
     return 0
+
+
+def write_mask(folder: Path, stem: str, mask: np.ndarray, taken: set) -> Path:
+    """<stem>_mask.png in `folder` (<stem>_2_mask.png ... when an earlier input of this run had the
+    same stem: inputs of two folders never share a mask file), written through a temporary name."""
+    name, count = f"{stem}_mask.png", 1
+    while name in taken:
+        count += 1
+        name = f"{stem}_{count}_mask.png"
+    taken.add(name)
+    target = folder / name
+    encoded, data = cv2.imencode(".png", mask.astype(np.uint8) * 255)
+    if not encoded:
+        raise OSError(f"{target}: the mask could not be encoded as PNG")
+    partial = target.with_name(f".{name}.partial")
+    try:
+        partial.write_bytes(data.tobytes())
+        partial.replace(target)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise OSError(f"{target}: {error.strerror or error}") from None
+    return target
 
 
 def default_export() -> Path:
