@@ -188,12 +188,30 @@ def check_model_file(model_file: Path, info: dict) -> None:
         raise ModelPathError(
             f"cannot load model {model_file}: not a .keras archive ({size} bytes; truncated or corrupt?)"
         )
+    saved_as = keras_model_name(model_file)
+    from autoencoder.models import available_architectures  # the registry: no TensorFlow
+
+    known, architecture = set(available_architectures()), info["model"]["architecture"]
+    if saved_as in known and architecture in known and saved_as != architecture:
+        raise ModelPathError(f"{Path(model_file).parent / INFO_FILE}: model.architecture {architecture!r}, but {model_file.name} holds a "
+                             f"{saved_as}: edited by hand? restore it or train again")
     recorded = info["model"].get("sha256")
     if recorded is not None and file_sha256(model_file) != recorded:
         raise ModelPathError(
             f"{model_file}: not the model train.py saved in this folder (its SHA-256 differs from model.sha256 in "
             f"{Path(model_file).parent / INFO_FILE}): replaced or changed since training; restore it or train again"
         )
+
+
+def keras_model_name(model_file: Path) -> str | None:
+    """The model's name in a .keras archive's config.json (the architecture's name for train.py's models)."""
+    try:
+        with zipfile.ZipFile(model_file) as archive:
+            config = json.loads(archive.read("config.json"))
+        name = config.get("config", {}).get("name") if isinstance(config, dict) else None
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile):
+        return None
+    return name if isinstance(name, str) else None
 
 
 def check_model_shape(model, model_file: Path, info: dict) -> None:

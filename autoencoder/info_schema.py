@@ -178,6 +178,9 @@ def info_problem(info) -> str | None:
     problem = _check(info, SCHEMA, "", version)
     if problem:
         return problem
+    channels = {"grayscale": 1, "rgb": 3}[info["model"]["color_mode"]]
+    if info["model"]["channels"] != channels:
+        return f"'model.channels' is {info['model']['channels']} but 'model.color_mode' {info['model']['color_mode']!r} has {channels}"
     if info["dataset"].get("validation_files") is not None and len(info["dataset"]["validation_files"]) != info["dataset"]["n_validation"]:
         return "'dataset.validation_files' does not hold 'dataset.n_validation' files"
     return None

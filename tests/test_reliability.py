@@ -679,3 +679,21 @@ def test_a_hand_edited_result_is_refused_by_test_and_predict(model, dataset, wor
         code, err = run_cli(script, argv, capsys)
         assert code == 2 and err == f"error: {target / 'finetuning_result.json'}: {expected}", err
     assert snapshot(results) == before and not (tmp_path / "out").exists()
+
+
+def test_an_info_json_that_contradicts_its_model_file_is_refused(model, tmp_path, capsys):
+    """color_mode against channels, and model.architecture against the .keras file (issue 30, case 10)."""
+    info = json.loads((model / "info.json").read_text())
+    for name, (section, key, value), expected in (
+        ("rgb_on_gray", ("model", "color_mode", "rgb"), "'model.channels' is 1 but 'model.color_mode' 'rgb' has 3"),
+        ("other_architecture", ("model", "architecture", "resnetCAE"),
+         "model.architecture 'resnetCAE', but mvtecCAE_b8_e1.keras holds a mvtecCAE: edited by hand?"),
+    ):
+        folder = tmp_path / name
+        shutil.copytree(model, folder)
+        edited = json.loads(json.dumps(info))
+        edited[section][key] = value
+        (folder / "info.json").write_text(json.dumps(edited))
+        code, err = run_cli(finetune, ["-p", str(folder), "--results-dir", str(tmp_path / "r")], capsys)
+        assert code == 2 and expected in err, err
+    assert not (tmp_path / "r").exists()
