@@ -225,10 +225,15 @@ class StagingFolder:
     def __exit__(self, exc_type, exc, traceback) -> bool:
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
+            if isinstance(exc, OSError) and naming(self.final, exc) is not exc:
+                raise naming(self.final, exc) from exc  # numpy, Keras, OpenCV: "[Errno 28]" without a path
             return False
         try:
             (self.tmp / MARKER_FILE).unlink(missing_ok=True)
             self._commit()
+        except OSError as error:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise naming(self.final, error) from error
         except BaseException:
             shutil.rmtree(self.tmp, ignore_errors=True)
             raise

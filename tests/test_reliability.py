@@ -697,3 +697,38 @@ def test_an_info_json_that_contradicts_its_model_file_is_refused(model, tmp_path
         code, err = run_cli(finetune, ["-p", str(folder), "--results-dir", str(tmp_path / "r")], capsys)
         assert code == 2 and expected in err, err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_write_that_fails_without_a_path_names_what_was_being_written(tmp_path):
+    """numpy, Keras and OpenCV raise "[Errno 28] No space left on device" without a file name: the
+    staging folders of results, models and generated datasets name their destination (issue 30, case 9)."""
+    import errno
+
+    from processing.data.images import writing_dataset
+
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    with pytest.raises(OSError) as error:
+        with bundle.staging_folder(tmp_path / "results" / "ssim_float64"):
+            raise full
+    assert cli.error_line(error.value) == f"{tmp_path / 'results' / 'ssim_float64'}: no space left on the device"
+    with pytest.raises(OSError) as error:
+        with writing_dataset(tmp_path / "demo", {}, "settings.json", "demo"):
+            raise full
+    assert cli.error_line(error.value) == f"{tmp_path / 'demo'}: no space left on the device"
+    assert not [p for p in tmp_path.rglob("*") if p.name != "results"]  # no staging folder, no half result
+    with pytest.raises(ValueError, match="unchanged"):  # other errors pass as they are
+        with bundle.staging_folder(tmp_path / "other"):
+            raise ValueError("unchanged")
+
+
+def test_finetune_on_a_full_disk_names_the_result_folder(model, tmp_path, capsys):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (not root)")
+    try:
+        code, err = run_cli(finetune, ["-p", str(model), "--results-dir", str(disk / "r")], capsys)
+        assert code == 2 and str(disk / "r") in err and "no space left on the device" in err, err
+        assert not [p for p in (disk / "r").rglob("*") if p.is_file()]
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from autoencoder.folders import naming
 from autoencoder.progress import on_terminal
 
 logger = logging.getLogger(__name__)
@@ -574,6 +575,9 @@ def writing_dataset(out_dir: str | os.PathLike, settings: dict, settings_file: s
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.rename(out_dir)
+    except OSError as error:  # numpy and OpenCV raise "[Errno 28]" without a path: name the dataset
+        shutil.rmtree(staging, ignore_errors=True)
+        raise naming(out_dir, error) from error
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
