@@ -338,6 +338,11 @@ def test_an_output_folder_inside_the_inputs_is_not_predicted(model, work, images
     run_ok([*base_args(model, work, data / "predictions", data), "--resume"])
     rows = rows_of(data / "predictions")
     assert len(rows) == 8 and not any("predictions" in Path(row["path"]).parent.as_posix() for row in rows)
+    # An earlier run's output folder inside the inputs, predicting into another -o: its masks,
+    # overlays and report images are not inputs either (issue 30, case 14).
+    run_ok([*base_args(model, work, tmp_path / "second", data), "--overlays"])
+    rows = rows_of(tmp_path / "second")
+    assert len(rows) == 8 and not any("predictions" in Path(row["path"]).parent.as_posix() for row in rows)
 
 
 # --------------------------------------------------------------------------------------------

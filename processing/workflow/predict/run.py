@@ -64,7 +64,8 @@ def check_inputs_and_output(config: PredictConfig) -> tuple[list[Path], dict | N
     """
     config.validate()
     shard = parse_shard(config.shard) if config.shard is not None else None
-    files = collect_images(config.inputs)
+    # Never predict the outputs of earlier runs found inside an input folder (masks, overlays, a report's images).
+    files = collect_images(config.inputs, skip_marked=(SETTINGS_FILE, PREDICTIONS_FILE))
     if shard is not None:
         files = shard_files(files, *shard)
         logger.info("--shard %d/%d: %d images", shard[0], shard[1], len(files))
