@@ -215,3 +215,13 @@ def test_without_defective_finetuning_images_the_original_rule_chooses_and_says_
     assert any("holds no defective image" in warning for warning in result.warnings)
     with pytest.raises(ValueError, match="no defective image"):
         search(val, finetune, np.zeros(4, bool), operating_point=OperatingPoint("detection", 0.9))
+
+
+def test_a_wide_expected_interval_warns_that_the_subset_is_too_small():
+    from processing.decision.operating_point import Expected
+
+    def expected(tpr_interval):
+        return Expected(0.5, tpr_interval, 0.9, (0.85, 0.95), 0.7, (0.5, 0.9), 0.0, 200, (0, 0), (0, 0))
+
+    assert any("too small to say" in w and "TPR 0.00-1.00" in w for w in decision_warnings(0.5, 0.9, expected((0.0, 1.0)), 30, 7))
+    assert decision_warnings(0.5, 0.9, expected((0.3, 0.7)), 30, 7) == []

@@ -49,6 +49,8 @@ WILSON_Z = 1.645
 #: Warn when the resampled decisions disagree with the chosen one on more than this share of the
 #: finetuning images (median over the resamples).
 UNSTABLE_DISAGREEMENT = 0.10
+#: Warn when the interval of the expected TPR or TNR is wider than this.
+WIDE_INTERVAL = 0.6
 #: Warn when the decision is expected to flag fewer defective images than this share ("almost
 #: nothing"), or more good images than 1 - this share ("almost everything").
 DEGENERATE_RATE = 0.10
@@ -386,6 +388,13 @@ def decision_warnings(
         warnings.append(f"the finetuning subset ({n_defective} defective, {n_good} good images) cannot tell the candidate decisions "
                         f"apart: decisions chosen on resamples of it differ from this one on {expected.disagreement:.0%} of its "
                         "images; raise --finetune-split or add labelled defects")
+    if expected is not None and n_defective >= 3:
+        widths = {"TPR": expected.tpr_interval, "TNR": expected.tnr_interval}
+        wide = {name: span for name, span in widths.items() if math.isfinite(span[0]) and span[1] - span[0] > WIDE_INTERVAL}
+        if wide:
+            described = ", ".join(f"{name} {low:.2f}-{high:.2f}" for name, (low, high) in wide.items())
+            warnings.append(f"the finetuning subset ({n_defective} defective, {n_good} good images) is too small to say what the "
+                            f"decision will do on new images ({described}); raise --finetune-split or add labelled defects")
     if at_top_edge:
         warnings.append(at_top_edge)
     return warnings
