@@ -225,3 +225,14 @@ def test_a_wide_expected_interval_warns_that_the_subset_is_too_small():
 
     assert any("too small to say" in w and "TPR 0.00-1.00" in w for w in decision_warnings(0.5, 0.9, expected((0.0, 1.0)), 30, 7))
     assert decision_warnings(0.5, 0.9, expected((0.3, 0.7)), 30, 7) == []
+
+
+def test_smoothing_along_the_grid_equals_scipys_gaussian_filter():
+    from scipy.ndimage import gaussian_filter1d
+
+    from processing.decision.operating_point import smooth_along_grid
+
+    rates = (np.random.default_rng(11).random((5, 2000)) < 0.3).astype(float)
+    for bandwidth in (1.0, 3.7, 40.0, 180.0):  # direct and FFT paths
+        np.testing.assert_allclose(smooth_along_grid(rates, bandwidth), gaussian_filter1d(rates, bandwidth, axis=-1, mode="nearest"),
+                                   atol=1e-10)

@@ -122,10 +122,24 @@ def silverman_bandwidth(values: np.ndarray, minimum: float = 1.0) -> float:
 
 
 def smooth_along_grid(rates: np.ndarray, bandwidth: float) -> np.ndarray:
-    """Rate curves (..., T) convolved with a Gaussian of `bandwidth` grid steps (edges held)."""
-    from scipy.ndimage import gaussian_filter1d  # here, not at import: the scripts check their flags without scipy
+    """Rate curves (..., T) convolved with a Gaussian of `bandwidth` grid steps, edges held: what
+    ``scipy.ndimage.gaussian_filter1d(rates, bandwidth, axis=-1, mode="nearest")`` gives (its kernel,
+    truncated at 4 sigma), through an FFT when the kernel is long (a direct sum over a 800-tap kernel
+    per grid point is what made the resampling slow)."""
+    rates = np.asarray(rates, dtype=np.float64)
+    radius = int(4.0 * bandwidth + 0.5)
+    if radius <= 32:
+        from scipy.ndimage import gaussian_filter1d  # here, not at import: the scripts check their flags without scipy
 
-    return gaussian_filter1d(np.asarray(rates, dtype=np.float64), bandwidth, axis=-1, mode="nearest")
+        return gaussian_filter1d(rates, bandwidth, axis=-1, mode="nearest")
+    from scipy.signal import fftconvolve
+
+    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (offsets / bandwidth) ** 2)
+    kernel /= kernel.sum()
+    padded = np.pad(rates, [(0, 0)] * (rates.ndim - 1) + [(radius, radius)], mode="edge")
+    shape = (1,) * (rates.ndim - 1) + (len(kernel),)
+    return fftconvolve(padded, kernel.reshape(shape), mode="valid", axes=-1)
 
 
 def _middle_of_best(values: np.ndarray) -> int:
@@ -175,15 +189,17 @@ class Choice:
     family_fpr: np.ndarray  # (F,) smoothed false-alarm rate there
 
 
-def _family_curves(good: np.ndarray, defective: np.ndarray, good_weights=None, defect_weights=None, bandwidths=None):
-    """Smoothed (fpr, tpr) curves of one family; weights (B, N) give B resampled curves at once."""
-    good = np.asarray(good, dtype=np.float32)
-    defective = np.asarray(defective, dtype=np.float32)
-    if bandwidths is None:
-        bandwidths = (silverman_bandwidth(flagged_level(good)), silverman_bandwidth(flagged_level(defective)))
-    fpr = good.mean(axis=0) if good_weights is None else good_weights @ good
-    tpr = defective.mean(axis=0) if defect_weights is None else defect_weights @ defective
-    return smooth_along_grid(fpr, bandwidths[0]), smooth_along_grid(tpr, bandwidths[1])
+def _family_curves(good: np.ndarray, defective: np.ndarray, good_weights=None, defect_weights=None):
+    """Smoothed (fpr, tpr) curves of one family; weights (B, N) give B resampled curves at once.
+
+    The bandwidths are those of all the images (a resample keeps them). Smoothing is linear, so the
+    images' flags are smoothed once and the resamples are weighted sums of them."""
+    bandwidths = (silverman_bandwidth(flagged_level(good)), silverman_bandwidth(flagged_level(defective)))
+    if good_weights is None:
+        return (smooth_along_grid(np.mean(good, axis=0), bandwidths[0]), smooth_along_grid(np.mean(defective, axis=0), bandwidths[1]))
+    smoothed_good = smooth_along_grid(np.asarray(good, dtype=np.float64), bandwidths[0])
+    smoothed_defective = smooth_along_grid(np.asarray(defective, dtype=np.float64), bandwidths[1])
+    return good_weights @ smoothed_good, defect_weights @ smoothed_defective
 
 
 def choose(flags_of: FamilyFlags, n_families: int, point: OperatingPoint | None = None) -> Choice:
@@ -269,16 +285,15 @@ def resample(
     rng = np.random.default_rng(seed)
     good_draws = rng.integers(0, n_good, size=(n_resamples, n_good))
     defect_draws = rng.integers(0, n_defective, size=(n_resamples, n_defective))
-    good_weights = _draw_weights(good_draws, n_good)
-    defect_weights = _draw_weights(defect_draws, n_defective)
+    good_weights = _draw_weights(good_draws, n_good).astype(np.float64)
+    defect_weights = _draw_weights(defect_draws, n_defective).astype(np.float64)
 
     best_objective = np.full(n_resamples, -np.inf)
     chosen_family = np.zeros(n_resamples, dtype=np.int64)
     chosen_index = np.zeros(n_resamples, dtype=np.int64)
     for family in range(n_families):
         good, defective = flags_of(family)
-        bandwidths = (silverman_bandwidth(flagged_level(good)), silverman_bandwidth(flagged_level(defective)))
-        fpr, tpr = _family_curves(good, defective, good_weights, defect_weights, bandwidths)
+        fpr, tpr = _family_curves(good, defective, good_weights, defect_weights)
         for draw in range(n_resamples):
             index, objective, _ = pick_threshold(fpr[draw], tpr[draw], point)
             if objective > best_objective[draw]:
