@@ -4,7 +4,7 @@ Prints a table per configuration and defect type, then one line for the configur
 best image AUROC (then balanced accuracy) on the finetuning subset; the scored test images never
 enter that choice:
 
-    image_auroc=… pixel_auroc=… aupro=… balanced_accuracy=… train_s=… infer_ms_per_image=…
+    image_auroc=… pixel_auroc=… aupro=… balanced_accuracy=… balanced_accuracy_ratio=… train_s=… infer_ms_per_image=…
 
 A metric that cannot be computed (pixel metrics without ground_truth/ masks) reads n/a there, and
 the line before says why.
