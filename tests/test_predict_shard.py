@@ -162,3 +162,38 @@ def test_merge_compares_resolved_paths(work, tmp_path, capsys, monkeypatch):
     assert cli.run(predict_script.main, ["--merge", str(tmp_path / "abs"), str(tmp_path / "crack"), "-o", str(tmp_path / "m")]) == 0
     rows = rows_of(tmp_path / "m")
     assert len(rows) == 4 + 2 and all(Path(row["path"]).is_absolute() and Path(row["path"]).is_file() for row in rows)
+
+
+KILLED_MERGE = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+import predict
+from processing.workflow.predict import shards
+shards.build_report = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)  # killed half way: CSV written, no report
+predict.main(sys.argv[1:])
+"""
+
+
+def test_a_killed_merge_is_redone_by_its_rerun_and_refused_elsewhere(work, tmp_path, capsys):
+    """SIGKILL mid-merge (issue 30, case 13): rerunning the same --merge redoes it without --overwrite;
+    --resume on it and merging it as a part answer in one line."""
+    import subprocess
+    import sys
+
+    parts = [work / f"killpart{k}" for k in (1, 2)]
+    for k, part in enumerate(parts, start=1):
+        assert cli.run(predict_script.main, predict_args(work, part, "--shard", f"{k}/2")) == 0
+    merged = tmp_path / "merged"
+    argv = ["--merge", *map(str, parts), "-o", str(merged)]
+    root = str(Path(__file__).resolve().parents[1])
+    killed = subprocess.run([sys.executable, "-c", KILLED_MERGE.format(root=root), *argv], capture_output=True, timeout=300)
+    assert killed.returncode == -9 and (merged / PREDICTIONS_FILE).exists() and not (merged / "report.html").exists()
+
+    assert cli.run(predict_script.main, [*predict_args(work, merged), "--resume"]) == 2
+    assert "holds a predict.py --merge that did not finish (killed?): run the same --merge again" in capsys.readouterr().err
+    assert cli.run(predict_script.main, ["--merge", str(merged), str(parts[0]), "-o", str(tmp_path / "m3")]) == 2
+    assert "a --merge that did not finish (killed?)" in capsys.readouterr().err
+
+    assert cli.run(predict_script.main, argv) == 0
+    assert (merged / "report.html").is_file() and not (merged / ".merging.json").exists()
+    assert len(rows_of(merged)) == len(rows_of(parts[0])) + len(rows_of(parts[1]))

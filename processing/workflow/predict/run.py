@@ -35,6 +35,7 @@ from processing.workflow.predict.loading import iter_loaded
 from processing.workflow.predict.report import build_report
 from processing.workflow.predict.settings import (
     MASKS_DIR,
+    MERGING_FILE,
     OVERLAYS_DIR,
     PREDICTIONS_FILE,
     SETTINGS_FILE,
@@ -100,6 +101,9 @@ def check_model_and_result(config: PredictConfig) -> tuple[Path, dict, str, Path
 def check_output_state(out_dir: Path, config: PredictConfig) -> dict | None:
     """The settings of the predictions already in `out_dir` (None: none), refused unless --resume
     or --overwrite; checked first, and again once the folder is locked."""
+    if (out_dir / MERGING_FILE).exists():
+        raise ValueError(f"-o {out_dir} holds a predict.py --merge that did not finish (killed?): run the same --merge again, "
+                         "which redoes it")
     previous = read_settings(out_dir) if out_dir.is_dir() else None
     has_csv = (out_dir / PREDICTIONS_FILE).exists()
     if (previous is not None or has_csv) and not (config.resume or config.overwrite):

@@ -24,7 +24,9 @@ REPORT_DIR = "report_files"
 MASKS_DIR = "masks"
 OVERLAYS_DIR = "overlays"
 #: What predict.py writes into its folder; --overwrite removes these and nothing else.
-OUTPUT_ENTRIES = (PREDICTIONS_FILE, SETTINGS_FILE, REPORT_FILE, REPORT_DIR, MASKS_DIR, OVERLAYS_DIR)
+# In an output folder while predict.py --merge writes it: a merge killed before it finished leaves it.
+MERGING_FILE = ".merging.json"
+OUTPUT_ENTRIES = (PREDICTIONS_FILE, SETTINGS_FILE, REPORT_FILE, REPORT_DIR, MASKS_DIR, OVERLAYS_DIR, MERGING_FILE)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from processing.workflow.predict.csv_io import CSV_COLUMNS, check_row, read_done
 from processing.workflow.predict.report import build_report
 from processing.workflow.predict.settings import (
     MASKS_DIR,
+    MERGING_FILE,
     OVERLAYS_DIR,
     PREDICTIONS_FILE,
     SETTINGS_FILE,
@@ -49,6 +50,8 @@ def check_merge(parts: list[str], output: str, overwrite: bool = False) -> tuple
     folders, settings = [], []
     for part in parts:
         folder = Path(part)
+        if (folder / MERGING_FILE).exists():
+            raise ValueError(f"--merge {part}: a --merge that did not finish (killed?); run that --merge again first")
         for name in (PREDICTIONS_FILE, SETTINGS_FILE):
             if not (folder / name).is_file():
                 raise ValueError(f"--merge {part}: no {name} (expected an output folder of predict.py)")
@@ -164,11 +167,16 @@ def merge_predictions(
     try:
         with FolderLock(out_dir, "predict.py run"):
             check_output_free(out_dir, overwrite)
+            if overwrite:
+                clear_outputs(out_dir)
+            marker = out_dir / MERGING_FILE
+            bundle.write_json(marker, {"parts": [str(folder.resolve()) for folder in folders], "pid": os.getpid()})
             try:
                 summary = write_merged(out_dir, folders, all_settings, rows, seen, detector, gallery, workers, overwrite)
             except BaseException:
                 clear_outputs(out_dir)  # nothing half-merged stays
                 raise
+            marker.unlink()
     finally:
         if created:
             try:
@@ -180,6 +188,12 @@ def merge_predictions(
 
 
 def check_output_free(out_dir: Path, overwrite: bool) -> None:
+    """Refuse to replace predictions without --overwrite; a merge killed before it finished (its
+    marker left, the lock free) is redone."""
+    if (out_dir / MERGING_FILE).exists():
+        logger.warning("-o %s: a --merge that did not finish (killed?) left it: merging again", out_dir)
+        clear_outputs(out_dir)
+        return
     if (out_dir / PREDICTIONS_FILE).exists() and not overwrite:
         raise ValueError(f"-o {out_dir} already holds predictions: pass --overwrite to replace them")
 
@@ -187,8 +201,6 @@ def check_output_free(out_dir: Path, overwrite: bool) -> None:
 def write_merged(out_dir, folders, all_settings, rows, seen, detector, gallery, workers, overwrite) -> PredictSummary:
     from autoencoder import bundle
 
-    if overwrite:
-        clear_outputs(out_dir)
     for folder in folders:
         for sub in (MASKS_DIR, OVERLAYS_DIR):
             if (folder / sub).is_dir():
