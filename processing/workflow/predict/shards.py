@@ -87,7 +87,7 @@ def check_merge(parts: list[str], output: str, overwrite: bool = False) -> tuple
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"-o {out_dir}: a file, not a folder")
     check_writable(out_dir)
-    if (out_dir / PREDICTIONS_FILE).exists() and not overwrite:
+    if (out_dir / PREDICTIONS_FILE).exists() and not overwrite and not (out_dir / MERGING_FILE).exists():
         raise ValueError(f"-o {out_dir} already holds predictions: pass --overwrite to replace them")
     for folder in folders:
         read_done(folder / PREDICTIONS_FILE)  # the columns of this version
