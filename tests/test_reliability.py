@@ -350,6 +350,9 @@ def test_flag_errors_name_the_flag_before_tensorflow_is_imported(model, dataset,
     a_file.write_text("")
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
+    garbage_set = tmp_path / "garbage_set"
+    (garbage_set / "train" / "good").mkdir(parents=True)
+    (garbage_set / "train" / "good" / "a.png").write_bytes(b"not an image")
     cases = {
         "--validation-split 0: expected a fraction in (0, 1)": ("train", train_args(dataset, tmp_path / "m", "--validation-split", "0")),
         "--image-size 0: expected a positive number of pixels": ("train", [*train_args(dataset, tmp_path / "m"), "--image-size", "0"]),
@@ -370,6 +373,11 @@ def test_flag_errors_name_the_flag_before_tensorflow_is_imported(model, dataset,
         "--image-sizes 4096: expected a side of 1 to 1024 pixels": ("benchmark", ["-d", str(dataset), "--image-sizes", "4096"]),
         "--min-detection 1.5: expected a fraction of the defective images in (0, 1]": (
             "finetune", ["-p", str(model), "--min-detection", "1.5"]),
+        # issue 30, case 17: named before the learning-rate range test and before TensorFlow
+        "--patience 0: expected epochs without improvement before training stops": (
+            "train", [*train_args(dataset, tmp_path / "m"), "--patience", "0"]),
+        "--patience 0: expected epochs without": ("benchmark", ["-d", str(dataset), "--patience", "0"]),
+        f"cannot read image {garbage_set}/train/good/a.png: corrupt or not an image": ("train", ["-d", str(garbage_set)]),
     }
     if os.geteuid() != 0:  # root writes anywhere
         cases[f"--output-dir {locked}/m: no permission to write in {locked}"] = ("train", train_args(dataset, locked / "m"))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 logger = logging.getLogger(__name__)
@@ -22,9 +21,12 @@ COLOUR_FRACTION = 0.002  # an image carries colour when this share of its pixels
 
 
 def carries_colour(path: Path) -> bool:
-    """Whether one image file has pixels whose colour channels differ (an unreadable file: False)."""
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None or raw.ndim != 3 or raw.shape[2] < 3:
+    """Whether one image file has pixels whose colour channels differ; an unreadable file is a
+    one-line DatasetError naming it (before TensorFlow, not after it)."""
+    from processing.data.images import _decode  # the toolkit's one reader: orientation, truncated JPEG
+
+    raw = _decode(path)
+    if raw.ndim != 3 or raw.shape[2] < 3:
         return False
     scale = 255.0 if raw.dtype == np.uint8 else 65535.0
     bgr = raw[:, :, :3].astype(np.float32) / scale

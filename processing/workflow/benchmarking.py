@@ -88,6 +88,7 @@ class BenchmarkConfig:
             if isinstance(size, bool) or not isinstance(size, int) or size < 1:
                 raise ValueError(f"--image-sizes {size}: expected positive numbers of pixels")
         check_positive_int(self.batch_size, "--batch", "a batch size")
+        check_positive_int(self.patience, "--patience", "epochs without improvement before training stops")
         from processing.decision.thresholds import RULES
 
         if self.rule not in RULES:

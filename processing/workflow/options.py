@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from autoencoder import bundle
-from autoencoder.checks import check_fraction, check_non_negative_int, check_positive_int, check_positive_number
+from autoencoder.checks import check_fraction, check_positive_int, check_positive_number
 from autoencoder.folders import check_writable_dir
 from autoencoder.loss_rules import check_loss_color
 
@@ -132,7 +132,7 @@ class TrainConfig:
             "--validation-split",
             ": training holds out that part of train/good to stop early and to set finetune.py's thresholds",
         )
-        check_non_negative_int(self.patience, "--patience", "a number of epochs")
+        check_positive_int(self.patience, "--patience", "epochs without improvement before training stops")
         if self.color_detected and self.color_mode == "rgb" and self.loss == "ssim":
             raise ValueError("--loss ssim needs grayscale images, and the training images carry colour (-c auto chose rgb): "
                              "pass -c grayscale, or use --loss mssim or l2")
