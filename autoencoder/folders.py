@@ -284,7 +284,8 @@ class StaleFolder:
         return f"{self.path} (left by {who}, started {when})"
 
 
-def _pid_running(pid: int) -> bool:
+def pid_running(pid: int) -> bool:
+    """Whether a process of this host with `pid` runs (someone else's counts)."""
     if pid <= 0:
         return False
     try:
@@ -310,7 +311,7 @@ def _staging_info(path: Path) -> StaleFolder | None:
         pass
     this_host = host in (None, socket.gethostname())
     if this_host:
-        if pid == os.getpid() or _pid_running(pid):
+        if pid == os.getpid() or pid_running(pid):
             return None  # a run in progress
         return StaleFolder(path, pid, host, started, removable=True)
     # Another host's process cannot be checked: only report what is older than this process.

@@ -441,3 +441,25 @@ def test_serve_flags_for_connections_are_checked(model):
         ServeConfig(path=str(model), read_timeout_s=0).validate()
     with pytest.raises(ValueError, match="--max-connections 10000000: this process may open"):
         ServeConfig(path=str(model), max_connections=10_000_000).validate()
+
+
+def test_upload_folders_of_killed_servers_are_removed_at_start(tmp_path, caplog):
+    """A SIGKILLed serve.py cannot remove its clients' uploads; the next one does and says so (issue 30, case 15)."""
+    import os
+    import subprocess
+    import sys
+
+    from processing.workflow.serve.uploads import UPLOAD_PREFIX, remove_stale_upload_folders
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    stale = tmp_path / f"{UPLOAD_PREFIX}{dead}-abc"
+    stale.mkdir()
+    (stale / "upload-1.png").write_bytes(b"a client's image")
+    alive = tmp_path / f"{UPLOAD_PREFIX}{os.getpid()}-def"
+    alive.mkdir()
+    unrelated = tmp_path / "serve-uploads-notapid"
+    unrelated.mkdir()
+    caplog.set_level(logging.WARNING)
+    assert remove_stale_upload_folders(tmp_path) == [stale]
+    assert not stale.exists() and alive.is_dir() and unrelated.is_dir()
+    assert any("removed 1 upload folder(s) left by serve.py processes that no longer run" in r.getMessage() for r in caplog.records)

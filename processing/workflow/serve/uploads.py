@@ -16,6 +16,7 @@ is decoded (decompression bombs; a file Pillow cannot parse is left to OpenCV, w
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -29,6 +30,7 @@ import numpy as np
 from processing.data.images import IMAGE_EXTENSIONS
 from processing.workflow.predict.loading import load_one
 
+logger = logging.getLogger(__name__)
 MAX_NAME_CHARS = 255
 DEFAULT_NAME = "image"
 
@@ -72,12 +74,39 @@ def too_many_pixels(path: Path, name: str, max_pixels: int) -> str | None:
     return None
 
 
+UPLOAD_PREFIX = "serve-uploads-"  # + <pid>-: the temporary folder of one serve.py process
+
+
+def remove_stale_upload_folders(root: Path | None = None) -> list[Path]:
+    """Remove the upload folders that serve.py processes no longer running left in the temporary
+    folder (a SIGKILLed server cannot clean up: its clients' images would stay); log them. Folders
+    of running servers and of other users are left alone."""
+    from autoencoder.folders import pid_running
+
+    root = Path(root or tempfile.gettempdir())
+    removed = []
+    for folder in root.glob(f"{UPLOAD_PREFIX}*"):
+        pid_text = folder.name[len(UPLOAD_PREFIX):].split("-", 1)[0]
+        try:
+            if not folder.is_dir() or folder.stat().st_uid != os.getuid() or not pid_text.isdigit() or pid_running(int(pid_text)):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    if removed:
+        logger.warning("removed %d upload folder(s) left by serve.py processes that no longer run: %s",
+                       len(removed), ", ".join(str(folder) for folder in removed[:5]) + (" ..." if len(removed) > 5 else ""))
+    return removed
+
+
 class UploadDecoder:
     """Decodes uploads in a thread pool (cv2 releases the GIL), through private temporary files."""
 
     def __init__(self, color_mode: str, size: int, max_pixels: int, workers: int | None = None, tiled: bool = False):
         self.color_mode, self.size, self.max_pixels, self.tiled = color_mode, size, max_pixels, tiled
-        self.folder = Path(tempfile.mkdtemp(prefix="serve-uploads-"))  # mode 0700
+        remove_stale_upload_folders()
+        self.folder = Path(tempfile.mkdtemp(prefix=f"{UPLOAD_PREFIX}{os.getpid()}-"))  # mode 0700
         self.pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="decode")
 
     def decode_all(self, uploads: list[tuple[str, bytes]]) -> list[DecodedUpload | str]:
