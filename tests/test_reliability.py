@@ -666,6 +666,9 @@ def test_slow_errors_answer_before_tensorflow(model, dataset, tmp_path):
     ("best_threshold", -0.5, "best_threshold -0.5: outside the range of its l2 maps [0, 1]; rerun finetune.py"),
     ("best_threshold", 1e308, "best_threshold 1e+308: outside the range of its l2 maps [0, 1]; rerun finetune.py"),
     ("rule", "magic", "rule 'magic': expected one of smoothed, original"),
+    ("expected", {"tpr": "0.9"}, "expected {'tpr': '0.9'}: tpr: expected a fraction in [0, 1] or null"),
+    ("operating_point", {"kind": "false_alarms", "rate": 7}, "operating_point {'kind': 'false_alarms', 'rate': 7}: expected "
+     "{\"kind\": ..., \"rate\": ...} (operating point false_alarms: rate 7: expected a fraction in [0, 1])"),
 ])
 def test_a_hand_edited_result_is_refused_by_test_and_predict(model, dataset, work, tmp_path, capsys, key, value, expected):
     """Every field is checked where a result is read (processing/detectors/fields.py): test.py and

@@ -114,6 +114,35 @@ def mapping(value):
     return value
 
 
+def operating_point(value):
+    """An operating point as finetune.py records it: {"kind": balanced|false_alarms|detection, "rate": fraction}."""
+    from processing.decision.operating_point import OperatingPoint
+
+    try:
+        OperatingPoint.from_json(value)
+    except ValueError as error:
+        raise FieldError(f"expected {{\"kind\": ..., \"rate\": ...}} ({error})") from None
+    return value
+
+
+def expected_rates(value):
+    """finetune.py's expected rates: tpr, tnr (and balanced_accuracy) fractions or null, their
+    intervals [low, high] of fractions, a count of resamples."""
+    table = mapping(value)
+    for key in ("tpr", "tnr", "balanced_accuracy"):
+        rate = table.get(key)
+        if rate is not None and not (_is_number(rate) and 0.0 <= rate <= 1.0):
+            raise FieldError(f"{key}: expected a fraction in [0, 1] or null")
+        interval = table.get(f"{key}_interval")
+        if interval is not None and not (isinstance(interval, list) and len(interval) == 2
+                                         and all(v is None or (_is_number(v) and 0.0 <= v <= 1.0) for v in interval)):
+            raise FieldError(f"{key}_interval: expected [low, high] fractions")
+    resamples = table.get("resamples")
+    if resamples is not None and (isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 0):
+        raise FieldError("resamples: expected a whole number >= 0")
+    return table
+
+
 def number_range(value):
     """[low, high] with low < high, both finite."""
     values = list_of(number())(value)

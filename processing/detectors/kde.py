@@ -99,8 +99,8 @@ class KDEResult(FinetuningResult):
     # As the segmentation result's: the rule (older results: the original), the operating point,
     # the rates expected on new images and finetune.py's warnings.
     rule: str = f.checked(f.choice(*RULES), default="original")
-    operating_point: dict | None = f.checked(f.mapping, optional=True)
-    expected: dict | None = f.checked(f.mapping, optional=True)
+    operating_point: dict | None = f.checked(f.operating_point, optional=True)
+    expected: dict | None = f.checked(f.expected_rates, optional=True)
     warnings: list = f.checked(f.list_of(f.text), default_factory=list)
 
 

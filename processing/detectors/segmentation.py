@@ -133,9 +133,9 @@ class SegmentationResult(FinetuningResult):
     # The rule that chose the pair (results older than the key: the original rule), the operating point
     # it aimed at, what the decision is expected to do on new images, and the warnings finetune.py gave.
     rule: str = f.checked(f.choice(*RULES), default="original")
-    operating_point: dict | None = f.checked(f.mapping, optional=True)
+    operating_point: dict | None = f.checked(f.operating_point, optional=True)
     min_detection: float | None = f.checked(f.number(0.0, 1.0), optional=True)
-    expected: dict | None = f.checked(f.mapping, optional=True)
+    expected: dict | None = f.checked(f.expected_rates, optional=True)
     warnings: list = f.checked(f.list_of(f.text), default_factory=list)
 
     @property
