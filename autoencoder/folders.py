@@ -403,9 +403,9 @@ class FolderLock:
     runs, the next run takes it over (and says so). The file is removed when the lock is released.
     """
 
-    def __init__(self, folder: str | os.PathLike, what: str = "run"):
+    def __init__(self, folder: str | os.PathLike, what: str = "run", lock_name: str = LOCK_FILE):
         self.folder = Path(folder)
-        self.path = self.folder / LOCK_FILE
+        self.path = self.folder / lock_name  # another name: a lock on one entry of the folder (export.py's -o)
         self.what = what
         self.handle = None
 

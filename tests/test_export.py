@@ -9,6 +9,7 @@ sizes and depths, the component rule, and the component image score.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
@@ -357,7 +358,11 @@ def test_the_runner_checks_its_sidecar_and_its_graph(pixel_model, work, tmp_path
     with pytest.raises(ValueError, match="differs from the graph's"):
         export_runner.load_export(out)
     info_file.write_text(json.dumps(info))
-    out.write_bytes(out.read_bytes()[:200])  # truncated
+    graph = out.read_bytes()
+    out.write_bytes(graph[:200])  # truncated: not the graph its sidecar names
+    with pytest.raises(ValueError, match="describes another graph than"):
+        export_runner.load_export(out)
+    info_file.write_text(json.dumps({key: value for key, value in info.items() if key != "graph_sha256"}))
     with pytest.raises(ValueError, match="cannot load the onnx graph"):
         export_runner.load_export(out)
     with pytest.raises(ValueError, match="not found"):
@@ -373,3 +378,37 @@ def test_runner_masks_of_inputs_with_one_stem_never_share_a_file(tmp_path):
     assert first.name == "part_mask.png" and second.name == "part_2_mask.png"
     assert cv2.imread(str(first), cv2.IMREAD_GRAYSCALE)[1, 1] == 255 and cv2.imread(str(second), cv2.IMREAD_GRAYSCALE)[1, 1] == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["part_2_mask.png", "part_mask.png"]  # no partial file left
+
+
+def test_one_export_per_output_and_a_killed_one_is_redone(pixel_model, work, tmp_path, capsys, caplog):
+    """A second export.py to the same -o while one runs answers in one line; a one-file export killed
+    between its graph and its sidecar is replaced by the rerun without --overwrite; a killed SavedModel
+    export's staging folder is reported (issue 30, case 6)."""
+    pytest.importorskip("tf2onnx")
+    from autoencoder.folders import FolderLock
+
+    out = tmp_path / "e" / "brick.onnx"
+    argv = ["-p", str(pixel_model), "-r", "ssim_float64", "--format", "onnx", "-o", str(out), "--results-dir", str(work / "results")]
+    out.parent.mkdir()
+    with FolderLock(out.parent, "export.py run", lock_name=".brick.onnx.lock"):
+        assert "in use by another export.py run" in run_cli(argv, capsys)
+    assert not out.exists()
+
+    out.write_bytes(b"half a graph")  # killed before its sidecar was written
+    caplog.set_level(logging.WARNING)
+    assert export_script.main(argv) == out
+    assert any("an export killed before it finished" in r.getMessage() for r in caplog.records)
+    assert export_runner.load_export(out).decision["rule"] == "components"
+    assert "already exists: pass --overwrite" in run_cli(argv, capsys)  # a complete export is not replaced
+
+    stale = tmp_path / "e" / f".model.incomplete-{dead_pid()}-abc123"
+    stale.mkdir()
+    caplog.clear()
+    saved = tmp_path / "e" / "model"
+    export_script.main(["-p", str(pixel_model), "-r", "ssim_float64", "--format", "savedmodel", "-o", str(saved),
+                        "--results-dir", str(work / "results")])
+    assert any("stale staging folder" in r.getMessage() and str(stale) in r.getMessage() for r in caplog.records)
+
+
+def dead_pid() -> int:
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)

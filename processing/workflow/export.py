@@ -27,6 +27,7 @@ float64 convolution). benchmarks/export_agreement.py prints the agreement on a d
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -67,7 +68,7 @@ class ExportConfig:
         if self.format in SUFFIX and out.suffix.lower() != SUFFIX[self.format]:
             kind = {"tflite": "a TFLite", "onnx": "an ONNX"}[self.format]
             raise ValueError(f"-o {out}: {kind} export is one file named *{SUFFIX[self.format]}, not {out.name}")
-        if out.exists() and not self.overwrite:
+        if out.exists() and not self.overwrite and not incomplete_export(out, self.format):
             raise ValueError(f"-o {out} already exists: pass --overwrite to replace it")
         if self.format == "savedmodel" and out.exists() and not out.is_dir():
             raise ValueError(f"-o {out} is a file; a SavedModel is a folder")
@@ -172,6 +173,19 @@ def _replace_file(final: Path, data: bytes) -> None:
 def export(config: ExportConfig) -> Path:
     """Write the graph of the chosen finetuning result, its export_info.json and its runner; return the path written."""
     out = config.validate()
+    from autoencoder.folders import FolderLock, report_stale_staging
+
+    report_stale_staging([out.parent], depth=1)  # a killed savedmodel export's staging folder
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # One export.py at a time per -o: a second one answers at once instead of replacing the first.
+    with FolderLock(out.parent, "export.py run", lock_name=f".{out.name}.lock"):
+        config.validate()  # again under the lock: another run may have finished meanwhile
+        if out.exists() and incomplete_export(out, config.format):
+            logger.warning("-o %s: an export killed before it finished (no %s): replaced", out, info_path_of(out, config.format).name)
+        return write_export(config, out)
+
+
+def write_export(config: ExportConfig, out: Path) -> Path:
     from autoencoder import bundle
     from processing.workflow.results import ResultsTree, load_detector
 
@@ -195,12 +209,25 @@ def export(config: ExportConfig) -> Path:
         info_file = out / INFO_FILE
     else:
         data = tflite_bytes(module) if config.format == "tflite" else onnx_model(module, info).SerializeToString()
-        _replace_file(out, data)
-        info_file = bundle.write_json(sidecar(out), info)
+        # The sidecar names the graph's SHA-256 (the runner checks it) and the graph is renamed into
+        # place last: a run killed half way leaves no graph beside a sidecar that is not its own.
+        info["graph_sha256"] = hashlib.sha256(data).hexdigest()
         _replace_file(runner, RUNNER_SOURCE.read_bytes())
+        info_file = bundle.write_json(sidecar(out), info)
+        _replace_file(out, data)
     logger.info("%s export of %s (%s) in %s; %s; settings in %s; run it with %s", config.format, model.folder, name, out,
                 info["decision"]["text"], info_file, runner)
     return out
+
+
+def info_path_of(out: Path, fmt: str) -> Path:
+    return out / INFO_FILE if fmt == "savedmodel" else sidecar(out)
+
+
+def incomplete_export(out: Path, fmt: str) -> bool:
+    """Whether `out` is what an export.py killed half way left: a one-file graph without its sidecar
+    (a SavedModel is moved into place whole, so one without its export_info.json is not ours)."""
+    return fmt != "savedmodel" and out.is_file() and not sidecar(out).is_file()
 
 
 def sidecar(path: Path) -> Path:

@@ -34,6 +34,7 @@ agree.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -354,6 +355,15 @@ class Export:
         self.info = read_info(source)
         self.decision = self.info["decision"]
         check_format(self.path, self.info["format"], source)
+        recorded = self.info.get("graph_sha256")
+        if recorded is not None and self.path.is_file():
+            digest = hashlib.sha256()
+            with open(self.path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            if digest.hexdigest() != recorded:
+                raise ValueError(f"{source}: describes another graph than {self.path} (its SHA-256 differs): an export killed half "
+                                 "way, or a file replaced by hand; export it again")
         shape = self.info["input"]["shape"]
         self.size, self.channels = int(shape[1]), int(shape[3])
         self.batch_size = batch_size
