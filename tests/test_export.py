@@ -382,8 +382,8 @@ def test_runner_masks_of_inputs_with_one_stem_never_share_a_file(tmp_path):
 
 def test_one_export_per_output_and_a_killed_one_is_redone(pixel_model, work, tmp_path, capsys, caplog):
     """A second export.py to the same -o while one runs answers in one line; a one-file export killed
-    between its graph and its sidecar is replaced by the rerun without --overwrite; a killed SavedModel
-    export's staging folder is reported (issue 30, case 6)."""
+    before its graph was renamed into place (its sidecar written last-but-one) is redone without
+    --overwrite; a killed SavedModel export's staging folder is reported (issue 30, case 6)."""
     pytest.importorskip("tf2onnx")
     from autoencoder.folders import FolderLock
 
@@ -394,10 +394,10 @@ def test_one_export_per_output_and_a_killed_one_is_redone(pixel_model, work, tmp
         assert "in use by another export.py run" in run_cli(argv, capsys)
     assert not out.exists()
 
-    out.write_bytes(b"half a graph")  # killed before its sidecar was written
+    sidecar(out).write_text("{}")  # killed after its sidecar, before its graph was renamed into place
     caplog.set_level(logging.WARNING)
     assert export_script.main(argv) == out
-    assert any("an export killed before it finished" in r.getMessage() for r in caplog.records)
+    assert any("left by an export killed before it finished" in r.getMessage() for r in caplog.records)
     assert export_runner.load_export(out).decision["rule"] == "components"
     assert "already exists: pass --overwrite" in run_cli(argv, capsys)  # a complete export is not replaced
 

@@ -68,7 +68,7 @@ class ExportConfig:
         if self.format in SUFFIX and out.suffix.lower() != SUFFIX[self.format]:
             kind = {"tflite": "a TFLite", "onnx": "an ONNX"}[self.format]
             raise ValueError(f"-o {out}: {kind} export is one file named *{SUFFIX[self.format]}, not {out.name}")
-        if out.exists() and not self.overwrite and not incomplete_export(out, self.format):
+        if out.exists() and not self.overwrite:
             raise ValueError(f"-o {out} already exists: pass --overwrite to replace it")
         if self.format == "savedmodel" and out.exists() and not out.is_dir():
             raise ValueError(f"-o {out} is a file; a SavedModel is a folder")
@@ -180,8 +180,8 @@ def export(config: ExportConfig) -> Path:
     # One export.py at a time per -o: a second one answers at once instead of replacing the first.
     with FolderLock(out.parent, "export.py run", lock_name=f".{out.name}.lock"):
         config.validate()  # again under the lock: another run may have finished meanwhile
-        if out.exists() and incomplete_export(out, config.format):
-            logger.warning("-o %s: an export killed before it finished (no %s): replaced", out, info_path_of(out, config.format).name)
+        if config.format != "savedmodel" and not out.exists() and sidecar(out).exists():
+            logger.warning("-o %s: %s without its graph, left by an export killed before it finished: replaced", out, sidecar(out).name)
         return write_export(config, out)
 
 
@@ -218,16 +218,6 @@ def write_export(config: ExportConfig, out: Path) -> Path:
     logger.info("%s export of %s (%s) in %s; %s; settings in %s; run it with %s", config.format, model.folder, name, out,
                 info["decision"]["text"], info_file, runner)
     return out
-
-
-def info_path_of(out: Path, fmt: str) -> Path:
-    return out / INFO_FILE if fmt == "savedmodel" else sidecar(out)
-
-
-def incomplete_export(out: Path, fmt: str) -> bool:
-    """Whether `out` is what an export.py killed half way left: a one-file graph without its sidecar
-    (a SavedModel is moved into place whole, so one without its export_info.json is not ours)."""
-    return fmt != "savedmodel" and out.is_file() and not sidecar(out).is_file()
 
 
 def sidecar(path: Path) -> Path:
