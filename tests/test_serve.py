@@ -463,3 +463,27 @@ def test_upload_folders_of_killed_servers_are_removed_at_start(tmp_path, caplog)
     assert remove_stale_upload_folders(tmp_path) == [stale]
     assert not stale.exists() and alive.is_dir() and unrelated.is_dir()
     assert any("removed 1 upload folder(s) left by serve.py processes that no longer run" in r.getMessage() for r in caplog.records)
+
+
+def test_serve_py_refuses_a_wrong_result_or_export_before_tensorflow(model, work, tmp_path):
+    """Each refusal of issue 30 cases 16 and 18 in under a few seconds: no TensorFlow imported."""
+    import subprocess
+    import sys
+
+    (tmp_path / "lonely.onnx").write_bytes(b"x")
+    (tmp_path / "bad.onnx").write_bytes(b"x")
+    (tmp_path / "bad.onnx.json").write_text("{not json")
+    cases = {
+        "-r/--result nope: no such finetuning result": ["-p", str(model), "--results-dir", str(work / "results"), "-r", "nope"],
+        "no finetuning result in": ["-p", str(model), "--results-dir", str(tmp_path / "empty")],
+        f"-p {tmp_path / 'lonely.onnx'}: an export without its lonely.onnx.json": ["-p", str(tmp_path / "lonely.onnx")],
+        f"{tmp_path / 'bad.onnx.json'}: not valid JSON": ["-p", str(tmp_path / "bad.onnx")],
+    }
+    script = ("import json, sys; sys.path.insert(0, {root!r}); import serve; from autoencoder import cli; "
+              "code = cli.run(serve.main, json.loads(sys.argv[1])); print(json.dumps([code, 'tensorflow' in sys.modules]))")
+    root = str(Path(__file__).resolve().parents[1])
+    for expected, argv in cases.items():
+        run = subprocess.run([sys.executable, "-c", script.format(root=root), json.dumps(argv)], capture_output=True, text=True,
+                             timeout=60, cwd=tmp_path)
+        code, imported = json.loads(run.stdout.strip().splitlines()[-1])
+        assert code == 2 and expected in run.stderr and not imported, (expected, run.stderr)

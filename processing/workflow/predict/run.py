@@ -79,21 +79,22 @@ def check_inputs_and_output(config: PredictConfig) -> tuple[list[Path], dict | N
     kept = [path for path in files if not os.path.realpath(path).startswith(inside)]
     if not kept:
         raise ValueError(f"-i {' '.join(config.inputs)}: the only images found are inside the output folder {out_dir}")
-    check_model_and_result(config)
+    check_model_and_result(config.path, config.results_root, config.result)
     return kept, check_output_state(out_dir, config)
 
 
-def check_model_and_result(config: PredictConfig) -> tuple[Path, dict, str, Path]:
+def check_model_and_result(path, results_root, result: str | None) -> tuple[Path, dict, str, Path]:
     """(model folder, info.json, result name, result folder), checked without TensorFlow: the
-    model folder, its .keras file (the one train.py saved), the finetuning result (every field)."""
+    model folder, its .keras file (the one train.py saved), the finetuning result (every field).
+    predict.py and serve.py run it before importing TensorFlow."""
     from autoencoder import bundle
     from processing.detectors.base import read_result
     from processing.workflow.results import ResultsTree
 
-    folder, model_file = bundle.resolve_model_path(config.path)
+    folder, model_file = bundle.resolve_model_path(path)
     info = bundle.read_info(folder)
     bundle.check_model_file(model_file, info)
-    name, result_folder = ResultsTree.of(info, folder, config.results_root).choose(config.result)
+    name, result_folder = ResultsTree.of(info, folder, results_root).choose(result)
     read_result(result_folder)
     return folder, info, name, result_folder
 

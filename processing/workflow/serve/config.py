@@ -32,14 +32,14 @@ class ServeConfig:
         return int(self.max_body_mb * MEBIBYTE)
 
     def validate(self) -> None:
-        """Every flag that needs no model and no TensorFlow; ValueError/OSError (one line) naming it."""
+        """Every flag that needs no TensorFlow, then the model or export: its files, the finetuning
+        result (-r, --results-dir) or the export's sidecar, as predict.py checks them; ValueError /
+        OSError (one line) naming the flag or the file."""
         from pathlib import Path
 
         from autoencoder import bundle
-        from processing.workflow.export_runner import info_path
+        from processing.workflow.export_runner import info_path, read_info
 
-        if not info_path(Path(self.path)).is_file():  # not an export: a model folder
-            bundle.resolve_model_path(self.path, "-p/--path")
         positive_ints = (
             ("-b/--batch", self.batch_size), ("--max-images", self.max_images), ("--max-pixels", self.max_pixels),
             ("--max-queue", self.max_queue), ("--workers", 1 if self.workers is None else self.workers),
@@ -65,6 +65,16 @@ class ServeConfig:
         if isinstance(self.port, bool) or not isinstance(self.port, int) or not 1 <= self.port <= 65535:
             raise ValueError(f"--port {self.port}: expected a port number from 1 to 65535")
         check_address(self.host, self.port)
+        path = Path(self.path)
+        if info_path(path).is_file():  # an export: its sidecar checked as the runner will read it
+            read_info(info_path(path))
+        elif path.suffix.lower() in (".onnx", ".tflite") or (path / "saved_model.pb").is_file():
+            raise ValueError(f"-p {path}: an export without its {info_path(path).name}; expected the folder or file export.py wrote")
+        else:  # a model folder: the model, its .keras file and the finetuning result, before TensorFlow
+            from processing.workflow.predict.run import check_model_and_result
+
+            bundle.resolve_model_path(self.path, "-p/--path")
+            check_model_and_result(self.path, self.results_root, self.result)
 
 
 FILE_RESERVE = 64  # file descriptors kept beside the connections (model, images, log)
