@@ -201,17 +201,41 @@ def check_model_file(model_file: Path, info: dict) -> None:
             f"{model_file}: not the model train.py saved in this folder (its SHA-256 differs from model.sha256 in "
             f"{Path(model_file).parent / INFO_FILE}): replaced or changed since training; restore it or train again"
         )
+    shape = keras_input_shape(model_file)
+    expected = (info["model"]["image_size"], info["model"]["image_size"], info["model"]["channels"])
+    if shape is not None and shape != expected:
+        raise ModelPathError(
+            f"{model_file}: takes inputs of {'x'.join(map(str, shape))}, but {Path(model_file).parent / INFO_FILE} describes "
+            f"{'x'.join(map(str, expected))}: not the model of this folder"
+        )
+
+
+def keras_config(model_file: Path) -> dict:
+    """The "config" of a .keras archive's config.json ({} when it cannot be read)."""
+    try:
+        with zipfile.ZipFile(model_file) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile):
+        return {}
+    inner = config.get("config") if isinstance(config, dict) else None
+    return inner if isinstance(inner, dict) else {}
 
 
 def keras_model_name(model_file: Path) -> str | None:
     """The model's name in a .keras archive's config.json (the architecture's name for train.py's models)."""
-    try:
-        with zipfile.ZipFile(model_file) as archive:
-            config = json.loads(archive.read("config.json"))
-        name = config.get("config", {}).get("name") if isinstance(config, dict) else None
-    except (KeyError, ValueError, OSError, zipfile.BadZipFile):
-        return None
+    name = keras_config(model_file).get("name")
     return name if isinstance(name, str) else None
+
+
+def keras_input_shape(model_file: Path) -> tuple | None:
+    """(H, W, C) of a functional model's first input layer in a .keras archive, read without TensorFlow."""
+    layers = keras_config(model_file).get("layers")
+    if not isinstance(layers, list) or not layers or not isinstance(layers[0], dict) or layers[0].get("class_name") != "InputLayer":
+        return None
+    shape = (layers[0].get("config") or {}).get("batch_shape")
+    if not isinstance(shape, list) or len(shape) != 4:
+        return None
+    return tuple(shape[1:])
 
 
 def check_model_shape(model, model_file: Path, info: dict) -> None:

@@ -743,3 +743,15 @@ def test_finetune_on_a_full_disk_names_the_result_folder(model, tmp_path, capsys
         assert not [p for p in (disk / "r").rglob("*") if p.is_file()]
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_an_edited_image_size_or_channels_is_refused_before_tensorflow(model, tmp_path, capsys):
+    """info.json's image_size or channels against the input of the .keras file, read from its config
+    (issue 30, case 18): one line, before TensorFlow."""
+    info = json.loads((model / "info.json").read_text())
+    folder = tmp_path / "edited"
+    shutil.copytree(model, folder)
+    info["model"]["image_size"] = 2 * SIZE
+    (folder / "info.json").write_text(json.dumps(info))
+    code, err = run_cli(finetune, ["-p", str(folder), "--results-dir", str(tmp_path / "r")], capsys)
+    assert code == 2 and f"takes inputs of {SIZE}x{SIZE}x1, but {folder / 'info.json'} describes {2 * SIZE}x{2 * SIZE}x1" in err, err
