@@ -160,6 +160,9 @@ class KDEDetector(Detector):
         if model.get("output", "reconstruction") != "reconstruction" or not model.get("has_bottleneck", True):
             raise ValueError(f"--detector kde: architecture {model['architecture']} has no latent code and reconstruction to "
                              "model (use a pixel autoencoder, or --detector segmentation)")
+        if model.get("tile"):  # before TensorFlow, as fit() would say after it
+            raise ValueError("--detector kde: the latent density is of whole resized images, not of a tiled model (train.py --tile); "
+                             "use the segmentation detector")
 
     @staticmethod
     def result_name(config_or_result) -> str:

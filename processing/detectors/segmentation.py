@@ -222,6 +222,10 @@ class SegmentationDetector(Detector):
     @classmethod
     def check_model_info(cls, config: FinetuneConfig, info: dict) -> None:
         parse_map_spec(config.method).check_model(info["model"].get("output", "reconstruction"), model_was_trained(info))
+        grid = TileGrid.of(info["model"].get("tile"))
+        if grid is not None and (config.normalize != "none" or config.combine_with):  # before TensorFlow; fit() checks again
+            raise ValueError(f"{'--normalize pixel' if config.normalize != 'none' else '--combine-with'}: not for a tiled model "
+                             f"(train.py --tile {grid.size}): its images and maps have their own sizes")
         folder = Path(config.path) if Path(config.path).is_dir() else Path(config.path).parent
         for partner in config.combine_with:
             partner_folder, _ = bundle.resolve_model_path(parse_partner(partner)[0], flag="--combine-with")

@@ -75,7 +75,19 @@ class ExportConfig:
         if self.format != "savedmodel" and out.is_dir():
             raise ValueError(f"-o {out} is a folder; a {self.format} export is one file")
         check_writable_dir(out.parent, "-o")
+        self.check_model()
         return out
+
+    def check_model(self) -> None:
+        """What info.json alone tells: a tiled model cannot be one graph of a fixed input size (before TensorFlow)."""
+        from autoencoder import bundle
+
+        folder, _ = bundle.resolve_model_path(self.path)
+        tile = bundle.read_info(folder)["model"].get("tile")
+        if tile:
+            size = tile.get("size") if isinstance(tile, dict) else tile
+            raise ValueError(f"-p {self.path}: a tiled model (train.py --tile {size}): its maps are stitched from tiles at each "
+                             "image's own size, which one graph of a fixed input size cannot hold; use predict.py or serve.py")
 
 
 @dataclass(frozen=True)
