@@ -755,3 +755,13 @@ def test_an_edited_image_size_or_channels_is_refused_before_tensorflow(model, tm
     (folder / "info.json").write_text(json.dumps(info))
     code, err = run_cli(finetune, ["-p", str(folder), "--results-dir", str(tmp_path / "r")], capsys)
     assert code == 2 and f"takes inputs of {SIZE}x{SIZE}x1, but {folder / 'info.json'} describes {2 * SIZE}x{2 * SIZE}x1" in err, err
+
+
+def test_combine_with_a_model_of_another_dataset_is_refused_before_tensorflow(model, tmp_path, capsys):
+    partner = tmp_path / "partner"
+    shutil.copytree(model, partner)
+    info = json.loads((partner / "info.json").read_text())
+    info["dataset"]["path"] = str(tmp_path / "another_set")
+    (partner / "info.json").write_text(json.dumps(info))
+    code, err = run_cli(finetune, ["-p", str(model), "--combine-with", str(partner), "--results-dir", str(tmp_path / "r")], capsys)
+    assert code == 2 and f"--combine-with {partner}: that model was trained on {tmp_path / 'another_set'}" in err, err

@@ -232,6 +232,9 @@ class SegmentationDetector(Detector):
             if partner_folder.resolve() == folder.resolve():
                 raise ValueError(f"--combine-with {partner}: that is the model being finetuned; combine it with another model's maps "
                                  "(or use -m with several maps, e.g. -m padim+knn)")
+            ours, theirs = (Path(i["dataset"]["path"]).resolve() for i in (info, bundle.read_info(partner_folder)))
+            if ours != theirs:  # before TensorFlow; fit_partner checks again
+                raise ValueError(f"--combine-with {partner}: that model was trained on {theirs}, this one on {ours}")
 
     @staticmethod
     def result_name(config_or_result) -> str:
