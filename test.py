@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None):
     config.validate()  # before TensorFlow is imported
     folder, info = check_model_path(args.path, args.results_dir, args.data_dir)
     report_stale_results(folder, info, args.results_dir, args.clean_stale)
+    from processing.workflow.results import ResultsTree
+
+    ResultsTree.of(info, folder, args.results_dir).select(args.method, args.dtype)  # every result read and checked before TensorFlow
     cli.import_tensorflow(args.verbose)
     from processing.workflow.testing import test
 

@@ -765,3 +765,19 @@ def test_combine_with_a_model_of_another_dataset_is_refused_before_tensorflow(mo
     (partner / "info.json").write_text(json.dumps(info))
     code, err = run_cli(finetune, ["-p", str(model), "--combine-with", str(partner), "--results-dir", str(tmp_path / "r")], capsys)
     assert code == 2 and f"--combine-with {partner}: that model was trained on {tmp_path / 'another_set'}" in err, err
+
+
+def test_test_py_refuses_a_hand_edited_result_before_tensorflow(model, work, tmp_path):
+    """As predict.py does (issue 30, case 18): test.py reads every selected result before TensorFlow."""
+    results = tmp_path / "results"
+    source = results_of(model, work / "results_versions") / "finetuning" / "l2_float64"
+    if not source.is_dir():
+        finetune.main(["-p", str(model), "--results-dir", str(work / "results_versions")])
+    target = results_of(model, results) / "finetuning" / "l2_float64"
+    shutil.copytree(source, target)
+    data = json.loads((target / "finetuning_result.json").read_text())
+    data["best_min_area"] = 2.5
+    (target / "finetuning_result.json").write_text(json.dumps(data))
+    cases = {"best_min_area 2.5: expected a whole number >= 1": ("test", ["-p", str(model), "--results-dir", str(results)])}
+    for expected, imported, line in run_flag_errors(cases, tmp_path):
+        assert expected in line and not imported, (expected, line, imported)
