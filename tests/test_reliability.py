@@ -781,3 +781,20 @@ def test_test_py_refuses_a_hand_edited_result_before_tensorflow(model, work, tmp
     cases = {"best_min_area 2.5: expected a whole number >= 1": ("test", ["-p", str(model), "--results-dir", str(results)])}
     for expected, imported, line in run_flag_errors(cases, tmp_path):
         assert expected in line and not imported, (expected, line, imported)
+
+
+def test_a_result_missing_a_file_it_needs_is_refused_before_tensorflow(model, work, tmp_path):
+    """normalize: pixel written into a result without its pixel_statistics.npz (issue 30, case 18)."""
+    results = tmp_path / "results"
+    source = results_of(model, work / "results_versions") / "finetuning" / "l2_float64"
+    if not source.is_dir():
+        finetune.main(["-p", str(model), "--results-dir", str(work / "results_versions")])
+    target = results_of(model, results) / "finetuning" / "l2_float64"
+    shutil.copytree(source, target)
+    data = json.loads((target / "finetuning_result.json").read_text())
+    data["normalize"] = "pixel"
+    (target / "finetuning_result.json").write_text(json.dumps(data))
+    expected = f"{target / 'pixel_statistics.npz'} not found: the finetuning result l2_float64 needs it; rerun finetune.py"
+    cases = {expected: ("test", ["-p", str(model), "--results-dir", str(results)])}
+    for expected, imported, line in run_flag_errors(cases, tmp_path):
+        assert expected in line and not imported, (expected, line, imported)

@@ -218,6 +218,9 @@ class FinetuningResult:
     def check(self, source: str) -> None:
         """Rules between fields (ValueError naming `source`); each field's own check ran already."""
 
+    def check_files(self, folder: Path) -> None:
+        """The files the result needs beside it in `folder` exist (ValueError naming the first missing one)."""
+
     def to_json(self) -> dict:
         return write_fields(self)
 
@@ -478,6 +481,7 @@ def read_result(folder: Path) -> tuple[type[Detector], FinetuningResult]:
     if name != expected and not name.startswith(expected + REPLACED):
         raise ValueError(f"{path}: its settings name the result {expected}, but it is in {name}/: edited by hand (method, dtype)? "
                          "rerun finetune.py")
+    result.check_files(Path(folder))
     return detector, result
 
 

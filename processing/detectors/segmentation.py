@@ -146,6 +146,20 @@ class SegmentationResult(FinetuningResult):
         # A map combined with other models' maps is not the map of -m METHOD alone.
         return super().matches(method, dtype) and (method is None or not self.partners)
 
+    def check_files(self, folder: Path) -> None:
+        """The files the result needs beside it (fitted map states, per-pixel statistics, partners'
+        states), checked when it is read, before TensorFlow."""
+        from processing.maps.postprocess import PIXEL_STATISTICS_FILE
+
+        needed = [folder / kind.state_file for kind in self.spec.fitted_kinds]
+        if self.normalize != "none":
+            needed.append(folder / PIXEL_STATISTICS_FILE)
+        for index, partner in enumerate(self.partners or []):
+            needed += [folder / f"partner_{index}" / kind.state_file for kind in parse_map_spec(partner["method"]).fitted_kinds]
+        for path in needed:
+            if not path.is_file():
+                raise ValueError(f"{path} not found: the finetuning result {folder.name} needs it; rerun finetune.py")
+
     def check(self, source: str) -> None:
         spec = self.spec
         try:
