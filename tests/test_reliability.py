@@ -798,3 +798,33 @@ def test_a_result_missing_a_file_it_needs_is_refused_before_tensorflow(model, wo
     cases = {expected: ("test", ["-p", str(model), "--results-dir", str(results)])}
     for expected, imported, line in run_flag_errors(cases, tmp_path):
         assert expected in line and not imported, (expected, line, imported)
+
+
+def test_resume_of_another_models_predictions_and_a_merge_of_the_same_images_answer_before_tensorflow(model, dataset, work, tmp_path):
+    """Issue 30, case 18: --resume on predictions of another model, and --merge of two runs over the
+    same images (one by a relative path, one by an absolute one), are refused before TensorFlow."""
+    import predict
+
+    results = work / "results_versions"
+    if not (results_of(model, results) / "finetuning" / "l2_float64").is_dir():
+        finetune.main(["-p", str(model), "--results-dir", str(results)])
+    images = dataset / "test" / "good"
+    first, second = tmp_path / "first", tmp_path / "second"
+    predict.main(["-p", str(model), "-i", str(images), "-o", str(first), "--results-dir", str(results)])
+    relative = os.path.relpath(images, tmp_path)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        predict.main(["-p", str(model), "-i", relative, "-o", str(second), "--results-dir", str(results)])
+    finally:
+        os.chdir(cwd)
+    other = tmp_path / "other_model"
+    shutil.copytree(model, other)
+    shutil.copytree(results_of(model, results) / "finetuning", results_of(other, results) / "finetuning")
+    cases = {
+        f"-o {first} holds predictions of model {model.resolve()}": (
+            "predict", ["-p", str(other), "-i", str(images), "-o", str(first), "--results-dir", str(results), "--resume"]),
+        "is in both": ("predict", ["--merge", str(first), str(second), "-o", str(tmp_path / "merged")]),
+    }
+    for expected, imported, line in run_flag_errors(cases, tmp_path):
+        assert expected in line and not imported, (expected, line, imported)

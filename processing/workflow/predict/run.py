@@ -79,8 +79,21 @@ def check_inputs_and_output(config: PredictConfig) -> tuple[list[Path], dict | N
     kept = [path for path in files if not os.path.realpath(path).startswith(inside)]
     if not kept:
         raise ValueError(f"-i {' '.join(config.inputs)}: the only images found are inside the output folder {out_dir}")
-    check_model_and_result(config.path, config.results_root, config.result)
-    return kept, check_output_state(out_dir, config)
+    folder, _, name, result_folder = check_model_and_result(config.path, config.results_root, config.result)
+    previous = check_output_state(out_dir, config)
+    if config.resume and previous is not None:  # predictions of another model or result: said before TensorFlow
+        check_same_predictions(previous, identity_of(folder, name, result_folder), out_dir)
+    return kept, previous
+
+
+def identity_of(model_folder: Path, name: str, result_folder: Path) -> dict:
+    """What predictions are of (the keys check_same_predictions compares), without loading the model."""
+    from autoencoder import bundle
+    from processing.workflow.results import finetuning_record
+
+    _, model_file = bundle.resolve_model_path(model_folder)
+    return {"model_folder": str(Path(model_folder).resolve()), "result": name, "model_sha256": bundle.file_sha256(model_file),
+            "finetuning_result": finetuning_record(result_folder)}
 
 
 def check_model_and_result(path, results_root, result: str | None) -> tuple[Path, dict, str, Path]:

@@ -91,6 +91,7 @@ def check_merge(parts: list[str], output: str, overwrite: bool = False) -> tuple
         raise ValueError(f"-o {out_dir} already holds predictions: pass --overwrite to replace them")
     for folder in folders:
         read_done(folder / PREDICTIONS_FILE)  # the columns of this version
+    merged_rows(folders, settings)  # the same image in two parts: said before the model is loaded
     return folders, settings
 
 
@@ -142,24 +143,10 @@ def merge_predictions(
     from processing.workflow.results import load_detector
 
     folders, all_settings = check_merge(parts, output, overwrite)
+    rows, seen = merged_rows(folders, all_settings)
     first = all_settings[0]
     model = bundle.load_bundle(first["model_folder"])
     detector = load_detector(model, Path(first["result_folder"]))
-    base = first.get("cwd") or os.getcwd()
-    rows, seen = [], {}
-    for folder, part_settings in zip(folders, all_settings):
-        cwd = part_settings.get("cwd") or os.getcwd()
-        with open(folder / PREDICTIONS_FILE, newline="", encoding="utf-8") as handle:
-            for index, row in enumerate(csv.DictReader(handle)):
-                check_row(row, folder / PREDICTIONS_FILE, index + 2)
-                key = row_key(row["path"], cwd)
-                if key in seen:
-                    raise ValueError(f"--merge: {row['path']} is in both {seen[key]} and {folder}")
-                seen[key] = folder
-                if cwd != base and not os.path.isabs(row["path"]):
-                    row["path"] = str(row_file(row["path"], cwd))  # relative to another working folder: made absolute
-                rows.append(row)
-    rows.sort(key=lambda row: row["path"])
 
     out_dir = Path(output)
     created = not out_dir.exists()
@@ -185,6 +172,28 @@ def merge_predictions(
                 pass
     logger.info("merged %d parts: %s", len(folders), summary.line())
     return summary
+
+
+def merged_rows(folders: list[Path], all_settings: list[dict]) -> tuple[list[dict], dict]:
+    """(every part's rows sorted by path, {resolved path: part folder}); the same image (by resolved
+    path, whatever working folder a part ran in) in two parts is refused. check_merge runs it too,
+    before TensorFlow."""
+    base = all_settings[0].get("cwd") or os.getcwd()
+    rows, seen = [], {}
+    for folder, part_settings in zip(folders, all_settings):
+        cwd = part_settings.get("cwd") or os.getcwd()
+        with open(folder / PREDICTIONS_FILE, newline="", encoding="utf-8") as handle:
+            for index, row in enumerate(csv.DictReader(handle)):
+                check_row(row, folder / PREDICTIONS_FILE, index + 2)
+                key = row_key(row["path"], cwd)
+                if key in seen:
+                    raise ValueError(f"--merge: {row['path']} is in both {seen[key]} and {folder}")
+                seen[key] = folder
+                if cwd != base and not os.path.isabs(row["path"]):
+                    row["path"] = str(row_file(row["path"], cwd))  # relative to another working folder: made absolute
+                rows.append(row)
+    rows.sort(key=lambda row: row["path"])
+    return rows, seen
 
 
 def check_output_free(out_dir: Path, overwrite: bool) -> None:
