@@ -412,3 +412,19 @@ def test_one_export_per_output_and_a_killed_one_is_redone(pixel_model, work, tmp
 
 def dead_pid() -> int:
     return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
+
+
+def test_an_onnx_export_on_a_full_disk_names_its_file(pixel_model, work, tmp_path, capsys):
+    pytest.importorskip("tf2onnx")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (not root)")
+    try:
+        out = disk / "brick.onnx"
+        err = run_cli(["-p", str(pixel_model), "-r", "ssim_float64", "--format", "onnx", "-o", str(out), "--results-dir",
+                       str(work / "results")], capsys)
+        assert re.fullmatch(rf"error: {re.escape(str(disk))}/brick(_runner\.py|\.onnx\.json|\.onnx): no space left on the device", err), err
+        assert not out.exists() and not [p for p in disk.iterdir() if ".tmp" in p.name]  # no graph, no temporary file
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

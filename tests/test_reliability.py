@@ -828,3 +828,15 @@ def test_resume_of_another_models_predictions_and_a_merge_of_the_same_images_ans
     }
     for expected, imported, line in run_flag_errors(cases, tmp_path):
         assert expected in line and not imported, (expected, line, imported)
+
+
+def test_a_killed_dataset_writers_temporary_folder_is_reported(tmp_path, caplog):
+    from processing.data.images import writing_dataset
+
+    (tmp_path / ".demo.x1y2.tmp").mkdir()  # what a killed make_demo_dataset.py / split.py leaves
+    caplog.set_level(logging.WARNING)
+    with writing_dataset(tmp_path / "demo", {}, "settings.json", "demo"):
+        pass
+    assert any("temporary folder(s) of earlier runs that did not finish are beside" in r.getMessage() and ".demo.x1y2.tmp" in
+               r.getMessage() for r in caplog.records)
+    assert (tmp_path / ".demo.x1y2.tmp").is_dir()  # reported, not removed: it may be another run's

@@ -14,6 +14,7 @@ C = 1 for ``"grayscale"`` and C = 3 for ``"rgb"``. Every problem with the data r
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import json
@@ -567,6 +568,10 @@ def writing_dataset(out_dir: str | os.PathLike, settings: dict, settings_file: s
         if not (out_dir / settings_file).is_file():
             raise DatasetError(f"refusing to replace {out_dir}: it is not a {kind} dataset (no {settings_file})")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    left = sorted(out_dir.parent.glob(f".{glob.escape(out_dir.name)}.*.tmp"))
+    if left:  # a killed run's: it may still run elsewhere, so reported, not removed
+        logger.warning("%d temporary folder(s) of earlier runs that did not finish are beside %s (%s): remove them if no run "
+                       "writes them", len(left), out_dir, ", ".join(path.name for path in left[:3]))
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         yield staging

@@ -27,6 +27,7 @@ float64 convolution). benchmarks/export_agreement.py prints the agreement on a d
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -177,6 +178,9 @@ def _replace_file(final: Path, data: bytes) -> None:
     try:
         tmp.write_bytes(data)
         os.replace(tmp, final)
+    except OSError as error:  # a full disk: name the file the user asked for, not the temporary one
+        tmp.unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror or str(error), str(final)) from error
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -215,7 +219,11 @@ def write_export(config: ExportConfig, out: Path) -> Path:
         import tensorflow as tf
 
         with bundle.staging_folder(out, replace=config.overwrite) as staging:
-            tf.saved_model.save(module, str(staging), signatures={"serving_default": module.serve})
+            try:
+                tf.saved_model.save(module, str(staging), signatures={"serving_default": module.serve})
+            except tf.errors.OpError as error:  # a full disk, a folder that vanished: TensorFlow's own errors, pages long
+                first = str(error.message or error).strip().splitlines()[0][:200]
+                raise OSError(errno.EIO, f"cannot write the SavedModel ({first})", str(out)) from None
             bundle.write_json(staging / INFO_FILE, info)
             shutil.copyfile(RUNNER_SOURCE, staging / runner.name)
         info_file = out / INFO_FILE

@@ -314,6 +314,13 @@ def check_format(path: Path, fmt: str, source: Path) -> None:
 def graph_function(path: Path, fmt: str):
     """(images float32 (N, S, S, C) -> {output name: numpy array}, the graph's input shape or None)
     for an exported graph."""
+    if fmt in ("savedmodel", "tflite"):  # TensorFlow's start-up lines and deprecation warnings are not the runner's output
+        import os
+        import warnings
+
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module="tensorflow")
     if fmt == "savedmodel":
         import tensorflow as tf
 
