@@ -650,6 +650,19 @@ def test_slow_errors_answer_before_tensorflow(model, dataset, tmp_path):
     assert not (tmp_path / "m").exists() and not (tmp_path / "out").exists() and not (tmp_path / "demo").exists()
 
 
+def edited_result(model: Path, work: Path, results: Path, edits: dict) -> Path:
+    """A copy of the model's l2_float64 finetuning result under `results`, with `edits` written into
+    its finetuning_result.json by hand; its folder."""
+    source = results_of(model, work / "results_versions") / "finetuning" / "l2_float64"
+    if not source.is_dir():
+        finetune.main(["-p", str(model), "--results-dir", str(work / "results_versions")])
+    target = results_of(model, results) / "finetuning" / "l2_float64"
+    shutil.copytree(source, target)
+    data = json.loads((target / "finetuning_result.json").read_text())
+    (target / "finetuning_result.json").write_text(json.dumps(data | edits))
+    return target
+
+
 @pytest.mark.parametrize("key, value, expected", [
     ("best_min_area", 2.5, "best_min_area 2.5: expected a whole number >= 1"),
     ("best_threshold", float("inf"), "best_threshold inf: expected a finite number"),
@@ -676,14 +689,7 @@ def test_a_hand_edited_result_is_refused_by_test_and_predict(model, dataset, wor
     import predict
 
     results = tmp_path / "results"
-    source = results_of(model, work / "results_versions") / "finetuning" / "l2_float64"
-    if not source.is_dir():
-        finetune.main(["-p", str(model), "--results-dir", str(work / "results_versions")])
-    target = results_of(model, results) / "finetuning" / "l2_float64"
-    shutil.copytree(source, target)
-    data = json.loads((target / "finetuning_result.json").read_text())
-    data[key] = value
-    (target / "finetuning_result.json").write_text(json.dumps(data))
+    target = edited_result(model, work, results, {key: value})
     before = snapshot(results)
     predict_argv = ["-p", str(model), "-i", str(dataset / "test"), "-o", str(tmp_path / "out"), "--results-dir", str(results)]
     for script, argv in ((test_script, ["-p", str(model), "--results-dir", str(results)]), (predict, predict_argv)):
@@ -770,14 +776,7 @@ def test_combine_with_a_model_of_another_dataset_is_refused_before_tensorflow(mo
 def test_test_py_refuses_a_hand_edited_result_before_tensorflow(model, work, tmp_path):
     """As predict.py does (issue 30, case 18): test.py reads every selected result before TensorFlow."""
     results = tmp_path / "results"
-    source = results_of(model, work / "results_versions") / "finetuning" / "l2_float64"
-    if not source.is_dir():
-        finetune.main(["-p", str(model), "--results-dir", str(work / "results_versions")])
-    target = results_of(model, results) / "finetuning" / "l2_float64"
-    shutil.copytree(source, target)
-    data = json.loads((target / "finetuning_result.json").read_text())
-    data["best_min_area"] = 2.5
-    (target / "finetuning_result.json").write_text(json.dumps(data))
+    edited_result(model, work, results, {"best_min_area": 2.5})
     cases = {"best_min_area 2.5: expected a whole number >= 1": ("test", ["-p", str(model), "--results-dir", str(results)])}
     for expected, imported, line in run_flag_errors(cases, tmp_path):
         assert expected in line and not imported, (expected, line, imported)
@@ -786,14 +785,7 @@ def test_test_py_refuses_a_hand_edited_result_before_tensorflow(model, work, tmp
 def test_a_result_missing_a_file_it_needs_is_refused_before_tensorflow(model, work, tmp_path):
     """normalize: pixel written into a result without its pixel_statistics.npz (issue 30, case 18)."""
     results = tmp_path / "results"
-    source = results_of(model, work / "results_versions") / "finetuning" / "l2_float64"
-    if not source.is_dir():
-        finetune.main(["-p", str(model), "--results-dir", str(work / "results_versions")])
-    target = results_of(model, results) / "finetuning" / "l2_float64"
-    shutil.copytree(source, target)
-    data = json.loads((target / "finetuning_result.json").read_text())
-    data["normalize"] = "pixel"
-    (target / "finetuning_result.json").write_text(json.dumps(data))
+    target = edited_result(model, work, results, {"normalize": "pixel"})
     expected = f"{target / 'pixel_statistics.npz'} not found: the finetuning result l2_float64 needs it; rerun finetune.py"
     cases = {expected: ("test", ["-p", str(model), "--results-dir", str(results)])}
     for expected, imported, line in run_flag_errors(cases, tmp_path):
