@@ -832,3 +832,17 @@ def test_a_killed_dataset_writers_temporary_folder_is_reported(tmp_path, caplog)
     assert any("temporary folder(s) of earlier runs that did not finish are beside" in r.getMessage() and ".demo.x1y2.tmp" in
                r.getMessage() for r in caplog.records)
     assert (tmp_path / ".demo.x1y2.tmp").is_dir()  # reported, not removed: it may be another run's
+
+
+def test_predict_on_a_folder_a_live_run_holds_answers_before_tensorflow(model, dataset, work, tmp_path):
+    from autoencoder.folders import FolderLock
+
+    results = work / "results_versions"
+    if not (results_of(model, results) / "finetuning" / "l2_float64").is_dir():
+        finetune.main(["-p", str(model), "--results-dir", str(results)])
+    out = tmp_path / "busy"
+    out.mkdir()
+    argv = ["-p", str(model), "-i", str(dataset / "test" / "good"), "-o", str(out), "--results-dir", str(results), "--resume"]
+    with FolderLock(out, "predict.py run"):
+        (expected, imported, line), = run_flag_errors({f"{out} is in use by another predict.py run": ("predict", argv)}, tmp_path)
+    assert expected in line and not imported, (line, imported)

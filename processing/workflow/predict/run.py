@@ -80,6 +80,11 @@ def check_inputs_and_output(config: PredictConfig) -> tuple[list[Path], dict | N
     if not kept:
         raise ValueError(f"-i {' '.join(config.inputs)}: the only images found are inside the output folder {out_dir}")
     folder, _, name, result_folder = check_model_and_result(config.path, config.results_root, config.result)
+    if out_dir.is_dir():  # a run writing there now: said before TensorFlow (predict() takes the lock for real)
+        from autoencoder.folders import FolderLock
+
+        with FolderLock(out_dir, "predict.py run"):
+            pass
     previous = check_output_state(out_dir, config)
     if config.resume and previous is not None:  # predictions of another model or result: said before TensorFlow
         check_same_predictions(previous, identity_of(folder, name, result_folder), out_dir)
