@@ -487,3 +487,51 @@ def test_serve_py_refuses_a_wrong_result_or_export_before_tensorflow(model, work
                              timeout=60, cwd=tmp_path)
         code, imported = json.loads(run.stdout.strip().splitlines()[-1])
         assert code == 2 and expected in run.stderr and not imported, (expected, run.stderr)
+
+
+def test_a_sigkilled_server_leaves_no_uploads_after_a_restart(model, work, tmp_path):
+    """serve.py killed with SIGKILL, then started again: the second one removes the first one's
+    upload folder and says so; it answers /health; both stop by themselves (bounded)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = dict(os.environ, TMPDIR=str(temp))
+
+    def start() -> tuple[subprocess.Popen, int]:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        process = subprocess.Popen([sys.executable, "serve.py", "-p", str(model), "--results-dir", str(work / "results"),
+                                    "--port", str(port)], cwd=Path(serve_script.__file__).parent, env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        return process, port
+            except OSError:
+                time.sleep(0.3)
+            assert process.poll() is None, process.stdout.read()
+        process.kill()
+        raise AssertionError("serve.py did not answer /health within 120 s")
+
+    first, _ = start()
+    left = list(temp.glob(f"serve-uploads-{first.pid}-*"))
+    assert len(left) == 1
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    assert left[0].is_dir()  # a killed server cannot clean up
+    second, _ = start()
+    try:
+        assert not left[0].exists()
+    finally:
+        second.send_signal(signal.SIGTERM)
+        output = second.communicate(timeout=60)[0]
+    assert "removed 1 upload folder(s) left by serve.py processes that no longer run" in output
+    assert not list(temp.glob("serve-uploads-*"))  # the second one removed its own on SIGTERM
