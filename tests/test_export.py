@@ -414,7 +414,7 @@ def dead_pid() -> int:
     return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
 
 
-def test_an_onnx_export_on_a_full_disk_names_its_file(pixel_model, work, tmp_path, capsys):
+def test_an_export_on_a_full_disk_names_its_file(pixel_model, work, tmp_path, capsys):
     pytest.importorskip("tf2onnx")
     disk = tmp_path / "disk"
     disk.mkdir()
@@ -426,5 +426,12 @@ def test_an_onnx_export_on_a_full_disk_names_its_file(pixel_model, work, tmp_pat
                        str(work / "results")], capsys)
         assert re.fullmatch(rf"error: {re.escape(str(disk))}/brick(_runner\.py|\.onnx\.json|\.onnx): no space left on the device", err), err
         assert not out.exists() and not [p for p in disk.iterdir() if ".tmp" in p.name]  # no graph, no temporary file
+        for path in disk.iterdir():
+            path.unlink()
+        saved = disk / "saved"
+        err = run_cli(["-p", str(pixel_model), "-r", "ssim_float64", "--format", "savedmodel", "-o", str(saved), "--results-dir",
+                       str(work / "results")], capsys)
+        assert err == f"error: {saved}: no space left on the device", err  # one line, not TensorFlow's 41
+        assert not list(disk.iterdir())  # no half SavedModel, no staging folder
     finally:
         subprocess.run(["umount", str(disk)], check=True)

@@ -222,7 +222,10 @@ def write_export(config: ExportConfig, out: Path) -> Path:
             try:
                 tf.saved_model.save(module, str(staging), signatures={"serving_default": module.serve})
             except tf.errors.OpError as error:  # a full disk, a folder that vanished: TensorFlow's own errors, pages long
-                first = str(error.message or error).strip().splitlines()[0][:200]
+                text = str(error.message or error)
+                if "No space left" in text or isinstance(error, tf.errors.ResourceExhaustedError):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out)) from None
+                first = re.sub(r"\{\{[^}]*\}\}\s*", "", text).strip().splitlines()[0][:200]
                 raise OSError(errno.EIO, f"cannot write the SavedModel ({first})", str(out)) from None
             bundle.write_json(staging / INFO_FILE, info)
             shutil.copyfile(RUNNER_SOURCE, staging / runner.name)
