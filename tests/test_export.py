@@ -435,3 +435,16 @@ def test_an_export_on_a_full_disk_names_its_file(pixel_model, work, tmp_path, ca
         assert not list(disk.iterdir())  # no half SavedModel, no staging folder
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_the_tflite_runner_prints_rows_only(pixel_model, work, tmp_path):
+    """TensorFlow's C++ start-up lines and the XNNPACK notice stay off the runner's stderr (issue 30, case 16)."""
+    out = tmp_path / "t" / "brick.tflite"
+    export_script.main(["-p", str(pixel_model), "-r", "ssim_float64", "--format", "tflite", "-o", str(out),
+                        "--results-dir", str(work / "results")])
+    paths = [str(path) for path in image_files(work)[:2]]
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL")}
+    run = subprocess.run([sys.executable, "-I", str(out.parent / "brick_runner.py"), *paths], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path, env=env)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    assert len(run.stdout.splitlines()) == 2

@@ -34,8 +34,10 @@ agree.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -311,35 +313,65 @@ def check_format(path: Path, fmt: str, source: Path) -> None:
         raise ValueError(f"{source}: format {fmt}, but {path} is not a {suffix} file; export it again")
 
 
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Hide what TensorFlow's C++ side prints on file descriptor 2 (absl, oneDNN, XNNPACK lines) while
+    the block runs; Python exceptions are untouched. Where stderr is not a file descriptor, nothing."""
+    try:
+        descriptor = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(descriptor)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), descriptor)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, descriptor)
+            os.close(saved)
+
+
 def graph_function(path: Path, fmt: str):
     """(images float32 (N, S, S, C) -> {output name: numpy array}, the graph's input shape or None)
     for an exported graph."""
-    if fmt in ("savedmodel", "tflite"):  # TensorFlow's start-up lines and deprecation warnings are not the runner's output
-        import os
+    if fmt in ("savedmodel", "tflite"):  # TensorFlow's deprecation warnings are not the runner's output
         import warnings
 
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module="tensorflow")
     if fmt == "savedmodel":
-        import tensorflow as tf
-
-        serve = tf.saved_model.load(str(path)).signatures["serving_default"]
-        spec = serve.structured_input_signature[1].get("images")
-        shape = None if spec is None else [None if v is None else int(v) for v in spec.shape.as_list()]
-        return (lambda images: {key: value.numpy() for key, value in serve(images=tf.constant(images)).items()}), shape
-    if fmt == "tflite":
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError:
+        with quiet_native_stderr():
             import tensorflow as tf
 
-            Interpreter = tf.lite.Interpreter
-        interpreter = Interpreter(model_path=str(path))
-        runner = interpreter.get_signature_runner()
+            serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+        spec = serve.structured_input_signature[1].get("images")
+        shape = None if spec is None else [None if v is None else int(v) for v in spec.shape.as_list()]
+
+        def run_savedmodel(images):
+            with quiet_native_stderr():
+                return {key: value.numpy() for key, value in serve(images=tf.constant(images)).items()}
+
+        return run_savedmodel, shape
+    if fmt == "tflite":
+        with quiet_native_stderr():
+            try:
+                from ai_edge_litert.interpreter import Interpreter
+            except ImportError:
+                import tensorflow as tf
+
+                Interpreter = tf.lite.Interpreter
+            runner = Interpreter(model_path=str(path)).get_signature_runner()
         details = runner.get_input_details().get("images")
         shape = None if details is None else [None, *(int(v) for v in details["shape"][1:])]
-        return (lambda images: {key: np.asarray(value) for key, value in runner(images=images).items()}), shape
+
+        def run_tflite(images):
+            with quiet_native_stderr():  # the XNNPACK delegate's INFO line at the first call
+                return {key: np.asarray(value) for key, value in runner(images=images).items()}
+
+        return run_tflite, shape
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
