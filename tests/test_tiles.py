@@ -90,3 +90,25 @@ def test_what_cannot_take_tiles_says_so(tiled, tmp_path, capsys):
     assert "a tiled model's input is one tile" in capsys.readouterr().err
     assert cli.run(train.main, ["-d", str(data), "-a", "mvtecCAE", "--tile-overlap", "4", "--output-dir", str(tmp_path / "m")]) == 2
     assert "--tile-overlap needs --tile SIZE" in capsys.readouterr().err
+
+
+def test_a_grid_too_large_for_the_machine_is_refused_before_any_tile_is_cut(tmp_path, monkeypatch, caplog):
+    """--tile-overlap 31 on 32 px tiles: counted from the image headers first (issue 30, noted case)."""
+    import cv2
+    import numpy as np
+    import pytest
+
+    from processing.data import tiles
+
+    paths = []
+    for index in range(3):
+        path = tmp_path / f"{index}.png"
+        cv2.imwrite(str(path), np.zeros((200, 300), np.uint8))
+        paths.append(path)
+    grid = tiles.TileGrid(32, 31)
+    expected = 3 * grid.count(200, 300)
+    monkeypatch.setattr(tiles, "physical_memory", lambda: 2 * expected * 32 * 32 * 4 - 1)
+    with pytest.raises(ValueError, match=rf"--tile 32 --tile-overlap 31: {expected} tiles of 3 images would take"):
+        tiles.load_tiles(paths, "grayscale", grid)
+    monkeypatch.setattr(tiles, "physical_memory", lambda: 2 * expected * 32 * 32 * 4)
+    assert len(tiles.load_tiles(paths, "grayscale", grid)) == expected

@@ -15,13 +15,25 @@ side shorter than a tile is padded by mirroring to one tile (the pad is cut off 
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from processing.data.images import read_image
+from processing.data.images import image_size, read_image
+
+logger = logging.getLogger(__name__)
+
+
+def physical_memory() -> int | None:
+    """Bytes of memory of this machine (None where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -101,9 +113,21 @@ def iter_tile_batches(paths: list[Path], color_mode: str, grid: TileGrid, batch_
 
 
 def load_tiles(paths: list[Path], color_mode: str, grid: TileGrid) -> np.ndarray:
-    """Every tile of the images `paths` as one float32 (N_tiles, size, size, C) array (training)."""
-    batches = list(iter_tile_batches(paths, color_mode, grid, 256))
+    """Every tile of the images `paths` as one float32 (N_tiles, size, size, C) array (training).
+
+    The tiles are counted from the image headers first: a grid that would hold more than half of
+    this machine's memory is refused in one line naming --tile and --tile-overlap (an overlap of 31
+    on 32 px tiles cuts some 65,000 tiles from 27 images), and the estimate is logged."""
     channels = 1 if color_mode == "grayscale" else 3
+    count = sum(grid.count(*(max(side, grid.size) for side in image_size(path))) for path in paths)
+    needed = count * grid.size * grid.size * channels * 4
+    available = physical_memory()
+    logger.info("%d tiles of %d px (overlap %d) from %d images: %.2f GiB", count, grid.size, grid.overlap, len(paths), needed / 2**30)
+    if available is not None and needed > available / 2:
+        raise ValueError(f"--tile {grid.size} --tile-overlap {grid.overlap}: {count} tiles of {len(paths)} images would take "
+                         f"{needed / 2**30:.1f} GiB, more than half of this machine's {available / 2**30:.0f} GiB; lower "
+                         "--tile-overlap or raise --tile")
+    batches = list(iter_tile_batches(paths, color_mode, grid, 256))
     return np.concatenate(batches) if batches else np.zeros((0, grid.size, grid.size, channels), np.float32)
 
 
