@@ -49,8 +49,8 @@ WILSON_Z = 1.645
 #: Warn when the resampled decisions disagree with the chosen one on more than this share of the
 #: finetuning images (median over the resamples).
 UNSTABLE_DISAGREEMENT = 0.10
-#: Warn when the interval of the expected TPR or TNR is wider than this.
-WIDE_INTERVAL = 0.6
+#: Warn when the interval of the expected TPR or TNR is wider than this (about "anything from 0.3 to 1").
+WIDE_INTERVAL = 0.7
 #: Warn when the decision is expected to flag fewer defective images than this share ("almost
 #: nothing"), or more good images than 1 - this share ("almost everything").
 DEGENERATE_RATE = 0.10
