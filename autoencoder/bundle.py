@@ -188,7 +188,8 @@ def check_model_file(model_file: Path, info: dict) -> None:
         raise ModelPathError(
             f"cannot load model {model_file}: not a .keras archive ({size} bytes; truncated or corrupt?)"
         )
-    saved_as = keras_model_name(model_file)
+    config = keras_config(model_file)  # read once: the saved model's name and input, without TensorFlow
+    saved_as = config.get("name")
     from autoencoder.models import available_architectures  # the registry: no TensorFlow
 
     known, architecture = set(available_architectures()), info["model"]["architecture"]
@@ -201,7 +202,7 @@ def check_model_file(model_file: Path, info: dict) -> None:
             f"{model_file}: not the model train.py saved in this folder (its SHA-256 differs from model.sha256 in "
             f"{Path(model_file).parent / INFO_FILE}): replaced or changed since training; restore it or train again"
         )
-    shape = keras_input_shape(model_file)
+    shape = keras_input_shape(config)
     expected = (info["model"]["image_size"], info["model"]["image_size"], info["model"]["channels"])
     if shape is not None and shape != expected:
         raise ModelPathError(
@@ -221,15 +222,9 @@ def keras_config(model_file: Path) -> dict:
     return inner if isinstance(inner, dict) else {}
 
 
-def keras_model_name(model_file: Path) -> str | None:
-    """The model's name in a .keras archive's config.json (the architecture's name for train.py's models)."""
-    name = keras_config(model_file).get("name")
-    return name if isinstance(name, str) else None
-
-
-def keras_input_shape(model_file: Path) -> tuple | None:
-    """(H, W, C) of a functional model's first input layer in a .keras archive, read without TensorFlow."""
-    layers = keras_config(model_file).get("layers")
+def keras_input_shape(config: dict) -> tuple | None:
+    """(H, W, C) of a functional model's first input layer, from its .keras config (:func:`keras_config`)."""
+    layers = config.get("layers")
     if not isinstance(layers, list) or not layers or not isinstance(layers[0], dict) or layers[0].get("class_name") != "InputLayer":
         return None
     shape = (layers[0].get("config") or {}).get("batch_shape")

@@ -221,7 +221,7 @@ def test_a_wide_expected_interval_warns_that_the_subset_is_too_small():
     from processing.decision.operating_point import Expected
 
     def expected(tpr_interval):
-        return Expected(0.5, tpr_interval, 0.9, (0.85, 0.95), 0.7, (0.5, 0.9), 0.0, 200, (0, 0), (0, 0))
+        return Expected(0.5, tpr_interval, 0.9, (0.85, 0.95), 0.7, (0.5, 0.9), 0.0, 200)
 
     assert any("too small to say" in w and "TPR 0.00-1.00" in w for w in decision_warnings(0.5, 0.9, expected((0.0, 1.0)), 30, 7))
     assert decision_warnings(0.5, 0.9, expected((0.3, 0.7)), 30, 7) == []

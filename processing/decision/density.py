@@ -436,7 +436,7 @@ def search_dual_smoothed(val_log_density, val_error, finetune_log_density, finet
     then quantiles of the pooled errors from their median up. The validation images and the good
     finetuning images set the false-alarm side, the defective finetuning images the detection side.
     """
-    from processing.decision.operating_point import DEFAULT_RESAMPLES, OperatingPoint, choose, decision_warnings, resample
+    from processing.decision.operating_point import DEFAULT_RESAMPLES, OperatingPoint, settle
 
     point = point or OperatingPoint()
     labels = np.asarray(labels, dtype=bool)
@@ -462,20 +462,15 @@ def search_dual_smoothed(val_log_density, val_error, finetune_log_density, finet
         return ((good_score[:, None] > grid) | (good_error[:, None] > families[family]),
                 (bad_score[:, None] > grid) | (bad_error[:, None] > families[family]))
 
-    choice = choose(flags_of, len(families), point)
-    resamples = DEFAULT_RESAMPLES if n_resamples is None else n_resamples
-    expected = resample(flags_of, len(families), choice, point, resamples, seed) if resamples else None
-    good_flags, bad_flags = flags_of(choice.family)
-    tpr, tnr = float(bad_flags[:, choice.index].mean()), float(1.0 - good_flags[:, choice.index].mean())
-    unreached = None if choice.reached else f"the {point.describe()} target is out of reach on the finetuning data"
+    settled = settle(flags_of, len(families), point, DEFAULT_RESAMPLES if n_resamples is None else n_resamples, seed)
     return SmoothedDualResult(
-        best_density_threshold=float(-grid[choice.index]),
-        best_error_threshold=float(families[choice.family]),
-        best_score=(tpr + tnr) / 2,
-        best_tpr=tpr,
-        best_tnr=tnr,
-        expected=expected,
-        warnings=decision_warnings(tpr, tnr, expected, len(good_score), len(bad_score), None, unreached),
+        best_density_threshold=float(-grid[settled.choice.index]),
+        best_error_threshold=float(families[settled.choice.family]),
+        best_score=(settled.tpr + settled.tnr) / 2,
+        best_tpr=settled.tpr,
+        best_tnr=settled.tnr,
+        expected=settled.expected,
+        warnings=settled.warnings,
     )
 
 

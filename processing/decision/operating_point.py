@@ -185,8 +185,6 @@ class Choice:
     reached: bool
     family_index: np.ndarray  # (F,) each family's chosen grid index
     family_objective: np.ndarray  # (F,) each family's objective at that index
-    family_tpr: np.ndarray  # (F,) smoothed detection rate there
-    family_fpr: np.ndarray  # (F,) smoothed false-alarm rate there
 
 
 def _family_curves(good: np.ndarray, defective: np.ndarray, good_weights=None, defect_weights=None):
@@ -208,20 +206,17 @@ def choose(flags_of: FamilyFlags, n_families: int, point: OperatingPoint | None 
     point = point or OperatingPoint()
     if n_families < 1:
         raise ValueError("expected at least one candidate family")
-    indices, objectives, tprs, fprs, reached = [], [], [], [], []
+    indices, objectives, reached = [], [], []
     for family in range(n_families):
         good, defective = flags_of(family)
         _check_flags(good, defective)
-        fpr, tpr = _family_curves(good, defective)
-        index, objective, ok = pick_threshold(fpr, tpr, point)
+        index, objective, ok = pick_threshold(*_family_curves(good, defective), point)
         indices.append(index)
         objectives.append(objective)
-        tprs.append(tpr[index])
-        fprs.append(fpr[index])
         reached.append(ok)
     objectives = np.array(objectives)
     best = int(np.argmax(objectives))  # first maximum: the earlier family
-    return Choice(best, indices[best], reached[best], np.array(indices), objectives, np.array(tprs), np.array(fprs))
+    return Choice(best, indices[best], reached[best], np.array(indices), objectives)
 
 
 def _check_flags(good, defective) -> None:
@@ -248,8 +243,6 @@ class Expected:
     balanced_accuracy_interval: tuple[float, float]
     disagreement: float  # median share of the finetuning images on which a resample's decision differs
     resamples: int
-    family_range: tuple[int, int]  # 5th-95th percentile of the families the resamples chose
-    index_range: tuple[int, int]  # 5th-95th percentile of their grid indices
 
     def to_json(self) -> dict:
         def rounded(value):
@@ -329,8 +322,6 @@ def resample(
         balanced_accuracy_interval=_interval(balanced),
         disagreement=float(np.median(disagreements)),
         resamples=n_resamples,
-        family_range=tuple(int(v) for v in np.percentile(chosen_family, INTERVAL, method="nearest")),
-        index_range=tuple(int(v) for v in np.percentile(chosen_index, INTERVAL, method="nearest")),
     )
 
 
@@ -415,10 +406,32 @@ def decision_warnings(
     return warnings
 
 
-def summary_line(tpr: float, tnr: float, expected: Expected | None) -> str:
-    """``TPR 0.87 (0.75-0.96), TNR 0.96 (0.92-0.99)`` for logs and reports."""
-    if expected is None:
-        return f"TPR {tpr:.2f}, TNR {tnr:.2f} on the finetuning data (no interval)"
-    return (f"TPR {expected.tpr:.2f} ({expected.tpr_interval[0]:.2f}-{expected.tpr_interval[1]:.2f}), "
-            f"TNR {expected.tnr:.2f} ({expected.tnr_interval[0]:.2f}-{expected.tnr_interval[1]:.2f})")
+@dataclass
+class Settled:
+    """A chosen decision with what goes with it: its rates on the finetuning data (good side pooled),
+    the rates expected on new images (None without resamples) and the one-line warnings."""
 
+    choice: Choice
+    tpr: float
+    tnr: float
+    expected: Expected | None
+    warnings: list[str]
+
+
+def settle(flags_of: FamilyFlags, n_families: int, point: OperatingPoint | None = None, n_resamples: int = DEFAULT_RESAMPLES,
+           seed: int = 0, at_top_edge: str | None = None) -> Settled:
+    """:func:`choose`, then :func:`resample` and :func:`decision_warnings`: the whole smoothed rule
+    on a detector's candidate families (`at_top_edge`: the warning for a choice of the last family)."""
+    point = point or OperatingPoint()
+    choice = choose(flags_of, n_families, point)
+    expected = resample(flags_of, n_families, choice, point, n_resamples, seed) if n_resamples else None
+    good, defective = (flags[:, choice.index] for flags in flags_of(choice.family))
+    tpr, tnr = float(defective.mean()), float(1.0 - good.mean())
+    unreached = None
+    if not choice.reached:
+        target = "false-alarm budget" if point.kind == "false_alarms" else "detection rate"
+        unreached = (f"the {target} {point.rate:.1%} is out of reach on the finetuning data; the decision comes closest: "
+                     f"TPR {tpr:.2f}, TNR {tnr:.2f}")
+    edge = at_top_edge if choice.family == n_families - 1 and n_families > 1 else None
+    warnings = decision_warnings(tpr, tnr, expected, len(good), len(defective), edge, unreached)
+    return Settled(choice, tpr, tnr, expected, warnings)

@@ -46,14 +46,7 @@ import numpy as np
 from tqdm import tqdm
 
 from autoencoder.progress import on_terminal
-from processing.decision.operating_point import (
-    DEFAULT_RESAMPLES,
-    Expected,
-    OperatingPoint,
-    choose,
-    decision_warnings,
-    resample,
-)
+from processing.decision.operating_point import DEFAULT_RESAMPLES, Expected, OperatingPoint, settle
 from processing.decision.segmentation import (
     largest_component_areas,
     validate_clear_border,
@@ -775,7 +768,6 @@ class SearchResult:
     operating_point: OperatingPoint = field(default_factory=OperatingPoint)
     best_tpr: float = math.nan
     best_tnr: float = math.nan
-    n_good: int = 0
     expected: Expected | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -848,7 +840,13 @@ def search_min_area_threshold(
     if len(val_resmaps) == 0:
         raise ValueError("val_resmaps: expected at least one validation map")
     labels = _validate_labels(finetune_labels, len(finetune_resmaps), "finetune_labels")
-    min_areas_given = min_areas
+    fallback = []
+    if rule == "smoothed" and not labels.any():  # nothing to measure detection on: the original rule, said
+        if operating_point.kind == "detection":
+            raise ValueError("--min-detection: the finetuning subset holds no defective image to measure a detection rate on")
+        rule = "original"
+        fallback = ["the finetuning subset holds no defective image: the original rule chose (every validation image clean); "
+                    "raise --finetune-split, label defects or pass --synthetic-defects"]
     if min_areas is None:
         smallest_map = min(int(np.prod(np.shape(m)[-2:])) for m in [*val_resmaps, *finetune_resmaps])
         min_areas = DEFAULT_MIN_AREAS if rule == "original" else min_area_candidates(smallest_map)
@@ -867,16 +865,8 @@ def search_min_area_threshold(
     )
     val_curves = curves_of(val_resmaps, grid, progress=progress, clear_border=clear_border)
     finetune_curves = curves_of(finetune_resmaps, grid, progress=progress, clear_border=clear_border)
-    fallback = []
-    if rule == "smoothed" and labels.any():
-        return _smoothed_search(val_curves, finetune_curves, labels, grid, min_areas, operating_point, pooled_goods, n_resamples, seed)
     if rule == "smoothed":
-        fallback = ["the finetuning subset holds no defective image: the original rule chose (every validation image clean); "
-                    "raise --finetune-split, label defects or pass --synthetic-defects"]
-        if operating_point.kind == "detection":
-            raise ValueError("--min-detection: the finetuning subset holds no defective image to measure a detection rate on")
-        if min_areas_given is None:
-            min_areas = _validate_min_areas(DEFAULT_MIN_AREAS)
+        return _smoothed_search(val_curves, finetune_curves, labels, grid, min_areas, operating_point, pooled_goods, n_resamples, seed)
     pair_thresholds = min_thresholds_for_areas(val_curves, grid, min_areas, allowed_false_alarms)
     rates = score_pairs(finetune_curves, labels, grid, min_areas, pair_thresholds)
     best_min_area, best_threshold, best_score = choose_best_pair(min_areas, pair_thresholds, rates["score"])
@@ -902,43 +892,29 @@ def search_min_area_threshold(
         operating_point=operating_point,
         best_tpr=float(rates["tpr"][best]),
         best_tnr=float(rates["tnr"][best]),
-        n_good=int(np.count_nonzero(~labels)),
         warnings=warnings,
     )
 
 
 def _smoothed_search(val_curves, finetune_curves, labels, grid, min_areas, point, pooled_goods, n_resamples, seed) -> SearchResult:
-    """The smoothed rule on the area curves (see :func:`search_min_area_threshold`)."""
+    """The smoothed rule on the area curves (see :func:`search_min_area_threshold`); one family per min_area."""
     pooled = ~labels if pooled_goods is None else (~labels & np.asarray(pooled_goods, dtype=bool))
     good_curves = np.concatenate([val_curves, finetune_curves[pooled]])
     defect_curves = finetune_curves[labels]
-    if not len(defect_curves):
-        raise ValueError("the finetuning subset holds no defective image: the smoothed rule needs some (labelled test images, or "
-                         "--synthetic-defects)")
 
     def flags_of(family):
         return good_curves >= min_areas[family], defect_curves >= min_areas[family]
 
-    choice = choose(flags_of, len(min_areas), point)
-    expected = resample(flags_of, len(min_areas), choice, point, n_resamples, seed) if n_resamples else None
-    columns = choice.family_index
-    good_flagged = good_curves[:, columns] >= min_areas
-    defect_flagged = defect_curves[:, columns] >= min_areas
-    tnr = 1.0 - good_flagged.mean(axis=0)
-    tpr = defect_flagged.mean(axis=0)
-    best = choice.family
-    best_min_area, best_threshold = int(min_areas[best]), float(grid[choice.index])
-    edge = None
-    if best == len(min_areas) - 1 and len(min_areas) > 1:
-        edge = (f"min_area {best_min_area} px is the largest candidate ({MIN_AREA_TOP_FRACTION:.0%} of the map): the defects that "
-                "decide may be larger still; check the maps, or a coarser map")
-    unreached = None
-    if not choice.reached:
-        target = "false-alarm budget" if point.kind == "false_alarms" else "detection rate"
-        unreached = (f"the {target} {point.rate:.1%} is out of reach on the finetuning data; the decision comes closest: "
-                     f"TPR {tpr[best]:.2f}, TNR {tnr[best]:.2f}")
-    warnings = decision_warnings(float(tpr[best]), float(tnr[best]), expected, len(good_curves), len(defect_curves), edge, unreached)
-    logger.debug("smoothed rule: min_area=%d threshold=%.6g objective=%.4f", best_min_area, best_threshold, choice.family_objective[best])
+    edge = (f"min_area {min_areas[-1]} px is the largest candidate ({MIN_AREA_TOP_FRACTION:.0%} of the map): the defects that "
+            "decide may be larger still; check the maps, or a coarser map")
+    settled = settle(flags_of, len(min_areas), point, n_resamples, seed, at_top_edge=edge)
+    choice = settled.choice
+    columns = choice.family_index  # every min_area's own threshold: its rates, for the record and the plots
+    tnr = 1.0 - (good_curves[:, columns] >= min_areas).mean(axis=0)
+    tpr = (defect_curves[:, columns] >= min_areas).mean(axis=0)
+    best_min_area, best_threshold = int(min_areas[choice.family]), float(grid[choice.index])
+    logger.debug("smoothed rule: min_area=%d threshold=%.6g objective=%.4f", best_min_area, best_threshold,
+                 choice.family_objective[choice.family])
     return SearchResult(
         thresholds=grid,
         min_areas=min_areas,
@@ -948,14 +924,13 @@ def _smoothed_search(val_curves, finetune_curves, labels, grid, min_areas, point
         scores=choice.family_objective,
         best_min_area=best_min_area,
         best_threshold=best_threshold,
-        best_score=float((tpr[best] + tnr[best]) / 2),
+        best_score=(settled.tpr + settled.tnr) / 2,
         val_curves=val_curves,
         finetune_curves=finetune_curves,
         rule="smoothed",
         operating_point=point,
-        best_tpr=float(tpr[best]),
-        best_tnr=float(tnr[best]),
-        n_good=len(good_curves),
-        expected=expected,
-        warnings=warnings,
+        best_tpr=settled.tpr,
+        best_tnr=settled.tnr,
+        expected=settled.expected,
+        warnings=settled.warnings,
     )

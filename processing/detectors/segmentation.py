@@ -134,7 +134,6 @@ class SegmentationResult(FinetuningResult):
     # it aimed at, what the decision is expected to do on new images, and the warnings finetune.py gave.
     rule: str = f.checked(f.choice(*RULES), default="original")
     operating_point: dict | None = f.checked(f.operating_point, optional=True)
-    min_detection: float | None = f.checked(f.number(0.0, 1.0), optional=True)
     expected: dict | None = f.checked(f.expected_rates, optional=True)
     warnings: list = f.checked(f.list_of(f.text), default_factory=list)
 
@@ -358,7 +357,6 @@ class SegmentationDetector(Detector):
             allowed_false_alarms=allowed if config.max_false_alarms and search.rule == "original" else None,
             rule=search.rule,
             operating_point=point.to_json(),
-            min_detection=config.min_detection,
             expected=expected,
             warnings=list(search.warnings),
         )
