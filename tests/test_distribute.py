@@ -99,15 +99,16 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def test_multiworker_two_processes_write_one_model_folder(dataset, tmp_path):
-    out = tmp_path / "models"
+def run_two_workers(dataset, out: Path, scratch: Path):
+    """Two train.py --distribute multiworker processes on free ports, their temporary folders in
+    `scratch`: [(process, (stdout, stderr))]."""
+    scratch.mkdir()
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     command = [sys.executable, "train.py", *train_args(dataset, out, "-b", "4", "--distribute", "multiworker")]
     processes = []
-    scratch_before = set(Path(tmp_path).iterdir())
     for index in range(2):
         tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": tf_config, "TMPDIR": str(tmp_path)}
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": tf_config, "TMPDIR": str(scratch)}
         processes.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = []
     try:
@@ -118,7 +119,19 @@ def test_multiworker_two_processes_write_one_model_folder(dataset, tmp_path):
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    for process, (_, stderr) in zip(processes, outputs):
+    return list(zip(processes, outputs))
+
+
+def test_multiworker_two_processes_write_one_model_folder(dataset, tmp_path):
+    out, scratch = tmp_path / "models", tmp_path / "scratch"
+    runs = run_two_workers(dataset, out, scratch)
+    if any(p.returncode and "heartbeat timeout" in err for p, (_, err) in runs) and not model_folders(out):
+        # TensorFlow's coordination service lost a worker starting up on a loaded 2-core machine
+        # (seen once in six full runs beside the other test worker): start the pair once more.
+        out, scratch = tmp_path / "models_again", tmp_path / "scratch_again"
+        runs = run_two_workers(dataset, out, scratch)
+    outputs = [output for _, output in runs]
+    for process, (_, stderr) in runs:
         assert process.returncode == 0, stderr[-3000:]
     folders = model_folders(out)
     assert len(folders) == 1, folders
@@ -127,7 +140,7 @@ def test_multiworker_two_processes_write_one_model_folder(dataset, tmp_path):
     assert info["training"]["epochs_run"] == 1
     assert list((folders[0]).glob("*.keras"))
     # the non-chief worker's temporary folder is gone
-    assert set(Path(tmp_path).iterdir()) == scratch_before | {out}
+    assert not list(scratch.iterdir())
     assert "the chief writes the model folder" in outputs[1][1]
 
 
