@@ -20,8 +20,11 @@ from __future__ import annotations
 import argparse
 
 from autoencoder import cli
+from autoencoder.loss_rules import available_losses
+from autoencoder.model_info import COLOR_MODES
 from processing.decision.thresholds import RULES
-from processing.maps.kinds import method_argument
+from processing.maps.kinds import IMAGE_SCORES, MAP_DTYPES, method_argument
+from processing.maps.postprocess import NORMALIZATIONS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--losses",
         nargs="+",
         default=defaults.losses,
-        choices=["ssim", "mssim", "l2", "feature", "mined"],
+        choices=available_losses(),
         help="losses to compare (an architecture that takes none of them trains with its own, e.g. featureCAE with feature)",
     )
     parser.add_argument(
@@ -54,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="peak learning rate (default: %(default)g)")
     parser.add_argument("--lr-finder", action="store_true", help="run the learning-rate range test per training instead of --lr")
     parser.add_argument("-b", "--batch", type=int, default=defaults.batch_size, help="training batch size")
-    parser.add_argument("-c", "--color", default=defaults.color_mode, choices=["auto", "grayscale", "rgb"],
+    parser.add_argument("-c", "--color", default=defaults.color_mode, choices=["auto", *COLOR_MODES],
                         help="colour mode (auto: rgb when the training images carry colour, else grayscale)")
     parser.add_argument(
         "-m",
@@ -71,10 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--image-score",
         default=defaults.image_score,
-        choices=["component", "max"],
+        choices=IMAGE_SCORES,
         help="image score of the segmentation detector (default: finetune.py's: max for feature/padim/knn maps, component for pixel maps)",
     )
-    parser.add_argument("-t", "--dtype", default=defaults.dtype, choices=["float64", "uint8"], help="residual map type")
+    parser.add_argument("-t", "--dtype", default=defaults.dtype, choices=MAP_DTYPES, help="residual map type")
     parser.add_argument(
         "--smoothing",
         type=float,
@@ -89,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--normalize",
         default=None,
-        choices=["none", "pixel"],
+        choices=NORMALIZATIONS,
         help="per-pixel standardisation of the residual maps (default: finetune.py's)",
     )
     parser.add_argument("--patience", type=int, default=defaults.patience, help="early-stopping patience in epochs")

@@ -14,13 +14,15 @@ import json
 from pathlib import Path
 
 from autoencoder import cli
+from autoencoder.errors import UserError
+from processing.data.demo import TEXTURES
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of this script (docs/cli.md is generated from it: scripts/make_cli_docs.py)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="demo_data/brick", help="where the demo dataset is generated (reused if present)")
-    parser.add_argument("--texture", default="brick", choices=["brick", "grass", "gravel"], help="texture photo of the demo dataset")
+    parser.add_argument("--texture", default="brick", choices=TEXTURES, help="texture photo of the demo dataset")
     parser.add_argument("-a", "--architecture", default="mvtecCAE", help="architecture to train")
     parser.add_argument("--image-size", type=int, default=64, help="side of the demo images and of the model input")
     parser.add_argument("--epochs", type=int, default=80, help="most training epochs")
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None):
     ).resolved()
     config.validate(dataset=False)  # the flags, before TensorFlow is imported and the dataset generated
     if data_dir.exists() and not (data_dir / "train" / "good").is_dir() and any(data_dir.iterdir()):
-        raise ValueError(f"--data-dir {data_dir}: not empty and not a demo dataset (no train/good/); choose another folder")
+        raise UserError(f"--data-dir {data_dir}: not empty and not a demo dataset (no train/good/); choose another folder")
     cli.import_tensorflow(args.verbose)
     from processing.data.demo import make_demo_dataset
     from processing.evaluation.metrics import format_metrics

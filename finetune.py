@@ -10,7 +10,8 @@ import argparse
 
 from autoencoder import cli
 from processing.decision.thresholds import RULES
-from processing.maps.kinds import map_kind_names, method_or_auto_argument
+from processing.maps.kinds import IMAGE_SCORES, MAP_DTYPES, map_kind_names, method_or_auto_argument
+from processing.maps.postprocess import NORMALIZATIONS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
             "the model) are each fitted and the finetuning subset picks the best by image AUROC (default: ssim for ssim/mssim models, "
             "l2 for l2 models, padim for featureCAE). featureCAE maps: feature (its own reconstruction error), padim (a Gaussian per "
             "grid position), knn (distance to a memory bank of training features), or a combination such as padim+knn")
-    parser.add_argument("-t", "--dtype", default="float64", choices=["float64", "uint8"], help="residual map type")
+    parser.add_argument("-t", "--dtype", default="float64", choices=MAP_DTYPES, help="residual map type")
     parser.add_argument("--finetune-split", type=float, default=0.1, help="fraction of each test class used for finetuning")
     parser.add_argument("--seed", type=int, default=42, help="seed of the finetuning subset")
     parser.add_argument("-b", "--batch", type=int, default=16, help="inference batch size")
@@ -52,14 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--normalize",
         default="none",
-        choices=["none", "pixel"],
+        choices=NORMALIZATIONS,
         help="pixel: standardise each pixel of the (smoothed) "
         "maps by its mean and std over the training images' maps (test.py applies the same)",
     )
     parser.add_argument(
         "--image-score",
         default=None,
-        choices=["component", "max"],
+        choices=IMAGE_SCORES,
         help="image score: component (the highest threshold "
         "at which a component of min_area survives) or max (the map's maximum); default: max for feature/padim/knn maps, component "
         "for pixel maps",
@@ -144,12 +145,12 @@ def main(argv: list[str] | None = None):
 
     config = config_from_args(args)
     config.validate()  # before TensorFlow is imported
-    folder, info = check_model_path(args.path, args.results_dir, args.data_dir)
-    checked_config(config)  # the maps and the detector suit the model
-    report_stale_results(folder, info, args.results_dir, args.clean_stale)
+    opened = check_model_path(args.path, args.results_dir, args.data_dir)  # read and hashed once for the run
+    checked_config(config, opened)  # the maps and the detector suit the model
+    report_stale_results(opened, args.results_dir, args.clean_stale)
     cli.import_tensorflow(args.verbose)
 
-    return finetune(config)
+    return finetune(config, opened)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 
 from autoencoder import cli
+from autoencoder.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None):
             ("--resume", args.resume or None),
         ):
             if value is not None:
-                raise ValueError(f"--merge joins finished runs: {flag} does not apply")
+                raise UserError(f"--merge joins finished runs: {flag} does not apply")
         check_merge(args.merge, args.output, args.overwrite)  # before TensorFlow is loaded
         cli.import_tensorflow(args.verbose)
         summary = merge_predictions(args.merge, args.output, args.gallery, args.workers, args.overwrite)
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None):
         return summary
     for flag, value in (("-p/--path", args.path), ("-i/--input", args.input)):
         if value is None:
-            raise ValueError(f"{flag} is required (unless --merge)")
+            raise UserError(f"{flag} is required (unless --merge)")
     config = PredictConfig(
         path=args.path,
         inputs=args.input,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from autoencoder import cli
-from processing.maps.kinds import method_argument
+from processing.maps.kinds import MAP_DTYPES, method_argument
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-s", "--save", action="store_true", help="write predicted masks and overlays for every test image")
     parser.add_argument("-m", "--method", default=None, type=method_argument, metavar="MAP", help="only the results of this anomaly map, "
             "e.g. ssim or padim+knn (default: every finetuning result)")
-    parser.add_argument("-t", "--dtype", default=None, choices=["float64", "uint8"], help="only this residual map type")
+    parser.add_argument("-t", "--dtype", default=None, choices=MAP_DTYPES, help="only this residual map type")
     parser.add_argument("--include-finetune", action="store_true", help="also score the finetuning images (as the original toolkit did)")
     parser.add_argument("-b", "--batch", type=int, default=16, help="inference batch size")
     parser.add_argument("--results-dir", default="results", help="where results are read and written")
@@ -54,15 +54,15 @@ def main(argv: list[str] | None = None):
         overwrite=args.overwrite,
     )
     config.validate()  # before TensorFlow is imported
-    folder, info = check_model_path(args.path, args.results_dir, args.data_dir)
-    report_stale_results(folder, info, args.results_dir, args.clean_stale)
+    opened = check_model_path(args.path, args.results_dir, args.data_dir)
+    report_stale_results(opened, args.results_dir, args.clean_stale)
     from processing.workflow.results import ResultsTree
 
-    ResultsTree.of(info, folder, args.results_dir).select(args.method, args.dtype)  # every result read and checked before TensorFlow
+    ResultsTree.of(opened.info, opened.folder, args.results_dir).select(args.method, args.dtype)  # every result checked before TensorFlow
     cli.import_tensorflow(args.verbose)
     from processing.workflow.testing import test
 
-    return test(config)
+    return test(config, opened)
 
 
 if __name__ == "__main__":

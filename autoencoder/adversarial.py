@@ -71,7 +71,9 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from autoencoder.errors import UserError
 from autoencoder.models import BOTTLENECK_LAYER
+from autoencoder.rejection import REJECT_BY, check_reject_by  # noqa: F401  (part of this module's interface)
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +87,7 @@ TUKEY_K = 1.5
 _MAD_TO_STD = 1.4826  # MAD of a normal distribution times this is its standard deviation
 
 
-class AdversarialSetupError(ValueError):
+class AdversarialSetupError(UserError):
     """An architecture or setting the adversarial autoencoder cannot use."""
 
 
@@ -279,7 +281,7 @@ def log_likelihood(codes: np.ndarray, prior_std: float = 1.0) -> np.ndarray:
     """log N(z; 0, prior_std^2 I) of each row of codes (N, d); float64 (N,)."""
     codes = np.asarray(codes, dtype=np.float64)
     if codes.ndim != 2:
-        raise ValueError(f"codes of shape {codes.shape}: expected (N, latent_dim)")
+        raise UserError(f"codes of shape {codes.shape}: expected (N, latent_dim)")
     d = codes.shape[1]
     return -0.5 * np.sum((codes / prior_std) ** 2, axis=1) - d * (0.5 * math.log(2 * math.pi) + math.log(prior_std))
 
@@ -469,14 +471,6 @@ def fit_with_rejection(
                 rounds.append(RejectionRound(epoch=stop, n_rejected=int(rejected.sum()), fence=fence))
                 logger.info("epoch %d: %d of %d training images left out", stop, rejected.sum(), n)
     return AdversarialResult(history, epochs, rounds, rejected, rejected_since, likelihoods, errors, scores)
-
-
-REJECT_BY = ("likelihood", "reconstruction", "combined")
-
-
-def check_reject_by(reject_by: str) -> None:
-    if reject_by not in REJECT_BY:
-        raise AdversarialSetupError(f"--reject-by {reject_by!r}: expected one of {', '.join(REJECT_BY)}")
 
 
 def rejection_scores(log_likelihoods: np.ndarray, recon_errors: np.ndarray, reject_by: str = "reconstruction") -> np.ndarray:

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from autoencoder.errors import UserError
 from autoencoder.folders import file_sha256, staging_folder, timestamp, write_bytes_atomic  # noqa: F401  (part of this module's interface)
-from autoencoder.info_schema import check_info, is_path_component
+from autoencoder.model_info import ModelInfo, check_info, is_path_component
 
 if TYPE_CHECKING:
     import keras
@@ -36,7 +37,7 @@ INFO_FILE = "info.json"
 MODEL_SUFFIX = ".keras"
 
 
-class ModelPathError(ValueError):
+class ModelPathError(UserError):
     """A model path that does not point at a model written by train.py."""
 
 
@@ -45,13 +46,13 @@ class ModelBundle:
     """A loaded model with the settings it was trained with."""
 
     model: keras.Model
-    info: dict
+    info: ModelInfo
     folder: Path
     model_file: Path
 
     @property
     def dataset_name(self) -> str:
-        return self.info["dataset"]["name"]
+        return self.info.dataset.name
 
     def results_dir(self, results_root: str | os.PathLike = "results") -> Path:
         """`results/<dataset>/<architecture>/<loss>/<model folder>/`."""
@@ -67,18 +68,18 @@ class ModelBundle:
             bottleneck = self.model.get_layer(BOTTLENECK_LAYER)
         except ValueError:
             raise ModelPathError(
-                f"{self.model_file}: architecture {self.info['model']['architecture']} has no "
+                f"{self.model_file}: architecture {self.info.model.architecture} has no "
                 f"'{BOTTLENECK_LAYER}' layer"
             ) from None
         return keras.Model(self.model.inputs, bottleneck.output)
 
 
-def results_dir_of(info: dict, folder: str | os.PathLike, results_root: str | os.PathLike = "results") -> Path:
+def results_dir_of(info: ModelInfo, folder: str | os.PathLike, results_root: str | os.PathLike = "results") -> Path:
     """`results/<dataset>/<architecture>/<loss>/<model folder>/` of a model folder and its info.json.
 
-    Each name is one folder name (info_schema checks it when info.json is read; checked again here
-    for callers with a dict of their own), so the folder is always inside `results_root`."""
-    names = (info["dataset"]["name"], info["model"]["architecture"], info["training"]["loss"], Path(folder).name)
+    Each name is one folder name (model_info checks it when info.json is read; checked again here
+    for the folder's own name), so the folder is always inside `results_root`."""
+    names = (info.dataset.name, info.model.architecture, info.training.loss, Path(folder).name)
     for key, name in zip(("dataset.name", "model.architecture", "training.loss", "the model folder's name"), names):
         if not is_path_component(name):
             raise ModelPathError(f"{Path(folder) / INFO_FILE}: {key} {name!r}: expected one folder name (no '/', '..'): "
@@ -166,7 +167,7 @@ def resolve_model_path(path: str | os.PathLike, flag: str = "--path") -> tuple[P
     return folder, model_file
 
 
-def read_info(folder: str | os.PathLike) -> dict:
+def read_info(folder: str | os.PathLike) -> ModelInfo:
     """The model folder's info.json, checked against the schema train.py writes (one-line error)."""
     path = Path(folder) / INFO_FILE
     try:
@@ -178,7 +179,7 @@ def read_info(folder: str | os.PathLike) -> dict:
     return check_info(info, path)
 
 
-def check_model_file(model_file: Path, info: dict) -> None:
+def check_model_file(model_file: Path, info: ModelInfo) -> None:
     """The .keras file is the one train.py saved: a .keras archive whose SHA-256 is info.json's
     ``model.sha256`` (folders written before schema version 2 record none: not compared). No
     TensorFlow: the scripts run this before importing it."""
@@ -192,18 +193,18 @@ def check_model_file(model_file: Path, info: dict) -> None:
     saved_as = config.get("name")
     from autoencoder.models import available_architectures  # the registry: no TensorFlow
 
-    known, architecture = set(available_architectures()), info["model"]["architecture"]
+    known, architecture = set(available_architectures()), info.model.architecture
     if saved_as in known and architecture in known and saved_as != architecture:
         raise ModelPathError(f"{Path(model_file).parent / INFO_FILE}: model.architecture {architecture!r}, but {model_file.name} holds a "
                              f"{saved_as}: edited by hand? restore it or train again")
-    recorded = info["model"].get("sha256")
+    recorded = info.model.sha256
     if recorded is not None and file_sha256(model_file) != recorded:
         raise ModelPathError(
             f"{model_file}: not the model train.py saved in this folder (its SHA-256 differs from model.sha256 in "
             f"{Path(model_file).parent / INFO_FILE}): replaced or changed since training; restore it or train again"
         )
     shape = keras_input_shape(config)
-    expected = (info["model"]["image_size"], info["model"]["image_size"], info["model"]["channels"])
+    expected = info.model.input_shape
     if shape is not None and shape != expected:
         raise ModelPathError(
             f"{model_file}: takes inputs of {'x'.join(map(str, shape))}, but {Path(model_file).parent / INFO_FILE} describes "
@@ -233,9 +234,9 @@ def keras_input_shape(config: dict) -> tuple | None:
     return tuple(shape[1:])
 
 
-def check_model_shape(model, model_file: Path, info: dict) -> None:
+def check_model_shape(model, model_file: Path, info: ModelInfo) -> None:
     """The loaded model takes the input info.json describes (image_size x image_size x channels)."""
-    expected = (info["model"]["image_size"], info["model"]["image_size"], info["model"]["channels"])
+    expected = info.model.input_shape
     shape = tuple(getattr(model, "input_shape", (None,))[1:])
     if shape != expected:
         raise ModelPathError(
@@ -244,15 +245,32 @@ def check_model_shape(model, model_file: Path, info: dict) -> None:
         )
 
 
-def load_bundle(path: str | os.PathLike) -> ModelBundle:
-    """Load a model written by train.py from its folder or its .keras file (checked against info.json)."""
-    folder, model_file = resolve_model_path(path)
+@dataclass(frozen=True)
+class ModelFolder:
+    """A model folder opened and checked, before TensorFlow: its info.json parsed, its .keras file
+    the one train.py saved (hashed once). :func:`load_bundle` loads the network from it."""
+
+    folder: Path
+    model_file: Path
+    info: ModelInfo
+
+
+def open_model_folder(path: str | os.PathLike, flag: str = "--path") -> ModelFolder:
+    """The checked model folder of a folder or its .keras file (errors name `flag`); no TensorFlow."""
+    folder, model_file = resolve_model_path(path, flag)
     info = read_info(folder)
     check_model_file(model_file, info)
-    model = load_model_file(model_file)
-    check_model_shape(model, model_file, info)
-    logger.info("loaded %s", model_file)
-    return ModelBundle(model=model, info=info, folder=folder, model_file=model_file)
+    return ModelFolder(folder, model_file, info)
+
+
+def load_bundle(path: str | os.PathLike | ModelFolder) -> ModelBundle:
+    """Load a model written by train.py from its folder or its .keras file (checked against info.json),
+    or from a folder already opened (:func:`open_model_folder`: not read or hashed again)."""
+    opened = path if isinstance(path, ModelFolder) else open_model_folder(path)
+    model = load_model_file(opened.model_file)
+    check_model_shape(model, opened.model_file, opened.info)
+    logger.info("loaded %s", opened.model_file)
+    return ModelBundle(model=model, info=opened.info, folder=opened.folder, model_file=opened.model_file)
 
 
 def load_model_file(model_file: Path) -> keras.Model:

@@ -22,6 +22,7 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
+from autoencoder.errors import UserError
 from autoencoder.progress import on_terminal
 
 logger = logging.getLogger(__name__)
@@ -46,10 +47,10 @@ __all__ = [
 def _learning_rate_variable(optimizer) -> keras.Variable:
     """The optimizer's learning-rate variable; ValueError when it has none (schedule, callable)."""
     if optimizer is None:
-        raise ValueError("model has no optimizer: compile it (e.g. with Adam(learning_rate=1e-3)) first")
+        raise UserError("model has no optimizer: compile it (e.g. with Adam(learning_rate=1e-3)) first")
     learning_rate = optimizer.learning_rate  # a LossScaleOptimizer forwards to its inner optimizer
     if not isinstance(learning_rate, keras.Variable):
-        raise ValueError(
+        raise UserError(
             f"optimizer {optimizer.__class__.__name__} has a learning-rate schedule; "
             "create it with a float learning_rate so callbacks can set the rate"
         )
@@ -99,7 +100,7 @@ class _BatchLossReader:
                 self._total, self._count = total, count
                 return loss
         if "loss" not in logs:
-            raise ValueError(f"the training logs have no 'loss' (keys: {sorted(logs)})")
+            raise UserError(f"the training logs have no 'loss' (keys: {sorted(logs)})")
         mean = float(logs["loss"])
         previous = self._mean if batch_in_epoch > 0 else 0.0
         self._mean = mean
@@ -136,13 +137,13 @@ class LearningRateRangeTest(keras.callbacks.Callback):
     ):
         super().__init__()
         if not 0.0 < start_lr < end_lr:
-            raise ValueError(f"need 0 < start_lr < end_lr, got start_lr={start_lr}, end_lr={end_lr}")
+            raise UserError(f"need 0 < start_lr < end_lr, got start_lr={start_lr}, end_lr={end_lr}")
         if int(max_steps) < 2:
-            raise ValueError(f"max_steps must be at least 2, got {max_steps}")
+            raise UserError(f"max_steps must be at least 2, got {max_steps}")
         if not divergence_factor > 1.0:
-            raise ValueError(f"divergence_factor must be > 1, got {divergence_factor}")
+            raise UserError(f"divergence_factor must be > 1, got {divergence_factor}")
         if not 0.0 <= beta < 1.0:
-            raise ValueError(f"beta must be in [0, 1), got {beta}")
+            raise UserError(f"beta must be in [0, 1), got {beta}")
         self.start_lr = float(start_lr)
         self.end_lr = float(end_lr)
         self.max_steps = int(max_steps)
@@ -250,20 +251,20 @@ def suggest_learning_rate(lrs, losses, fraction: float = 0.85) -> float:
     lrs = np.asarray(lrs, dtype=np.float64)
     losses = np.asarray(losses, dtype=np.float64)
     if lrs.ndim != 1 or lrs.shape != losses.shape or lrs.size < 2:
-        raise ValueError(
+        raise UserError(
             f"lrs and losses must be 1-D of the same length >= 2, got shapes {lrs.shape} and {losses.shape}"
         )
     if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        raise UserError(f"fraction must be in (0, 1], got {fraction}")
     if not (np.all(np.isfinite(lrs)) and np.all(lrs > 0) and np.all(np.diff(lrs) > 0)):
-        raise ValueError("lrs must be positive, finite and strictly increasing")
+        raise UserError("lrs must be positive, finite and strictly increasing")
     if not np.isfinite(losses[0]):
-        raise ValueError(f"the first loss is {losses[0]}; the sweep started at a diverging rate")
+        raise UserError(f"the first loss is {losses[0]}; the sweep started at a diverging rate")
     finite_losses = np.where(np.isfinite(losses), losses, np.inf)
     minimum_index = int(np.argmin(finite_losses))
     start_loss, min_loss = losses[0], finite_losses[minimum_index]
     if not min_loss < start_loss:
-        raise ValueError(
+        raise UserError(
             f"the loss never fell below its first value {start_loss:.4g} between lr={lrs[0]:.3g} and "
             f"lr={lrs[-1]:.3g}; sweep a wider or lower range"
         )
@@ -302,9 +303,9 @@ def find_learning_rate(
     to keep epochs short, otherwise leave it None.
     """
     if not getattr(model, "compiled", False) or model.optimizer is None:
-        raise ValueError("find_learning_rate: compile the model (optimizer with a float learning rate, loss) first")
+        raise UserError("find_learning_rate: compile the model (optimizer with a float learning rate, loss) first")
     if not model.built or not model.weights:
-        raise ValueError("find_learning_rate: the model has no weights yet; build it (give it an Input) first")
+        raise UserError("find_learning_rate: the model has no weights yet; build it (give it an Input) first")
     optimizer = model.optimizer
     _learning_rate_variable(optimizer)
     if not optimizer.built:
@@ -394,16 +395,16 @@ class CyclicalLearningRate(keras.callbacks.Callback):
     ):
         super().__init__()
         if not max_lr > 0:
-            raise ValueError(f"max_lr must be positive, got {max_lr}")
+            raise UserError(f"max_lr must be positive, got {max_lr}")
         base_lr = max_lr / 10.0 if base_lr is None else base_lr
         if not 0 < base_lr <= max_lr:
-            raise ValueError(f"need 0 < base_lr <= max_lr, got base_lr={base_lr}, max_lr={max_lr}")
+            raise UserError(f"need 0 < base_lr <= max_lr, got base_lr={base_lr}, max_lr={max_lr}")
         if step_size is None:
             if steps_per_epoch is None or steps_per_epoch < 1:
-                raise ValueError(f"give steps_per_epoch >= 1 or step_size > 0, got steps_per_epoch={steps_per_epoch}")
+                raise UserError(f"give steps_per_epoch >= 1 or step_size > 0, got steps_per_epoch={steps_per_epoch}")
             step_size = steps_per_epoch / 2.0
         if not step_size > 0:
-            raise ValueError(f"step_size must be positive, got {step_size}")
+            raise UserError(f"step_size must be positive, got {step_size}")
         self.initial_max_lr = float(max_lr)
         self.initial_base_lr = float(base_lr)
         self.max_lr = self.initial_max_lr
@@ -460,13 +461,13 @@ class ReduceMaxLROnPlateau(keras.callbacks.Callback):
     ):
         super().__init__()
         if not isinstance(schedule, CyclicalLearningRate):
-            raise ValueError(f"schedule must be a CyclicalLearningRate, got {type(schedule).__name__}")
+            raise UserError(f"schedule must be a CyclicalLearningRate, got {type(schedule).__name__}")
         if not 0.0 < factor < 1.0:
-            raise ValueError(f"factor must be in (0, 1), got {factor}")
+            raise UserError(f"factor must be in (0, 1), got {factor}")
         if int(patience) < 1:
-            raise ValueError(f"patience must be at least 1, got {patience}")
+            raise UserError(f"patience must be at least 1, got {patience}")
         if mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+            raise UserError(f"mode must be 'min' or 'max', got {mode!r}")
         self.schedule = schedule
         self.monitor = monitor
         self.patience = int(patience)

@@ -18,7 +18,10 @@ import re
 import sys
 import tempfile
 import threading
+import traceback
 from collections.abc import Callable
+
+from autoencoder.errors import UserError
 
 # Must be set before TensorFlow is imported anywhere. Level 2 hides TensorFlow's C++ INFO and
 # WARNING logs (errors still show); it does not reach the lines absl prints before it is set up.
@@ -219,13 +222,22 @@ def error_line(error: BaseException) -> str:
 
 
 def run(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
-    """Run a script's main; bad input (ValueError, OSError) ends with a one-line error and exit code 2."""
+    """Run a script's main. What the user can fix (a UserError: a flag, a file, an image; an OSError:
+    a path, a permission, a full disk) ends with a one-line error and exit code 2; anything else is
+    a bug, reported as one "internal error" line (with its traceback under -v) and exit code 1."""
     try:
         main(argv)
-    except (ValueError, OSError) as error:
+    except (UserError, OSError) as error:
         print(f"error: {error_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # noqa: BLE001  (the last resort: report it, then exit)
+        verbose = logging.getLogger().isEnabledFor(logging.DEBUG)
+        if verbose:
+            traceback.print_exc(file=sys.stderr)
+        print(f"internal error: {type(error).__name__}: {error_line(error)}"
+              + ("" if verbose else " (a bug, not your input: rerun with -v for the traceback and report it)"), file=sys.stderr)
+        return 1
     return 0

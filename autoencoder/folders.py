@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from autoencoder.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 INCOMPLETE = ".incomplete-"  # in every staging folder's name
@@ -379,9 +381,9 @@ def check_writable_dir(path: str | os.PathLike, flag: str) -> None:
             break
         existing = existing.parent
     if existing.exists() and not existing.is_dir():
-        raise ValueError(f"{flag} {path}: {existing} is a file, not a folder")
+        raise UserError(f"{flag} {path}: {existing} is a file, not a folder")
     if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"{flag} {path}: no permission to write in {existing}")
+        raise UserError(f"{flag} {path}: no permission to write in {existing}")
 
 
 LOCK_FILE = ".lock"

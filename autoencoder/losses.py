@@ -18,7 +18,7 @@ import keras
 from keras import ops
 
 from autoencoder import ssim as ssim_window
-from autoencoder.loss_rules import check_color_mode, check_loss_color, check_loss_name
+from autoencoder.loss_rules import available_losses, check_color_mode, check_loss_color, check_loss_name, get_loss_spec
 
 __all__ = [
     "ssim",
@@ -284,10 +284,13 @@ def mined_loss(y_true, y_pred):
 
 
 LOSSES = {"ssim": ssim_loss, "mssim": mssim_loss, "l2": l2_loss, "feature": feature_loss, "mined": mined_loss}
+missing = set(available_losses()) ^ set(LOSSES)
+if missing:  # the registry (loss_rules.py) and the functions name the same losses
+    raise ValueError(f"losses registered without a function, or functions without a registration: {sorted(missing)}")
 
 
 def get_loss(name: str):
-    """The loss function registered as `name` ('ssim', 'mssim', 'l2', 'feature' or 'mined')."""
+    """The loss function registered as `name` (autoencoder/loss_rules.py lists them)."""
     return LOSSES[check_loss_name(name)]
 
 
@@ -297,12 +300,8 @@ def get_metrics(loss_name: str, color_mode: str) -> list:
     SSIM for grayscale, MS-SSIM for RGB: ssim -> [ssim_metric], mssim -> [mssim_metric],
     l2 -> [ssim_metric] for 'grayscale' or [mssim_metric] for 'rgb'.
     """
-    check_loss_name(loss_name)
+    metric = get_loss_spec(loss_name).metric
     check_color_mode(color_mode)
-    if loss_name == "ssim":
-        return [ssim_metric]
-    if loss_name == "mssim":
-        return [mssim_metric]
-    if loss_name in ("feature", "mined"):
-        return []
-    return [ssim_metric] if color_mode == "grayscale" else [mssim_metric]
+    if metric == "by_color":
+        metric = "ssim" if color_mode == "grayscale" else "mssim"
+    return {"ssim": [ssim_metric], "mssim": [mssim_metric], None: []}[metric]

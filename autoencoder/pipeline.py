@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from autoencoder.errors import UserError
+
 # Augmentation ranges of the original toolkit (Keras ImageDataGenerator settings).
 ROTATION_DEGREES = 5.0
 SHIFT_FRACTION = 0.05
@@ -108,11 +110,11 @@ def make_training_dataset(
 
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[0] == 0:
-        raise ValueError(f"training images of shape {images.shape} not supported: expected (N>0, H, W, C)")
+        raise UserError(f"training images of shape {images.shape} not supported: expected (N>0, H, W, C)")
     if images.dtype != np.float32:
         images = images.astype(np.float32)
     if batch_size < 1:
-        raise ValueError(f"--batch-size {batch_size} not supported: expected a positive integer")
+        raise UserError(f"--batch-size {batch_size} not supported: expected a positive integer")
     n = images.shape[0]
     images_tensor = tf.constant(images)
 

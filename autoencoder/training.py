@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import keras
 
 from autoencoder.callbacks import CyclicalLearningRate, ReduceMaxLROnPlateau, get_learning_rate
+from autoencoder.errors import UserError
 from autoencoder.progress import on_terminal
 
 logger = logging.getLogger(__name__)
@@ -75,9 +76,9 @@ def training_callbacks(
     is not installed (tensorflow-cpu does not bring it).
     """
     if int(steps_per_epoch) < 1:
-        raise ValueError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
+        raise UserError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
     if int(patience) < 1:
-        raise ValueError(f"patience must be at least 1, got {patience}")
+        raise UserError(f"patience must be at least 1, got {patience}")
     schedule = CyclicalLearningRate(max_lr=max_lr, steps_per_epoch=int(steps_per_epoch))
     callbacks: list[keras.callbacks.Callback] = [
         schedule,
@@ -93,7 +94,7 @@ def training_callbacks(
     if csv_path is not None:
         csv_folder = os.path.dirname(os.fspath(csv_path))
         if csv_folder and not os.path.isdir(csv_folder):
-            raise ValueError(f"csv_path {csv_path}: folder {csv_folder} does not exist")
+            raise UserError(f"csv_path {csv_path}: folder {csv_folder} does not exist")
         callbacks.append(keras.callbacks.CSVLogger(os.fspath(csv_path)))
     return callbacks
 
@@ -168,17 +169,17 @@ def fit_autoencoder(
     On return the model holds the weights of the best epoch.
     """
     if not getattr(model, "compiled", False) or model.optimizer is None:
-        raise ValueError("fit_autoencoder: compile the model (e.g. Adam with a float learning_rate) first")
+        raise UserError("fit_autoencoder: compile the model (e.g. Adam with a float learning_rate) first")
     get_learning_rate(model.optimizer)  # ValueError now when it is a schedule
     if int(epochs) < 1:
-        raise ValueError(f"epochs must be at least 1, got {epochs}")
+        raise UserError(f"epochs must be at least 1, got {epochs}")
     batches = _number_of_batches(train_ds)
     if steps_per_epoch is None:
         if batches is None:
-            raise ValueError("fit_autoencoder: train_ds has no length (repeated?); pass steps_per_epoch")
+            raise UserError("fit_autoencoder: train_ds has no length (repeated?); pass steps_per_epoch")
         steps_per_epoch = batches
     elif batches is not None and steps_per_epoch != batches:
-        raise ValueError(f"steps_per_epoch={steps_per_epoch} but train_ds has {batches} batches per pass")
+        raise UserError(f"steps_per_epoch={steps_per_epoch} but train_ds has {batches} batches per pass")
 
     monitor = "val_loss" if val_ds is not None else "loss"
     callbacks = training_callbacks(

@@ -30,6 +30,7 @@ digits as the defects. Writes contamination.json into --output-dir.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -156,9 +157,9 @@ def score_images(folder: Path, images: np.ndarray) -> np.ndarray:
     from autoencoder.adversarial import image_scores, reconstruction_errors
 
     model = bundle.load_bundle(folder)
-    aae = model.info.get("adversarial")
-    if aae:
-        scores = image_scores(model.model, images, aae["score_calibration"], aae["prior_std"])
+    aae = model.info.adversarial
+    if aae is not None:
+        scores = image_scores(model.model, images, dataclasses.asdict(aae.score_calibration), aae.prior_std)
         return {"score": scores["combined"], "reconstruction": scores["reconstruction_error"], "latent": -scores["log_likelihood"]}
     return {"score": reconstruction_errors(model.model, images)}
 
@@ -169,7 +170,7 @@ def evaluate_model(folder: Path, dataset: Path, test_images, truth, planted_name
     from processing.evaluation.metrics import classification_metrics, image_auroc
 
     info = bundle.read_info(folder)
-    val_files = [dataset / rel for rel in info["dataset"]["validation_files"]]
+    val_files = [dataset / rel for rel in info.dataset.validation_files]
     val_scores = score_images(folder, load_images(val_files, color, size))
     scores = score_images(folder, test_images)
     threshold = float(np.quantile(val_scores["score"], VALIDATION_QUANTILE))
@@ -179,7 +180,7 @@ def evaluate_model(folder: Path, dataset: Path, test_images, truth, planted_name
         **{f"{name}_auroc": image_auroc(truth, values) for name, values in scores.items() if name != "score"},
         "balanced_accuracy": decision["balanced_accuracy"],
         "threshold": threshold,
-        "n_planted_in_validation": sum(Path(rel).name in planted_names for rel in info["dataset"]["validation_files"]),
+        "n_planted_in_validation": sum(Path(rel).name in planted_names for rel in info.dataset.validation_files),
     }
     rejected_csv = folder / "rejected.csv"
     if rejected_csv.is_file():

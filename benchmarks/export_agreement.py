@@ -99,14 +99,13 @@ def main(argv=None) -> int:
               f"{'... of the largest':>18} {'areas differ':>12} {'runner ms/img':>13} {'vs predict':>10}")
         for folder in models:
             model = bundle.load_bundle(folder)
-            info = model.info["model"]
-            source = images or Path(model.info["dataset"]["path"]) / "test"
+            source = images or Path(model.info.dataset.path) / "test"
             paths = collect_images([str(source)])[:: args.every]
             for name, result_folder in ResultsTree.of_model(model, results).finetuning_folders().items():
                 detector = load_detector(model, result_folder, 16)
-                Predictor(detector, work).rows(paths[:2], [load_one(path, info["color_mode"], info["image_size"]) for path in paths[:2]])
+                Predictor(detector, work).rows(paths[:2], [load_one(path, detector.read_input) for path in paths[:2]])
                 started = time.perf_counter()
-                loaded = [load_one(path, info["color_mode"], info["image_size"]) for path in paths]
+                loaded = [load_one(path, detector.read_input) for path in paths]
                 theirs = Predictor(detector, work).rows(paths, loaded)
                 predict_ms = 1000 * (time.perf_counter() - started) / len(paths)
                 for fmt in args.formats:

@@ -8,6 +8,7 @@ import logging
 import math
 import re
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -85,7 +86,7 @@ def test_benchmark_table_and_final_line_of_a_result_without_masks(no_masks):
         "name": "mvtecCAE-l2-32", "method": "l2", "dtype": "float64",
         "finetuning": {"image_auroc": 0.8, "best_score": 0.7},
         "test": result,
-        "summary": summary_metrics(result, {"training": {"seconds": 3.0}}),
+        "summary": summary_metrics(result, SimpleNamespace(training=SimpleNamespace(seconds=3.0))),
     }
     table = format_table(run)
     rows = [line for line in table.splitlines()[2:]]

@@ -264,7 +264,7 @@ def test_finetune_and_test_on_adversarial_model(aae_folder, tmp_path):
 
     # aae_reconstruction_auroc is the AUROC of the per-image MSE: recompute it independently
     rows = list(csv.DictReader(open(result_file.parent / "classification.csv")))
-    files = [loaded.info["dataset"]["path"] + "/" + r["file"] for r in rows]
+    files = [loaded.info.dataset.path + "/" + r["file"] for r in rows]
     images = load_images([Path(f) for f in files], "grayscale", 28)
     mse = ((loaded.model.predict(images, verbose=0) - images) ** 2).mean(axis=(1, 2, 3))
     truth = [int(r["truth"]) for r in rows]

@@ -299,7 +299,7 @@ def test_workflow_density_belongs_to_its_result(workflow, tmp_path, capsys):
     model_before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
     first_before = {p.name: p.read_bytes() for p in first.iterdir()}
     model = load_bundle(folder)
-    images = load_images(sorted(Path(model.info["dataset"]["path"]).glob("test/*/*.png"))[:8], model.info["model"]["color_mode"], SIZE)
+    images = load_images(sorted(Path(model.info.dataset.path).glob("test/*/*.png"))[:8], model.info.model.color_mode, SIZE)
     scores_before = load_detector(model, first).score(images).image_scores
     other = tmp_path / "other"
     again = finetune.main(["-p", str(folder), "--detector", "kde", "--refit-density", "--bandwidth", "123", "--results-dir", str(other)])

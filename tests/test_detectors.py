@@ -99,7 +99,7 @@ def test_registered_detector_runs_through_finetune_and_test(registered, model_fo
 
     # Scores and decisions against an independent computation from the saved model.
     model = bundle.load_bundle(folder)
-    root = model.info["dataset"]["path"]
+    root = model.info.dataset.path
     images = load_images([f"{root}/{row['file']}" for row in rows], "grayscale", SIZE)
     expected = np.square(images - model.model.predict(images, verbose=0))[..., 0].reshape(len(images), -1).max(axis=1)
     np.testing.assert_allclose([float(row["max_l2"]) for row in rows], expected, rtol=1e-5)

@@ -95,8 +95,7 @@ def predicted_rows(folder: Path, results: Path, name: str, paths: list[Path], tm
     model = bundle.load_bundle(folder)
     _, result_folder = ResultsTree.of_model(model, str(results)).choose(name)
     detector = load_detector(model, result_folder, 16)
-    info = model.info["model"]
-    loaded = [load_one(path, info["color_mode"], info["image_size"]) for path in paths]
+    loaded = [load_one(path, detector.read_input) for path in paths]
     return Predictor(detector, tmp_path).rows(paths, loaded)
 
 

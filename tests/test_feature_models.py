@@ -162,7 +162,7 @@ def test_combined_maps_average_standardised_components(feature_cae, pixel_model,
     )
     data = finetuning_data(model, FinetuneConfig(path=str(feature_cae)))
     validation = load_images(data.validation_files, "grayscale", SIZE)
-    padim_val = padim_alone.raw_maps(validation)
+    padim_val = padim_alone.maps.raw_maps(validation)
     l2_val = np.square(validation - pixel.model.predict(validation, verbose=0))[..., 0].astype(np.float64)
     np.testing.assert_allclose(fitted["combination"]["padim"], [padim_val.mean(), padim_val.std()], rtol=1e-6)
     np.testing.assert_allclose(fitted["combination"]["partner_0"], [l2_val.mean(), l2_val.std()], rtol=1e-4)
@@ -172,7 +172,7 @@ def test_combined_maps_average_standardised_components(feature_cae, pixel_model,
     images = load_images([work / "tiles" / row["file"] for row in rows], "grayscale", SIZE)
     (m0, s0), (m1, s1) = fitted["combination"]["padim"], fitted["combination"]["partner_0"]
     l2 = np.square(images - pixel.model.predict(images, verbose=0))[..., 0]
-    combined = ((padim_alone.raw_maps(images) - m0) / s0 + (l2 - m1) / s1) / 2
+    combined = ((padim_alone.maps.raw_maps(images) - m0) / s0 + (l2 - m1) / s1) / 2
     np.testing.assert_allclose([float(row["score"]) for row in rows], combined.reshape(len(rows), -1).max(axis=1), rtol=1e-4)
 
 

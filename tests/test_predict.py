@@ -79,10 +79,12 @@ def run_ok(argv) -> None:
     assert cli.run(predict_script.main, argv) == 0
 
 
-def run_error(argv, capsys) -> str:
-    assert cli.run(predict_script.main, argv) == 2
+def run_error(argv, capsys, code: int = 2) -> str:
+    """The last stderr line of a predict.py run that fails: exit 2 and "error: ..." for bad input,
+    exit 1 and "internal error: ..." (code 1) for anything else."""
+    assert cli.run(predict_script.main, argv) == code
     err = re.split(r"[\r\n]", capsys.readouterr().err.strip())[-1]
-    assert err.startswith("error: ")
+    assert err.startswith("error: " if code == 2 else "internal error: ")
     return err
 
 
@@ -478,12 +480,14 @@ def test_a_run_that_fails_before_its_first_row_leaves_nothing(model, work, image
     out = tmp_path / "failed"
     original = SegmentationDetector.score
     monkeypatch.setattr(SegmentationDetector, "score", lambda self, batch: (_ for _ in ()).throw(ValueError("the model broke")))
-    assert run_error(base_args(model, work, out, images / "line1" / "good"), capsys) == "error: the model broke"
+    # Not the user's input: a bug, said as one line (its traceback under -v), exit code 1.
+    assert run_error(base_args(model, work, out, images / "line1" / "good"), capsys, code=1).startswith(
+        "internal error: ValueError: the model broke (a bug, not your input: rerun with -v")
     assert not out.exists(), "a failed run left its output folder"
     existing = tmp_path / "existing"
     existing.mkdir()
     (existing / "mine.txt").write_text("the user's")
-    run_error([*base_args(model, work, existing, images / "line1" / "good"), "--masks"], capsys)
+    run_error([*base_args(model, work, existing, images / "line1" / "good"), "--masks"], capsys, code=1)
     assert [p.name for p in existing.iterdir()] == ["mine.txt"]
 
     calls = []  # fails after the first batch: those rows stay, the run says it failed, --resume completes it
@@ -495,7 +499,7 @@ def test_a_run_that_fails_before_its_first_row_leaves_nothing(model, work, image
         return original(self, batch)
 
     monkeypatch.setattr(SegmentationDetector, "score", second_fails)
-    run_error([*base_args(model, work, out, images / "line1" / "good"), "-b", "4"], capsys)
+    run_error([*base_args(model, work, out, images / "line1" / "good"), "-b", "4"], capsys, code=1)
     settings = json.loads((out / SETTINGS_FILE).read_text())
     assert settings["runs"][-1]["status"] == "failed" and settings["runs"][-1]["error"] == "the model broke"
     kept = rows_of(out)

@@ -31,7 +31,7 @@ import finetune
 import test as test_script
 import train
 from autoencoder import bundle, cli, folders
-from autoencoder.info_schema import SCHEMA_VERSION
+from autoencoder.model_info import SCHEMA_VERSION
 from processing.data.demo import make_demo_dataset
 
 SIZE = 32
@@ -73,8 +73,7 @@ def run_cli(script, argv, capsys) -> tuple[int, str]:
 
 
 def results_of(model: Path, results: Path) -> Path:
-    info = json.loads((model / "info.json").read_text())
-    return bundle.results_dir_of(info, model, results)
+    return bundle.results_dir_of(bundle.read_info(model), model, results)
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,8 +250,8 @@ def test_info_json_schema_version(model, tmp_path):
     shutil.copytree(model, old)
     del info["schema_version"]  # written before the field existed: read as version 1
     (old / "info.json").write_text(json.dumps(info))
-    assert bundle.read_info(old)["model"]["image_size"] == SIZE
-    assert bundle.load_bundle(old).info["dataset"]["name"] == "tiles"
+    assert bundle.read_info(old).model.image_size == SIZE
+    assert bundle.load_bundle(old).info.dataset.name == "tiles"
 
 
 # --------------------------------------------------------------------------------------------

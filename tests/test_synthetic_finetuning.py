@@ -84,7 +84,7 @@ def test_synthetic_defects_on_request_and_their_pair_against_the_validation_imag
     from processing.data.splits import model_dataset, validation_files
 
     layout = model_dataset(detector.model.info)
-    maps = detector.maps_of_files(validation_files(layout, detector.model.info))
+    maps = detector.maps.maps_of_files(validation_files(layout, detector.model.info))
     from processing.decision.segmentation import is_defective
 
     assert not is_defective(maps, detector.threshold, detector.min_area, clear_border=detector.clear_border).any()

@@ -84,7 +84,7 @@ def test_what_cannot_take_tiles_says_so(tiled, tmp_path, capsys):
     assert cli.run(finetune.main, ["-p", str(model), "--normalize", "pixel", "--results-dir", str(tmp_path / "r")]) == 2
     assert "--normalize pixel: not for a tiled model" in capsys.readouterr().err
     assert cli.run(finetune.main, ["-p", str(model), "--detector", "kde", "-m", "l2", "--results-dir", str(tmp_path / "r")]) == 2
-    assert "not of a tiled model" in capsys.readouterr().err
+    assert "--detector kde: not for a tiled model" in capsys.readouterr().err
     argv = ["-d", str(data), "-a", "mvtecCAE", "--tile", "32", "--image-size", "64", "--output-dir", str(tmp_path / "m")]
     assert cli.run(train.main, argv) == 2
     assert "a tiled model's input is one tile" in capsys.readouterr().err

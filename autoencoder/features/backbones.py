@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import keras
 
+from autoencoder.errors import UserError
+
 from .efficientnet_lite import LITE_VARIANTS, efficientnet_lite, grayscale_to_rgb, preprocess_efficientnet_lite
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,7 @@ class Backbone:
         """Raise ValueError naming backbone and size when the network cannot take the images."""
         for side in (height, width):
             if side < self.min_size or side % self.size_multiple:
-                raise ValueError(
+                raise UserError(
                     f"image size {height}x{width} does not fit backbone {self.name}: "
                     f"needs sides of at least {self.min_size} that are multiples of {self.size_multiple}"
                 )
@@ -52,7 +54,7 @@ class Backbone:
         if weights != DEFAULT:
             return weights
         if self.default_weights is None:
-            raise ValueError(
+            raise UserError(
                 f"backbone {self.name} has no offline weights: pass weights='imagenet' "
                 "(Keras downloads them), a local weights file, or None for random weights"
             )
@@ -131,7 +133,7 @@ def get_backbone(name: str) -> Backbone:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown backbone {name!r}: available are {', '.join(available_backbones())}") from None
+        raise UserError(f"unknown backbone {name!r}: available are {', '.join(available_backbones())}") from None
 
 
 def _pair(image_size) -> tuple[int, int]:
@@ -152,13 +154,13 @@ def build_feature_extractor(name, image_size, channels=3, weights=DEFAULT, layer
     height, width = _pair(image_size)
     backbone.check_size(height, width)
     if channels not in (1, 3):
-        raise ValueError(f"backbone {name}: images need 1 or 3 channels, got {channels}")
+        raise UserError(f"backbone {name}: images need 1 or 3 channels, got {channels}")
     layer_names = tuple(layers or backbone.default_layers)
     network = backbone.builder((height, width, 3), backbone.resolve_weights(weights))
     known = {layer.name for layer in network.layers}
     missing = [layer for layer in layer_names if layer not in known]
     if missing:
-        raise ValueError(f"backbone {name} has no layer {missing[0]!r}")
+        raise UserError(f"backbone {name} has no layer {missing[0]!r}")
     stages = keras.Model(network.inputs, [network.get_layer(n).output for n in layer_names], name=f"{name}_stages")
     inputs = keras.Input((height, width, channels), name="image")
     features = stages(backbone.preprocess(grayscale_to_rgb(inputs)))

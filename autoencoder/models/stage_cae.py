@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from autoencoder.errors import UserError
 from autoencoder.lazy import keras, layers
 from autoencoder.models.feature_cae import BACKBONE, MAP_LAYER
 from autoencoder.models.registry import register_architecture
@@ -100,7 +101,7 @@ def build_stage_cae(input_shape: tuple[int, int, int], backbone: str = BACKBONE,
 
     distances_of = {"cosine": CosineDistance, "squared": SquaredFeatureError}
     if distance not in distances_of:
-        raise ValueError(f"stageCAE distance {distance!r}: expected one of {', '.join(distances_of)}")
+        raise UserError(f"stageCAE distance {distance!r}: expected one of {', '.join(distances_of)}")
 
     height, width = int(input_shape[0]), int(input_shape[1])
     extractor = build_feature_extractor(backbone, (height, width), int(input_shape[2]), weights=weights)
@@ -114,7 +115,7 @@ def build_stage_cae(input_shape: tuple[int, int, int], backbone: str = BACKBONE,
     fine_grid = tuple(targets[0].shape[1:3])
     coarse_grid = tuple(targets[1].shape[1:3])
     if tuple(targets[2].shape[1:3]) != coarse_grid or fine_grid != (2 * coarse_grid[0], 2 * coarse_grid[1]):
-        raise ValueError(f"stageCAE: backbone {backbone} stages are not at strides 8, 16, 16")
+        raise UserError(f"stageCAE: backbone {backbone} stages are not at strides 8, 16, 16")
 
     jittered = [layers.GaussianNoise(JITTER_STD, name=f"jitter_{index}")(t) for index, t in enumerate(targets)]
     x = conv(64, "encoder_fine", strides=2)(jittered[0])

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from autoencoder.errors import UserError
 from autoencoder.lazy import keras, layers
 from autoencoder.models.registry import BOTTLENECK_LAYER, check_divisible, register_architecture
 
@@ -98,7 +99,7 @@ def fold_caffe_preprocessing(kernel: np.ndarray, bias: np.ndarray, channels: int
     elif channels == 3:
         new_kernel = rgb_kernel
     else:
-        raise ValueError(f"VGG16 weights need 1 or 3 input channels, got {channels}")
+        raise UserError(f"VGG16 weights need 1 or 3 input channels, got {channels}")
     return new_kernel.astype(np.float32), new_bias.astype(np.float32)
 
 
@@ -112,11 +113,11 @@ def load_vgg16_encoder_weights(model: keras.Model, weights_path: str | Path) -> 
     """
     path = Path(weights_path)
     if not path.is_file():
-        raise ValueError(f"--encoder-weights {path} not found: expected a Keras VGG16 no-top weights file (.weights.h5 or .h5)")
+        raise UserError(f"--encoder-weights {path} not found: expected a Keras VGG16 no-top weights file (.weights.h5 or .h5)")
     names = vgg16_conv_layer_names()
     missing = [name for name in names if name not in {layer.name for layer in model.layers}]
     if missing:
-        raise ValueError(f"--encoder-weights: model {model.name} has no VGG16 encoder layer {missing[0]!r} (use -a {NAME})")
+        raise UserError(f"--encoder-weights: model {model.name} has no VGG16 encoder layer {missing[0]!r} (use -a {NAME})")
     vgg = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
     fresh = {name: vgg.get_layer(name).get_weights()[0].copy() for name in names}
     try:
@@ -126,10 +127,10 @@ def load_vgg16_encoder_weights(model: keras.Model, weights_path: str | Path) -> 
             vgg.load_weights(str(path))
     except Exception as error:  # keras/h5py raise many types for a wrong file
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"--encoder-weights {path}: not a Keras VGG16 no-top weights file ({first_line})") from None
+        raise UserError(f"--encoder-weights {path}: not a Keras VGG16 no-top weights file ({first_line})") from None
     unchanged = [name for name in names if np.array_equal(vgg.get_layer(name).get_weights()[0], fresh[name])]
     if unchanged:
-        raise ValueError(f"--encoder-weights {path}: not a Keras VGG16 no-top weights file (no weights for layer {unchanged[0]})")
+        raise UserError(f"--encoder-weights {path}: not a Keras VGG16 no-top weights file (no weights for layer {unchanged[0]})")
     channels = model.inputs[0].shape[-1]
     for name in names:
         kernel, bias = vgg.get_layer(name).get_weights()
@@ -152,5 +153,5 @@ def freeze_vgg16_encoder(model: keras.Model) -> int:
             layer.trainable = False
             frozen += 1
     if not frozen:
-        raise ValueError(f"--freeze-encoder: model {model.name} has no VGG16 encoder layers (use -a {NAME})")
+        raise UserError(f"--freeze-encoder: model {model.name} has no VGG16 encoder layers (use -a {NAME})")
     return frozen

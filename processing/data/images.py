@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from autoencoder.errors import UserError
 from autoencoder.folders import naming
 from autoencoder.progress import on_terminal
 
@@ -44,7 +45,7 @@ RGB_TO_GRAY_WEIGHTS = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
 _MAX_VALUE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A dataset folder, image or mask is missing, unreadable or not what was expected."""
 
 
@@ -321,6 +322,18 @@ def load_mask(path: str | os.PathLike, size: int) -> np.ndarray:
     # shifted by half a pixel.
     mask = _resize(mask, size, cv2.INTER_NEAREST_EXACT, cv2.INTER_NEAREST_EXACT)
     return mask[:, :, 0].astype(bool)
+
+
+def load_mask_at(path: str | os.PathLike, shape: tuple[int, int]) -> np.ndarray:
+    """A ground-truth mask at `shape` (H, W): as read when it has that size, else resized to the
+    square `shape` as :func:`load_mask` does."""
+    mask = read_mask(path)
+    height, width = shape
+    if mask.shape == (height, width):
+        return mask
+    if height != width:
+        raise DatasetError(f"{path}: a mask of {mask.shape[1]}x{mask.shape[0]} pixels; expected {width}x{height}, its image's size")
+    return _resize(mask.view(np.uint8)[:, :, None], height, cv2.INTER_NEAREST_EXACT, cv2.INTER_NEAREST_EXACT)[:, :, 0].astype(bool)
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from autoencoder.errors import UserError
 from processing.data.fingerprint import content_difference, dataset_content
 from processing.data.images import DatasetError, MVTecLayout, scan_dataset, split_train_validation
+
+if TYPE_CHECKING:
+    from autoencoder.model_info import DatasetInfo, ModelInfo
 
 logger = logging.getLogger(__name__)
 
 
-def check_dataset_location(info: dict, data_dir=None) -> None:
+def check_dataset_location(info: ModelInfo, data_dir=None) -> None:
     """The cheap checks of :func:`model_dataset` (no listing unless `data_dir` is given)."""
     if data_dir is None:
-        root = Path(info["dataset"]["path"])
+        root = Path(info.dataset.path)
         if not root.is_dir():
             raise DatasetError(
                 f"dataset folder {root} (from info.json) not found: moved? pass --data-dir with its new location"
@@ -25,16 +31,16 @@ def check_dataset_location(info: dict, data_dir=None) -> None:
         model_dataset(info, data_dir, log=False)
 
 
-def model_dataset(info: dict, data_dir=None, log: bool = True, require_defects: bool = True) -> MVTecLayout:
+def model_dataset(info: ModelInfo, data_dir=None, log: bool = True, require_defects: bool = True) -> MVTecLayout:
     """The dataset a model was trained on: the folder info.json names, or `data_dir` (--data-dir:
     the dataset moved since training), which must hold the same files, byte for byte, as info.json's
     ``dataset.content`` records (the same names and counts when info.json predates it). A dataset
     changed in place since training is reported with a warning. With `require_defects`, test/ must
     hold good images and a defect class (scan_dataset's require_test)."""
-    recorded = info["dataset"]
+    recorded = info.dataset
     if data_dir is None:
         check_dataset_location(info)
-        root = Path(recorded["path"])
+        root = Path(recorded.path)
         layout = scan_dataset(root, require_test=require_defects) if log else _quiet_scan(root, require_defects)
         problem = _content_problem(layout, recorded)
         if problem and log:
@@ -49,18 +55,18 @@ def model_dataset(info: dict, data_dir=None, log: bool = True, require_defects: 
         raise DatasetError(f"--data-dir {root}: {error}") from None
     problem = _moved_dataset_problem(layout, recorded) or _content_problem(layout, recorded)
     if problem:
-        raise DatasetError(f"--data-dir {root}: {problem}; not the dataset the model was trained on ({recorded['path']})")
-    if recorded.get("content") is None and log:
+        raise DatasetError(f"--data-dir {root}: {problem}; not the dataset the model was trained on ({recorded.path})")
+    if recorded.content is None and log:
         logger.warning("--data-dir %s: info.json (written before schema version 2) records no content hash: only the file names and "
                        "counts were compared", root)
     return layout
 
 
-def _content_problem(layout: MVTecLayout, recorded: dict) -> str | None:
+def _content_problem(layout: MVTecLayout, recorded: DatasetInfo) -> str | None:
     """How the bytes of `layout` differ from info.json's dataset.content; None when equal or not recorded."""
-    if recorded.get("content") is None:
+    if recorded.content is None:
         return None
-    return content_difference(dataset_content(layout), recorded["content"])
+    return content_difference(dataset_content(layout), dataclasses.asdict(recorded.content))
 
 
 def _quiet_scan(root: Path, require_test: bool = True) -> MVTecLayout:
@@ -75,38 +81,38 @@ def _quiet_scan(root: Path, require_test: bool = True) -> MVTecLayout:
         images.logger.setLevel(level)
 
 
-def _moved_dataset_problem(layout: MVTecLayout, recorded: dict) -> str | None:
+def _moved_dataset_problem(layout: MVTecLayout, recorded: DatasetInfo) -> str | None:
     """How `layout` differs from the dataset info.json describes; None when it holds the same files."""
-    saved = recorded.get("validation_files")
+    saved = recorded.validation_files
     if saved is None:
         return "info.json lists no validation files to compare with"
     present = {str(path.relative_to(layout.root)) for path in layout.train_good}
     missing = [name for name in saved if name not in present]
     if missing:
         return f"{missing[0]} not found (one of the {len(saved)} validation images info.json lists)"
-    expected = recorded["n_train"] + recorded["n_validation"]
+    expected = recorded.n_train + recorded.n_validation
     if len(layout.train_good) != expected:
         return f"train/good holds {len(layout.train_good)} images; info.json recorded {expected}"
-    classes, saved_classes = sorted(layout.test), sorted(recorded["n_test"])
+    classes, saved_classes = sorted(layout.test), sorted(recorded.n_test)
     if classes != saved_classes:
         return f"test/ holds the classes {', '.join(classes)}; info.json recorded {', '.join(saved_classes)}"
     for name in classes:
-        if len(layout.test[name]) != recorded["n_test"][name]:
-            return f"test/{name} holds {len(layout.test[name])} images; info.json recorded {recorded['n_test'][name]}"
+        if len(layout.test[name]) != recorded.n_test[name]:
+            return f"test/{name} holds {len(layout.test[name])} images; info.json recorded {recorded.n_test[name]}"
     return None
 
 
-def validation_files(layout: MVTecLayout, info: dict) -> list[Path]:
+def validation_files(layout: MVTecLayout, info: ModelInfo) -> list[Path]:
     """The validation images a model was trained with, rebuilt from its info.json.
 
     The split is recomputed from the saved fraction and seed and checked against the saved list,
     so a dataset that changed since training is noticed instead of silently mixing images.
     """
-    dataset = info["dataset"]
-    _, val = split_train_validation(layout.train_good, dataset["validation_split"], dataset["seed"])
-    saved = dataset.get("validation_files")
+    dataset = info.dataset
+    _, val = split_train_validation(layout.train_good, dataset.validation_split, dataset.seed)
+    saved = dataset.validation_files
     if saved is not None and sorted(str(p.relative_to(layout.root)) for p in val) != sorted(saved):
-        raise ValueError(
+        raise UserError(
             f"{layout.root}/train/good changed since training: the validation split no longer matches info.json"
         )
     return val
@@ -122,7 +128,7 @@ def stratified_finetune_split(
     independent of the input order.
     """
     if not 0 < fraction < 1:
-        raise ValueError(f"--finetune-split {fraction}: expected a fraction in (0, 1)")
+        raise UserError(f"--finetune-split {fraction}: expected a fraction in (0, 1)")
     by_class: dict[str, list[Path]] = {}
     for path, name in sorted(test_files, key=lambda item: (item[1], str(item[0]))):
         by_class.setdefault(name, []).append(path)

@@ -69,6 +69,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from autoencoder.errors import UserError
 from processing.data.textures import LUMA_WEIGHTS, add_chroma, chroma_vector, hue_of, smooth_noise
 
 DEFECT_KINDS = (
@@ -169,20 +170,20 @@ def _check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
     """`image` as a float (H, W, C) view, C = 1 or 3, after checking it."""
     if not isinstance(image, np.ndarray) or not np.issubdtype(image.dtype, np.floating):
         dtype = getattr(image, "dtype", type(image).__name__)
-        raise ValueError(f"{name} of type {dtype} not supported: expected a float numpy array in [0, 1]")
+        raise UserError(f"{name} of type {dtype} not supported: expected a float numpy array in [0, 1]")
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3))):
-        raise ValueError(f"{name} of shape {image.shape} not supported: expected (H, W), (H, W, 1) or (H, W, 3)")
+        raise UserError(f"{name} of shape {image.shape} not supported: expected (H, W), (H, W, 1) or (H, W, 3)")
     if min(image.shape[:2]) < MIN_IMAGE_SIDE:
-        raise ValueError(f"{name} of shape {image.shape} too small: expected both sides >= {MIN_IMAGE_SIDE} px")
+        raise UserError(f"{name} of shape {image.shape} too small: expected both sides >= {MIN_IMAGE_SIDE} px")
     low, high = float(image.min()), float(image.max())
     if not (0.0 <= low and high <= 1.0):
-        raise ValueError(f"{name} values in [{low:g}, {high:g}] not supported: expected values in [0, 1]")
+        raise UserError(f"{name} values in [{low:g}, {high:g}] not supported: expected values in [0, 1]")
     return image if image.ndim == 3 else image[:, :, None]
 
 
 def _check_kind(kind: str, name: str = "kind") -> str:
     if kind not in DEFECT_KINDS:
-        raise ValueError(f"{name} {kind!r} not supported: expected one of {', '.join(DEFECT_KINDS)}")
+        raise UserError(f"{name} {kind!r} not supported: expected one of {', '.join(DEFECT_KINDS)}")
     return kind
 
 
@@ -190,9 +191,9 @@ def _check_range(value, name: str, low: float, high: float) -> tuple[float, floa
     try:
         first, last = (float(v) for v in value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} {value!r} not supported: expected (min, max) numbers") from None
+        raise UserError(f"{name} {value!r} not supported: expected (min, max) numbers") from None
     if not (low <= first <= last <= high):
-        raise ValueError(f"{name} {value!r} not supported: expected {low:g} <= min <= max <= {high:g}")
+        raise UserError(f"{name} {value!r} not supported: expected {low:g} <= min <= max <= {high:g}")
     return first, last
 
 
@@ -209,9 +210,9 @@ def max_defect_size(image_shape: Sequence[int]) -> float:
 def _check_size(size: float, image_shape: Sequence[int], name: str = "size") -> float:
     largest = max_defect_size(image_shape)
     if isinstance(size, bool) or not isinstance(size, (int, float, np.number)) or not np.isfinite(size):
-        raise ValueError(f"{name} {size!r} not supported: expected a number of pixels")
+        raise UserError(f"{name} {size!r} not supported: expected a number of pixels")
     if not MIN_SIZE <= size <= largest:
-        raise ValueError(
+        raise UserError(
             f"{name} {size!r} not supported: expected {MIN_SIZE:g} to {largest:g} px "
             f"in a {image_shape[0]}x{image_shape[1]} image"
         )
@@ -220,10 +221,10 @@ def _check_size(size: float, image_shape: Sequence[int], name: str = "size") -> 
 
 def _check_contrast(contrast: float, kind: str) -> float:
     if isinstance(contrast, bool) or not isinstance(contrast, (int, float, np.number)) or not np.isfinite(contrast):
-        raise ValueError(f"contrast {contrast!r} not supported: expected a number in [-1, 1]")
+        raise UserError(f"contrast {contrast!r} not supported: expected a number in [-1, 1]")
     lowest = 0.0 if kind == "added_material" else MIN_CONTRAST
     if not lowest <= abs(contrast) <= 1:
-        raise ValueError(f"contrast {contrast!r} not supported for {kind}: expected {lowest:g} <= |contrast| <= 1")
+        raise UserError(f"contrast {contrast!r} not supported for {kind}: expected {lowest:g} <= |contrast| <= 1")
     return float(contrast)
 
 
@@ -263,13 +264,13 @@ def _resolve_params(
     if shape is None:
         shape = KIND_SHAPES[kind]
     elif shape not in SHAPES:
-        raise ValueError(f"shape {shape!r} not supported: expected one of {', '.join(SHAPES)}")
+        raise UserError(f"shape {shape!r} not supported: expected one of {', '.join(SHAPES)}")
     side = min(image_shape[:2])
     if size is not None and scale is not None:
-        raise ValueError(f"size {size!r} and scale {scale!r} both given: expected at most one of them")
+        raise UserError(f"size {size!r} and scale {scale!r} both given: expected at most one of them")
     if scale is not None:
         if isinstance(scale, bool) or not isinstance(scale, (int, float, np.number)) or not 0 < scale <= 1:
-            raise ValueError(f"scale {scale!r} not supported: expected a fraction of the image side in (0, 1]")
+            raise UserError(f"scale {scale!r} not supported: expected a fraction of the image side in (0, 1]")
         size = _check_size(scale * side, image_shape, name=f"scale {scale!r} gives size")
     elif size is None:
         low, high = DEFAULT_SCALE_RANGES[kind]
@@ -288,7 +289,7 @@ def _resolve_params(
         try:
             center = (float(center[0]), float(center[1]))
         except (TypeError, ValueError, IndexError):
-            raise ValueError(f"center {center!r} not supported: expected (row, col)") from None
+            raise UserError(f"center {center!r} not supported: expected (row, col)") from None
     return DefectParams(kind=kind, shape=shape, size=size, contrast=contrast, soft=bool(soft), center=center)
 
 
@@ -541,7 +542,7 @@ def _draw(
     left = int(round(params.center[1] - (side - 1) / 2))
     height, width = pixels.shape[:2]
     if top < 0 or left < 0 or top + side > height or left + side > width:
-        raise ValueError(
+        raise UserError(
             f"center {params.center} not supported: a {params.size:g} px defect there leaves the "
             f"{height}x{width} image (expected at least {params.size / 2 + _PAD:g} px from each border)"
         )
@@ -616,18 +617,18 @@ def random_defect(
     """
     pixels = _check_image(image)
     if isinstance(kinds, str) or not kinds:
-        raise ValueError(f"kinds {kinds!r} not supported: expected a non-empty sequence of {', '.join(DEFECT_KINDS)}")
+        raise UserError(f"kinds {kinds!r} not supported: expected a non-empty sequence of {', '.join(DEFECT_KINDS)}")
     for kind in kinds:
         _check_kind(kind, name="kinds entry")
     if size_range is not None and scale_range is not None:
-        raise ValueError(f"size_range {size_range!r} and scale_range {scale_range!r} both given: expected at most one")
+        raise UserError(f"size_range {size_range!r} and scale_range {scale_range!r} both given: expected at most one")
     side, largest = min(pixels.shape[:2]), max_defect_size(pixels.shape)
     if size_range is not None:
         size_range = _check_range(size_range, "size_range", MIN_SIZE, largest)
     if scale_range is not None:
         low, high = _check_range(scale_range, "scale_range", 0.0, 1.0)
         if low <= 0 or not MIN_SIZE <= low * side <= high * side <= largest:
-            raise ValueError(
+            raise UserError(
                 f"scale_range {scale_range!r} not supported: expected fractions giving {MIN_SIZE:g} to "
                 f"{largest:g} px in a {pixels.shape[0]}x{pixels.shape[1]} image"
             )

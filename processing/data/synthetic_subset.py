@@ -23,6 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from autoencoder.errors import UserError
 from processing.data.images import read_image
 from processing.data.synthetic_defects import DEFECT_KINDS, GRAY_DEFECT_KINDS, random_defect
 
@@ -54,7 +55,7 @@ def draw_synthetic_defects(
     """Write `count` (default :func:`synthetic_count`) defective copies of the `sources` (in turn)
     into `out_dir`/images, their masks into `out_dir`/masks and a table of what was drawn."""
     if not sources:
-        raise ValueError("synthetic defects: no held-out good image to draw them into")
+        raise UserError("synthetic defects: no held-out good image to draw them into")
     count = synthetic_count(len(sources)) if count is None else int(count)
     kinds = DEFECT_KINDS if color_mode == "rgb" else GRAY_DEFECT_KINDS
     rng = np.random.default_rng(seed)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from autoencoder.errors import UserError
 from processing.data.images import image_size, read_image
 
 logger = logging.getLogger(__name__)
@@ -45,9 +46,9 @@ class TileGrid:
 
     def __post_init__(self):
         if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 8:
-            raise ValueError(f"--tile {self.size}: expected a tile side of at least 8 pixels")
+            raise UserError(f"--tile {self.size}: expected a tile side of at least 8 pixels")
         if isinstance(self.overlap, bool) or not isinstance(self.overlap, int) or not 0 <= self.overlap < self.size:
-            raise ValueError(f"--tile-overlap {self.overlap}: expected a number of pixels from 0 to --tile - 1 ({self.size - 1})")
+            raise UserError(f"--tile-overlap {self.overlap}: expected a number of pixels from 0 to --tile - 1 ({self.size - 1})")
 
     @classmethod
     def of(cls, record: dict | None) -> TileGrid | None:
@@ -124,7 +125,7 @@ def load_tiles(paths: list[Path], color_mode: str, grid: TileGrid) -> np.ndarray
     available = physical_memory()
     logger.info("%d tiles of %d px (overlap %d) from %d images: %.2f GiB", count, grid.size, grid.overlap, len(paths), needed / 2**30)
     if available is not None and needed > available / 2:
-        raise ValueError(f"--tile {grid.size} --tile-overlap {grid.overlap}: {count} tiles of {len(paths)} images would take "
+        raise UserError(f"--tile {grid.size} --tile-overlap {grid.overlap}: {count} tiles of {len(paths)} images would take "
                          f"{needed / 2**30:.1f} GiB, more than half of this machine's {available / 2**30:.0f} GiB; lower "
                          "--tile-overlap or raise --tile")
     batches = list(iter_tile_batches(paths, color_mode, grid, 256))
@@ -136,17 +137,6 @@ def iter_originals(paths: list[Path], color_mode: str, batch_size: int) -> Itera
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
         yield chunk, [read_image(path, color_mode) for path in chunk]
-
-
-def iter_inputs(paths: list[Path], info: dict, batch_size: int):
-    """(paths, model inputs) batch by batch for a model whose info.json ``model`` section is `info`:
-    (N, S, S, C) resized images, or for a tiled model the whole images (a list, each at its size)."""
-    from processing.data.images import iter_batches
-
-    if info.get("tile"):
-        yield from iter_originals(paths, info["color_mode"], batch_size)
-    else:
-        yield from iter_batches(paths, info["color_mode"], info["image_size"], batch_size)
 
 
 def batch_of(images: list[np.ndarray]):

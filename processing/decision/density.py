@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from autoencoder.errors import UserError
 from autoencoder.folders import write_npz
 from autoencoder.models import BOTTLENECK_LAYER
 from autoencoder.progress import on_terminal
@@ -49,7 +50,7 @@ BLOCK_ELEMENTS = 2_000_000  # query x training pairs per block (16 MB of float64
 MAX_THRESHOLD_CANDIDATES = 512
 
 
-class DensityFileError(ValueError):
+class DensityFileError(UserError):
     """A density.npz file that is missing or not one written by :func:`save_density`."""
 
 
@@ -82,7 +83,7 @@ class DensityModel:
         """(M, D) raw codes -> (M, K) float64 codes in the space the KDE lives in."""
         raw_codes = np.asarray(raw_codes, dtype=np.float64).reshape(len(raw_codes), -1)
         if raw_codes.shape[1] != self.n_features:
-            raise ValueError(
+            raise UserError(
                 f"codes of length {raw_codes.shape[1]} do not match the density model's {self.n_features}: "
                 "density.npz was fitted with another model"
             )
@@ -127,9 +128,9 @@ def gaussian_kde_log_density(
     train = np.asarray(train_codes, dtype=np.float64)
     query = np.asarray(query_codes, dtype=np.float64)
     if train.ndim != 2 or query.ndim != 2 or train.shape[1] != query.shape[1]:
-        raise ValueError(f"expected (N, K) training and (M, K) query codes, got {train.shape} and {query.shape}")
+        raise UserError(f"expected (N, K) training and (M, K) query codes, got {train.shape} and {query.shape}")
     if not bandwidth > 0:
-        raise ValueError(f"--bandwidth {bandwidth}: expected a positive kernel width")
+        raise UserError(f"--bandwidth {bandwidth}: expected a positive kernel width")
     n, dim = train.shape
     centre = train.mean(axis=0)
     train = train - centre
@@ -160,7 +161,7 @@ def bandwidth_grid(codes: np.ndarray, factors: np.ndarray = BANDWIDTH_GRID_FACTO
     """Candidate bandwidths: `factors` times the RMS standard deviation of the (N, K) codes."""
     spread = float(np.sqrt(np.mean(np.var(codes, axis=0))))
     if not spread > 0:
-        raise ValueError(
+        raise UserError(
             f"the {len(codes)} training codes are all identical: the encoder maps every image to one code "
             "(train longer or with another learning rate)"
         )
@@ -179,7 +180,7 @@ def select_bandwidth(codes: np.ndarray, grid: np.ndarray | None = None, folds: i
 
     codes = np.asarray(codes, dtype=np.float64)
     if len(codes) < 2:
-        raise ValueError(f"choosing a KDE bandwidth needs at least 2 training codes, got {len(codes)}")
+        raise UserError(f"choosing a KDE bandwidth needs at least 2 training codes, got {len(codes)}")
     grid = bandwidth_grid(codes) if grid is None else np.asarray(grid, dtype=np.float64)
     splits = KFold(n_splits=min(folds, len(codes)), shuffle=True, random_state=seed).split(codes)
     per_fold = [_held_out_log_likelihoods(codes[fit], codes[held_out], grid) for fit, held_out in splits]
@@ -222,14 +223,14 @@ def fit_density(
     codes = flatten_codes(raw_codes)
     n_codes, n_features = codes.shape
     if n_codes < 2:
-        raise ValueError(f"fitting a KDE needs at least 2 training codes, got {n_codes}")
+        raise UserError(f"fitting a KDE needs at least 2 training codes, got {n_codes}")
     if bandwidth is not None and not bandwidth > 0:
-        raise ValueError(f"--bandwidth {bandwidth}: expected a positive kernel width")
+        raise UserError(f"--bandwidth {bandwidth}: expected a positive kernel width")
     pca_mean = np.zeros(0)
     components = np.zeros((0, n_features))
     if pca_components:
         if not 1 <= pca_components <= min(n_codes, n_features):
-            raise ValueError(
+            raise UserError(
                 f"--pca-components {pca_components}: expected 1..{min(n_codes, n_features)} "
                 f"({n_codes} codes of length {n_features})"
             )
@@ -374,11 +375,11 @@ def search_dual_thresholds(val_log_density, val_error, finetune_log_density, fin
     error = np.asarray(finetune_error, dtype=np.float64)
     labels = np.asarray(labels, dtype=bool)
     if len(val_log_density) == 0 or len(val_error) != len(val_log_density):
-        raise ValueError("the threshold search needs validation scores: at least one validation image, as many errors as densities")
+        raise UserError("the threshold search needs validation scores: at least one validation image, as many errors as densities")
     if not (len(log_density) == len(error) == len(labels)):
-        raise ValueError(f"finetuning scores and labels differ in length: {len(log_density)}, {len(error)}, {len(labels)}")
+        raise UserError(f"finetuning scores and labels differ in length: {len(log_density)}, {len(error)}, {len(labels)}")
     if labels.all() or not labels.any():
-        raise ValueError("the finetuning subset needs both defect-free and defective images to choose thresholds")
+        raise UserError("the finetuning subset needs both defect-free and defective images to choose thresholds")
 
     density_thresholds = _candidates(val_log_density.min(), log_density, lambda v: v < val_log_density.min(), -np.inf, descending=True)
     error_thresholds = _candidates(val_error.max(), error, lambda v: v > val_error.max(), np.inf, descending=False)
@@ -443,16 +444,16 @@ def search_dual_smoothed(val_log_density, val_error, finetune_log_density, finet
     val_score, ft_score = -np.asarray(val_log_density, dtype=np.float64), -np.asarray(finetune_log_density, dtype=np.float64)
     val_error, ft_error = np.asarray(val_error, dtype=np.float64), np.asarray(finetune_error, dtype=np.float64)
     if len(val_score) == 0 or len(val_error) != len(val_score):
-        raise ValueError("the threshold search needs validation scores: at least one validation image, as many errors as densities")
+        raise UserError("the threshold search needs validation scores: at least one validation image, as many errors as densities")
     if not (len(ft_score) == len(ft_error) == len(labels)):
-        raise ValueError(f"finetuning scores and labels differ in length: {len(ft_score)}, {len(ft_error)}, {len(labels)}")
+        raise UserError(f"finetuning scores and labels differ in length: {len(ft_score)}, {len(ft_error)}, {len(labels)}")
     if not labels.any():
-        raise ValueError("the finetuning subset needs defective images to choose thresholds")
+        raise UserError("the finetuning subset needs defective images to choose thresholds")
     good_score, good_error = np.r_[val_score, ft_score[~labels]], np.r_[val_error, ft_error[~labels]]
     bad_score, bad_error = ft_score[labels], ft_error[labels]
     every = np.r_[good_score, bad_score]
     if not np.isfinite(every).all() or not np.isfinite(np.r_[good_error, bad_error]).all():
-        raise ValueError("the density or error scores contain NaN or infinite values")
+        raise UserError("the density or error scores contain NaN or infinite values")
     low, high = float(every.min()), float(every.max())
     grid = np.linspace(low, high + max(high - low, 1e-12) * 1e-6, SMOOTHED_DENSITY_STEPS)  # the top flags nothing
     errors = np.r_[good_error, bad_error]
@@ -494,7 +495,7 @@ def code_and_reconstruction_model(model):
 
     names = {layer.name for layer in model.layers}
     if BOTTLENECK_LAYER not in names:
-        raise ValueError(
+        raise UserError(
             f"--detector {DETECTOR}: model {model.name} has no '{BOTTLENECK_LAYER}' layer to take latent codes from; "
             "use an architecture with a bottleneck"
         )

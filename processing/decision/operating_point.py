@@ -38,6 +38,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from autoencoder.errors import UserError
+
 #: The operating points a user can ask for (finetune.py: default, --max-false-alarms, --min-detection).
 OPERATING_POINTS = ("balanced", "false_alarms", "detection")
 #: Bootstrap resamples behind the expected rates and their interval.
@@ -68,14 +70,14 @@ class OperatingPoint:
 
     def __post_init__(self):
         if self.kind not in OPERATING_POINTS:
-            raise ValueError(f"operating point {self.kind!r}: expected one of {', '.join(OPERATING_POINTS)}")
+            raise UserError(f"operating point {self.kind!r}: expected one of {', '.join(OPERATING_POINTS)}")
         if self.kind == "balanced":
             if self.rate is not None:
-                raise ValueError("operating point balanced: takes no rate")
+                raise UserError("operating point balanced: takes no rate")
             return
         rate = self.rate
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0 or math.isnan(rate):
-            raise ValueError(f"operating point {self.kind}: rate {rate!r}: expected a fraction in [0, 1]")
+            raise UserError(f"operating point {self.kind}: rate {rate!r}: expected a fraction in [0, 1]")
 
     def describe(self) -> str:
         if self.kind == "balanced":
@@ -90,7 +92,7 @@ class OperatingPoint:
     @classmethod
     def from_json(cls, data) -> OperatingPoint:
         if not isinstance(data, dict) or set(data) - {"kind", "rate"}:
-            raise ValueError('expected {"kind": ..., "rate": ...}')
+            raise UserError('expected {"kind": ..., "rate": ...}')
         return cls(data.get("kind", "balanced"), data.get("rate"))
 
 
@@ -205,7 +207,7 @@ def choose(flags_of: FamilyFlags, n_families: int, point: OperatingPoint | None 
     (ties: the earlier)."""
     point = point or OperatingPoint()
     if n_families < 1:
-        raise ValueError("expected at least one candidate family")
+        raise UserError("expected at least one candidate family")
     indices, objectives, reached = [], [], []
     for family in range(n_families):
         good, defective = flags_of(family)
@@ -221,9 +223,9 @@ def choose(flags_of: FamilyFlags, n_families: int, point: OperatingPoint | None 
 
 def _check_flags(good, defective) -> None:
     if good.ndim != 2 or defective.ndim != 2 or good.shape[1] != defective.shape[1]:
-        raise ValueError(f"expected (N, T) flags on one grid, got {good.shape} and {defective.shape}")
+        raise UserError(f"expected (N, T) flags on one grid, got {good.shape} and {defective.shape}")
     if len(good) == 0 or len(defective) == 0:
-        raise ValueError("the smoothed rule needs good and defective images (the validation images and at least one defective "
+        raise UserError("the smoothed rule needs good and defective images (the validation images and at least one defective "
                          "finetuning image)")
 
 

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
+from autoencoder.errors import UserError
 from autoencoder.progress import on_terminal
 from processing.decision.operating_point import DEFAULT_RESAMPLES, Expected, OperatingPoint, settle
 from processing.decision.segmentation import (
@@ -843,7 +844,7 @@ def search_min_area_threshold(
     fallback = []
     if rule == "smoothed" and not labels.any():  # nothing to measure detection on: the original rule, said
         if operating_point.kind == "detection":
-            raise ValueError("--min-detection: the finetuning subset holds no defective image to measure a detection rate on")
+            raise UserError("--min-detection: the finetuning subset holds no defective image to measure a detection rate on")
         rule = "original"
         fallback = ["the finetuning subset holds no defective image: the original rule chose (every validation image clean); "
                     "raise --finetune-split, label defects or pass --synthetic-defects"]

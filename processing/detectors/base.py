@@ -35,8 +35,9 @@ from typing import ClassVar
 import numpy as np
 
 from autoencoder import bundle
+from autoencoder.errors import UserError
 from autoencoder.folders import REPLACED
-from processing.data.images import MVTecLayout
+from processing.data.images import MVTecLayout, iter_batches, load_image_and_original
 from processing.detectors.fields import read_fields, write_fields
 from processing.evaluation.metrics import format_metrics
 
@@ -101,14 +102,14 @@ class FinetuneConfig:
             check_method_dtype(method, self.dtype)
         if self.candidates is not None:
             if "auto" in self.candidates and len(self.candidates) > 1:
-                raise ValueError(f"--method {' '.join(self.candidates)}: auto stands alone")
+                raise UserError(f"--method {' '.join(self.candidates)}: auto stands alone")
             for method in self.candidates:
                 if method != "auto":
                     check_method_dtype(method, self.dtype)
         if self.clear_border is not None and not isinstance(self.clear_border, bool):
-            raise ValueError(f"clear_border {self.clear_border!r}: expected true or false")
+            raise UserError(f"clear_border {self.clear_border!r}: expected true or false")
         if self.image_score is not None and self.image_score not in IMAGE_SCORES:
-            raise ValueError(f"--image-score {self.image_score!r}: expected one of {', '.join(IMAGE_SCORES)}")
+            raise UserError(f"--image-score {self.image_score!r}: expected one of {', '.join(IMAGE_SCORES)}")
         get_detector(self.detector)
         self.check_flags_apply()
         if self.bandwidth is not None:
@@ -117,18 +118,18 @@ class FinetuneConfig:
             check_non_negative_int(self.pca_components, "--pca-components", "a number of components")
         rate = self.max_false_alarms
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
-            raise ValueError(f"--max-false-alarms {rate}: expected a fraction of the good images in [0, 1)")
+            raise UserError(f"--max-false-alarms {rate}: expected a fraction of the good images in [0, 1)")
         detection = self.min_detection
         if detection is not None and (isinstance(detection, bool) or not isinstance(detection, (int, float)) or not 0 < detection <= 1):
-            raise ValueError(f"--min-detection {detection}: expected a fraction of the defective images in (0, 1]")
+            raise UserError(f"--min-detection {detection}: expected a fraction of the defective images in (0, 1]")
         if detection is not None and rate:
-            raise ValueError("--max-false-alarms and --min-detection: give one operating point, not both")
+            raise UserError("--max-false-alarms and --min-detection: give one operating point, not both")
         from processing.decision.thresholds import RULES
 
         if self.rule not in RULES:
-            raise ValueError(f"--rule {self.rule!r}: expected one of {', '.join(RULES)}")
+            raise UserError(f"--rule {self.rule!r}: expected one of {', '.join(RULES)}")
         if self.rule == "original" and detection is not None:
-            raise ValueError("--min-detection needs --rule smoothed: the original rule keeps every validation image clean")
+            raise UserError("--min-detection needs --rule smoothed: the original rule keeps every validation image clean")
 
     def operating_point(self):
         """The operating point these settings ask for (processing/decision/operating_point.py)."""
@@ -149,7 +150,7 @@ class FinetuneConfig:
                 continue
             for key, (flag, default) in other.own_settings.items():
                 if getattr(self, key) != default:
-                    raise ValueError(f"{flag} applies to --detector {name} only; this run uses --detector {self.detector}")
+                    raise UserError(f"{flag} applies to --detector {name} only; this run uses --detector {self.detector}")
 
 
 @dataclass
@@ -210,7 +211,7 @@ class FinetuningResult:
         if isinstance(data, dict):
             version = data.get("schema_version", 1)
             if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= cls.SCHEMA_VERSION:
-                raise ValueError(f"{source}: schema_version {version!r}: this version of the toolkit reads 1 to {cls.SCHEMA_VERSION}")
+                raise UserError(f"{source}: schema_version {version!r}: this version of the toolkit reads 1 to {cls.SCHEMA_VERSION}")
         result = cls(**read_fields(cls, data, source))
         result.check(source)
         return result
@@ -273,9 +274,9 @@ def read_result_file(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error}): rerun finetune.py with --overwrite") from None
+        raise UserError(f"{path} is not valid JSON ({error}): rerun finetune.py with --overwrite") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: not a result written by finetune.py (not a JSON object); rerun finetune.py with --overwrite")
+        raise UserError(f"{path}: not a result written by finetune.py (not a JSON object); rerun finetune.py with --overwrite")
     return data
 
 
@@ -368,6 +369,22 @@ class Detector(abc.ABC):
             result = cls.read_result(folder)
         return cls(model, result, folder, batch_size)
 
+    # ---- what a file becomes ----------------------------------------------------------------
+
+    def read_input(self, path) -> tuple[np.ndarray, np.ndarray]:
+        """(model input, original image) of one image file (predict.py, serve.py)."""
+        return load_image_and_original(path, self.model.info.model.color_mode, self.model.info.model.image_size)
+
+    def inputs_of_files(self, paths):
+        """(paths, inputs :meth:`score` takes) batch by batch."""
+        info = self.model.info.model
+        yield from iter_batches(paths, info.color_mode, info.image_size, self.batch_size)
+
+    def map_shape(self, path) -> tuple[int, int]:
+        """(H, W) of the maps and masks of image file `path` (test.py reads its ground truth at that size)."""
+        size = self.model.info.model.image_size
+        return (size, size)
+
     # ---- scoring and deciding --------------------------------------------------------------
 
     @abc.abstractmethod
@@ -395,6 +412,15 @@ class Detector(abc.ABC):
         """The numbers test.py logs for one test result."""
         keys = ["image_auroc", "pixel_auroc", "aupro", "mean_iou", "balanced_accuracy", "tpr", "tnr"]
         return format_metrics(result, keys)  # a metric that could not be computed prints as n/a
+
+    def model_test_metrics(self, files, truth, batch_size: int = 16) -> dict:
+        """What the model scores by itself (registered model scores that apply to it, e.g. the
+        adversarial autoencoder's likelihood), as test_result.json keys; {} for most models."""
+        metrics = {}
+        for applies, measure in _MODEL_SCORES.values():
+            if applies(self.model.info):
+                metrics |= measure(self.model, files, truth, batch_size)
+        return metrics
 
     @property
     def tuned_on(self) -> set[str]:
@@ -438,11 +464,20 @@ class Detector(abc.ABC):
 
     def export_plan(self) -> ExportPlan:
         """What export.py puts into the graph; ValueError (one line) when this result cannot be exported."""
-        raise ValueError(f"result {self.result_name(self.result)} uses the {self.name} detector, which export.py cannot export")
+        raise UserError(f"result {self.result_name(self.result)} uses the {self.name} detector, which export.py cannot export")
 
 
 
 _REGISTRY: dict[str, type[Detector]] = {}
+# Image scores some models make by themselves: name -> (applies(model info), metrics(model, files, truth, batch_size) -> dict).
+_MODEL_SCORES: dict[str, tuple] = {}
+
+
+def register_model_scores(name: str, applies, metrics) -> None:
+    """Make a model's own image scores part of every test result of the models they apply to."""
+    if name in _MODEL_SCORES:
+        raise ValueError(f"model scores {name!r} are registered twice")
+    _MODEL_SCORES[name] = (applies, metrics)
 
 
 def register_detector(cls: type[Detector]) -> type[Detector]:
@@ -460,7 +495,7 @@ def available_detectors() -> list[str]:
 def get_detector(name: str, what: str = "--detector") -> type[Detector]:
     """The detector class registered as `name`; ValueError naming `what` and the known names."""
     if name not in _REGISTRY:
-        raise ValueError(f"{what} {name!r}: expected one of {', '.join(_REGISTRY)}")
+        raise UserError(f"{what} {name!r}: expected one of {', '.join(_REGISTRY)}")
     return _REGISTRY[name]
 
 
@@ -479,7 +514,7 @@ def read_result(folder: Path) -> tuple[type[Detector], FinetuningResult]:
     # edited by hand would apply one map's threshold to another map.
     name, expected = Path(folder).name, detector.result_name(result)
     if name != expected and not name.startswith(expected + REPLACED):
-        raise ValueError(f"{path}: its settings name the result {expected}, but it is in {name}/: edited by hand (method, dtype)? "
+        raise UserError(f"{path}: its settings name the result {expected}, but it is in {name}/: edited by hand (method, dtype)? "
                          "rerun finetune.py")
     result.check_files(Path(folder))
     return detector, result

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from autoencoder import bundle
+from autoencoder.errors import UserError
 from autoencoder.folders import file_sha256
 from processing.decision.density import (
     DENSITY_FILE,
@@ -55,9 +56,12 @@ from processing.detectors.base import (
 from processing.evaluation import plots
 from processing.evaluation.metrics import format_metrics, image_auroc
 from processing.maps.kinds import check_method_dtype
+from processing.maps.map_model import refuse_tiled
 from processing.maps.resmaps import RESMAP_METHODS
 
 logger = logging.getLogger(__name__)
+
+TILED_WHY = "the latent density is of whole resized images; use the segmentation detector"
 
 
 @dataclass
@@ -147,22 +151,20 @@ class KDEDetector(Detector):
     def check_config(cls, config: FinetuneConfig) -> FinetuneConfig:
         check_method_dtype(config.method, config.dtype)
         if config.rule == "original" and (config.max_false_alarms or config.min_detection is not None):
-            raise ValueError("--max-false-alarms and --min-detection: the original rule of --detector kde keeps every validation image "
+            raise UserError("--max-false-alarms and --min-detection: the original rule of --detector kde keeps every validation image "
                              "normal; use --rule smoothed")
         if config.method not in RESMAP_METHODS:
-            raise ValueError(f"--detector kde: --method {config.method}: expected the residual map of a pixel autoencoder "
+            raise UserError(f"--detector kde: --method {config.method}: expected the residual map of a pixel autoencoder "
                     f"({' or '.join(RESMAP_METHODS)})")
         return config
 
     @classmethod
-    def check_model_info(cls, config: FinetuneConfig, info: dict) -> None:
-        model = info["model"]
-        if model.get("output", "reconstruction") != "reconstruction" or not model.get("has_bottleneck", True):
-            raise ValueError(f"--detector kde: architecture {model['architecture']} has no latent code and reconstruction to "
+    def check_model_info(cls, config: FinetuneConfig, info) -> None:
+        model = info.model
+        if model.output != "reconstruction" or not model.has_bottleneck:
+            raise UserError(f"--detector kde: architecture {model.architecture} has no latent code and reconstruction to "
                              "model (use a pixel autoencoder, or --detector segmentation)")
-        if model.get("tile"):  # before TensorFlow, as fit() would say after it
-            raise ValueError("--detector kde: the latent density is of whole resized images, not of a tiled model (train.py --tile); "
-                             "use the segmentation detector")
+        refuse_tiled(info, "--detector kde", TILED_WHY)
 
     @staticmethod
     def result_name(config_or_result) -> str:
@@ -170,11 +172,9 @@ class KDEDetector(Detector):
 
     @classmethod
     def fit(cls, model: bundle.ModelBundle, config: FinetuneConfig, data: FinetuneData) -> KDEDetector:
-        if model.info["model"].get("tile"):
-            raise ValueError("--detector kde: the latent density is of whole resized images, not of a tiled model (train.py --tile); "
-                             "use the segmentation detector")
+        refuse_tiled(model.info, "--detector kde", TILED_WHY)
         scorer = code_and_reconstruction_model(model.model)
-        color_mode, size = model.info["model"]["color_mode"], model.info["model"]["image_size"]
+        color_mode, size = model.info.model.color_mode, model.info.model.image_size
         held_out = set(data.validation_files)
         train_files = [path for path in data.layout.train_good if path not in held_out]
         labels = data.labels
@@ -324,20 +324,20 @@ def density_for_result(model_bundle, scorer, config, train_files) -> tuple[Densi
     if legacy.is_file() and not config.refit_density:
         density, metadata = load_density(legacy)
         if metadata.get("model_file") not in (None, model_bundle.model_file.name):
-            raise ValueError(f"{legacy} was fitted for {metadata['model_file']}, not {model_bundle.model_file.name}; pass --refit-density")
+            raise UserError(f"{legacy} was fitted for {metadata['model_file']}, not {model_bundle.model_file.name}; pass --refit-density")
         wanted_pca = config.pca_components or 0
         stored_pca = density.pca_components.shape[0]
         if (config.bandwidth is not None and not np.isclose(config.bandwidth, density.bandwidth)) or (
             config.pca_components is not None and wanted_pca != stored_pca
         ):
-            raise ValueError(
+            raise UserError(
                 f"{legacy} (an older version's density of this model) holds bandwidth {density.bandwidth:.4g} with {stored_pca} PCA "
                 "components; pass --refit-density to fit one with the given --bandwidth/--pca-components (that file is left as it is)"
             )
         logger.info("density model %s (an older version's, read only): %d codes, bandwidth %.4g", legacy, len(density.codes),
                     density.bandwidth)
         return density, False
-    color_mode, size = model_bundle.info["model"]["color_mode"], model_bundle.info["model"]["image_size"]
+    color_mode, size = model_bundle.info.model.color_mode, model_bundle.info.model.image_size
     codes, _ = codes_and_errors(scorer, train_files, color_mode, size, config.method, config.batch_size, desc="encoding train/good")
     density = fit_density(codes, config.bandwidth, config.pca_components, seed=config.seed)
     logger.info("density model of %d training codes fitted (bandwidth %.4g)", len(codes), density.bandwidth)

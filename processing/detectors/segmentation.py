@@ -21,12 +21,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
-import cv2
 import numpy as np
 
 from autoencoder import bundle
-from processing.data.images import iter_batches, scan_dataset, split_train_validation
-from processing.data.tiles import TileGrid, iter_originals, iter_tile_batches, load_tiles, stitch, tiles_of
+from autoencoder.errors import UserError
+from processing.data.images import split_train_validation
 from processing.decision.segmentation import segment
 from processing.decision.thresholds import RULES, allowed_false_alarms, max_component_level, search_min_area_threshold
 from processing.detectors import fields as f
@@ -42,27 +41,9 @@ from processing.detectors.base import (
     register_detector,
 )
 from processing.evaluation import plots
-from processing.maps.inference import bind_sources, fit_states, source_values
-from processing.maps.kinds import (
-    IMAGE_SCORES,
-    MAP_DTYPES,
-    MapSpec,
-    combine_maps,
-    default_map_for_loss,
-    fit_combination,
-    get_map_source,
-    is_map_spec,
-    model_was_trained,
-    parse_map_spec,
-)
-from processing.maps.postprocess import (
-    MAX_SIGMA,
-    NORMALIZATIONS,
-    ResmapPostprocessor,
-    check_smoothing_fits,
-    fit_pixel_statistics,
-    smooth_resmaps,
-)
+from processing.maps.kinds import IMAGE_SCORES, MAP_DTYPES, MapSpec, is_map_spec, parse_map_spec
+from processing.maps.map_model import MapModel, parse_partner, refuse_tiled
+from processing.maps.postprocess import MAX_SIGMA, NORMALIZATIONS
 
 logger = logging.getLogger(__name__)
 
@@ -157,22 +138,22 @@ class SegmentationResult(FinetuningResult):
             needed += [folder / f"partner_{index}" / kind.state_file for kind in parse_map_spec(partner["method"]).fitted_kinds]
         for path in needed:
             if not path.is_file():
-                raise ValueError(f"{path} not found: the finetuning result {folder.name} needs it; rerun finetune.py")
+                raise UserError(f"{path} not found: the finetuning result {folder.name} needs it; rerun finetune.py")
 
     def check(self, source: str) -> None:
         spec = self.spec
         try:
             spec.check_dtype(self.dtype)
         except ValueError:
-            raise ValueError(f"{source}: dtype {self.dtype!r}: {spec.name} maps need float64") from None
+            raise UserError(f"{source}: dtype {self.dtype!r}: {spec.name} maps need float64") from None
         if self.normalize != "none" and self.dtype != "float64":
-            raise ValueError(f"{source}: normalize {self.normalize!r} needs float64 maps, not {self.dtype}")
+            raise UserError(f"{source}: normalize {self.normalize!r} needs float64 maps, not {self.dtype}")
         components = spec.names + [f"partner_{index}" for index in range(len(self.partners or []))]
         if len(components) > 1 and sorted(self.combination or {}) != sorted(components):
-            raise ValueError(f"{source}: combination: expected the mean and std of {', '.join(components)}")
+            raise UserError(f"{source}: combination: expected the mean and std of {', '.join(components)}")
         bounds = self.value_range or spec.value_range(self.dtype)
         if bounds is not None and not bounds[0] <= self.best_threshold <= bounds[1]:
-            raise ValueError(f"{source}: best_threshold {self.best_threshold!r}: outside the range of its {spec.name} maps "
+            raise UserError(f"{source}: best_threshold {self.best_threshold!r}: outside the range of its {spec.name} maps "
                              f"[{bounds[0]:g}, {bounds[1]:g}]; rerun finetune.py")
 
 
@@ -189,34 +170,22 @@ class SegmentationDetector(Detector):
         "combine_with": ("--combine-with", []),
     }
 
-    def __init__(self, model, result: SegmentationResult, folder=None, batch_size=16,
-                 postprocess: ResmapPostprocessor | None = None, states=None, partners=None):
+    def __init__(self, model, result: SegmentationResult, folder=None, batch_size=16, maps: MapModel | None = None):
         super().__init__(model, result, folder, batch_size)
         self.spec = result.spec
         self.method, self.dtype = result.method, result.dtype
-        # Other models whose maps join the combination (--combine-with): map makers of their own.
-        self.partners = partners if partners is not None else [
-            load_partner(spec, Path(folder) / f"partner_{index}", batch_size) for index, spec in enumerate(result.partners or [])
-        ]
-        # (mean, std) of each component's maps on the validation images, for combined maps.
-        self.combination = {name: tuple(value) for name, value in (result.combination or {}).items()}
-        self.states = dict(states or {})
-        for kind in self.spec.fitted_kinds:
-            if kind.name not in self.states:
-                self.states[kind.name] = load_state(kind, folder)
-        self.sources = bind_sources(self.spec, model.model)
-        self.grid = TileGrid.of(model.info["model"].get("tile"))  # a tiled model scores whole images, tile by tile
+        # The map model the decision was chosen on (fit), or the one saved beside the result.
+        self.maps = maps if maps is not None else MapModel.load(
+            model, result.method, result.dtype, folder, partners=result.partners or [], combination=result.combination,
+            smoothing_sigma=result.smoothing_sigma, normalize=result.normalize, batch_size=batch_size,
+        )
         self.min_area, self.threshold = result.best_min_area, result.best_threshold
-        size = model.info["model"]["image_size"]
-        if self.min_area > size * size:
+        size = model.info.model.image_size
+        if self.maps.grid is None and self.min_area > size * size:
             where = Path(folder) / "finetuning_result.json" if folder is not None else "the finetuning result"
-            raise ValueError(f"{where}: best_min_area {self.min_area}: larger than the model's {size}x{size} maps (at most {size * size})")
+            raise UserError(f"{where}: best_min_area {self.min_area}: larger than the model's {size}x{size} maps (at most {size * size})")
         self.clear_border = result.clear_border
         self.image_score = result.image_score
-        self.postprocess = postprocess
-        if postprocess is None and folder is not None:
-            # The post-processing the threshold was found with (smoothing, per-pixel normalisation).
-            self.postprocess = ResmapPostprocessor.from_finetuning(folder, result.smoothing_sigma, result.normalize)
 
     @classmethod
     def check_config(cls, config: FinetuneConfig) -> FinetuneConfig:
@@ -225,7 +194,7 @@ class SegmentationDetector(Detector):
         for partner in config.combine_with:  # a wrong path answers before any map is fitted
             bundle.resolve_model_path(parse_partner(partner)[0], flag="--combine-with")
         if config.combine_with and config.dtype != "float64":
-            raise ValueError(f"--combine-with averages standardised maps: use --dtype float64, not {config.dtype}")
+            raise UserError(f"--combine-with averages standardised maps: use --dtype float64, not {config.dtype}")
         if config.image_score is None:
             config = replace(config, image_score="max" if config.combine_with else spec.image_score)
         if config.clear_border is None:
@@ -233,21 +202,21 @@ class SegmentationDetector(Detector):
         return config
 
     @classmethod
-    def check_model_info(cls, config: FinetuneConfig, info: dict) -> None:
-        parse_map_spec(config.method).check_model(info["model"].get("output", "reconstruction"), model_was_trained(info))
-        grid = TileGrid.of(info["model"].get("tile"))
-        if grid is not None and (config.normalize != "none" or config.combine_with):  # before TensorFlow; fit() checks again
-            raise ValueError(f"{'--normalize pixel' if config.normalize != 'none' else '--combine-with'}: not for a tiled model "
-                             f"(train.py --tile {grid.size}): its images and maps have their own sizes")
+    def check_model_info(cls, config: FinetuneConfig, info) -> None:
+        parse_map_spec(config.method).check_model(info.model.output, info.was_trained)
+        if config.normalize != "none":  # before TensorFlow; MapModel.fit checks again
+            refuse_tiled(info, "--normalize pixel", "its images and maps have their own sizes")
+        if config.combine_with:
+            refuse_tiled(info, "--combine-with", "its images and maps have their own sizes")
         folder = Path(config.path) if Path(config.path).is_dir() else Path(config.path).parent
         for partner in config.combine_with:
             partner_folder, _ = bundle.resolve_model_path(parse_partner(partner)[0], flag="--combine-with")
             if partner_folder.resolve() == folder.resolve():
-                raise ValueError(f"--combine-with {partner}: that is the model being finetuned; combine it with another model's maps "
+                raise UserError(f"--combine-with {partner}: that is the model being finetuned; combine it with another model's maps "
                                  "(or use -m with several maps, e.g. -m padim+knn)")
-            ours, theirs = (Path(i["dataset"]["path"]).resolve() for i in (info, bundle.read_info(partner_folder)))
+            ours, theirs = (Path(i.dataset.path).resolve() for i in (info, bundle.read_info(partner_folder)))
             if ours != theirs:  # before TensorFlow; fit_partner checks again
-                raise ValueError(f"--combine-with {partner}: that model was trained on {theirs}, this one on {ours}")
+                raise UserError(f"--combine-with {partner}: that model was trained on {theirs}, this one on {ours}")
 
     @staticmethod
     def result_name(config_or_result) -> str:
@@ -264,32 +233,18 @@ class SegmentationDetector(Detector):
     @classmethod
     def fit(cls, model: bundle.ModelBundle, config: FinetuneConfig, data: FinetuneData) -> SegmentationDetector:
         spec = parse_map_spec(config.method)
-        spec.check_model(model.info["model"].get("output", "reconstruction"), model_was_trained(model.info))
-        sigma, clear_border, normalize = config.smoothing_sigma, config.clear_border, config.normalize
+        clear_border, normalize = config.clear_border, config.normalize
         started = time.perf_counter()
-        info = model.info["model"]
-        grid = TileGrid.of(info.get("tile"))
-        if grid is not None and (normalize != "none" or config.combine_with):
-            raise ValueError(f"{'--normalize pixel' if normalize != 'none' else '--combine-with'}: not for a tiled model "
-                             f"(train.py --tile {grid.size}): its images and maps have their own sizes")
-        train_files = training_files(model, data)
-        states = fit_states(spec.fitted_kinds, model.model, lambda: training_batches(train_files, info, config.batch_size, config.seed),
-                            config.batch_size, config.seed)
-        # A detector without a decision yet, to make maps exactly as test.py will.
-        maker = cls(model, SegmentationResult(model="", method=config.method, dtype=config.dtype),
-                    batch_size=config.batch_size, postprocess=ResmapPostprocessor(sigma), states=states, partners=[])
-        maker.partners = [fit_partner(spec, model, config) for spec in config.combine_with]
-        if len(maker.spec.kinds) + len(maker.partners) > 1:
-            maker.combination = fit_combination(maker.component_maps_of_files(data.validation_files))
-        if normalize == "pixel":
-            training_maps = maker.raw_maps_of_files(training_files(model, data), smoothed=True)
-            maker.postprocess = ResmapPostprocessor(sigma, *fit_pixel_statistics(training_maps))
-
+        maker = MapModel.fit(
+            model, config.method, config.dtype, training_files=training_files(model, data), validation_files=data.validation_files,
+            smoothing_sigma=config.smoothing_sigma, normalize=normalize, combine_with=config.combine_with,
+            batch_size=config.batch_size, seed=config.seed,
+        )
         val_resmaps = maker.maps_of_files(data.validation_files)
         finetune_resmaps = maker.maps_of_files(data.finetune_files)
         allowed = allowed_false_alarms(config.max_false_alarms, len(val_resmaps))
         if config.rule == "original" and config.max_false_alarms and not allowed:
-            raise ValueError(f"--max-false-alarms {config.max_false_alarms:g}: allows none of the {len(val_resmaps)} validation images "
+            raise UserError(f"--max-false-alarms {config.max_false_alarms:g}: allows none of the {len(val_resmaps)} validation images "
                              f"under --rule original (one is {1 / len(val_resmaps):.2g} of them); raise it, or use --rule smoothed, "
                              "whose budget is a rate on every good image")
         point = config.operating_point()
@@ -324,12 +279,12 @@ class SegmentationDetector(Detector):
             model=str(model.model_file),
             method=config.method,
             dtype=config.dtype,
-            smoothing_sigma=sigma,
+            smoothing_sigma=config.smoothing_sigma,
             clear_border=clear_border,
             normalize=normalize,
             image_score=config.image_score,
             combination={name: list(value) for name, value in maker.combination.items()} or None,
-            partners=[{"model": str(p.model.folder), "method": p.method} for p in maker.partners] or None,
+            partners=maker.partner_records() or None,
             # Standardised and model-output maps are unbounded: test.py bins its pixel metrics over
             # this range (values outside land in the end bins).
             value_range=widened_range(val_resmaps, finetune_resmaps) if unbounded else None,
@@ -360,16 +315,10 @@ class SegmentationDetector(Detector):
             expected=expected,
             warnings=list(search.warnings),
         )
-        return cls(model, result, batch_size=config.batch_size, postprocess=maker.postprocess, states=states, partners=maker.partners)
+        return cls(model, result, batch_size=config.batch_size, maps=maker)
 
     def save(self, folder) -> None:
-        self.postprocess.save_statistics(folder)
-        for kind in self.spec.fitted_kinds:
-            self.states[kind.name].save(folder / kind.state_file)
-        for index, partner in enumerate(self.partners):
-            (folder / f"partner_{index}").mkdir()
-            for kind in partner.spec.fitted_kinds:
-                partner.states[kind.name].save(folder / f"partner_{index}" / kind.state_file)
+        self.maps.save(folder)
         super().save(folder)
         search = self.result.search
         smoothed = self.result.rule == "smoothed"
@@ -383,61 +332,17 @@ class SegmentationDetector(Detector):
 
     # ---- scoring and deciding --------------------------------------------------------------
 
-    def component_maps(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """Each component's anomaly maps (N, H, W) of a batch of model inputs."""
-        values = source_values(self.sources, images, self.batch_size)  # one model pass per source
-        maps = {kind.name: kind.maps(images, values[kind.source], self.dtype, self.states.get(kind.name)) for kind in self.spec.kinds}
-        for index, partner in enumerate(self.partners):
-            size = partner.model.info["model"]["image_size"]
-            partner_maps = partner.raw_maps(resize_images(images, size))
-            maps[f"partner_{index}"] = resize_maps(partner_maps, images.shape[1])
-        return maps
+    def read_input(self, path):
+        return self.maps.read_input(path)
 
-    def raw_maps(self, images: np.ndarray) -> np.ndarray:
-        """The anomaly maps (N, H, W) of a batch of model inputs, before post-processing."""
-        maps = self.component_maps(images)
-        if len(maps) == 1:
-            return maps[self.spec.names[0]]
-        return combine_maps(maps, self.combination)
+    def inputs_of_files(self, paths):
+        yield from self.maps.iter_inputs(paths)
 
-    def component_maps_of_files(self, paths) -> dict[str, np.ndarray]:
-        """Each component's maps of image files (of every tile of them, for a tiled model), pooled."""
-        info = self.model.info["model"]
-        if self.grid is None:
-            inputs = (images for _, images in iter_batches(paths, info["color_mode"], info["image_size"], self.batch_size))
-            batches = [self.component_maps(images) for images in inputs]
-        else:
-            batches = [self.component_maps(tiles) for tiles in iter_tile_batches(paths, info["color_mode"], self.grid, self.batch_size)]
-        return {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}
-
-    def stitched_map(self, image: np.ndarray) -> np.ndarray:
-        """The raw map (H, W) of one whole image of a tiled model: its tiles' maps, stitched."""
-        tiles = tiles_of(image, self.grid)
-        maps = np.concatenate([self.raw_maps(tiles[start:start + self.batch_size]) for start in range(0, len(tiles), self.batch_size)])
-        return stitch(maps, self.grid, *image.shape[:2])
-
-    def resmaps(self, images) -> np.ndarray | list[np.ndarray]:
-        """The post-processed anomaly maps of a batch: (N, H, W) of model inputs, or for a tiled model
-        a list of (H_i, W_i) maps of whole images (each at its own size)."""
-        if self.grid is None:
-            return self.postprocess(self.raw_maps(images))
-        return [self.postprocess(self.stitched_map(image)[None])[0] for image in images]
-
-    def raw_maps_of_files(self, paths, smoothed: bool = False) -> np.ndarray:
-        info = self.model.info["model"]
-        batches = [self.raw_maps(images) for _, images in iter_batches(paths, info["color_mode"], info["image_size"], self.batch_size)]
-        maps = np.concatenate(batches) if batches else np.zeros((0, info["image_size"], info["image_size"]))
-        return smooth_resmaps(maps, self.postprocess.sigma) if smoothed else maps
-
-    def maps_of_files(self, paths) -> np.ndarray | list[np.ndarray]:
-        """Post-processed maps of image files, as test.py makes them: (N, H, W), or a list for a tiled model."""
-        if self.grid is None:
-            return self.postprocess(self.raw_maps_of_files(paths))
-        info = self.model.info["model"]
-        return [resmap for _, images in iter_originals(paths, info["color_mode"], self.batch_size) for resmap in self.resmaps(images)]
+    def map_shape(self, path) -> tuple[int, int]:
+        return self.maps.map_shape(path)
 
     def score(self, images) -> Scores:
-        resmaps = self.resmaps(images)
+        resmaps = self.maps.maps(images)
         if self.image_score == "max":
             scores = np.array([float(np.max(resmap)) for resmap in resmaps], dtype=np.float64)
         else:
@@ -495,225 +400,9 @@ class SegmentationDetector(Detector):
         ] + self.decision_notes()
 
     def export_plan(self) -> ExportPlan:
+        from processing.detectors.segmentation_export import SegmentationExportPlan
+
         return SegmentationExportPlan(self)
-
-
-class MapGraph:
-    """The raw maps of one model's map spec as tensor ops, at `size` (each map source computed once)."""
-
-    def __init__(self, keras_model, spec: MapSpec, states: dict, size: int):
-        self.spec, self.states, self.size = spec, states, size
-        self.sources = {name: get_map_source(name).tensor(keras_model) for name in spec.sources}
-
-    def maps(self, images, dtype: str) -> dict:
-        values = {name: compute(images) for name, compute in self.sources.items()}
-        return {kind.name: kind.graph(images, values[kind.source], self.states.get(kind.name), dtype) for kind in self.spec.kinds}
-
-
-def resize_images_tensor(images, size: int):
-    """:func:`resize_images` as tensor ops, for the sizes it can reproduce exactly: an integer
-    shrink factor (area averaging = average pooling) or any enlargement (bilinear)."""
-    from keras import ops
-
-    side = int(images.shape[1])
-    if size == side:
-        return images
-    if size > side:
-        return ops.image.resize(images, (size, size), interpolation="bilinear", antialias=False)
-    return ops.average_pool(images, pool_size=side // size, strides=side // size, padding="valid")
-
-
-class SegmentationExportPlan(ExportPlan):
-    """The segmentation detector's maps, combination, post-processing and threshold as one graph;
-    the component rule (min_area, border) and the component image score are left to the runner."""
-
-    def __init__(self, detector: SegmentationDetector):
-        self.name = detector.result_name(detector.result)
-        if detector.grid is not None:
-            raise ValueError(f"result {self.name} is of a tiled model (train.py --tile {detector.grid.size}): its maps are stitched "
-                             "from tiles at each image's own size, which one graph of a fixed input size cannot hold; use predict.py or "
-                                     "serve.py")
-        self.size = int(detector.model.info["model"]["image_size"])
-        self.dtype, self.threshold, self.min_area = detector.dtype, detector.threshold, detector.min_area
-        self.clear_border, self.image_score = detector.clear_border, detector.image_score
-        self.postprocess, self.combination = detector.postprocess, detector.combination
-        self.no_defect_score = detector.no_defect_score
-        self.value_range = detector.spec.value_range("float64")
-        self.graphs = [("", MapGraph(detector.model.model, detector.spec, detector.states, self.size))]
-        self.models = [detector.model.model]
-        for index, partner in enumerate(detector.partners):
-            size = int(partner.model.info["model"]["image_size"])
-            if size < self.size and self.size % size:
-                raise ValueError(
-                    f"result {self.name}: the {size} px partner model {partner.model.folder} would need a non-integer "
-                    f"area resize from {self.size} px, which export.py cannot reproduce exactly"
-                )
-            self.graphs.append((f"partner_{index}", MapGraph(partner.model.model, partner.spec, partner.states, size)))
-            self.models.append(partner.model.model)
-        check_smoothing_fits(self.postprocess.sigma, self.size)
-
-    @property
-    def decision_in_graph(self) -> bool:
-        """Whether the decision is ``map maximum > threshold`` (min_area 1, border components kept)."""
-        return self.min_area == 1 and not self.clear_border
-
-    def check_format(self, fmt: str, dtype: str) -> None:
-        if self.dtype == "uint8" and dtype != "float64":
-            raise ValueError(
-                f"result {self.name} uses uint8 maps, whose rounding at .5 a {dtype} {fmt} graph cannot reproduce; "
-                "export it as savedmodel (float64), or finetune with -t float64"
-            )
-
-    def raw_maps(self, images, dtype: str):
-        from keras import ops
-
-        maps = {}
-        for prefix, graph in self.graphs:
-            inputs = resize_images_tensor(images, graph.size)
-            component = graph.maps(inputs, dtype)
-            if prefix:  # a partner model: its one map, back at our size
-                (partner_map,) = component.values()
-                partner_map = ops.image.resize(ops.cast(partner_map, "float32")[..., None], (self.size, self.size),
-                                               interpolation="bilinear", antialias=False)[..., 0]
-                component = {prefix: ops.cast(partner_map, dtype)}
-            maps |= component
-        if len(maps) == 1:
-            return next(iter(maps.values()))
-        total = sum((maps[name] - mean) / std for name, (mean, std) in self.combination.items())
-        return total / len(maps)
-
-    def outputs(self, images, dtype: str) -> dict:
-        from keras import ops
-
-        maps = self.raw_maps(images, dtype)
-        if self.dtype == "uint8":  # as calculate_resmaps: the clipped map scaled onto 0..255, rounded half to even
-            low, high = self.value_range
-            maps = ops.round((maps - low) * (255.0 / (high - low)))
-            maps = ops.clip(ops.round(self.postprocess.tensor(maps, dtype)), 0.0, 255.0)
-        else:
-            maps = self.postprocess.tensor(maps, dtype)
-        threshold = ops.convert_to_tensor(self.threshold, dtype=dtype)
-        highest = ops.max(maps, axis=(1, 2))
-        outputs = {"anomaly_map": ops.cast(maps, "float32"), "above_threshold": maps > threshold}
-        if self.image_score == "max":
-            outputs["image_score"] = ops.cast(highest, "float32")
-        if self.decision_in_graph:
-            outputs["defective"] = highest > threshold
-        return outputs
-
-    def describe_outputs(self, size: int) -> dict[str, str]:
-        described = {
-            "anomaly_map": f"float32 (N, {size}, {size}): the post-processed anomaly map (higher = more anomalous)",
-            "above_threshold": f"bool (N, {size}, {size}): anomaly_map > threshold, before the component rule",
-        }
-        if self.image_score == "max":
-            described["image_score"] = "float32 (N,): the map's maximum, the image score"
-        if self.decision_in_graph:
-            described["defective"] = "bool (N,): the decision (min_area 1, border kept: the map's maximum > threshold)"
-        return described
-
-    def decision(self) -> dict:
-        return {
-            "detector": "segmentation",
-            "rule": "components",
-            "threshold": self.threshold,
-            "min_area": self.min_area,
-            "clear_border": self.clear_border,
-            "image_score": self.image_score,
-            "no_defect_score": self.no_defect_score,
-            "map_dtype": self.dtype,
-            "decision_in_graph": self.decision_in_graph,
-            "text": (
-                f"defective = a connected region (8-connectivity) of anomaly_map > threshold of at least {self.min_area} pixels"
-                + (" not touching the image border" if self.clear_border else "")
-                + "; image score = "
-                + ("the map's maximum" if self.image_score == "max" else "the highest threshold at which such a region survives")
-            ),
-        }
-
-
-def load_state(kind, folder):
-    """The fitted state of a map kind, saved beside the finetuning result."""
-    path = Path(folder) / kind.state_file
-    if not path.is_file():
-        raise ValueError(f"{path} not found: the finetuning result needs its {kind.name} scorer; rerun finetune.py")
-    return kind.load_state(path)
-
-
-def parse_partner(spec: str) -> tuple[str, str | None]:
-    """--combine-with PATH[:METHOD] -> (PATH, METHOD, or None for the model's default map)."""
-    path, _, method = spec.rpartition(":")
-    if path and is_map_spec(method):
-        return path, method
-    return spec, None
-
-
-def partner_maker(partner_model, method: str, batch_size: int, states=None, folder=None) -> SegmentationDetector:
-    """A map maker for another model's raw maps (no decision of its own)."""
-    result = SegmentationResult(model="", method=method, dtype="float64")
-    return SegmentationDetector(partner_model, result, folder, batch_size, postprocess=ResmapPostprocessor(0.0), states=states, partners=[])
-
-
-def fit_partner(spec: str, model: bundle.ModelBundle, config: FinetuneConfig) -> SegmentationDetector:
-    """The map maker of a --combine-with model, its fitted kinds fitted on its own training images."""
-    path, method = parse_partner(spec)
-    partner = bundle.load_bundle(path)
-    ours, theirs = (Path(m.info["dataset"]["path"]).resolve() for m in (model, partner))
-    if ours != theirs:
-        raise ValueError(f"--combine-with {path}: that model was trained on {theirs}, this one on {ours}")
-    method = method or default_map_for_loss(partner.info.get("settings", {}).get("loss"))
-    partner_spec = parse_map_spec(method, "--combine-with")
-    if partner_spec.combined:
-        raise ValueError(f"--combine-with {spec}: give a partner model one map (e.g. :padim), not {method}")
-    partner_spec.check_model(partner.info["model"].get("output", "reconstruction"), model_was_trained(partner.info))
-    states = {}
-    if partner_spec.fitted_kinds:
-        info, dataset = partner.info["model"], partner.info["dataset"]
-        train_files, _ = split_train_validation(scan_dataset(dataset["path"]).train_good, dataset["validation_split"], dataset["seed"])
-        batches = lambda: training_batches(train_files, info, config.batch_size, config.seed)  # noqa: E731
-        states = fit_states(partner_spec.fitted_kinds, partner.model, batches, config.batch_size, config.seed)
-    logger.info("combining with %s (%s maps at %d px)", partner.folder, method, partner.info["model"]["image_size"])
-    return partner_maker(partner, method, config.batch_size, states=states)
-
-
-def load_partner(spec: dict, folder: Path, batch_size: int) -> SegmentationDetector:
-    partner_model = bundle.load_bundle(spec["model"])
-    return partner_maker(partner_model, spec["method"], batch_size, folder=folder)
-
-
-def resize_images(images: np.ndarray, size: int) -> np.ndarray:
-    """A batch (N, H, W, C) float32 resized to (N, size, size, C): area averaging to shrink, bilinear to enlarge."""
-    if images.shape[1] == size:
-        return images
-    interpolation = cv2.INTER_AREA if size < images.shape[1] else cv2.INTER_LINEAR
-    out = np.empty((len(images), size, size, images.shape[-1]), dtype=np.float32)
-    for index, image in enumerate(images):
-        out[index] = cv2.resize(image, (size, size), interpolation=interpolation).reshape(size, size, -1)
-    return out
-
-
-def resize_maps(maps: np.ndarray, size: int) -> np.ndarray:
-    """(N, h, w) maps resized bilinearly to (N, size, size) float64."""
-    if maps.shape[1] == size:
-        return maps
-    return np.stack([cv2.resize(np.asarray(m, dtype=np.float64), (size, size), interpolation=cv2.INTER_LINEAR) for m in maps])
-
-
-MAX_FIT_TILES = 4000  # tiles of the training images a fitted map (padim, knn) is fitted on, at most
-
-
-def training_batches(paths: list, info: dict, batch_size: int, seed: int):
-    """Batches of model inputs of the training images `paths`: the images resized, or for a tiled
-    model their tiles (at most MAX_FIT_TILES of them, drawn at random: the densities need a sample,
-    not every tile of every image)."""
-    grid = TileGrid.of(info.get("tile"))
-    if grid is None:
-        yield from (images for _, images in iter_batches(paths, info["color_mode"], info["image_size"], batch_size))
-        return
-    tiles = load_tiles(paths, info["color_mode"], grid)
-    if len(tiles) > MAX_FIT_TILES:
-        tiles = tiles[np.sort(np.random.default_rng(seed).choice(len(tiles), MAX_FIT_TILES, replace=False))]
-    yield from (tiles[start:start + batch_size] for start in range(0, len(tiles), batch_size))
 
 
 def training_files(model: bundle.ModelBundle, data: FinetuneData) -> list:
@@ -722,8 +411,8 @@ def training_files(model: bundle.ModelBundle, data: FinetuneData) -> list:
     Per-pixel statistics and feature densities are fitted on them; the validation images are kept
     out: they set the threshold, and fitting on them would make them look cleaner than unseen images.
     """
-    dataset = model.info["dataset"]
-    train_files, _ = split_train_validation(data.layout.train_good, dataset["validation_split"], dataset["seed"])
+    dataset = model.info.dataset
+    train_files, _ = split_train_validation(data.layout.train_good, dataset.validation_split, dataset.seed)
     return train_files
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from autoencoder.errors import UserError
 from autoencoder.folders import write_bytes_atomic
 
 PREDICTED_COLOR = (0, 0, 255)  # BGR red, as test.py's overlays
@@ -39,5 +40,5 @@ def write_png(path: Path, image: np.ndarray) -> None:
     """Write a PNG through a temporary file and a rename; an OSError names `path` (a full disk too)."""
     ok, encoded = cv2.imencode(".png", image)
     if not ok:
-        raise ValueError(f"cannot encode {path} as PNG (an image of shape {image.shape}, {image.dtype})")
+        raise UserError(f"cannot encode {path} as PNG (an image of shape {image.shape}, {image.dtype})")
     write_bytes_atomic(path, encoded.tobytes())

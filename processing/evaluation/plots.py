@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from autoencoder.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -46,7 +48,7 @@ def save_figure(figure, path: str | os.PathLike, dpi: int = 100) -> Path:
     """
     path = Path(path)
     if path.suffix.lower() != ".png":
-        raise ValueError(f"plot path {path}: expected a .png file name")
+        raise UserError(f"plot path {path}: expected a .png file name")
     path.parent.mkdir(parents=True, exist_ok=True)
     # A unique name in the same folder (so the rename is atomic); open() applies the umask.
     temporary = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
@@ -65,7 +67,7 @@ def save_figure(figure, path: str | os.PathLike, dpi: int = 100) -> Path:
 def _history_series(history: dict, key: str) -> np.ndarray:
     values = np.asarray(history[key], dtype=np.float64)
     if values.ndim != 1:
-        raise ValueError(f"history[{key!r}] must be a list of per-epoch numbers, got shape {values.shape}")
+        raise UserError(f"history[{key!r}] must be a list of per-epoch numbers, got shape {values.shape}")
     return values
 
 
@@ -80,7 +82,7 @@ def plot_loss_history(
     lowest ``monitor`` value, when that series is present.
     """
     if "loss" not in history:
-        raise ValueError(f"history has no 'loss' series (keys: {sorted(history)})")
+        raise UserError(f"history has no 'loss' series (keys: {sorted(history)})")
     loss = _history_series(history, "loss")
     epochs = np.arange(1, loss.size + 1)
     if best_epoch is None and monitor in history and len(history[monitor]):
@@ -91,7 +93,7 @@ def plot_loss_history(
         key for key in history if not key.startswith("val_") and key not in _NON_METRIC_KEYS and f"val_{key}" in history
     )
     if best_epoch is not None and not 1 <= best_epoch <= loss.size:
-        raise ValueError(f"best_epoch {best_epoch} is outside the {loss.size} epochs of the history")
+        raise UserError(f"best_epoch {best_epoch} is outside the {loss.size} epochs of the history")
 
     figure = Figure(figsize=(6.4 * (1 + bool(metrics)), 4.2), layout="constrained")
     panels = figure.subplots(1, 1 + bool(metrics), squeeze=False)[0]
@@ -124,9 +126,9 @@ def plot_lr_finder(lrs, losses, suggested_lr: float | None, path: str | os.PathL
     lrs = np.asarray(lrs, dtype=np.float64)
     losses = np.asarray(losses, dtype=np.float64)
     if lrs.ndim != 1 or lrs.shape != losses.shape or lrs.size == 0:
-        raise ValueError(f"lrs and losses must be 1-D of the same non-zero length, got {lrs.shape} and {losses.shape}")
+        raise UserError(f"lrs and losses must be 1-D of the same non-zero length, got {lrs.shape} and {losses.shape}")
     if np.any(lrs <= 0):
-        raise ValueError("lrs must be positive to be drawn on a log axis")
+        raise UserError("lrs must be positive to be drawn on a log axis")
 
     figure = Figure(figsize=(6.4, 4.2), layout="constrained")
     axes = figure.subplots()
@@ -156,7 +158,7 @@ def plot_lr_schedule(lrs_per_batch, path: str | os.PathLike, steps_per_epoch: in
     """
     lrs = np.asarray(lrs_per_batch, dtype=np.float64)
     if lrs.ndim != 1 or lrs.size == 0:
-        raise ValueError(f"lrs_per_batch must be a non-empty 1-D sequence, got shape {lrs.shape}")
+        raise UserError(f"lrs_per_batch must be a non-empty 1-D sequence, got shape {lrs.shape}")
     figure = Figure(figsize=(8, 3.5), layout="constrained")
     axes = figure.subplots()
     axes.plot(np.arange(lrs.size), lrs, color="C2", linewidth=1)
@@ -198,17 +200,17 @@ def plot_inspection(
     if resmaps.ndim == 4 and resmaps.shape[-1] == 1:
         resmaps = resmaps[..., 0]
     if inputs.ndim != 4 or inputs.shape[-1] not in (1, 3):
-        raise ValueError(f"inputs must have shape (N, H, W, C) with C 1 or 3, got {inputs.shape}")
+        raise UserError(f"inputs must have shape (N, H, W, C) with C 1 or 3, got {inputs.shape}")
     if reconstructions.shape != inputs.shape:
-        raise ValueError(f"reconstructions shape {reconstructions.shape} differs from inputs shape {inputs.shape}")
+        raise UserError(f"reconstructions shape {reconstructions.shape} differs from inputs shape {inputs.shape}")
     if resmaps.shape != inputs.shape[:3]:
-        raise ValueError(f"resmaps must have shape {inputs.shape[:3]} (N, H, W), got {resmaps.shape}")
+        raise UserError(f"resmaps must have shape {inputs.shape[:3]} (N, H, W), got {resmaps.shape}")
     if titles is not None and len(titles) != len(inputs):
-        raise ValueError(f"titles has {len(titles)} entries for {len(inputs)} images")
+        raise UserError(f"titles has {len(titles)} entries for {len(inputs)} images")
     if len(inputs) == 0:
-        raise ValueError("plot_inspection: no images")
+        raise UserError("plot_inspection: no images")
     if max_images < 1:
-        raise ValueError(f"max_images must be at least 1, got {max_images}")
+        raise UserError(f"max_images must be at least 1, got {max_images}")
 
     count = min(len(inputs), max_images)
     finite = resmaps[:count][np.isfinite(resmaps[:count])]
@@ -251,7 +253,7 @@ def plot_threshold_vs_min_area(min_areas, thresholds, best_min_area: int | None,
     min_areas = np.asarray(min_areas, dtype=np.float64)
     thresholds = np.asarray(thresholds, dtype=np.float64)
     if min_areas.ndim != 1 or min_areas.shape != thresholds.shape or min_areas.size == 0:
-        raise ValueError(f"min_areas and thresholds must be 1-D of the same non-zero length, got {min_areas.shape} and {thresholds.shape}")
+        raise UserError(f"min_areas and thresholds must be 1-D of the same non-zero length, got {min_areas.shape} and {thresholds.shape}")
     figure = Figure(figsize=(6.4, 4.2), layout="constrained")
     axes = figure.subplots()
     axes.plot(min_areas, thresholds, color="C0")
@@ -277,7 +279,7 @@ def plot_scores_vs_min_area(min_areas, tpr, tnr, scores, best_min_area: int | No
     for (label, values), color in zip(series.items(), ["C1", "C2", "C0"]):
         values = np.asarray(values, dtype=np.float64)
         if values.shape != min_areas.shape:
-            raise ValueError(f"{label} has shape {values.shape}; expected {min_areas.shape} like min_areas")
+            raise UserError(f"{label} has shape {values.shape}; expected {min_areas.shape} like min_areas")
         axes.plot(min_areas, values, label=label, color=color, linewidth=2 if label == score_label else 1)
     if best_min_area is not None:
         axes.axvline(best_min_area, color="C3", linestyle="--", label=f"best min_area = {best_min_area}")
@@ -306,16 +308,16 @@ def plot_reconstruction_pairs(rows: dict, path: str | os.PathLike, title: str | 
     fewer than ``max_pairs`` images leaves its last cells empty.
     """
     if not rows:
-        raise ValueError("plot_reconstruction_pairs: no rows")
+        raise UserError("plot_reconstruction_pairs: no rows")
     if max_pairs < 1:
-        raise ValueError(f"max_pairs must be at least 1, got {max_pairs}")
+        raise UserError(f"max_pairs must be at least 1, got {max_pairs}")
     checked = {}
     for label, (inputs, reconstructions) in rows.items():
         inputs, reconstructions = np.asarray(inputs), np.asarray(reconstructions)
         if inputs.ndim != 4 or inputs.shape[-1] not in (1, 3) or len(inputs) == 0:
-            raise ValueError(f"row {label!r}: inputs must have shape (N>0, H, W, C) with C 1 or 3, got {inputs.shape}")
+            raise UserError(f"row {label!r}: inputs must have shape (N>0, H, W, C) with C 1 or 3, got {inputs.shape}")
         if reconstructions.shape != inputs.shape:
-            raise ValueError(f"row {label!r}: reconstructions shape {reconstructions.shape} differs from inputs shape {inputs.shape}")
+            raise UserError(f"row {label!r}: reconstructions shape {reconstructions.shape} differs from inputs shape {inputs.shape}")
         checked[label] = (inputs[:max_pairs], reconstructions[:max_pairs])
     pairs = max(len(inputs) for inputs, _ in checked.values())
     figure = Figure(figsize=(1.3 * 2 * pairs + 0.6, 1.45 * len(checked) + 0.4), layout="constrained")
@@ -351,18 +353,18 @@ def plot_loss_histograms(
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     if not losses:
-        raise ValueError("plot_loss_histograms: no rows")
+        raise UserError("plot_loss_histograms: no rows")
     if bins < 1:
-        raise ValueError(f"bins must be at least 1, got {bins}")
+        raise UserError(f"bins must be at least 1, got {bins}")
     first_classes = list(next(iter(losses.values())))
     if reference not in first_classes:
-        raise ValueError(f"reference class {reference!r} not among the classes {first_classes}")
+        raise UserError(f"reference class {reference!r} not among the classes {first_classes}")
     columns = [name for name in first_classes if name != reference]
     if not columns:
-        raise ValueError(f"plot_loss_histograms: no class to compare with {reference!r}")
+        raise UserError(f"plot_loss_histograms: no class to compare with {reference!r}")
     for label, per_class in losses.items():
         if list(per_class) != first_classes:
-            raise ValueError(f"row {label!r} has classes {list(per_class)}; expected {first_classes} like the first row")
+            raise UserError(f"row {label!r} has classes {list(per_class)}; expected {first_classes} like the first row")
 
     figure = Figure(figsize=(2.6 * len(columns) + 0.6, 2.1 * len(losses) + 0.5), layout="constrained")
     grid = figure.subplots(len(losses), len(columns), squeeze=False)
@@ -370,7 +372,7 @@ def plot_loss_histograms(
         values = {name: np.asarray(v, dtype=np.float64).ravel() for name, v in per_class.items()}
         for name, v in values.items():
             if v.size == 0 or not np.all(np.isfinite(v)):
-                raise ValueError(f"row {label!r}, class {name!r}: expected a non-empty array of finite losses")
+                raise UserError(f"row {label!r}, class {name!r}: expected a non-empty array of finite losses")
         pooled = np.concatenate(list(values.values()))
         low, high = float(pooled.min()), float(pooled.max())
         logarithmic = low > 0 and high > low
@@ -411,7 +413,7 @@ def plot_density_error_scatter(groups: dict, density_threshold: float, error_thr
         log_density = np.asarray(log_density, dtype=np.float64)
         error = np.asarray(error, dtype=np.float64)
         if log_density.shape != error.shape or log_density.ndim != 1:
-            raise ValueError(f"group {label!r}: expected 1-D log densities and errors of one length, got {log_density.shape} and "
+            raise UserError(f"group {label!r}: expected 1-D log densities and errors of one length, got {log_density.shape} and "
                     f"{error.shape}")
         axes.scatter(log_density, error, s=14, alpha=0.7, color=f"C{index}", label=f"{label} ({log_density.size})")
     if np.isfinite(density_threshold):

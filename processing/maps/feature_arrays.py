@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from autoencoder.errors import UserError
 from autoencoder.folders import write_npz
 
 FORMAT_VERSION = 1
@@ -23,11 +24,11 @@ def check_features(features, n_channels: int | None = None, grid: tuple[int, int
     features = np.asarray(features, dtype=np.float32)
     expected = f"(N, H, W, {n_channels if n_channels is not None else 'C'})"
     if features.ndim != 4 or features.shape[0] == 0:
-        raise ValueError(f"features of shape {features.shape}: expected a non-empty {expected} array")
+        raise UserError(f"features of shape {features.shape}: expected a non-empty {expected} array")
     if n_channels is not None and features.shape[3] != n_channels:
-        raise ValueError(f"features of shape {features.shape} have {features.shape[3]} channels; the scorer was fit on {n_channels}")
+        raise UserError(f"features of shape {features.shape} have {features.shape[3]} channels; the scorer was fit on {n_channels}")
     if grid is not None and features.shape[1:3] != tuple(grid):
-        raise ValueError(f"features of shape {features.shape} have a {features.shape[1]}x{features.shape[2]} grid; the scorer was fit on "
+        raise UserError(f"features of shape {features.shape} have a {features.shape[1]}x{features.shape[2]} grid; the scorer was fit on "
                 f"{grid[0]}x{grid[1]}")
     return features
 
@@ -44,15 +45,15 @@ def load_arrays(path: str | os.PathLike, kind: str, required: Sequence[str]) -> 
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
     except Exception as error:  # missing file, not a zip, truncated member, object arrays...
-        raise ValueError(f"{path}: cannot read a {kind} file ({type(error).__name__}: {error})") from None
+        raise UserError(f"{path}: cannot read a {kind} file ({type(error).__name__}: {error})") from None
     if "kind" not in arrays or "format_version" not in arrays:
-        raise ValueError(f"{path}: not a {kind} file (no kind and format_version entries)")
+        raise UserError(f"{path}: not a {kind} file (no kind and format_version entries)")
     if str(arrays["kind"]) != kind or int(arrays["format_version"]) != FORMAT_VERSION:
-        raise ValueError(f"{path}: a {arrays['kind']} file of format {int(arrays['format_version'])}, expected {kind} format "
+        raise UserError(f"{path}: a {arrays['kind']} file of format {int(arrays['format_version'])}, expected {kind} format "
                 f"{FORMAT_VERSION}")
     missing = sorted(set(required) - set(arrays))
     if missing:
-        raise ValueError(f"{path}: a damaged {kind} file (missing {', '.join(missing)})")
+        raise UserError(f"{path}: a damaged {kind} file (missing {', '.join(missing)})")
     return arrays
 
 

@@ -18,6 +18,7 @@ import logging
 import cv2
 import numpy as np
 
+from autoencoder.errors import UserError
 from processing.maps.kinds import MapKind, MapSource, register_map_kind, register_map_source
 from processing.maps.knn import fit_memory_bank, load_memory_bank, random_subsample
 from processing.maps.padim import fit_position_gaussians, load_position_gaussians
@@ -46,7 +47,7 @@ def feature_model_of(model):
 
     architecture = get_architecture(model.name) if model.name in available_architectures() else None
     if architecture is None or architecture.density_features is None:
-        raise ValueError(f"--method padim/knn score pretrained features; model {model.name} has none (train with -a featureCAE)")
+        raise UserError(f"--method padim/knn score pretrained features; model {model.name} has none (train with -a featureCAE)")
     return architecture.density_features(model)
 
 
@@ -99,7 +100,7 @@ class FeatureMap(MapKind):
 
     def maps(self, images, source, dtype, state=None):
         if source.shape[-1] != 1 or source.shape[:3] != images.shape[:3]:
-            raise ValueError(
+            raise UserError(
                 f"--method {self.name}: the model outputs {source.shape[1:]}, not an anomaly map of its input size; "
                 "use ssim or l2 maps for reconstruction models"
             )
@@ -139,7 +140,7 @@ class PadimMap(FeatureDensityMap):
 
     def fit(self, source, seed):
         if len(source) < 2:
-            raise ValueError(f"--method padim: the model's training split holds {len(source)} image; a Gaussian per position needs "
+            raise UserError(f"--method padim: the model's training split holds {len(source)} image; a Gaussian per position needs "
                              "at least 2 (add images to train/good, or train with a lower --validation-split)")
         return fit_position_gaussians(source, seed=seed)
 

@@ -30,6 +30,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from autoencoder.errors import UserError
+
 MAP_DTYPES = ("float64", "uint8")
 MODEL_OUTPUTS = ("reconstruction", "map")
 IMAGE_SCORES = ("component", "max")
@@ -74,7 +76,7 @@ class MapKind:
 
     def graph(self, images, source, state, dtype):
         """The map (N, H, W) as tensor ops of the input batch and its source; `dtype` the compute type."""
-        raise ValueError(f"{self.name} maps have no graph for export.py yet")
+        raise UserError(f"{self.name} maps have no graph for export.py yet")
 
 
 @dataclass(frozen=True)
@@ -97,9 +99,9 @@ def register_map_kind(cls: type[MapKind]) -> type[MapKind]:
     if cls.name in _KINDS:
         raise ValueError(f"map kind {cls.name!r} is registered twice")
     if "+" in cls.name or ":" in cls.name:
-        raise ValueError(f"map kind {cls.name!r}: '+' and ':' are reserved for combinations and partners")
+        raise UserError(f"map kind {cls.name!r}: '+' and ':' are reserved for combinations and partners")
     if cls.model_output not in MODEL_OUTPUTS or cls.image_score not in IMAGE_SCORES:
-        raise ValueError(f"map kind {cls.name!r}: model_output or image_score out of {MODEL_OUTPUTS} / {IMAGE_SCORES}")
+        raise UserError(f"map kind {cls.name!r}: model_output or image_score out of {MODEL_OUTPUTS} / {IMAGE_SCORES}")
     _KINDS[cls.name] = cls()
     return cls
 
@@ -118,7 +120,7 @@ def map_kind_names() -> list[str]:
 
 def get_map_kind(name: str, flag: str = "--method") -> MapKind:
     if name not in _KINDS:
-        raise ValueError(f"{flag} {name!r}: expected one of {', '.join(_KINDS)}")
+        raise UserError(f"{flag} {name!r}: expected one of {', '.join(_KINDS)}")
     return _KINDS[name]
 
 
@@ -153,7 +155,7 @@ def matching_map_for_loss(loss: str) -> str:
     for name, kind in _KINDS.items():
         if loss in kind.matches_losses:
             return name
-    raise ValueError(f"--losses {loss!r}: expected some of {', '.join(losses_with_maps())}")
+    raise UserError(f"--losses {loss!r}: expected some of {', '.join(losses_with_maps())}")
 
 
 # What finetune.py -m auto tries, by the model's output (ties go to the earlier candidate):
@@ -164,11 +166,6 @@ AUTO_CANDIDATES = {"map": ("padim", "knn", "feature", "padim+knn", "feature+padi
 def auto_candidates(model_output: str, trained: bool = True) -> list[str]:
     """-m auto's candidates for a model; an untrained one (train.py --epochs 0) skips maps that need training."""
     return [spec for spec in AUTO_CANDIDATES[model_output] if trained or not parse_map_spec(spec).needs_training]
-
-
-def model_was_trained(info: dict) -> bool:
-    """Whether train.py trained the model of `info` (info.json), not only fitted its statistics (--epochs 0)."""
-    return info.get("training", {}).get("epochs_run", 1) > 0
 
 
 def losses_with_maps() -> list[str]:
@@ -231,9 +228,9 @@ class MapSpec:
     def check_dtype(self, dtype: str) -> None:
         """The -t/--dtype flag: one line naming the flag when the maps cannot take `dtype`."""
         if dtype not in MAP_DTYPES:
-            raise ValueError(f"--dtype {dtype!r}: expected one of {', '.join(MAP_DTYPES)}")
+            raise UserError(f"--dtype {dtype!r}: expected one of {', '.join(MAP_DTYPES)}")
         if dtype != "float64" and (not self.bounded or dtype not in self.kinds[0].dtypes):
-            raise ValueError(f"--method {self.name} maps are unbounded: use --dtype float64, not {dtype}")
+            raise UserError(f"--method {self.name} maps are unbounded: use --dtype float64, not {dtype}")
 
     def check_model(self, model_output: str, trained: bool = True) -> None:
         """One line when a kind does not apply to a model whose info.json says ``model.output``, or
@@ -241,7 +238,7 @@ class MapSpec:
         for kind in self.kinds:
             if kind.needs_training and not trained:
                 untrained = [name for name in kinds_for_model(model_output) if not _KINDS[name].needs_training]
-                raise ValueError(
+                raise UserError(
                     f"--method {self.name}: the model was not trained (train.py --epochs 0 fits only its feature statistics), so its "
                     f"own map means nothing; use --method {either(untrained)}, or train it with --epochs N"
                 )
@@ -249,10 +246,10 @@ class MapSpec:
                 continue
             suitable = either(kinds_for_model(model_output))
             if model_output == "map":
-                raise ValueError(
+                raise UserError(
                     f"--method {self.name}: the model outputs its anomaly map, not a reconstruction of its input; use --method {suitable}"
                 )
-            raise ValueError(
+            raise UserError(
                 f"--method {self.name}: needs a featureCAE model (train.py -a featureCAE); this model reconstructs pixels, use {suitable}"
             )
 
@@ -260,17 +257,17 @@ class MapSpec:
 def parse_map_spec(text, flag: str = "--method") -> MapSpec:
     """``"padim"`` or ``"padim+knn"`` -> MapSpec; ValueError (one line, naming `flag`) otherwise."""
     if not isinstance(text, str) or not text:
-        raise ValueError(f"{flag} {text!r}: expected a map name ({', '.join(_KINDS)}) or several joined by +")
+        raise UserError(f"{flag} {text!r}: expected a map name ({', '.join(_KINDS)}) or several joined by +")
     names = text.split("+")
     for name in names:
         if name not in _KINDS:
             what = f"{text!r}" if name == text else f"{text}: {name!r}"
-            raise ValueError(f"{flag} {what}: expected one of {', '.join(_KINDS)}, or several joined by + (e.g. padim+knn)")
+            raise UserError(f"{flag} {what}: expected one of {', '.join(_KINDS)}, or several joined by + (e.g. padim+knn)")
     kinds = tuple(_KINDS[name] for name in names)
     if len(set(names)) != len(names):
-        raise ValueError(f"{flag} {text}: a map is listed twice")
+        raise UserError(f"{flag} {text}: a map is listed twice")
     if len({kind.model_output for kind in kinds}) > 1:
-        raise ValueError(f"{flag} {text}: combines maps of pixel autoencoders with maps of feature models")
+        raise UserError(f"{flag} {text}: combines maps of pixel autoencoders with maps of feature models")
     return MapSpec(kinds)
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
+from autoencoder.errors import UserError
 from processing.maps.feature_arrays import CHUNK_BYTES, check_features, chunk_length, load_arrays, save_arrays
 
 logger = logging.getLogger(__name__)
@@ -31,9 +32,9 @@ METHODS = ("coreset", "random", "all")
 def _check_vectors(vectors, size: int) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or len(vectors) == 0:
-        raise ValueError(f"vectors of shape {vectors.shape}: expected a non-empty (M, C) array")
+        raise UserError(f"vectors of shape {vectors.shape}: expected a non-empty (M, C) array")
     if not 0 < size <= len(vectors):
-        raise ValueError(f"subset of {size} vectors: expected 1..{len(vectors)}")
+        raise UserError(f"subset of {size} vectors: expected 1..{len(vectors)}")
     return vectors
 
 
@@ -87,7 +88,7 @@ class MemoryBank:
     def __post_init__(self):
         self.bank = np.ascontiguousarray(self.bank, dtype=np.float32)
         if self.bank.ndim != 2 or len(self.bank) == 0:
-            raise ValueError(f"bank of shape {self.bank.shape}: expected a non-empty (M, C) array")
+            raise UserError(f"bank of shape {self.bank.shape}: expected a non-empty (M, C) array")
         self._norms = np.einsum("ij,ij->i", self.bank, self.bank)
 
     @property
@@ -98,7 +99,7 @@ class MemoryBank:
         """(distances (Q,) float32, bank indices (Q,) int64) of the nearest bank vector to each row of `queries` (Q, C)."""
         queries = np.asarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.n_channels:
-            raise ValueError(f"queries of shape {queries.shape}: expected (Q, {self.n_channels})")
+            raise UserError(f"queries of shape {queries.shape}: expected (Q, {self.n_channels})")
         distances = np.empty(len(queries), np.float32)
         indices = np.empty(len(queries), np.int64)
         step = chunk_length(len(self.bank) * 4, self.block_bytes)
@@ -127,7 +128,7 @@ def load_memory_bank(path: str | os.PathLike) -> MemoryBank:
     """Read a file written by :meth:`MemoryBank.save`; ValueError naming the file if it is not one."""
     bank = load_arrays(path, "memory_bank", ["bank"])["bank"]
     if bank.ndim != 2 or len(bank) == 0 or not np.issubdtype(bank.dtype, np.floating):
-        raise ValueError(f"{path}: bank of shape {bank.shape} and dtype {bank.dtype}, expected a non-empty (M, C) float array")
+        raise UserError(f"{path}: bank of shape {bank.shape} and dtype {bank.dtype}, expected a non-empty (M, C) float array")
     return MemoryBank(bank)
 
 
@@ -138,7 +139,7 @@ def fit_memory_bank(features, size: int = 16384, method: str = "coreset", seed: 
     (every vector; also used when there are no more than `size`).
     """
     if method not in METHODS:
-        raise ValueError(f"method {method!r}: expected one of {', '.join(METHODS)}")
+        raise UserError(f"method {method!r}: expected one of {', '.join(METHODS)}")
     features = check_features(features)
     vectors = features.reshape(-1, features.shape[3])
     if method == "all" or size >= len(vectors):

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
+from autoencoder.errors import UserError
 from processing.maps.feature_arrays import check_features, chunk_length, load_arrays, save_arrays
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def load_position_gaussians(path: str | os.PathLike) -> PositionGaussians:
     arrays = load_arrays(path, "position_gaussians", ["mean", "inv_covariance", "n_channels", "regularization"])
     mean, inverse = arrays["mean"], arrays["inv_covariance"]
     if mean.ndim != 3 or inverse.shape != mean.shape + mean.shape[-1:]:
-        raise ValueError(f"{path}: mean {mean.shape} and inverse covariance {inverse.shape} do not fit together")
+        raise UserError(f"{path}: mean {mean.shape} and inverse covariance {inverse.shape} do not fit together")
     subset = arrays.get("channel_subset")
     return PositionGaussians(
         mean=mean.astype(np.float32),
@@ -106,7 +107,7 @@ def load_position_gaussians(path: str | os.PathLike) -> PositionGaussians:
 def random_channel_subset(n_channels: int, size: int, seed: int = 0) -> np.ndarray:
     """`size` distinct channel indices out of `n_channels`, sorted, drawn with `seed` (PaDiM's random dimensionality reduction)."""
     if not 0 < size <= n_channels:
-        raise ValueError(f"channel subset of {size}: expected 1..{n_channels}")
+        raise UserError(f"channel subset of {size}: expected 1..{n_channels}")
     return np.sort(np.random.default_rng(seed).choice(n_channels, size, replace=False)).astype(np.int64)
 
 
@@ -147,7 +148,7 @@ def _regularized_inverses(scatter: np.ndarray, n: int, regularization: float) ->
         try:
             inverse[p : p + step] = np.linalg.inv(covariance)
         except np.linalg.LinAlgError:
-            raise ValueError(f"a covariance is singular: use regularization > 0 (got {regularization})") from None
+            raise UserError(f"a covariance is singular: use regularization > 0 (got {regularization})") from None
     return inverse
 
 
@@ -166,15 +167,15 @@ def fit_position_gaussians(
     features = check_features(features)
     n, h, w, c = features.shape
     if n < 2:
-        raise ValueError(f"need at least 2 images to estimate a covariance, got {n}")
+        raise UserError(f"need at least 2 images to estimate a covariance, got {n}")
     if regularization < 0:
-        raise ValueError(f"regularization must be >= 0, got {regularization}")
+        raise UserError(f"regularization must be >= 0, got {regularization}")
     if isinstance(channel_subset, (int, np.integer)):
         channel_subset = random_channel_subset(c, int(channel_subset), seed)
     elif channel_subset is not None:
         channel_subset = np.asarray(channel_subset, dtype=np.int64)
         if channel_subset.ndim != 1 or channel_subset.size == 0 or channel_subset.min() < 0 or channel_subset.max() >= c:
-            raise ValueError(f"channel_subset must be 1-D indices in 0..{c - 1}, got {channel_subset}")
+            raise UserError(f"channel_subset must be 1-D indices in 0..{c - 1}, got {channel_subset}")
     with threadpool_limits(1, user_api="blas"):
         mean, scatter = _position_moments(features, channel_subset)
         inverse = _regularized_inverses(scatter, n, regularization)

@@ -6,13 +6,14 @@ from __future__ import annotations
 import numpy as np
 
 from autoencoder import ssim as ssim_window
+from autoencoder.errors import UserError
 from processing.maps.kinds import MapKind, register_map_kind
 from processing.maps.resmaps import GRAY_WEIGHTS, RESMAP_RANGE, calculate_resmaps
 
 
 def check_reconstruction(images: np.ndarray, outputs: np.ndarray, method: str) -> None:
     if outputs.shape != images.shape:
-        raise ValueError(f"--method {method}: the model outputs {outputs.shape[1:]}, not a reconstruction of its input; use --method "
+        raise UserError(f"--method {method}: the model outputs {outputs.shape[1:]}, not a reconstruction of its input; use --method "
                 "feature")
 
 

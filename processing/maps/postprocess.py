@@ -14,6 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from autoencoder.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 #: Kernel radius in sigmas (scipy.ndimage.gaussian_filter's default `truncate`).
@@ -29,11 +31,11 @@ def check_sigma(sigma, flag: str = "--smoothing") -> float:
     try:
         value = float(sigma)
     except (TypeError, ValueError):
-        raise ValueError(f"{flag} {sigma!r}: expected a number of pixels >= 0") from None
+        raise UserError(f"{flag} {sigma!r}: expected a number of pixels >= 0") from None
     if not np.isfinite(value) or value < 0:
-        raise ValueError(f"{flag} {sigma!r}: expected a number of pixels >= 0")
+        raise UserError(f"{flag} {sigma!r}: expected a number of pixels >= 0")
     if value > MAX_SIGMA:
-        raise ValueError(f"{flag} {sigma!r}: expected a number of pixels from 0 to {MAX_SIGMA:g}")
+        raise UserError(f"{flag} {sigma!r}: expected a number of pixels from 0 to {MAX_SIGMA:g}")
     return value
 
 
@@ -56,11 +58,11 @@ def smooth_resmaps(resmaps: np.ndarray, sigma: float) -> np.ndarray:
     sigma = check_sigma(sigma, "sigma")
     resmaps = np.asarray(resmaps)
     if resmaps.ndim != 3:
-        raise ValueError(f"resmaps: expected an array of shape (N, H, W), got shape {resmaps.shape}")
+        raise UserError(f"resmaps: expected an array of shape (N, H, W), got shape {resmaps.shape}")
     if sigma == 0 or resmaps.size == 0:
         return resmaps
     if resmaps.dtype != np.uint8 and resmaps.dtype.kind != "f":
-        raise ValueError(f"resmaps: expected float or uint8 maps, got dtype {resmaps.dtype}")
+        raise UserError(f"resmaps: expected float or uint8 maps, got dtype {resmaps.dtype}")
     radius = int(TRUNCATE * sigma + 0.5)
     ksize = 2 * radius + 1
     # cv2's BORDER_REFLECT (d c b a | a b c d) is scipy's "reflect"; it needs ksize//2 < H, W, so
@@ -100,7 +102,7 @@ def smooth_tensor(maps, sigma: float):
 def check_smoothing_fits(sigma: float, size: int) -> None:
     """The graph mirrors the map once at each border: the kernel's radius must be below the map's side."""
     if sigma > 0 and int(TRUNCATE * sigma + 0.5) >= size:
-        raise ValueError(f"smoothing sigma {sigma} needs a kernel wider than the {size} px map; export.py cannot mirror it")
+        raise UserError(f"smoothing sigma {sigma} needs a kernel wider than the {size} px map; export.py cannot mirror it")
 
 
 # --------------------------------------------------------------------------------------------
@@ -119,9 +121,9 @@ STD_FLOOR_FRACTION = 0.01
 def check_normalization(name, dtype: str = "float64") -> str:
     """`name` if it is a known normalisation that suits maps of `dtype` (standardised maps are floats)."""
     if name not in NORMALIZATIONS:
-        raise ValueError(f"--normalize {name!r}: expected one of {', '.join(NORMALIZATIONS)}")
+        raise UserError(f"--normalize {name!r}: expected one of {', '.join(NORMALIZATIONS)}")
     if name != "none" and dtype != "float64":
-        raise ValueError(f"--normalize {name} needs float64 maps: use -t float64 (got -t {dtype})")
+        raise UserError(f"--normalize {name} needs float64 maps: use -t float64 (got -t {dtype})")
     return name
 
 
@@ -139,12 +141,12 @@ def fit_pixel_statistics(resmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     resmaps = np.asarray(resmaps, dtype=np.float64)
     if resmaps.ndim != 3 or resmaps.shape[0] < 2:
-        raise ValueError(f"resmaps: expected at least 2 maps of shape (N, H, W), got shape {resmaps.shape}")
+        raise UserError(f"resmaps: expected at least 2 maps of shape (N, H, W), got shape {resmaps.shape}")
     mean = resmaps.mean(axis=0)
     std = resmaps.std(axis=0)
     floor = STD_FLOOR_FRACTION * float(std.mean())
     if not floor > 0:
-        raise ValueError("resmaps: the defect-free maps are all identical; per-pixel statistics are undefined")
+        raise UserError("resmaps: the defect-free maps are all identical; per-pixel statistics are undefined")
     return mean, np.maximum(std, floor)
 
 
@@ -157,7 +159,7 @@ def standardize_resmaps(resmaps: np.ndarray, mean: np.ndarray, std: np.ndarray) 
     """
     resmaps = np.asarray(resmaps)
     if resmaps.ndim != 3 or resmaps.shape[1:] != np.shape(mean) or np.shape(mean) != np.shape(std):
-        raise ValueError(
+        raise UserError(
             f"resmaps of shape {resmaps.shape} do not match the pixel statistics of shape {np.shape(mean)}"
         )
     return (resmaps.astype(np.float64) - mean) / std
@@ -170,7 +172,7 @@ class ResmapPostprocessor:
     def __init__(self, sigma: float = 0.0, mean: np.ndarray | None = None, std: np.ndarray | None = None):
         self.sigma = check_sigma(sigma)
         if (mean is None) != (std is None):
-            raise ValueError("pixel statistics need both mean and std")
+            raise UserError("pixel statistics need both mean and std")
         self.mean, self.std = mean, std
 
     @property
@@ -203,6 +205,6 @@ class ResmapPostprocessor:
             return cls(sigma)
         path = Path(folder) / PIXEL_STATISTICS_FILE
         if not path.is_file():
-            raise ValueError(f"{path} not found: the finetuning result asks for per-pixel normalisation; rerun finetune.py")
+            raise UserError(f"{path} not found: the finetuning result asks for per-pixel normalisation; rerun finetune.py")
         with np.load(path) as stats:
             return cls(sigma, stats["mean"], stats["std"])

@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from autoencoder import ssim as ssim_window
+from autoencoder.errors import UserError
 from autoencoder.progress import on_terminal
 
 logger = logging.getLogger(__name__)
@@ -76,14 +77,14 @@ def to_grayscale(imgs: np.ndarray) -> np.ndarray:
     """
     imgs = np.asarray(imgs)
     if not np.issubdtype(imgs.dtype, np.floating):
-        raise ValueError(f"images: expected float values in [0, 1], got dtype {imgs.dtype}")
+        raise UserError(f"images: expected float values in [0, 1], got dtype {imgs.dtype}")
     if imgs.ndim == 3:
         return imgs.astype(np.float64)
     if imgs.ndim == 4 and imgs.shape[-1] == 1:
         return imgs[..., 0].astype(np.float64)
     if imgs.ndim == 4 and imgs.shape[-1] == 3:
         return imgs.astype(np.float64, copy=False) @ np.asarray(GRAY_WEIGHTS, dtype=np.float64)
-    raise ValueError(
+    raise UserError(
         f"images: expected shape (N, H, W), (N, H, W, 1) or (N, H, W, 3), got {imgs.shape}"
     )
 
@@ -93,7 +94,7 @@ def _grayscale_pair(imgs_input, imgs_pred) -> tuple[np.ndarray, np.ndarray]:
     imgs_input = np.asarray(imgs_input)
     imgs_pred = np.asarray(imgs_pred)
     if imgs_input.shape != imgs_pred.shape:
-        raise ValueError(
+        raise UserError(
             f"inputs and predictions differ in shape: {imgs_input.shape} vs {imgs_pred.shape}"
         )
     return to_grayscale(imgs_input), to_grayscale(imgs_pred)
@@ -188,7 +189,7 @@ def ssim_resmaps(imgs_input, imgs_pred, workers: int | None = None) -> np.ndarra
     count, height, width = x.shape
     window = len(_SSIM_TAPS)
     if min(height, width) < window:
-        raise ValueError(
+        raise UserError(
             f"ssim_resmaps: images are {height}x{width}; the SSIM window needs at least {window}x{window}"
         )
     resmaps = np.empty_like(x)
@@ -250,9 +251,9 @@ _RESMAP_FUNCTIONS = {"ssim": ssim_resmaps, "l2": l2_resmaps}
 
 def _check_method_dtype(method: str, dtype: str) -> None:
     if method not in RESMAP_METHODS:
-        raise ValueError(f"resmap method {method!r}: expected one of {', '.join(RESMAP_METHODS)}")
+        raise UserError(f"resmap method {method!r}: expected one of {', '.join(RESMAP_METHODS)}")
     if dtype not in RESMAP_DTYPES:
-        raise ValueError(f"resmap dtype {dtype!r}: expected one of {', '.join(RESMAP_DTYPES)}")
+        raise UserError(f"resmap dtype {dtype!r}: expected one of {', '.join(RESMAP_DTYPES)}")
 
 
 def resmap_value_range(method: str, dtype: str = "float64") -> tuple[float, float] | tuple[int, int]:

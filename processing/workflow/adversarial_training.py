@@ -9,7 +9,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from autoencoder import bundle
 from autoencoder.adversarial import (
@@ -23,7 +22,6 @@ from autoencoder.adversarial import (
     check_reject_fraction,
     encode,
     fit_with_rejection,
-    image_scores,
     log_likelihood,
     reconstruction_errors,
     rejection_rule,
@@ -31,11 +29,11 @@ from autoencoder.adversarial import (
     write_history_csv,
     write_rejected_csv,
 )
+from autoencoder.errors import UserError
 from autoencoder.losses import get_loss
 from autoencoder.training import TrainingResult
 from processing.data.images import load_images, split_train_validation
 from processing.evaluation import plots
-from processing.evaluation.metrics import image_auroc
 from processing.workflow.model_info import build_info, write_inspection_plots
 
 logger = logging.getLogger(__name__)
@@ -60,7 +58,7 @@ def train_adversarial(config, architecture, size: int, layout) -> Path:
 
     train_files, val_files = split_train_validation(layout.train_good, config.validation_split, config.seed)
     if not train_files or not val_files:
-        raise ValueError(
+        raise UserError(
             f"--input-dir {config.input_dir}: train/good has {len(layout.train_good)} images; "
             "expected at least 2 (one for validation)"
         )
@@ -152,21 +150,3 @@ def train_adversarial(config, architecture, size: int, layout) -> Path:
         train_seconds,
     )
     return folder
-
-
-def adversarial_test_metrics(model_bundle, files, truth, batch_size: int = 64) -> dict:
-    """Image AUROCs of an AAE model folder on image files (what test.py adds to test_result.json).
-
-    truth: bool (N,) per file, True for defective. Returns {"aae_image_auroc" (combined score),
-    "aae_latent_auroc" (-log-likelihood only), "aae_reconstruction_auroc" (MSE only)}.
-    """
-    info = model_bundle.info
-    images = load_images(files, info["model"]["color_mode"], info["model"]["image_size"])
-    aae = info["adversarial"]
-    scores = image_scores(model_bundle.model, images, aae["score_calibration"], aae["prior_std"], batch_size)
-    truth = np.asarray(truth, dtype=bool)
-    return {
-        "aae_image_auroc": image_auroc(truth, scores["combined"]),
-        "aae_latent_auroc": image_auroc(truth, -scores["log_likelihood"]),
-        "aae_reconstruction_auroc": image_auroc(truth, scores["reconstruction_error"]),
-    }

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from autoencoder import bundle, folders
+from autoencoder.errors import UserError
 from autoencoder.progress import progress_bar
 from processing.evaluation.metrics import NOT_AVAILABLE_KEY, absent_note, absent_to_none, format_metric, is_absent
 
@@ -83,28 +84,28 @@ class BenchmarkConfig:
 
         for flag, values in (("--architectures", self.architectures), ("--losses", self.losses), ("--image-sizes", self.image_sizes)):
             if not values:
-                raise ValueError(f"{flag}: expected at least one value")
+                raise UserError(f"{flag}: expected at least one value")
         for size in self.image_sizes:
             if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-                raise ValueError(f"--image-sizes {size}: expected positive numbers of pixels")
+                raise UserError(f"--image-sizes {size}: expected positive numbers of pixels")
         check_positive_int(self.batch_size, "--batch", "a batch size")
         check_positive_int(self.patience, "--patience", "epochs without improvement before training stops")
         from processing.decision.thresholds import RULES
 
         if self.rule not in RULES:
-            raise ValueError(f"--rule {self.rule!r}: expected one of {', '.join(RULES)}")
+            raise UserError(f"--rule {self.rule!r}: expected one of {', '.join(RULES)}")
         if self.epochs is not None:
             if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
-                raise ValueError(f"--epochs {self.epochs}: expected a number of epochs")
+                raise UserError(f"--epochs {self.epochs}: expected a number of epochs")
             for name in self.architectures:
                 if self.epochs < get_architecture(name).min_epochs:
-                    raise ValueError(f"--epochs {self.epochs}: architecture {name} needs at least 1 epoch")
+                    raise UserError(f"--epochs {self.epochs}: architecture {name} needs at least 1 epoch")
         if self.learning_rate is not None:
             check_positive_number(self.learning_rate, "--lr", "learning rate")
         if self.smoothing_sigma is not None:
             check_sigma(self.smoothing_sigma)
         if self.clear_border is not None and not isinstance(self.clear_border, bool):
-            raise ValueError(f"clear_border {self.clear_border!r}: expected true or false")
+            raise UserError(f"clear_border {self.clear_border!r}: expected true or false")
         if self.normalize is not None:
             check_normalization(self.normalize, self.dtype)
         for method in self.methods or []:
@@ -139,7 +140,7 @@ class BenchmarkConfig:
             for method in self.methods or []:
                 spec = parse_map_spec(method)
                 if spec.model_output == architecture.output and spec.needs_training:
-                    raise ValueError(f"-m/--methods {method}: architecture {name} trains 0 epochs here (its feature statistics only), "
+                    raise UserError(f"-m/--methods {method}: architecture {name} trains 0 epochs here (its feature statistics only), "
                                      "so its own map means nothing; pass --epochs N, or maps such as padim or knn")
 
     def check_methods_suit_architectures(self) -> None:
@@ -151,7 +152,7 @@ class BenchmarkConfig:
         for name in self.architectures:
             output = get_architecture(name).output
             if not any(parse_map_spec(method).model_output == output for method in self.methods or []):
-                raise ValueError(f"-m/--methods {' '.join(self.methods or [])}: no map for architecture {name}, whose model outputs "
+                raise UserError(f"-m/--methods {' '.join(self.methods or [])}: no map for architecture {name}, whose model outputs "
                                  f"{'its own anomaly map' if output == 'map' else 'a reconstruction'}; add "
                                  f"{either(kinds_for_model(output))} (or leave -m out)")
 
@@ -251,7 +252,7 @@ def evaluate_map(folder, method: str, config: BenchmarkConfig, results_root: str
         post["normalize"] = config.normalize
     if config.image_score is not None:
         post["image_score"] = config.image_score
-    info = json.loads((Path(folder) / bundle.INFO_FILE).read_text())
+    info = bundle.read_info(folder)
     timings = {}
     started = time.perf_counter()
     finetune_dir = finetune(FinetuneConfig(
@@ -272,8 +273,8 @@ def evaluate_map(folder, method: str, config: BenchmarkConfig, results_root: str
         "model_folder": str(folder),
         "finetuning_dir": str(finetune_dir),
         "test_dir": str(test_dirs[0]),
-        "training": {key: info["training"][key] for key in ("epochs_run", "best_epoch", "max_lr", "seconds")},
-        "parameters": info["model"]["parameters"],
+        "training": {key: getattr(info.training, key) for key in ("epochs_run", "best_epoch", "max_lr", "seconds")},
+        "parameters": info.model.parameters,
         "finetuning": finetuning,
         "finetuning_settings": detector.result.settings,
         "test": {key: value for key, value in tested.items() if key not in ("settings",)},
@@ -282,7 +283,7 @@ def evaluate_map(folder, method: str, config: BenchmarkConfig, results_root: str
     }
 
 
-def summary_metrics(tested: dict, info: dict) -> dict:
+def summary_metrics(tested: dict, info) -> dict:
     """The six numbers of the final line, from a test result and the model's info.json (None: absent)."""
     return {
         "image_auroc": absent_to_none(tested.get("image_auroc")),
@@ -292,7 +293,7 @@ def summary_metrics(tested: dict, info: dict) -> dict:
         # The verdicts' balanced accuracy over the best one threshold on the same image scores reaches.
         "balanced_accuracy_ratio": absent_to_none(tested.get("balanced_accuracy_ratio")),
         "best_threshold_balanced_accuracy": absent_to_none(tested.get("best_threshold_balanced_accuracy")),
-        "train_s": float(info["training"]["seconds"]),
+        "train_s": float(info.training.seconds),
         "infer_ms_per_image": float(tested["ms_per_image"]),
     }
 
@@ -302,15 +303,15 @@ def _absent_to_low(value) -> float:
     return -math.inf if is_absent(value) else float(value)
 
 
-def finetuning_image_auroc(detector, batch_size: int = 16) -> float:
+def finetuning_image_auroc(detector) -> float:
     """Image AUROC on the finetuning subset, scored by the result's own detector exactly as test.py
     scores the test images; NaN when the subset holds a single class."""
     from processing.workflow.finetuning import subset_image_auroc
 
-    root = Path(detector.model.info["dataset"]["path"])
+    root = Path(detector.model.info.dataset.path)
     names = detector.result.finetuning_files
     labels = [Path(name).parent.name != "good" for name in names]
-    auroc = subset_image_auroc(detector, [root / name for name in names], labels, batch_size)
+    auroc = subset_image_auroc(detector, [root / name for name in names], labels)
     return math.nan if auroc is None else auroc
 
 
@@ -328,7 +329,7 @@ def select_best(runs: list[dict]) -> int:
     one threshold on a few dozen images), then the balanced accuracy the threshold search reached.
     """
     if not runs:
-        raise ValueError("select_best: no benchmark runs to choose from")
+        raise UserError("select_best: no benchmark runs to choose from")
     keys = [selection_key(run) for run in runs]
     return max(range(len(runs)), key=lambda index: (keys[index], -index))
 

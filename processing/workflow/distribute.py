@@ -15,6 +15,8 @@ import json
 import logging
 import os
 
+from autoencoder.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 MODES = ("none", "mirrored", "multiworker")
@@ -27,7 +29,7 @@ def check_distribute(mode: str, environ=None) -> dict | None:
     ValueError with one line naming the flag or the TF_CONFIG field that is wrong.
     """
     if mode not in MODES:
-        raise ValueError(f"--distribute {mode}: expected one of {', '.join(MODES)}")
+        raise UserError(f"--distribute {mode}: expected one of {', '.join(MODES)}")
     if mode != "multiworker":
         return None
     return parse_tf_config((os.environ if environ is None else environ).get("TF_CONFIG"))
@@ -36,47 +38,47 @@ def check_distribute(mode: str, environ=None) -> dict | None:
 def parse_tf_config(text: str | None) -> dict:
     """TF_CONFIG as MultiWorkerMirroredStrategy reads it, checked field by field."""
     if text is None or not text.strip():
-        raise ValueError('--distribute multiworker needs TF_CONFIG: {"cluster": {"worker": ["host:port", ...]}, "task": {"type": '
+        raise UserError('--distribute multiworker needs TF_CONFIG: {"cluster": {"worker": ["host:port", ...]}, "task": {"type": '
                 '"worker", "index": 0}}')
     try:
         config = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"TF_CONFIG: not valid JSON ({error.msg} at character {error.pos})") from None
+        raise UserError(f"TF_CONFIG: not valid JSON ({error.msg} at character {error.pos})") from None
     if not isinstance(config, dict):
-        raise ValueError("TF_CONFIG: expected a JSON object with 'cluster' and 'task'")
+        raise UserError("TF_CONFIG: expected a JSON object with 'cluster' and 'task'")
     cluster = config.get("cluster")
     if not isinstance(cluster, dict) or not cluster:
-        raise ValueError("TF_CONFIG cluster: expected an object of task types to address lists, e.g. {\"worker\": [\"host:port\", ...]}")
+        raise UserError("TF_CONFIG cluster: expected an object of task types to address lists, e.g. {\"worker\": [\"host:port\", ...]}")
     if "worker" not in cluster and "chief" not in cluster:
-        raise ValueError("TF_CONFIG cluster: expected a 'worker' (and optionally a 'chief') list")
+        raise UserError("TF_CONFIG cluster: expected a 'worker' (and optionally a 'chief') list")
     for task_type, addresses in cluster.items():
         if task_type not in TASK_TYPES:
-            raise ValueError(f"TF_CONFIG cluster.{task_type}: unsupported task type; MultiWorkerMirroredStrategy takes "
+            raise UserError(f"TF_CONFIG cluster.{task_type}: unsupported task type; MultiWorkerMirroredStrategy takes "
                     f"{' and '.join(TASK_TYPES)}")
         if not isinstance(addresses, list) or not addresses:
-            raise ValueError(f"TF_CONFIG cluster.{task_type}: expected a non-empty list of \"host:port\" addresses")
+            raise UserError(f"TF_CONFIG cluster.{task_type}: expected a non-empty list of \"host:port\" addresses")
         for address in addresses:
             host, _, port = address.rpartition(":") if isinstance(address, str) else ("", "", "")
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"TF_CONFIG cluster.{task_type}: {address!r} is not a \"host:port\" address")
+                raise UserError(f"TF_CONFIG cluster.{task_type}: {address!r} is not a \"host:port\" address")
     if len(cluster.get("chief", [])) > 1:
-        raise ValueError(f"TF_CONFIG cluster.chief: expected at most one chief, got {len(cluster['chief'])}")
+        raise UserError(f"TF_CONFIG cluster.chief: expected at most one chief, got {len(cluster['chief'])}")
     everyone = [address for addresses in cluster.values() for address in addresses]
     if len(set(everyone)) != len(everyone):
-        raise ValueError("TF_CONFIG cluster: an address is listed twice")
+        raise UserError("TF_CONFIG cluster: an address is listed twice")
     task = config.get("task")
     if not isinstance(task, dict):
-        raise ValueError("TF_CONFIG task: expected an object {\"type\": \"worker\", \"index\": N}")
+        raise UserError("TF_CONFIG task: expected an object {\"type\": \"worker\", \"index\": N}")
     task_type = task.get("type")
     if task_type not in cluster:
-        raise ValueError(f"TF_CONFIG task.type {task_type!r}: expected one of the cluster's task types ({', '.join(cluster)})")
+        raise UserError(f"TF_CONFIG task.type {task_type!r}: expected one of the cluster's task types ({', '.join(cluster)})")
     index = task.get("index")
     if isinstance(index, bool) or not isinstance(index, int):
         written = f"the string {json.dumps(index)}" if isinstance(index, str) else "missing" if index is None else json.dumps(index)
         hint = ", without quotes" if isinstance(index, str) else ""
-        raise ValueError(f"TF_CONFIG task.index {written}: expected a whole number from 0 to {len(cluster[task_type]) - 1}{hint}")
+        raise UserError(f"TF_CONFIG task.index {written}: expected a whole number from 0 to {len(cluster[task_type]) - 1}{hint}")
     if not 0 <= index < len(cluster[task_type]):
-        raise ValueError(f"TF_CONFIG task.index {index!r}: expected 0 to {len(cluster[task_type]) - 1} (cluster.{task_type} has "
+        raise UserError(f"TF_CONFIG task.index {index!r}: expected 0 to {len(cluster[task_type]) - 1} (cluster.{task_type} has "
                 f"{len(cluster[task_type])} addresses)")
     return config
 
@@ -112,7 +114,7 @@ def make_strategy(mode: str):
             )
             strategy = tf.distribute.MirroredStrategy(devices=cpus)
     else:
-        raise ValueError(f"--distribute {mode}: no strategy to make (expected mirrored or multiworker)")
+        raise UserError(f"--distribute {mode}: no strategy to make (expected mirrored or multiworker)")
     logger.info("--distribute %s: %d replicas in sync", mode, strategy.num_replicas_in_sync)
     return strategy
 

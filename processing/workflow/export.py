@@ -38,6 +38,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from autoencoder.errors import UserError
 from processing.detectors.base import ExportPlan
 
 logger = logging.getLogger(__name__)
@@ -68,13 +69,13 @@ class ExportConfig:
         out = Path(self.output)
         if self.format in SUFFIX and out.suffix.lower() != SUFFIX[self.format]:
             kind = {"tflite": "a TFLite", "onnx": "an ONNX"}[self.format]
-            raise ValueError(f"-o {out}: {kind} export is one file named *{SUFFIX[self.format]}, not {out.name}")
+            raise UserError(f"-o {out}: {kind} export is one file named *{SUFFIX[self.format]}, not {out.name}")
         if out.exists() and not self.overwrite:
-            raise ValueError(f"-o {out} already exists: pass --overwrite to replace it")
+            raise UserError(f"-o {out} already exists: pass --overwrite to replace it")
         if self.format == "savedmodel" and out.exists() and not out.is_dir():
-            raise ValueError(f"-o {out} is a file; a SavedModel is a folder")
+            raise UserError(f"-o {out} is a file; a SavedModel is a folder")
         if self.format != "savedmodel" and out.is_dir():
-            raise ValueError(f"-o {out} is a folder; a {self.format} export is one file")
+            raise UserError(f"-o {out} is a folder; a {self.format} export is one file")
         check_writable_dir(out.parent, "-o")
         self.check_model()
         return out
@@ -82,13 +83,10 @@ class ExportConfig:
     def check_model(self) -> None:
         """What info.json alone tells: a tiled model cannot be one graph of a fixed input size (before TensorFlow)."""
         from autoencoder import bundle
+        from processing.maps.map_model import TILED_GRAPH_WHY, refuse_tiled
 
         folder, _ = bundle.resolve_model_path(self.path)
-        tile = bundle.read_info(folder)["model"].get("tile")
-        if tile:
-            size = tile.get("size") if isinstance(tile, dict) else tile
-            raise ValueError(f"-p {self.path}: a tiled model (train.py --tile {size}): its maps are stitched from tiles at each "
-                             "image's own size, which one graph of a fixed input size cannot hold; use predict.py or serve.py")
+        refuse_tiled(bundle.read_info(folder), f"-p {self.path}", TILED_GRAPH_WHY)
 
 
 @dataclass(frozen=True)
@@ -101,13 +99,13 @@ class InputShape:
 
     @classmethod
     def of(cls, model) -> InputShape:
-        info = model.info["model"]
-        return cls(int(info["image_size"]), 1 if info["color_mode"] == "grayscale" else 3, info["color_mode"])
+        info = model.info.model
+        return cls(info.image_size, info.channels, info.color_mode)
 
 
 def check_format(name: str) -> str:
     if name not in FORMATS:
-        raise ValueError(f"--format {name!r}: expected one of {', '.join(FORMATS)}")
+        raise UserError(f"--format {name!r}: expected one of {', '.join(FORMATS)}")
     return name
 
 
@@ -280,7 +278,7 @@ def tflite_bytes(module) -> bytes:
         return converter.convert()
     except Exception as error:  # the converter raises its own types, with pages of MLIR
         ops = sorted(set(re.findall(r"'(tf\.\w+)' op is neither a custom op nor a flex op", str(error))))
-        raise ValueError(f"the TFLite converter cannot express this graph ({', '.join(ops) or type(error).__name__}); "
+        raise UserError(f"the TFLite converter cannot express this graph ({', '.join(ops) or type(error).__name__}); "
                          "export it as savedmodel or onnx") from None
 
 
@@ -288,7 +286,7 @@ def onnx_model(module, info: dict):
     try:
         import tf2onnx
     except ImportError:
-        raise ValueError("--format onnx needs tf2onnx: pip install tf2onnx onnxruntime") from None
+        raise UserError("--format onnx needs tf2onnx: pip install tf2onnx onnxruntime") from None
     import tensorflow as tf
 
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)  # its INFO lines describe the conversion, not the result
@@ -299,7 +297,7 @@ def onnx_model(module, info: dict):
             proto, _ = tf2onnx.convert.from_function(frozen_module(module).serve, input_signature=spec, opset=ONNX_OPSET)
         except Exception as error:  # tf2onnx raises many types for an op it cannot convert
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ValueError(f"tf2onnx cannot convert this graph ({first[:200]}); export it as savedmodel") from None
+            raise UserError(f"tf2onnx cannot convert this graph ({first[:200]}); export it as savedmodel") from None
     for key in ("result", "model_folder", "decision"):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, info[key] if isinstance(info[key], str) else json.dumps(info[key])

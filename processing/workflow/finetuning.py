@@ -20,47 +20,47 @@ from autoencoder import bundle, folders
 from processing.data.images import GOOD_CLASS, DatasetError
 from processing.data.splits import model_dataset, stratified_finetune_split, validation_files
 from processing.data.synthetic_subset import draw_synthetic_defects
-from processing.data.tiles import iter_inputs
 from processing.detectors.base import RESULT_FILE, FinetuneConfig, FinetuneData, get_detector
 from processing.evaluation.metrics import image_auroc
-from processing.maps.kinds import auto_candidates, default_map_for_loss, model_was_trained
+from processing.maps.kinds import auto_candidates, default_map_for_loss
 from processing.workflow.results import ResultsTree
 
 logger = logging.getLogger(__name__)
 
 SYNTHETIC_DIR = "synthetic"  # in a finetuning result: the synthetic defects it was chosen on
 
-__all__ = ["RESULT_FILE", "FinetuneConfig", "finetune", "finetuning_data", "method_for_model"]
+__all__ = ["RESULT_FILE", "FinetuneConfig", "finetune", "finetuning_data"]
 
 
-def checked_config(config: FinetuneConfig) -> tuple[FinetuneConfig, list[str]]:
+def checked_config(config: FinetuneConfig, opened: bundle.ModelFolder | None = None) -> tuple[FinetuneConfig, list[str]]:
     """(settings with the map filled in, candidate maps), every check that needs no TensorFlow done:
-    the flags, and whether the detector and each map suit the model (its info.json). finetune.py
-    runs this before importing TensorFlow, finetune() again."""
+    the flags, and whether the detector and each map suit the model (its info.json; `opened`: the
+    model folder, when already opened). finetune.py runs this before importing TensorFlow."""
     config.validate()  # settings first: a bad flag is reported before the model is read
     detector = get_detector(config.detector)
-    folder, _ = bundle.resolve_model_path(config.path)
-    info = bundle.read_info(folder)
+    opened = opened or bundle.open_model_folder(config.path)
+    info = opened.info
     if config.method is None:
-        config = replace(config, method=method_for_model(config.path))
-    candidates = candidate_methods(config)
+        config = replace(config, method=default_map_for_loss(info.training.loss))
+    candidates = candidate_methods(config, info)
     for method in candidates:  # every setting is checked before the model is read
         candidate = detector.check_config(replace(config, method=method))
         detector.check_model_info(candidate, info)
     return config, candidates
 
 
-def finetune(config: FinetuneConfig) -> Path:
-    """Fit the chosen detector and write its finetuning result; return the result folder."""
-    config, candidates = checked_config(config)
+def finetune(config: FinetuneConfig, opened: bundle.ModelFolder | None = None) -> Path:
+    """Fit the chosen detector and write its finetuning result; return the result folder. `opened`:
+    the model folder when the caller opened it (finetune.py: read and hashed once per run)."""
+    opened = opened or bundle.open_model_folder(config.path)
+    config, candidates = checked_config(config, opened)
     detector = get_detector(config.detector)
-    folder, _ = bundle.resolve_model_path(config.path)
-    tree = ResultsTree.of(bundle.read_info(folder), folder, config.results_root)
+    tree = ResultsTree.of(opened.info, opened.folder, config.results_root)
     if len(candidates) == 1:
         config = detector.check_config(replace(config, method=candidates[0]))
         name = detector.result_name(config)
         check_not_written(tree.finetuning_folder(name), tree.test_folder(name), config.overwrite)
-    model = bundle.load_bundle(config.path)
+    model = bundle.load_bundle(opened)
     data = finetuning_data(model, config)
     try:
         return fit_and_save(detector, model, config, data, candidates, tree)
@@ -112,15 +112,13 @@ def check_not_written(out_dir: Path, test_dir: Path, overwrite: bool) -> None:
         )
 
 
-def candidate_methods(config: FinetuneConfig) -> list[str]:
+def candidate_methods(config: FinetuneConfig, info) -> list[str]:
     """The maps finetuning tries: config.candidates ("auto": every single and combined map that
-    suits the model), else config.method."""
+    suits the model of `info`), else config.method."""
     if not config.candidates:
         return [config.method]
     if list(config.candidates) == ["auto"]:
-        folder, _ = bundle.resolve_model_path(config.path)
-        info = bundle.read_info(folder)
-        return auto_candidates(info.get("model", {}).get("output", "reconstruction"), model_was_trained(info))
+        return auto_candidates(info.model.output, info.was_trained)
     return list(dict.fromkeys(config.candidates))
 
 
@@ -137,7 +135,7 @@ def choose_candidate(detector, model, config: FinetuneConfig, data: FinetuneData
                 raise
             logger.warning("candidate %s left out: %s", method, error)
             continue
-        auroc = subset_image_auroc(fitted, data.finetune_files, data.labels, config.batch_size)
+        auroc = subset_image_auroc(fitted, data.finetune_files, data.labels)
         logger.info(
             "candidate %s: finetuning-subset image AUROC %s, balanced accuracy %.3f",
             method,
@@ -157,13 +155,12 @@ def choose_candidate(detector, model, config: FinetuneConfig, data: FinetuneData
     return config, fitted
 
 
-def subset_image_auroc(detector, files, labels, batch_size: int = 16) -> float | None:
+def subset_image_auroc(detector, files, labels) -> float | None:
     """Image AUROC of a detector's scores on labelled files (None when they hold one class only)."""
     labels = np.asarray(labels, dtype=bool)
     if labels.all() or not labels.any():
         return None
-    info = detector.model.info["model"]
-    scores = [detector.score(images).image_scores for _, images in iter_inputs(files, info, batch_size)]
+    scores = [detector.score(images).image_scores for _, images in detector.inputs_of_files(files)]
     return float(image_auroc(labels, np.concatenate(scores)))
 
 
@@ -174,7 +171,7 @@ def finetuning_data(model: bundle.ModelBundle, config: FinetuneConfig) -> Finetu
     layout = model_dataset(model.info, config.data_dir, require_defects=False)
     val_files = validation_files(layout, model.info)
     if not layout.defect_types or config.synthetic_defects:
-        return synthetic_finetuning_data(layout, val_files, model.info["model"]["color_mode"], config)
+        return synthetic_finetuning_data(layout, val_files, model.info.model.color_mode, config)
     if GOOD_CLASS not in layout.test:
         raise DatasetError(f"{layout.root / 'test' / GOOD_CLASS} not found or empty: expected defect-free test images there")
     finetune_pairs, _ = stratified_finetune_split(layout.test_files(), config.finetune_split, config.seed)
@@ -210,9 +207,3 @@ def synthetic_finetuning_data(layout, val_files: list[Path], color_mode: str, co
         "folder": SYNTHETIC_DIR,
     }
     return FinetuneData(layout, val_files, files, labels, subset=subset, synthetic_dir=folder)
-
-
-def method_for_model(path) -> str:
-    """The default map of a model: SSIM maps for SSIM losses, L2 maps for L2, padim for featureCAE."""
-    folder, _ = bundle.resolve_model_path(path)
-    return default_map_for_loss(bundle.read_info(folder).get("settings", {}).get("loss", "ssim"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from autoencoder import bundle
 from autoencoder.folders import file_sha256
-from autoencoder.info_schema import SCHEMA_VERSION
+from autoencoder.model_info import SCHEMA_VERSION
 from processing.data.fingerprint import dataset_content
 from processing.data.images import load_images
 from processing.evaluation import plots
@@ -26,7 +26,7 @@ def build_info(
     history = {key: [float(v) for v in values] for key, values in result.history.items()}
     best = result.best_epoch - 1
     return {
-        "schema_version": SCHEMA_VERSION,  # autoencoder/info_schema.py: what finetune.py and test.py check on reading
+        "schema_version": SCHEMA_VERSION,  # autoencoder/model_info.py: what finetune.py and test.py check on reading
         "created": stamp,
         "command": bundle.command_line(),
         "settings": asdict(config),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from autoencoder import bundle
 from autoencoder.checks import check_fraction, check_positive_int, check_positive_number
+from autoencoder.errors import UserError
 from autoencoder.folders import check_writable_dir
 from autoencoder.loss_rules import check_loss_color
 
@@ -99,32 +100,32 @@ class TrainConfig:
         if self.image_size is not None and (
             isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < 1
         ):
-            raise ValueError(f"--image-size {self.image_size}: expected a positive number of pixels (the side of the square model input)")
+            raise UserError(f"--image-size {self.image_size}: expected a positive number of pixels (the side of the square model input)")
         if self.tile is not None:
             if self.image_size is not None and self.image_size != self.tile:
-                raise ValueError(
+                raise UserError(
                     f"--image-size {self.image_size} with --tile {self.tile}: a tiled model's input is one tile; drop --image-size"
                 )
             self.tile_grid  # noqa: B018  (checks --tile and --tile-overlap)
             if self.adversarial:
-                raise ValueError("--tile with --adversarial: the adversarial autoencoder trains on whole images; drop one of the two")
+                raise UserError("--tile with --adversarial: the adversarial autoencoder trains on whole images; drop one of the two")
         elif self.tile_overlap is not None:
-            raise ValueError("--tile-overlap needs --tile SIZE")
+            raise UserError("--tile-overlap needs --tile SIZE")
         architecture.check_size(self.size, "--tile" if self.tile is not None else "--image-size")
         check_positive_int(self.batch_size, "--batch", "a batch size")
         if not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or self.epochs < architecture.min_epochs:
             if architecture.min_epochs == 0:
-                raise ValueError(f"--epochs {self.epochs}: expected 0 (architecture {architecture.name}: its feature statistics only) "
+                raise UserError(f"--epochs {self.epochs}: expected 0 (architecture {architecture.name}: its feature statistics only) "
                                  "or more")
-            raise ValueError(f"--epochs {self.epochs}: expected at least 1 epoch")
+            raise UserError(f"--epochs {self.epochs}: expected at least 1 epoch")
         if self.backbone is not None:
             from autoencoder.models.feature_cae import OFFLINE_BACKBONES
 
             if "backbone" not in architecture.options:
-                raise ValueError(f"--backbone {self.backbone}: architecture {architecture.name} has no pretrained backbone "
+                raise UserError(f"--backbone {self.backbone}: architecture {architecture.name} has no pretrained backbone "
                                  "(featureCAE and stageCAE have)")
             if self.backbone not in OFFLINE_BACKBONES:
-                raise ValueError(f"--backbone {self.backbone!r}: expected one of {', '.join(OFFLINE_BACKBONES)} (weights shipped offline)")
+                raise UserError(f"--backbone {self.backbone!r}: expected one of {', '.join(OFFLINE_BACKBONES)} (weights shipped offline)")
         if self.learning_rate is not None:
             check_positive_number(self.learning_rate, "--lr", "learning rate")
         check_fraction(
@@ -134,7 +135,7 @@ class TrainConfig:
         )
         check_positive_int(self.patience, "--patience", "epochs without improvement before training stops")
         if self.color_detected and self.color_mode == "rgb" and self.loss == "ssim":
-            raise ValueError("--loss ssim needs grayscale images, and the training images carry colour (-c auto chose rgb): "
+            raise UserError("--loss ssim needs grayscale images, and the training images carry colour (-c auto chose rgb): "
                              "pass -c grayscale, or use --loss mssim or l2")
         check_loss_color(self.loss, self.color_mode)
         architecture.check_loss(self.loss)
@@ -142,15 +143,15 @@ class TrainConfig:
         self.check_adversarial_flags()
         if self.adversarial:
             if architecture.output != "reconstruction":
-                raise ValueError(f"--adversarial: architecture {architecture.name} outputs an anomaly map, not a reconstruction")
+                raise UserError(f"--adversarial: architecture {architecture.name} outputs an anomaly map, not a reconstruction")
             if self.distribute != "none":
-                raise ValueError(
+                raise UserError(
                     f"--distribute {self.distribute} with --adversarial: the adversarial training step runs on one device "
                     "only; drop one of the two"
                 )
             check_positive_int(self.latent_dim, "--latent-dim", "a latent code length")
             if self.reject_every < 0:
-                raise ValueError(f"--reject-every {self.reject_every}: expected 0 (no rejection) or a positive number of epochs")
+                raise UserError(f"--reject-every {self.reject_every}: expected 0 (no rejection) or a positive number of epochs")
         self.check_encoder_options()
         if dataset:
             check_dataset_root(self.input_dir)
@@ -164,7 +165,7 @@ class TrainConfig:
         for key, flag in (("latent_dim", "--latent-dim"), ("reject_every", "--reject-every"), ("reject_fraction", "--reject-fraction"),
                           ("reject_by", "--reject-by")):
             if getattr(self, key) != getattr(defaults, key):
-                raise ValueError(f"{flag} applies to --adversarial training only; add --adversarial or drop {flag}")
+                raise UserError(f"{flag} applies to --adversarial training only; add --adversarial or drop {flag}")
 
     def check_encoder_options(self) -> None:
         """--encoder-weights must name an existing file and suit the architecture; --freeze-encoder needs it."""
@@ -172,11 +173,11 @@ class TrainConfig:
 
         if self.encoder_weights is not None:
             if self.architecture != VGG_CAE:
-                raise ValueError(f"--encoder-weights: architecture {self.architecture} has no VGG16 encoder; use -a {VGG_CAE}")
+                raise UserError(f"--encoder-weights: architecture {self.architecture} has no VGG16 encoder; use -a {VGG_CAE}")
             if not Path(self.encoder_weights).is_file():
-                raise ValueError(f"--encoder-weights {self.encoder_weights} not found: expected a Keras VGG16 no-top weights file")
+                raise UserError(f"--encoder-weights {self.encoder_weights} not found: expected a Keras VGG16 no-top weights file")
         elif self.freeze_encoder:
-            raise ValueError("--freeze-encoder needs --encoder-weights (freezing a randomly initialised encoder)")
+            raise UserError("--freeze-encoder needs --encoder-weights (freezing a randomly initialised encoder)")
 
 
 def config_from_args(args) -> TrainConfig:
@@ -232,20 +233,18 @@ def check_dataset_root(path, flag: str = "--input-dir") -> None:
         from processing.data.images import scan_dataset
 
         scan_dataset(root)  # raises its usual one-line message
-        raise ValueError(f"{flag} {root}: expected {root}/train/good/")  # not reached
+        raise UserError(f"{flag} {root}: expected {root}/train/good/")  # not reached
 
 
-def check_model_path(path, results_dir, data_dir=None) -> tuple[Path, dict]:
-    """finetune.py / test.py: the model folder and its info.json (checked), the results folder and
-    --data-dir; return (model folder, info)."""
-    folder, model_file = bundle.resolve_model_path(path)
-    info = bundle.read_info(folder)
-    bundle.check_model_file(model_file, info)
+def check_model_path(path, results_dir, data_dir=None) -> bundle.ModelFolder:
+    """finetune.py / test.py: the model folder opened (info.json parsed, the .keras file checked),
+    the results folder and --data-dir; return the opened folder (the run reads it no more)."""
+    opened = bundle.open_model_folder(path)
     check_writable_dir(results_dir, "--results-dir")
     from processing.data.splits import check_dataset_location
 
-    check_dataset_location(info, data_dir)
-    return folder, info
+    check_dataset_location(opened.info, data_dir)
+    return opened
 
 
 @dataclass
@@ -270,8 +269,8 @@ class TestConfig:
             check_method_dtype(self.method or "ssim", self.dtype or "float64")
 
 
-def report_stale_results(folder: Path, info: dict, results_dir, clean: bool) -> None:
+def report_stale_results(opened: bundle.ModelFolder, results_dir, clean: bool) -> None:
     """finetune.py / test.py: staging folders killed runs left among the model's results."""
     from autoencoder.folders import report_stale_staging
 
-    report_stale_staging([bundle.results_dir_of(info, folder, results_dir)], clean=clean, depth=2)
+    report_stale_staging([bundle.results_dir_of(opened.info, opened.folder, results_dir)], clean=clean, depth=2)

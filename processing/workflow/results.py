@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from autoencoder import bundle
+from autoencoder.errors import UserError
 from autoencoder.folders import is_replaced
 from processing.detectors.base import RESULT_FILE, Detector, FinetuningResult, read_result
 
@@ -33,7 +34,7 @@ class ResultsTree:
     model_folder: Path
 
     @classmethod
-    def of(cls, info: dict, model_folder, results_root="results") -> ResultsTree:
+    def of(cls, info, model_folder, results_root="results") -> ResultsTree:
         return cls(bundle.results_dir_of(info, model_folder, results_root), Path(model_folder))
 
     @classmethod
@@ -65,7 +66,7 @@ class ResultsTree:
         }
 
     def missing(self, wanted: str = "") -> ValueError:
-        return ValueError(f"no finetuning result{wanted} in {self.finetuning_root}: run finetune.py -p {self.model_folder} first")
+        return UserError(f"no finetuning result{wanted} in {self.finetuning_root}: run finetune.py -p {self.model_folder} first")
 
     def choose(self, name: str | None, flag: str = "-r/--result") -> tuple[str, Path]:
         """(name, folder) of the result to apply: `name`, or the model's only one."""
@@ -74,10 +75,10 @@ class ResultsTree:
             raise self.missing()
         if name is None:
             if len(found) > 1:
-                raise ValueError(f"the model has {len(found)} finetuning results ({', '.join(found)}): choose one with {flag}")
+                raise UserError(f"the model has {len(found)} finetuning results ({', '.join(found)}): choose one with {flag}")
             name = next(iter(found))
         elif name not in found:
-            raise ValueError(f"{flag} {name}: no such finetuning result of {self.model_folder}; it has {', '.join(found)}")
+            raise UserError(f"{flag} {name}: no such finetuning result of {self.model_folder}; it has {', '.join(found)}")
         return name, found[name]
 
     def select(self, method: str | None = None, dtype: str | None = None) -> list[tuple[Path, type[Detector], FinetuningResult]]:

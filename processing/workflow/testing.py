@@ -20,10 +20,11 @@ import cv2
 import numpy as np
 
 from autoencoder import bundle, folders
+from autoencoder.errors import UserError
 from autoencoder.progress import progress_bar
-from processing.data.images import check_masks, image_size, load_masks, read_image, read_mask
+from processing.data.images import check_masks, load_mask_at, read_image, read_mask
 from processing.data.splits import model_dataset
-from processing.data.tiles import iter_inputs
+from processing.data.tiles import batch_of
 from processing.detectors.base import Detector
 from processing.evaluation.metrics import (
     NOT_AVAILABLE_KEY,
@@ -38,7 +39,6 @@ from processing.evaluation.metrics import (
     mask_iou,
     metrics_by_defect_type,
 )
-from processing.workflow.adversarial_training import adversarial_test_metrics
 from processing.workflow.options import TestConfig
 from processing.workflow.results import ResultsTree, finetuning_record
 
@@ -88,17 +88,18 @@ def load_detectors(model: bundle.ModelBundle, config: TestConfig) -> list[Detect
     ]
 
 
-def test(config: TestConfig) -> list[Path]:
-    """Score the test images for every selected finetuning result; return the output folders."""
+def test(config: TestConfig, opened: bundle.ModelFolder | None = None) -> list[Path]:
+    """Score the test images for every selected finetuning result; return the output folders.
+    `opened`: the model folder when the caller opened it (test.py: read and hashed once per run)."""
     config.validate()
-    model_folder, _ = bundle.resolve_model_path(config.path)
-    info = bundle.read_info(model_folder)
+    opened = opened or bundle.open_model_folder(config.path)
+    model_folder, info = opened.folder, opened.info
     check_test_dirs(info, model_folder, selected_results(info, model_folder, config), config)
     layout = model_dataset(info, config.data_dir, require_defects=False)  # only good test images: the false alarms
     if not layout.test_files():
-        raise ValueError(f"{layout.root / 'test'} holds no test image: expected {layout.root}/test/<good or defect type>/ with images")
+        raise UserError(f"{layout.root / 'test'} holds no test image: expected {layout.root}/test/<good or defect type>/ with images")
     check_masks(layout)
-    model = bundle.load_bundle(config.path)
+    model = bundle.load_bundle(opened)
     return [evaluate(detector, layout, config) for detector in load_detectors(model, config)]
 
 
@@ -107,9 +108,7 @@ def evaluate(detector: Detector, layout, config: TestConfig) -> Path:
     test_result.json, classification.csv and, with config.save_segmentation, masks and overlays."""
     model = detector.model
     name = detector.result_name(detector.result)
-    color_mode = model.info["model"]["color_mode"]
-    size = model.info["model"]["image_size"]
-    tiled = bool(model.info["model"].get("tile"))
+    color_mode = model.info.model.color_mode
     tuned_on = detector.tuned_on
     pairs = [
         (path, kind) for path, kind in layout.test_files() if config.include_finetune or str(path.relative_to(layout.root)) not in tuned_on
@@ -139,12 +138,11 @@ def evaluate(detector: Detector, layout, config: TestConfig) -> Path:
     hint = f"pass --overwrite to move it aside to {name}{folders.REPLACED}<time>"
     with bundle.staging_folder(out_dir, replace=config.overwrite, exists_hint=hint) as staging:
         with progress_bar(total=len(files), desc=f"test {name}", unit="img") as progress:
-            for batch_paths, images in iter_inputs(files, model.info["model"], config.batch_size):
+            for batch_paths, images in detector.inputs_of_files(files):
                 scores = detector.score(images)
                 decisions = detector.decide(scores)
                 kinds = [classes[path] for path in batch_paths]
-                # A tiled model's maps are at each image's own size, and so are the masks they are scored against.
-                truth = truth_masks(layout, batch_paths, kinds, size) if not tiled else truth_masks_at_size(layout, batch_paths, kinds)
+                truth = truth_masks(layout, batch_paths, kinds, detector.map_shape)  # at the maps' size
                 if accumulators is not None and scores.maps is not None:
                     update_pixel_metrics(accumulators, scores.maps, truth, kinds)
                 batch_columns = scores.columns | decisions.columns
@@ -174,8 +172,7 @@ def evaluate(detector: Detector, layout, config: TestConfig) -> Path:
         result["finetuning_result"] = finetuning_record(detector.folder)
         if getattr(detector.result, "expected", None):
             result["expected"] = detector.result.expected  # what finetune.py expected, beside what was measured here
-        if model.info.get("adversarial"):  # image scores of the adversarial autoencoder (latent likelihood + MSE)
-            result |= adversarial_test_metrics(model, files, [row["truth"] for row in rows], config.batch_size)
+        result |= detector.model_test_metrics(files, [row["truth"] for row in rows], config.batch_size)
         result = mark_absent(result, masks=accumulators is not None)
         write_classification_csv(staging / "classification.csv", rows, columns)
         bundle.write_json(staging / TEST_RESULT_FILE, result)
@@ -196,25 +193,15 @@ def log_expectation(name: str, finetuning, result: dict) -> None:
         logger.warning("%s: the decision: %s", name, warning)
 
 
-def truth_masks(layout, paths, names, size) -> np.ndarray:
-    """Ground-truth masks at model size; all-False for good images and images without a mask."""
-    masks = np.zeros((len(paths), size, size), dtype=bool)
-    with_mask = [(i, layout.mask_path(p)) for i, (p, n) in enumerate(zip(paths, names)) if n != "good"]
-    with_mask = [(i, m) for i, m in with_mask if m is not None]
-    if with_mask:
-        loaded = load_masks([m for _, m in with_mask], size)
-        for (i, _), mask in zip(with_mask, loaded):
-            masks[i] = mask
-    return masks
-
-
-def truth_masks_at_size(layout, paths, names) -> list[np.ndarray]:
-    """Ground-truth masks at each image's original size; all-False for good images and images without a mask."""
+def truth_masks(layout, paths, names, shape_of):
+    """Ground-truth masks, each at ``shape_of(path)`` (the size of its map); all-False for good
+    images and images without a mask. One (N, H, W) array when they share a size, else a list."""
     masks = []
     for path, name in zip(paths, names):
         mask_path = layout.mask_path(path) if name != "good" else None
-        masks.append(read_mask(mask_path) if mask_path is not None else np.zeros(image_size(path), dtype=bool))
-    return masks
+        shape = shape_of(path)
+        masks.append(load_mask_at(mask_path, shape) if mask_path is not None else np.zeros(shape, dtype=bool))
+    return batch_of(masks) if masks else np.zeros((0, 0, 0), dtype=bool)
 
 
 def update_pixel_metrics(accumulators, resmaps, truth, names) -> None:

@@ -15,6 +15,7 @@ import keras
 
 from autoencoder import bundle
 from autoencoder.callbacks import find_learning_rate
+from autoencoder.errors import UserError
 from autoencoder.losses import get_loss, get_metrics
 from autoencoder.pipeline import make_training_dataset
 from autoencoder.training import TrainingResult, fit_autoencoder
@@ -73,7 +74,7 @@ def train_on(config: TrainConfig, architecture, size: int, layout, strategy=None
 
     train_files, val_files = split_train_validation(layout.train_good, config.validation_split, config.seed)
     if not train_files or not val_files:
-        raise ValueError(
+        raise UserError(
             f"--input-dir {config.input_dir}: train/good has {len(layout.train_good)} images; "
             "expected at least 2 (one for validation)"
         )

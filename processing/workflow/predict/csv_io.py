@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from autoencoder.errors import UserError
 from autoencoder.folders import naming
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def read_done(csv_path: Path) -> set[str]:
     with open(csv_path, newline="") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames != CSV_COLUMNS:
-            raise ValueError(f"{csv_path}: not a predictions.csv of this version (columns {reader.fieldnames}); pass --overwrite")
+            raise UserError(f"{csv_path}: not a predictions.csv of this version (columns {reader.fieldnames}); pass --overwrite")
         done = set()
         for index, row in enumerate(reader):
             check_row(row, csv_path, index + 2)
@@ -127,7 +128,7 @@ def check_row(row: dict, csv_path: Path, line: int) -> None:
     """A row as predict.py writes it: every column, a score that is a number, defective 0 or 1;
     ValueError naming the file and the line otherwise (a hand-edited or damaged CSV)."""
     def refuse(what: str):
-        raise ValueError(f"{csv_path} line {line}: {what}; not a row predict.py wrote (pass --overwrite to predict again)")
+        raise UserError(f"{csv_path} line {line}: {what}; not a row predict.py wrote (pass --overwrite to predict again)")
 
     if None in row or any(value is None for value in row.values()):
         refuse(f"expected {len(CSV_COLUMNS)} columns")

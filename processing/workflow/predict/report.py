@@ -30,12 +30,10 @@ def gallery_thumbnails(rows: list[dict], detector, folder: Path, workers: int | 
     dozen images): the report needs no overlay written during the run. None where the image cannot
     be read any more."""
     folder.mkdir(parents=True, exist_ok=True)
-    info = detector.model.info["model"]
     paths = [row_file(row["path"], cwd) for row in rows]
     names: list[str | None] = [None] * len(rows)
     offset = 0
-    tiled = bool(info.get("tile"))
-    for chunk, loaded in iter_loaded(paths, info["color_mode"], info["image_size"], detector.batch_size, workers, tiled):
+    for chunk, loaded in iter_loaded(paths, detector.read_input, detector.batch_size, workers):
         good = [index for index, item in enumerate(loaded) if not isinstance(item, str)]
         masks = [None] * len(chunk)
         if good:

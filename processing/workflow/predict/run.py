@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from autoencoder.errors import UserError
 from autoencoder.progress import progress_bar
 from processing.data.inputs import collect_images
 from processing.data.tiles import batch_of
@@ -72,13 +73,13 @@ def check_inputs_and_output(config: PredictConfig) -> tuple[list[Path], dict | N
         logger.info("--shard %d/%d: %d images", shard[0], shard[1], len(files))
     out_dir = Path(config.output)
     if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"-o {out_dir}: a file, not a folder")
+        raise UserError(f"-o {out_dir}: a file, not a folder")
     check_writable(out_dir)
     # Never predict predict.py's own outputs (an output folder inside an input folder).
     inside = os.path.realpath(out_dir) + os.sep
     kept = [path for path in files if not os.path.realpath(path).startswith(inside)]
     if not kept:
-        raise ValueError(f"-i {' '.join(config.inputs)}: the only images found are inside the output folder {out_dir}")
+        raise UserError(f"-i {' '.join(config.inputs)}: the only images found are inside the output folder {out_dir}")
     folder, _, name, result_folder = check_model_and_result(config.path, config.results_root, config.result)
     if out_dir.is_dir():  # a run writing there now: said before TensorFlow (predict() takes the lock for real)
         from autoencoder.folders import FolderLock
@@ -101,7 +102,7 @@ def identity_of(model_folder: Path, name: str, result_folder: Path) -> dict:
             "finetuning_result": finetuning_record(result_folder)}
 
 
-def check_model_and_result(path, results_root, result: str | None) -> tuple[Path, dict, str, Path]:
+def check_model_and_result(path, results_root, result: str | None) -> tuple[Path, object, str, Path]:
     """(model folder, info.json, result name, result folder), checked without TensorFlow: the
     model folder, its .keras file (the one train.py saved), the finetuning result (every field).
     predict.py and serve.py run it before importing TensorFlow."""
@@ -109,9 +110,8 @@ def check_model_and_result(path, results_root, result: str | None) -> tuple[Path
     from processing.detectors.base import read_result
     from processing.workflow.results import ResultsTree
 
-    folder, model_file = bundle.resolve_model_path(path)
-    info = bundle.read_info(folder)
-    bundle.check_model_file(model_file, info)
+    opened = bundle.open_model_folder(path)
+    folder, info = opened.folder, opened.info
     name, result_folder = ResultsTree.of(info, folder, results_root).choose(result)
     read_result(result_folder)
     return folder, info, name, result_folder
@@ -121,15 +121,15 @@ def check_output_state(out_dir: Path, config: PredictConfig) -> dict | None:
     """The settings of the predictions already in `out_dir` (None: none), refused unless --resume
     or --overwrite; checked first, and again once the folder is locked."""
     if (out_dir / MERGING_FILE).exists():
-        raise ValueError(f"-o {out_dir} holds a predict.py --merge that did not finish (killed?): run the same --merge again, "
+        raise UserError(f"-o {out_dir} holds a predict.py --merge that did not finish (killed?): run the same --merge again, "
                          "which redoes it")
     previous = read_settings(out_dir) if out_dir.is_dir() else None
     has_csv = (out_dir / PREDICTIONS_FILE).exists()
     if (previous is not None or has_csv) and not (config.resume or config.overwrite):
         holder = f" of model {previous.get('model_folder')} (result {previous.get('result')})" if previous else ""
-        raise ValueError(f"-o {out_dir} already holds predictions{holder}: pass --resume to continue them or --overwrite to replace them")
+        raise UserError(f"-o {out_dir} already holds predictions{holder}: pass --resume to continue them or --overwrite to replace them")
     if config.resume and has_csv and previous is None:
-        raise ValueError(f"-o {out_dir}: {PREDICTIONS_FILE} without {SETTINGS_FILE}; cannot tell which model made it: pass --overwrite")
+        raise UserError(f"-o {out_dir}: {PREDICTIONS_FILE} without {SETTINGS_FILE}; cannot tell which model made it: pass --overwrite")
     return previous
 
 
@@ -138,7 +138,7 @@ def check_same_predictions(previous: dict, settings: dict, out_dir: Path) -> Non
     of the same name: the model folder, the result, and (where recorded) the SHA-256 of the .keras
     file and of finetuning_result.json must be those of the predictions in `out_dir`."""
     if previous.get("model_folder") != settings["model_folder"] or previous.get("result") != settings["result"]:
-        raise ValueError(
+        raise UserError(
             f"-o {out_dir} holds predictions of model {previous.get('model_folder')} (result {previous.get('result')}), "
             f"not of {settings['model_folder']} ({settings['result']}): use another -o, or --overwrite"
         )
@@ -152,7 +152,7 @@ def check_same_predictions(previous: dict, settings: dict, out_dir: Path) -> Non
         if key == "finetuning_result":
             recorded, now = (recorded.get("folder"), recorded.get("sha256")), (now["folder"], now["sha256"])
         if recorded != now:
-            raise ValueError(f"-o {out_dir}: {what} changed since these predictions were made; --resume would mix two decisions "
+            raise UserError(f"-o {out_dir}: {what} changed since these predictions were made; --resume would mix two decisions "
                              "in one CSV: use another -o, or --overwrite")
 
 
@@ -179,8 +179,6 @@ class Predictor:
     def __init__(self, detector, out_dir: Path, masks: bool = False, overlays: bool = False, absolute: bool = False):
         self.detector = detector
         self.absolute = absolute  # write the rows' paths absolute
-        info = detector.model.info["model"]
-        self.color_mode, self.size, self.tiled = info["color_mode"], info["image_size"], bool(info.get("tile"))
         self.out_dir, self.masks, self.overlays = out_dir, masks, overlays
         decision = detector.decision_summary()
         self.threshold, self.min_area = decision["threshold"], decision["min_area"]
@@ -230,10 +228,10 @@ def settings_of(config: PredictConfig, model, name: str, folder: Path, detector,
         "model_folder": str(model.folder.resolve()),
         "model_file": model.model_file.name,
         "model_sha256": bundle.file_sha256(model.model_file),
-        "architecture": info["model"]["architecture"],
-        "loss": info["training"]["loss"],
-        "image_size": info["model"]["image_size"],
-        "color_mode": info["model"]["color_mode"],
+        "architecture": info.model.architecture,
+        "loss": info.training.loss,
+        "image_size": info.model.image_size,
+        "color_mode": info.model.color_mode,
         "result": name,
         "result_folder": str(folder.resolve()),
         "finetuning_result": finetuning_record(folder),  # what the result is: its folder and a hash of its JSON
@@ -326,7 +324,7 @@ def predict_locked(config: PredictConfig, files: list[Path], model, name: str, f
                              settings)
     logger.info("%s", summary.line())
     if config.strict and summary.n_failed:
-        raise ValueError(f"{summary.n_failed} of {summary.n_images} images failed (--strict); see the error column of {csv_path}")
+        raise UserError(f"{summary.n_failed} of {summary.n_images} images failed (--strict); see the error column of {csv_path}")
     return summary
 
 
@@ -365,8 +363,7 @@ def score_into_csv(config: PredictConfig, detector, out_dir: Path, todo: list[Pa
                 progress_counts["failed"] += sum(1 for row in rows if row["error"])
                 progress.update(len(rows))
 
-            batches = iter_loaded(todo, predictor.color_mode, predictor.size, config.batch_size, config.workers,
-                                  predictor.tiled)
+            batches = iter_loaded(todo, predictor.detector.read_input, config.batch_size, config.workers)
             for chunk, loaded in batches:
                 pending.append(scoring.submit(predictor.rows, chunk, loaded))
                 if len(pending) >= SCORING_THREADS:

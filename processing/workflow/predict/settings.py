@@ -17,6 +17,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autoencoder.errors import UserError
+
 PREDICTIONS_FILE = "predictions.csv"
 SETTINGS_FILE = "predict_settings.json"
 REPORT_FILE = "report.html"
@@ -49,13 +51,13 @@ class PredictConfig:
     def validate(self) -> None:
         """The flags that need no model and no TensorFlow; ValueError (one line) naming the flag."""
         if self.batch_size < 1:
-            raise ValueError(f"--batch {self.batch_size}: expected a positive number of images")
+            raise UserError(f"--batch {self.batch_size}: expected a positive number of images")
         if self.gallery < 0:
-            raise ValueError(f"--gallery {self.gallery}: expected a number of images >= 0")
+            raise UserError(f"--gallery {self.gallery}: expected a number of images >= 0")
         if self.workers is not None and self.workers < 1:
-            raise ValueError(f"--workers {self.workers}: expected a positive number of threads")
+            raise UserError(f"--workers {self.workers}: expected a positive number of threads")
         if self.resume and self.overwrite:
-            raise ValueError("--resume and --overwrite contradict each other: choose one")
+            raise UserError("--resume and --overwrite contradict each other: choose one")
         if self.shard is not None:
             parse_shard(self.shard)
 
@@ -86,10 +88,10 @@ def parse_shard(text: str) -> tuple[int, int]:
     """--shard K/N -> (K, N), 1 <= K <= N; ValueError (one line) otherwise."""
     k, slash, n = str(text).partition("/")
     if not slash or not k.strip().isdigit() or not n.strip().isdigit():
-        raise ValueError(f"--shard {text}: expected K/N with whole numbers, e.g. 1/3 (part K of N, counted from 1)")
+        raise UserError(f"--shard {text}: expected K/N with whole numbers, e.g. 1/3 (part K of N, counted from 1)")
     k, n = int(k), int(n)
     if n < 1 or not 1 <= k <= n:
-        raise ValueError(f"--shard {text}: expected 1 <= K <= N (part K of N, counted from 1), e.g. 1/{max(n, 1)}")
+        raise UserError(f"--shard {text}: expected 1 <= K <= N (part K of N, counted from 1), e.g. 1/{max(n, 1)}")
     return k, n
 
 
@@ -109,11 +111,11 @@ def read_settings(out_dir: Path, flag: str = "-o") -> dict | None:
     try:
         settings = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ValueError(f"{flag} {out_dir}: {SETTINGS_FILE} is not valid JSON; pass --overwrite to replace the predictions "
+        raise UserError(f"{flag} {out_dir}: {SETTINGS_FILE} is not valid JSON; pass --overwrite to replace the predictions "
                          "there") from None
     problem = settings_problem(settings)
     if problem:
-        raise ValueError(f"{path}: {problem}; not a file predict.py wrote (pass --overwrite to replace the predictions there)")
+        raise UserError(f"{path}: {problem}; not a file predict.py wrote (pass --overwrite to replace the predictions there)")
     return settings
 
 

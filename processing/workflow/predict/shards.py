@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
+from autoencoder.errors import UserError
 from processing.workflow.predict.csv_io import CSV_COLUMNS, check_row, read_done
 from processing.workflow.predict.report import build_report
 from processing.workflow.predict.settings import (
@@ -45,24 +46,24 @@ def check_merge(parts: list[str], output: str, overwrite: bool = False) -> tuple
     finetuning_result.json), not by name; that result must still be what it was (the report scores
     its gallery again); shards of one split when --shard was used."""
     if len(parts) < 1:
-        raise ValueError("--merge: expected the output folders of the predict.py runs to merge")
+        raise UserError("--merge: expected the output folders of the predict.py runs to merge")
     out_dir = Path(output)
     folders, settings = [], []
     for part in parts:
         folder = Path(part)
         if (folder / MERGING_FILE).exists():
-            raise ValueError(f"--merge {part}: a --merge that did not finish (killed?); run that --merge again first")
+            raise UserError(f"--merge {part}: a --merge that did not finish (killed?); run that --merge again first")
         for name in (PREDICTIONS_FILE, SETTINGS_FILE):
             if not (folder / name).is_file():
-                raise ValueError(f"--merge {part}: no {name} (expected an output folder of predict.py)")
+                raise UserError(f"--merge {part}: no {name} (expected an output folder of predict.py)")
         if folder.resolve() == out_dir.resolve():
-            raise ValueError(f"--merge {part}: also the output folder -o; merge into a new folder")
+            raise UserError(f"--merge {part}: also the output folder -o; merge into a new folder")
         if folder.resolve() in [f.resolve() for f in folders]:
-            raise ValueError(f"--merge {part}: given twice")
+            raise UserError(f"--merge {part}: given twice")
         part_settings = read_settings(folder, "--merge")
         status = last_status(part_settings)
         if status != "complete":
-            raise ValueError(f"--merge {part}: its predict.py run did not finish (status {status!r} in {SETTINGS_FILE}); its rows are "
+            raise UserError(f"--merge {part}: its predict.py run did not finish (status {status!r} in {SETTINGS_FILE}); its rows are "
                              f"partial: finish it with predict.py ... -o {part} --resume, then merge")
         folders.append(folder)
         settings.append(part_settings)
@@ -70,25 +71,25 @@ def check_merge(parts: list[str], output: str, overwrite: bool = False) -> tuple
     for folder, other in zip(folders[1:], settings[1:]):
         difference = identity_difference(first, other)
         if difference:
-            raise ValueError(f"--merge {folder}: {difference} than {folders[0]}: not predictions of the same model and result")
+            raise UserError(f"--merge {folder}: {difference} than {folders[0]}: not predictions of the same model and result")
     check_result_unchanged(first, folders[0])
     shards = [s.get("flags", {}).get("shard") for s in settings]
     if any(shard is not None for shard in shards):
         if None in shards:
-            raise ValueError(f"--merge {folders[shards.index(None)]}: not a --shard run, unlike "
+            raise UserError(f"--merge {folders[shards.index(None)]}: not a --shard run, unlike "
                     f"{folders[next(i for i, x in enumerate(shards) if x)]}")
         parsed = [parse_shard(shard) for shard in shards]
         n = parsed[0][1]
         if any(total != n for _, total in parsed):
-            raise ValueError(f"--merge: the parts come from different splits ({', '.join(shards)})")
+            raise UserError(f"--merge: the parts come from different splits ({', '.join(shards)})")
         missing = sorted(set(range(1, n + 1)) - {k for k, _ in parsed})
         if missing:
-            raise ValueError(f"--merge: shard {', '.join(f'{k}/{n}' for k in missing)} missing (each of the {n} parts once)")
+            raise UserError(f"--merge: shard {', '.join(f'{k}/{n}' for k in missing)} missing (each of the {n} parts once)")
     if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"-o {out_dir}: a file, not a folder")
+        raise UserError(f"-o {out_dir}: a file, not a folder")
     check_writable(out_dir)
     if (out_dir / PREDICTIONS_FILE).exists() and not overwrite and not (out_dir / MERGING_FILE).exists():
-        raise ValueError(f"-o {out_dir} already holds predictions: pass --overwrite to replace them")
+        raise UserError(f"-o {out_dir} already holds predictions: pass --overwrite to replace them")
     for folder in folders:
         read_done(folder / PREDICTIONS_FILE)  # the columns of this version
     merged_rows(folders, settings)  # the same image in two parts: said before the model is loaded
@@ -126,9 +127,9 @@ def check_result_unchanged(settings: dict, folder: Path) -> None:
     record = settings.get("finetuning_result")
     result_folder = Path(settings.get("result_folder", ""))
     if not (result_folder / "finetuning_result.json").is_file():
-        raise ValueError(f"--merge {folder}: its finetuning result {result_folder} is gone (needed for the report)")
+        raise UserError(f"--merge {folder}: its finetuning result {result_folder} is gone (needed for the report)")
     if isinstance(record, dict) and record.get("sha256") != finetuning_record(result_folder)["sha256"]:
-        raise ValueError(f"--merge {folder}: the finetuning result {result_folder} changed since these predictions were made: predict "
+        raise UserError(f"--merge {folder}: the finetuning result {result_folder} changed since these predictions were made: predict "
                          "again with it")
 
 
@@ -187,7 +188,7 @@ def merged_rows(folders: list[Path], all_settings: list[dict]) -> tuple[list[dic
                 check_row(row, folder / PREDICTIONS_FILE, index + 2)
                 key = row_key(row["path"], cwd)
                 if key in seen:
-                    raise ValueError(f"--merge: {row['path']} is in both {seen[key]} and {folder}")
+                    raise UserError(f"--merge: {row['path']} is in both {seen[key]} and {folder}")
                 seen[key] = folder
                 if cwd != base and not os.path.isabs(row["path"]):
                     row["path"] = str(row_file(row["path"], cwd))  # relative to another working folder: made absolute
@@ -204,7 +205,7 @@ def check_output_free(out_dir: Path, overwrite: bool) -> None:
         clear_outputs(out_dir)
         return
     if (out_dir / PREDICTIONS_FILE).exists() and not overwrite:
-        raise ValueError(f"-o {out_dir} already holds predictions: pass --overwrite to replace them")
+        raise UserError(f"-o {out_dir} already holds predictions: pass --overwrite to replace them")
 
 
 def write_merged(out_dir, folders, all_settings, rows, seen, detector, gallery, workers, overwrite) -> PredictSummary:

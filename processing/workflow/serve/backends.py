@@ -22,6 +22,7 @@ and turns each image into the same numbers as predict.py's CSV row (``predict.ve
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import math
 from typing import Protocol
@@ -29,6 +30,8 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from autoencoder.errors import UserError
+from processing.data.images import load_image_and_original
 from processing.workflow.predict.verdict import Verdict, verdict_of
 from processing.workflow.serve.batching import Batcher, QueueFull
 from processing.workflow.serve.config import ServeConfig
@@ -124,11 +127,10 @@ class ToolkitBackend:
 
     def __init__(self, model, result_name: str, result_folder, detector, config: ServeConfig):
         self.model, self.result_name, self.result_folder, self.detector = model, result_name, result_folder, detector
-        info = model.info["model"]
-        self.color_mode, self.size = info["color_mode"], info["image_size"]
+        self.color_mode, self.size = model.info.model.color_mode, model.info.model.image_size
         self.decision = jsonable(detector.decision_summary())
         self.config = config
-        self.decoder = UploadDecoder(self.color_mode, self.size, config.max_pixels, config.workers, tiled=bool(info.get("tile")))
+        self.decoder = UploadDecoder(detector.read_input, config.max_pixels, config.workers)
         self.batcher = Batcher(lambda images: score_and_decide(detector, images), config.batch_size,
                                config.max_wait_ms / 1000.0, config.max_queue)
 
@@ -139,9 +141,7 @@ class ToolkitBackend:
         from processing.workflow.predict.run import load_finetuned
 
         model, name, folder, detector = load_finetuned(config.path, config.result, config.results_root, config.batch_size)
-        channels = 3 if model.info["model"]["color_mode"] == "rgb" else 1
-        size = model.info["model"]["image_size"]
-        score_and_decide(detector, np.zeros((1, size, size, channels), dtype=np.float32))
+        score_and_decide(detector, np.zeros((1, *model.info.model.input_shape), dtype=np.float32))
         return cls(model, name, folder, detector, config)
 
     def describe(self) -> dict:
@@ -150,8 +150,8 @@ class ToolkitBackend:
             "backend": self.name,
             "model_folder": str(self.model.folder.resolve()),
             "model_file": self.model.model_file.name,
-            "architecture": info["model"]["architecture"],
-            "loss": info["training"]["loss"],
+            "architecture": info.model.architecture,
+            "loss": info.training.loss,
             "image_size": self.size,
             "color_mode": self.color_mode,
             "result": self.result_name,
@@ -194,14 +194,18 @@ class ExportBackend:
         info = export.info
         self.color_mode, self.size = info["input"]["color_mode"], export.size
         self.decision = jsonable(info["decision"])
-        self.decoder = UploadDecoder(self.color_mode, self.size, config.max_pixels, config.workers)
+        self.decoder = UploadDecoder(functools.partial(load_image_and_original, color_mode=self.color_mode, size=self.size),
+                                     config.max_pixels, config.workers)
         self.batcher = Batcher(self.score_and_decide, config.batch_size, config.max_wait_ms / 1000.0, config.max_queue)
 
     @classmethod
     def load(cls, config: ServeConfig) -> ExportBackend:
         from processing.workflow.export_runner import load_export
 
-        export = load_export(config.path, config.batch_size)
+        try:
+            export = load_export(config.path, config.batch_size)
+        except ValueError as error:  # the standalone runner (it imports nothing of the toolkit) says what is wrong with the files
+            raise UserError(str(error)) from None
         backend = cls(export, config)
         backend.score_and_decide(np.zeros((1, export.size, export.size, export.channels), dtype=np.float32))
         return backend

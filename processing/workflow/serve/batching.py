@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from autoencoder.errors import UserError
 from processing.data.tiles import batch_of
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class Batcher:
     def __init__(self, run_batch: Callable[[np.ndarray], Sequence], max_batch: int, max_wait_s: float, max_queue: int,
                  name: str = "model-worker"):
         if max_batch < 1 or max_queue < 1 or max_wait_s < 0:
-            raise ValueError(f"batcher: max_batch {max_batch}, max_queue {max_queue} >= 1 and max_wait_s {max_wait_s} >= 0 expected")
+            raise UserError(f"batcher: max_batch {max_batch}, max_queue {max_queue} >= 1 and max_wait_s {max_wait_s} >= 0 expected")
         self.run_batch, self.max_batch, self.max_wait_s, self.max_queue = run_batch, max_batch, max_wait_s, max_queue
         self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()

@@ -6,6 +6,8 @@ import math
 import socket
 from dataclasses import dataclass
 
+from autoencoder.errors import UserError
+
 MEBIBYTE = 1024 * 1024
 
 
@@ -47,9 +49,9 @@ class ServeConfig:
         )
         for flag, value in positive_ints:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{flag} {value}: expected a positive whole number")
+                raise UserError(f"{flag} {value}: expected a positive whole number")
         if self.max_queue < self.batch_size:
-            raise ValueError(f"--max-queue {self.max_queue}: expected at least -b/--batch ({self.batch_size})")
+            raise UserError(f"--max-queue {self.max_queue}: expected at least -b/--batch ({self.batch_size})")
         for flag, value, low, high in (
             ("--max-wait-ms", self.max_wait_ms, 0.0, 10_000.0),
             ("--max-body-mb", self.max_body_mb, 1e-3, 4096.0),
@@ -57,19 +59,22 @@ class ServeConfig:
             ("--read-timeout", self.read_timeout_s, 0.01, 3600.0),
         ):
             if not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
-                raise ValueError(f"{flag} {value}: expected a number from {low:g} to {high:g}")
+                raise UserError(f"{flag} {value}: expected a number from {low:g} to {high:g}")
         descriptors = open_file_limit()
         if descriptors is not None and self.max_connections > descriptors - FILE_RESERVE:
-            raise ValueError(f"--max-connections {self.max_connections}: this process may open {descriptors} files (ulimit -n), "
+            raise UserError(f"--max-connections {self.max_connections}: this process may open {descriptors} files (ulimit -n), "
                              f"{FILE_RESERVE} of them kept for the model and the log: at most {descriptors - FILE_RESERVE}")
         if isinstance(self.port, bool) or not isinstance(self.port, int) or not 1 <= self.port <= 65535:
-            raise ValueError(f"--port {self.port}: expected a port number from 1 to 65535")
+            raise UserError(f"--port {self.port}: expected a port number from 1 to 65535")
         check_address(self.host, self.port)
         path = Path(self.path)
         if info_path(path).is_file():  # an export: its sidecar checked as the runner will read it
-            read_info(info_path(path))
+            try:
+                read_info(info_path(path))
+            except ValueError as error:  # the standalone runner's one-line error about the export's files
+                raise UserError(str(error)) from None
         elif path.suffix.lower() in (".onnx", ".tflite") or (path / "saved_model.pb").is_file():
-            raise ValueError(f"-p {path}: an export without its {info_path(path).name}; expected the folder or file export.py wrote")
+            raise UserError(f"-p {path}: an export without its {info_path(path).name}; expected the folder or file export.py wrote")
         else:  # a model folder: the model, its .keras file and the finetuning result, before TensorFlow
             from processing.workflow.predict.run import check_model_and_result
 

@@ -103,8 +103,8 @@ def remove_stale_upload_folders(root: Path | None = None) -> list[Path]:
 class UploadDecoder:
     """Decodes uploads in a thread pool (cv2 releases the GIL), through private temporary files."""
 
-    def __init__(self, color_mode: str, size: int, max_pixels: int, workers: int | None = None, tiled: bool = False):
-        self.color_mode, self.size, self.max_pixels, self.tiled = color_mode, size, max_pixels, tiled
+    def __init__(self, read, max_pixels: int, workers: int | None = None):
+        self.read, self.max_pixels = read, max_pixels  # read(path) -> (model input, original): Detector.read_input
         remove_stale_upload_folders()
         self.folder = Path(tempfile.mkdtemp(prefix=f"{UPLOAD_PREFIX}{os.getpid()}-"))  # mode 0700
         self.pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="decode")
@@ -123,7 +123,7 @@ class UploadDecoder:
             refused = too_many_pixels(path, name, self.max_pixels)
             if refused is not None:
                 return refused
-            loaded = load_one(path, self.color_mode, self.size, self.tiled)
+            loaded = load_one(path, self.read)
         finally:
             path.unlink(missing_ok=True)
         if isinstance(loaded, str):

@@ -1,0 +1,362 @@
+"""The map model: a trained network that turns images into anomaly maps.
+
+A map model is the trained network (a :class:`~autoencoder.bundle.ModelBundle`), the map spec it is
+read with (processing/maps/kinds.py: ``ssim``, ``padim``, ``padim+knn``, ...), the fitted states of
+the spec's fitted kinds (padim's Gaussians, knn's memory bank), the partner map models whose maps are
+averaged in (``--combine-with``), the standardisation that combines them, the post-processing
+(smoothing, per-pixel normalisation) and, for a model trained on tiles (``train.py --tile``), the
+tiling. It gives each image's map: at the model's resolution, or for a tiled model at the image's
+own size, stitched from its tiles. Detectors (processing/detectors/) decide on top of it; they never
+see tiles, partners or the combination.
+
+Everything tiling changes lives here: which inputs a file becomes (:meth:`MapModel.read_input`,
+:meth:`MapModel.iter_inputs`), the shape of its map (:meth:`MapModel.map_shape`), the training
+inputs states are fitted on, and what cannot be done with tiles (:func:`refuse_tiled`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from autoencoder import bundle
+from autoencoder.errors import UserError
+from autoencoder.model_info import ModelInfo
+from processing.data.images import (
+    image_size,
+    iter_batches,
+    load_image_and_original,
+    load_whole_and_original,
+    scan_dataset,
+    split_train_validation,
+)
+from processing.data.tiles import TileGrid, iter_originals, iter_tile_batches, load_tiles, stitch, tiles_of
+from processing.maps.inference import bind_sources, fit_states, source_values
+from processing.maps.kinds import (
+    MapSpec,
+    combine_maps,
+    default_map_for_loss,
+    fit_combination,
+    get_map_source,
+    parse_map_spec,
+)
+from processing.maps.postprocess import ResmapPostprocessor, check_smoothing_fits, fit_pixel_statistics, smooth_resmaps
+
+logger = logging.getLogger(__name__)
+
+TILED_GRAPH_WHY = ("its maps are stitched from tiles at each image's own size, which one graph of a fixed input size cannot hold; "
+                   "use predict.py or serve.py")
+MAX_FIT_TILES = 4000  # tiles of the training images a fitted map (padim, knn) is fitted on, at most
+
+
+def grid_of(model: bundle.ModelBundle) -> TileGrid | None:
+    """The tile grid a model was trained on (None: whole resized images)."""
+    tile = model.info.model.tile
+    return None if tile is None else TileGrid(tile.size, tile.overlap)
+
+
+def refuse_tiled(info: ModelInfo, what: str, why: str) -> None:
+    """One line when `what` (a flag, a detector, an export) cannot work on a tiled model (`info`
+    its info.json): `why`. Every such refusal is made here, from info.json alone (no TensorFlow)."""
+    if info.model.tile is not None:
+        raise UserError(f"{what}: not for a tiled model (train.py --tile {info.model.tile.size}): {why}")
+
+
+def parse_partner(spec: str) -> tuple[str, str | None]:
+    """--combine-with PATH[:METHOD] -> (PATH, METHOD, or None for the model's default map)."""
+    from processing.maps.kinds import is_map_spec
+
+    path, _, method = spec.rpartition(":")
+    if path and is_map_spec(method):
+        return path, method
+    return spec, None
+
+
+@dataclass
+class MapModel:
+    """A trained network read through a map spec; see the module docstring."""
+
+    model: bundle.ModelBundle
+    spec: MapSpec
+    dtype: str = "float64"
+    states: dict = field(default_factory=dict)  # {kind name: fitted state}
+    partners: list[MapModel] = field(default_factory=list)  # --combine-with map models (raw maps, float64)
+    combination: dict = field(default_factory=dict)  # {component: (mean, std)} of combined maps
+    postprocess: ResmapPostprocessor = field(default_factory=ResmapPostprocessor)
+    batch_size: int = 16
+
+    def __post_init__(self):
+        self.sources = bind_sources(self.spec, self.model.model)
+        self.grid = grid_of(self.model)
+
+    # ---- opening, fitting, saving ------------------------------------------------------------
+
+    @classmethod
+    def load(cls, model: bundle.ModelBundle, method: str, dtype: str, folder, *, partners=(), combination=None,
+             smoothing_sigma: float = 0.0, normalize: str = "none", batch_size: int = 16) -> MapModel:
+        """The map model a finetuning result saved in `folder` (fitted states, per-pixel statistics,
+        partners' states in ``partner_<i>/``); `partners` the result's ``{"model", "method"}`` records."""
+        spec = parse_map_spec(method)
+        folder = Path(folder)
+        states = {kind.name: load_state(kind, folder) for kind in spec.fitted_kinds}
+        partner_models = [
+            cls.load(bundle.load_bundle(record["model"]), record["method"], "float64", folder / f"partner_{index}", batch_size=batch_size)
+            for index, record in enumerate(partners)
+        ]
+        return cls(model, spec, dtype, states, partner_models, {name: tuple(value) for name, value in (combination or {}).items()},
+                   ResmapPostprocessor.from_finetuning(folder, smoothing_sigma, normalize), batch_size)
+
+    @classmethod
+    def fit(cls, model: bundle.ModelBundle, method: str, dtype: str, *, training_files: list, validation_files: list,
+            smoothing_sigma: float = 0.0, normalize: str = "none", combine_with=(), batch_size: int = 16, seed: int = 42) -> MapModel:
+        """Fit the spec's states on `training_files` (or their tiles), the --combine-with partners on
+        their own training images, the combination on `validation_files` and, with ``normalize
+        "pixel"``, the per-pixel statistics on the training images' smoothed maps."""
+        spec = parse_map_spec(method)
+        spec.check_model(model.info.model.output, model.info.was_trained)
+        if normalize != "none":
+            refuse_tiled(model.info, "--normalize pixel", "its images and maps have their own sizes")
+        if combine_with:
+            refuse_tiled(model.info, "--combine-with", "its images and maps have their own sizes")
+        states = fit_states(spec.fitted_kinds, model.model, lambda: training_batches(model, training_files, batch_size, seed),
+                            batch_size, seed)
+        maps = cls(model, spec, dtype, states, postprocess=ResmapPostprocessor(smoothing_sigma), batch_size=batch_size)
+        maps.partners = [fit_partner(partner, model, batch_size, seed) for partner in combine_with]
+        if len(spec.kinds) + len(maps.partners) > 1:
+            maps.combination = fit_combination(maps.component_maps_of_files(validation_files))
+        if normalize == "pixel":
+            training_maps = maps.raw_maps_of_files(training_files, smoothed=True)
+            maps.postprocess = ResmapPostprocessor(smoothing_sigma, *fit_pixel_statistics(training_maps))
+        return maps
+
+    def save(self, folder) -> None:
+        """The fitted states, per-pixel statistics and partners' states into `folder` (:meth:`load` reads them)."""
+        folder = Path(folder)
+        self.postprocess.save_statistics(folder)
+        for kind in self.spec.fitted_kinds:
+            self.states[kind.name].save(folder / kind.state_file)
+        for index, partner in enumerate(self.partners):
+            (folder / f"partner_{index}").mkdir()
+            partner.save(folder / f"partner_{index}")
+
+    def partner_records(self) -> list[dict]:
+        return [{"model": str(partner.model.folder), "method": partner.spec.name} for partner in self.partners]
+
+    # ---- what a file becomes ---------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """The side of the model input (a tile's, for a tiled model)."""
+        return self.model.info.model.image_size
+
+    @property
+    def color_mode(self) -> str:
+        return self.model.info.model.color_mode
+
+    def read_input(self, path) -> tuple[np.ndarray, np.ndarray]:
+        """(model input, original image) of one file: resized to the model, or for a tiled model
+        the whole image at its own size (the tiles are cut when it is scored)."""
+        if self.grid is not None:
+            return load_whole_and_original(path, self.color_mode)
+        return load_image_and_original(path, self.color_mode, self.size)
+
+    def iter_inputs(self, paths):
+        """(paths, model inputs) batch by batch: (N, S, S, C) resized images, or for a tiled model a
+        list of whole images, each at its own size."""
+        if self.grid is not None:
+            yield from iter_originals(paths, self.color_mode, self.batch_size)
+        else:
+            yield from iter_batches(paths, self.color_mode, self.size, self.batch_size)
+
+    def map_shape(self, path) -> tuple[int, int]:
+        """(H, W) of the map of image file `path`: the model's, or a tiled model's image's own size."""
+        return image_size(path) if self.grid is not None else (self.size, self.size)
+
+    # ---- maps ------------------------------------------------------------------------------
+
+    def component_maps(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Each component's anomaly maps (N, S, S) of a batch of model inputs."""
+        values = source_values(self.sources, images, self.batch_size)  # one model pass per source
+        maps = {kind.name: kind.maps(images, values[kind.source], self.dtype, self.states.get(kind.name)) for kind in self.spec.kinds}
+        for index, partner in enumerate(self.partners):
+            partner_maps = partner.raw_maps(resize_images(images, partner.size))
+            maps[f"partner_{index}"] = resize_maps(partner_maps, images.shape[1])
+        return maps
+
+    def raw_maps(self, images: np.ndarray) -> np.ndarray:
+        """The anomaly maps (N, S, S) of a batch of model inputs (tiles), before post-processing."""
+        maps = self.component_maps(images)
+        if len(maps) == 1:
+            return maps[self.spec.names[0]]
+        return combine_maps(maps, self.combination)
+
+    def maps(self, images) -> np.ndarray | list[np.ndarray]:
+        """The post-processed maps of a batch of inputs (:meth:`iter_inputs`): (N, S, S), or for a
+        tiled model a list of (H_i, W_i) maps, each at its image's own size."""
+        if self.grid is None:
+            return self.postprocess(self.raw_maps(images))
+        return [self.postprocess(self.stitched_map(image)[None])[0] for image in images]
+
+    def stitched_map(self, image: np.ndarray) -> np.ndarray:
+        """The raw map (H, W) of one whole image of a tiled model: its tiles' maps, stitched."""
+        tiles = tiles_of(image, self.grid)
+        maps = np.concatenate([self.raw_maps(tiles[start:start + self.batch_size]) for start in range(0, len(tiles), self.batch_size)])
+        return stitch(maps, self.grid, *image.shape[:2])
+
+    def maps_of_files(self, paths) -> np.ndarray | list[np.ndarray]:
+        """Post-processed maps of image files, as test.py makes them: (N, S, S), or a list for a tiled model."""
+        if self.grid is None:
+            return self.postprocess(self.raw_maps_of_files(paths))
+        return [resmap for _, images in self.iter_inputs(paths) for resmap in self.maps(images)]
+
+    def component_maps_of_files(self, paths) -> dict[str, np.ndarray]:
+        """Each component's maps of image files (of every tile of them, for a tiled model), pooled."""
+        if self.grid is None:
+            inputs = (images for _, images in self.iter_inputs(paths))
+        else:
+            inputs = iter_tile_batches(paths, self.color_mode, self.grid, self.batch_size)
+        batches = [self.component_maps(images) for images in inputs]
+        return {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}
+
+    def raw_maps_of_files(self, paths, smoothed: bool = False) -> np.ndarray:
+        batches = [self.raw_maps(images) for _, images in iter_batches(paths, self.color_mode, self.size, self.batch_size)]
+        maps = np.concatenate(batches) if batches else np.zeros((0, self.size, self.size))
+        return smooth_resmaps(maps, self.postprocess.sigma) if smoothed else maps
+
+    def value_range(self) -> tuple[float, float] | None:
+        """The range of the spec's maps in this dtype (None: unbounded)."""
+        return self.spec.value_range(self.dtype)
+
+    # ---- export.py -------------------------------------------------------------------------
+
+    def graph(self, name: str) -> MapModelGraph:
+        """The raw maps and post-processing as tensor ops (export.py); one line when they cannot be one graph."""
+        refuse_tiled(self.model.info, f"result {name}", TILED_GRAPH_WHY)
+        return MapModelGraph(self, name)
+
+
+class SpecGraph:
+    """The raw maps of one model's map spec as tensor ops, at `size` (each map source computed once)."""
+
+    def __init__(self, keras_model, spec: MapSpec, states: dict, size: int):
+        self.spec, self.states, self.size = spec, states, size
+        self.sources = {name: get_map_source(name).tensor(keras_model) for name in spec.sources}
+
+    def maps(self, images, dtype: str) -> dict:
+        values = {name: compute(images) for name, compute in self.sources.items()}
+        return {kind.name: kind.graph(images, values[kind.source], self.states.get(kind.name), dtype) for kind in self.spec.kinds}
+
+
+class MapModelGraph:
+    """A map model's maps (partners and combination included) and post-processing as keras.ops."""
+
+    def __init__(self, maps: MapModel, name: str):
+        self.size, self.postprocess, self.combination = maps.size, maps.postprocess, maps.combination
+        self.graphs = [("", SpecGraph(maps.model.model, maps.spec, maps.states, self.size))]
+        self.models = [maps.model.model]
+        for index, partner in enumerate(maps.partners):
+            if partner.size < self.size and self.size % partner.size:
+                raise UserError(
+                    f"result {name}: the {partner.size} px partner model {partner.model.folder} would need a non-integer "
+                    f"area resize from {self.size} px, which export.py cannot reproduce exactly"
+                )
+            self.graphs.append((f"partner_{index}", SpecGraph(partner.model.model, partner.spec, partner.states, partner.size)))
+            self.models.append(partner.model.model)
+        check_smoothing_fits(self.postprocess.sigma, self.size)
+
+    def raw_maps(self, images, dtype: str):
+        from keras import ops
+
+        maps = {}
+        for prefix, graph in self.graphs:
+            inputs = resize_images_tensor(images, graph.size)
+            component = graph.maps(inputs, dtype)
+            if prefix:  # a partner model: its one map, back at our size
+                (partner_map,) = component.values()
+                partner_map = ops.image.resize(ops.cast(partner_map, "float32")[..., None], (self.size, self.size),
+                                               interpolation="bilinear", antialias=False)[..., 0]
+                component = {prefix: ops.cast(partner_map, dtype)}
+            maps |= component
+        if len(maps) == 1:
+            return next(iter(maps.values()))
+        total = sum((maps[name] - mean) / std for name, (mean, std) in self.combination.items())
+        return total / len(maps)
+
+
+def resize_images_tensor(images, size: int):
+    """:func:`resize_images` as tensor ops, for the sizes it can reproduce exactly: an integer
+    shrink factor (area averaging = average pooling) or any enlargement (bilinear)."""
+    from keras import ops
+
+    side = int(images.shape[1])
+    if size == side:
+        return images
+    if size > side:
+        return ops.image.resize(images, (size, size), interpolation="bilinear", antialias=False)
+    return ops.average_pool(images, pool_size=side // size, strides=side // size, padding="valid")
+
+
+def load_state(kind, folder):
+    """The fitted state of a map kind, saved beside the finetuning result."""
+    path = Path(folder) / kind.state_file
+    if not path.is_file():
+        raise UserError(f"{path} not found: the finetuning result needs its {kind.name} scorer; rerun finetune.py")
+    return kind.load_state(path)
+
+
+def fit_partner(spec: str, model: bundle.ModelBundle, batch_size: int, seed: int) -> MapModel:
+    """The map model of a --combine-with model, its fitted kinds fitted on its own training images."""
+    path, method = parse_partner(spec)
+    partner = bundle.load_bundle(path)
+    ours, theirs = (Path(m.info.dataset.path).resolve() for m in (model, partner))
+    if ours != theirs:
+        raise UserError(f"--combine-with {path}: that model was trained on {theirs}, this one on {ours}")
+    method = method or default_map_for_loss(partner.info.training.loss)
+    partner_spec = parse_map_spec(method, "--combine-with")
+    if partner_spec.combined:
+        raise UserError(f"--combine-with {spec}: give a partner model one map (e.g. :padim), not {method}")
+    partner_spec.check_model(partner.info.model.output, partner.info.was_trained)
+    states = {}
+    if partner_spec.fitted_kinds:
+        dataset = partner.info.dataset
+        train_files, _ = split_train_validation(scan_dataset(dataset.path).train_good, dataset.validation_split, dataset.seed)
+        states = fit_states(partner_spec.fitted_kinds, partner.model, lambda: training_batches(partner, train_files, batch_size, seed),
+                            batch_size, seed)
+    logger.info("combining with %s (%s maps at %d px)", partner.folder, method, partner.info.model.image_size)
+    return MapModel(partner, partner_spec, "float64", states, batch_size=batch_size)
+
+
+def training_batches(model: bundle.ModelBundle, paths: list, batch_size: int, seed: int):
+    """Batches of model inputs of the training images `paths`: the images resized, or for a tiled
+    model their tiles (at most MAX_FIT_TILES of them, drawn at random: the densities need a sample,
+    not every tile of every image)."""
+    info, grid = model.info.model, grid_of(model)
+    if grid is None:
+        yield from (images for _, images in iter_batches(paths, info.color_mode, info.image_size, batch_size))
+        return
+    tiles = load_tiles(paths, info.color_mode, grid)
+    if len(tiles) > MAX_FIT_TILES:
+        tiles = tiles[np.sort(np.random.default_rng(seed).choice(len(tiles), MAX_FIT_TILES, replace=False))]
+    yield from (tiles[start:start + batch_size] for start in range(0, len(tiles), batch_size))
+
+
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """A batch (N, H, W, C) float32 resized to (N, size, size, C): area averaging to shrink, bilinear to enlarge."""
+    if images.shape[1] == size:
+        return images
+    interpolation = cv2.INTER_AREA if size < images.shape[1] else cv2.INTER_LINEAR
+    out = np.empty((len(images), size, size, images.shape[-1]), dtype=np.float32)
+    for index, image in enumerate(images):
+        out[index] = cv2.resize(image, (size, size), interpolation=interpolation).reshape(size, size, -1)
+    return out
+
+
+def resize_maps(maps: np.ndarray, size: int) -> np.ndarray:
+    """(N, h, w) maps resized bilinearly to (N, size, size) float64."""
+    if maps.shape[1] == size:
+        return maps
+    return np.stack([cv2.resize(np.asarray(m, dtype=np.float64), (size, size), interpolation=cv2.INTER_LINEAR) for m in maps])
