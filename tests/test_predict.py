@@ -18,13 +18,12 @@ from urllib.parse import unquote
 import cv2
 import numpy as np
 import pytest
+from conftest import copy_model_tree
 
 import finetune
 import predict as predict_script
-import train
 from autoencoder import bundle, cli
 from autoencoder.progress import ProgressBar
-from processing.data.demo import make_demo_dataset
 from processing.data.images import load_image
 from processing.workflow.predict import CSV_COLUMNS, PREDICTIONS_FILE, REPORT_FILE, SETTINGS_FILE, csv_io
 from processing.workflow.results import ResultsTree, load_detector
@@ -33,29 +32,21 @@ SIZE = 32
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    root = tmp_path_factory.mktemp("predict")
-    make_demo_dataset(root / "tiles", image_size=SIZE, n_train=24, n_test_good=8, n_test_defect=4, texture="brick", seed=6)
-    return root
+def shared(finetuned_model_tree, tmp_path_factory):
+    """This module's copy of the session's finetuned model (tests/conftest.py): (root, model folder)."""
+    return copy_model_tree(finetuned_model_tree, tmp_path_factory.mktemp("predict") / "tree")
 
 
 @pytest.fixture(scope="module")
-def model(work):
-    folder = train.main(["-d", str(work / "tiles"), "-a", "mvtecCAE", "-l", "l2", "-b", "8", "--image-size", str(SIZE),
-                         "--epochs", "1", "--lr", "1e-3", "--output-dir", str(work / "models")])
-    out = finetune.main(["-p", str(folder), "--results-dir", str(work / "results")])
-    # A one-epoch model may call every image good: min_area 5 and the median test score as threshold, so
-    # that masks, boxes and overlays are exercised (what is tested is that predict applies it).
-    model = bundle.load_bundle(folder)
-    result = json.loads((out / "finetuning_result.json").read_text())
-    result["best_min_area"] = 5
-    (out / "finetuning_result.json").write_text(json.dumps(result))
-    detector = load_detector(model, out)
-    test_images = np.stack([load_image(path, "grayscale", SIZE) for path in sorted((work / "tiles" / "test").rglob("*.png"))])
-    scores = detector.score(test_images).image_scores
-    result["best_threshold"] = float(np.median(scores[scores > detector.no_defect_score]))
-    (out / "finetuning_result.json").write_text(json.dumps(result))
-    return folder
+def work(shared):
+    return shared[0]
+
+
+@pytest.fixture(scope="module")
+def model(shared):
+    """A one-epoch model with min_area 5 and the median test score as threshold, so that both
+    verdicts, masks and boxes occur."""
+    return shared[1]
 
 
 @pytest.fixture(scope="module")

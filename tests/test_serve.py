@@ -20,17 +20,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import copy_model_tree
 from fastapi.testclient import TestClient
 
-import finetune
 import predict as predict_script
 import serve as serve_script
-import train
-from autoencoder import bundle, cli
-from processing.data.demo import make_demo_dataset
-from processing.data.images import load_image
+from autoencoder import cli
 from processing.workflow.predict import PREDICTIONS_FILE
-from processing.workflow.results import load_detector
 from processing.workflow.serve import ServeConfig
 from processing.workflow.serve.app import Limits, create_app
 from processing.workflow.serve.backends import ToolkitBackend
@@ -42,28 +38,21 @@ MAX_BODY_MB = 1.0
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve")
-    make_demo_dataset(root / "tiles", image_size=SIZE, n_train=24, n_test_good=8, n_test_defect=4, texture="brick", seed=6)
-    return root
+def shared(finetuned_model_tree, tmp_path_factory):
+    """This module's copy of the session's finetuned model (tests/conftest.py): (root, model folder)."""
+    return copy_model_tree(finetuned_model_tree, tmp_path_factory.mktemp("serve") / "tree")
 
 
 @pytest.fixture(scope="module")
-def model(work):
-    """A one-epoch model with min_area 5 and the median test score as threshold (as in test_predict.py),
-    so that both verdicts, masks and boxes occur."""
-    folder = train.main(["-d", str(work / "tiles"), "-a", "mvtecCAE", "-l", "l2", "-b", "8", "--image-size", str(SIZE),
-                         "--epochs", "1", "--lr", "1e-3", "--output-dir", str(work / "models")])
-    out = finetune.main(["-p", str(folder), "--results-dir", str(work / "results")])
-    result = json.loads((out / "finetuning_result.json").read_text())
-    result["best_min_area"] = 5
-    (out / "finetuning_result.json").write_text(json.dumps(result))
-    detector = load_detector(bundle.load_bundle(folder), out)
-    test_images = np.stack([load_image(path, "grayscale", SIZE) for path in sorted((work / "tiles" / "test").rglob("*.png"))])
-    scores = detector.score(test_images).image_scores
-    result["best_threshold"] = float(np.median(scores[scores > detector.no_defect_score]))
-    (out / "finetuning_result.json").write_text(json.dumps(result))
-    return folder
+def work(shared):
+    return shared[0]
+
+
+@pytest.fixture(scope="module")
+def model(shared):
+    """A one-epoch model with min_area 5 and the median test score as threshold, so that both
+    verdicts, masks and boxes occur."""
+    return shared[1]
 
 
 @pytest.fixture(scope="module")

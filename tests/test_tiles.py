@@ -112,3 +112,30 @@ def test_a_grid_too_large_for_the_machine_is_refused_before_any_tile_is_cut(tmp_
         tiles.load_tiles(paths, "grayscale", grid)
     monkeypatch.setattr(tiles, "physical_memory", lambda: 2 * expected * 32 * 32 * 4)
     assert len(tiles.load_tiles(paths, "grayscale", grid)) == expected
+
+
+def test_the_map_model_owns_the_tiling(tiled):
+    """A tiled model's map model reads whole images, gives each map at its image's own size, equal
+    to the stitched maps of its tiles, and the detector only asks it."""
+    from autoencoder import bundle
+    from processing.data.images import image_size, read_image
+    from processing.maps.map_model import MapModel, refuse_tiled
+    from processing.workflow.results import ResultsTree, load_detector
+
+    root, data, model, results = tiled
+    loaded = bundle.load_bundle(model)
+    _, folder = ResultsTree.of_model(loaded, results).choose(None)
+    detector = load_detector(loaded, folder)
+    maps = detector.maps
+    assert isinstance(maps, MapModel) and maps.grid == TileGrid(TILE, 8)
+    paths = sorted((data / "test").rglob("*.png"))[:3]
+    produced = maps.maps_of_files(paths)
+    for path, resmap in zip(paths, produced):
+        assert resmap.shape == image_size(path) == maps.map_shape(path) == detector.map_shape(path)
+        image, original = maps.read_input(path)
+        assert image.shape[:2] == original.shape[:2] == image_size(path)
+        tiles = tiles_of(read_image(path, "grayscale"), maps.grid)
+        expected = maps.postprocess(stitch(maps.raw_maps(tiles), maps.grid, *image.shape[:2])[None])[0]
+        np.testing.assert_allclose(resmap, expected, rtol=1e-6)
+    with pytest.raises(ValueError, match=rf"--thing: not for a tiled model \(train.py --tile {TILE}\): because"):
+        refuse_tiled(loaded.info, "--thing", "because")
