@@ -88,9 +88,9 @@ def main(argv: list[str] | None = None):
         workers=args.workers,
         shard=args.shard,
     )
-    check_inputs_and_output(config)  # bad inputs or output folder: one line before TensorFlow is loaded
+    checked = check_inputs_and_output(config)  # bad inputs or output folder: one line before TensorFlow is loaded
     cli.import_tensorflow(args.verbose)
-    summary = predict(config)
+    summary = predict(config, checked)  # the model folder opened (and its .keras file hashed) once
     print(summary.line())
     return summary
 

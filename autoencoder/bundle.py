@@ -49,6 +49,14 @@ class ModelBundle:
     info: ModelInfo
     folder: Path
     model_file: Path
+    sha256: str | None = None  # of model_file, when the folder was opened with open_model_folder
+
+    @property
+    def model_sha256(self) -> str:
+        """The SHA-256 of the .keras file (computed once)."""
+        if self.sha256 is None:
+            self.sha256 = file_sha256(self.model_file)
+        return self.sha256
 
     @property
     def dataset_name(self) -> str:
@@ -179,10 +187,10 @@ def read_info(folder: str | os.PathLike) -> ModelInfo:
     return check_info(info, path)
 
 
-def check_model_file(model_file: Path, info: ModelInfo) -> None:
+def check_model_file(model_file: Path, info: ModelInfo) -> str:
     """The .keras file is the one train.py saved: a .keras archive whose SHA-256 is info.json's
     ``model.sha256`` (folders written before schema version 2 record none: not compared). No
-    TensorFlow: the scripts run this before importing it."""
+    TensorFlow: the scripts run this before importing it. Returns the file's SHA-256."""
     model_file = Path(model_file)
     if not zipfile.is_zipfile(model_file):
         size = model_file.stat().st_size
@@ -197,8 +205,8 @@ def check_model_file(model_file: Path, info: ModelInfo) -> None:
     if saved_as in known and architecture in known and saved_as != architecture:
         raise ModelPathError(f"{Path(model_file).parent / INFO_FILE}: model.architecture {architecture!r}, but {model_file.name} holds a "
                              f"{saved_as}: edited by hand? restore it or train again")
-    recorded = info.model.sha256
-    if recorded is not None and file_sha256(model_file) != recorded:
+    recorded, digest = info.model.sha256, file_sha256(model_file)
+    if recorded is not None and digest != recorded:
         raise ModelPathError(
             f"{model_file}: not the model train.py saved in this folder (its SHA-256 differs from model.sha256 in "
             f"{Path(model_file).parent / INFO_FILE}): replaced or changed since training; restore it or train again"
@@ -210,6 +218,7 @@ def check_model_file(model_file: Path, info: ModelInfo) -> None:
             f"{model_file}: takes inputs of {'x'.join(map(str, shape))}, but {Path(model_file).parent / INFO_FILE} describes "
             f"{'x'.join(map(str, expected))}: not the model of this folder"
         )
+    return digest
 
 
 def keras_config(model_file: Path) -> dict:
@@ -253,14 +262,14 @@ class ModelFolder:
     folder: Path
     model_file: Path
     info: ModelInfo
+    sha256: str  # of model_file, hashed once
 
 
 def open_model_folder(path: str | os.PathLike, flag: str = "--path") -> ModelFolder:
     """The checked model folder of a folder or its .keras file (errors name `flag`); no TensorFlow."""
     folder, model_file = resolve_model_path(path, flag)
     info = read_info(folder)
-    check_model_file(model_file, info)
-    return ModelFolder(folder, model_file, info)
+    return ModelFolder(folder, model_file, info, check_model_file(model_file, info))
 
 
 def load_bundle(path: str | os.PathLike | ModelFolder) -> ModelBundle:
@@ -270,7 +279,7 @@ def load_bundle(path: str | os.PathLike | ModelFolder) -> ModelBundle:
     model = load_model_file(opened.model_file)
     check_model_shape(model, opened.model_file, opened.info)
     logger.info("loaded %s", opened.model_file)
-    return ModelBundle(model=model, info=opened.info, folder=opened.folder, model_file=opened.model_file)
+    return ModelBundle(model=model, info=opened.info, folder=opened.folder, model_file=opened.model_file, sha256=opened.sha256)
 
 
 def load_model_file(model_file: Path) -> keras.Model:

@@ -260,7 +260,7 @@ class KDEDetector(Detector):
 
     def save(self, folder) -> None:
         folder = Path(folder)
-        metadata = {"model_file": self.model.model_file.name, "model_sha256": file_sha256(self.model.model_file)}
+        metadata = {"model_file": self.model.model_file.name, "model_sha256": self.model.model_sha256}
         save_density(folder / DENSITY_FILE, self.density, metadata)
         self.result.density_file = DENSITY_FILE
         self.result.density_sha256 = file_sha256(folder / DENSITY_FILE)

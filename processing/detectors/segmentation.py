@@ -180,10 +180,11 @@ class SegmentationDetector(Detector):
             smoothing_sigma=result.smoothing_sigma, normalize=result.normalize, batch_size=batch_size,
         )
         self.min_area, self.threshold = result.best_min_area, result.best_threshold
-        size = model.info.model.image_size
-        if self.maps.grid is None and self.min_area > size * size:
+        largest = self.maps.largest_area
+        if largest is not None and self.min_area > largest:
             where = Path(folder) / "finetuning_result.json" if folder is not None else "the finetuning result"
-            raise UserError(f"{where}: best_min_area {self.min_area}: larger than the model's {size}x{size} maps (at most {size * size})")
+            size = self.maps.size
+            raise UserError(f"{where}: best_min_area {self.min_area}: larger than the model's {size}x{size} maps (at most {largest})")
         self.clear_border = result.clear_border
         self.image_score = result.image_score
 

@@ -172,6 +172,11 @@ class MapModel:
         else:
             yield from iter_batches(paths, self.color_mode, self.size, self.batch_size)
 
+    @property
+    def largest_area(self) -> int | None:
+        """Pixels of the largest map (None: a tiled model's maps are as large as its images)."""
+        return None if self.grid is not None else self.size * self.size
+
     def map_shape(self, path) -> tuple[int, int]:
         """(H, W) of the map of image file `path`: the model's, or a tiled model's image's own size."""
         return image_size(path) if self.grid is not None else (self.size, self.size)

@@ -57,7 +57,7 @@ logger = logging.getLogger(__name__)
 SCORING_THREADS = 2  # batches scored at once (see predict)
 
 
-def check_inputs_and_output(config: PredictConfig) -> tuple[list[Path], dict | None]:
+def check_inputs_and_output(config: PredictConfig) -> tuple[list[Path], dict | None, object]:
     """The image files to predict and the settings of earlier predictions in the output folder.
 
     Runs before TensorFlow is imported and before anything is written: bad flags, a model folder
@@ -80,7 +80,7 @@ def check_inputs_and_output(config: PredictConfig) -> tuple[list[Path], dict | N
     kept = [path for path in files if not os.path.realpath(path).startswith(inside)]
     if not kept:
         raise UserError(f"-i {' '.join(config.inputs)}: the only images found are inside the output folder {out_dir}")
-    folder, _, name, result_folder = check_model_and_result(config.path, config.results_root, config.result)
+    opened, name, result_folder = check_model_and_result(config.path, config.results_root, config.result)
     if out_dir.is_dir():  # a run writing there now: said before TensorFlow (predict() takes the lock for real)
         from autoencoder.folders import FolderLock
 
@@ -88,33 +88,31 @@ def check_inputs_and_output(config: PredictConfig) -> tuple[list[Path], dict | N
             pass
     previous = check_output_state(out_dir, config)
     if config.resume and previous is not None:  # predictions of another model or result: said before TensorFlow
-        check_same_predictions(previous, identity_of(folder, name, result_folder), out_dir)
-    return kept, previous
+        check_same_predictions(previous, identity_of(opened, name, result_folder), out_dir)
+    return kept, previous, opened
 
 
-def identity_of(model_folder: Path, name: str, result_folder: Path) -> dict:
-    """What predictions are of (the keys check_same_predictions compares), without loading the model."""
-    from autoencoder import bundle
+def identity_of(opened, name: str, result_folder: Path) -> dict:
+    """What predictions are of (the keys check_same_predictions compares), without loading the model
+    (`opened`: its bundle.ModelFolder)."""
     from processing.workflow.results import finetuning_record
 
-    _, model_file = bundle.resolve_model_path(model_folder)
-    return {"model_folder": str(Path(model_folder).resolve()), "result": name, "model_sha256": bundle.file_sha256(model_file),
+    return {"model_folder": str(Path(opened.folder).resolve()), "result": name, "model_sha256": opened.sha256,
             "finetuning_result": finetuning_record(result_folder)}
 
 
-def check_model_and_result(path, results_root, result: str | None) -> tuple[Path, object, str, Path]:
-    """(model folder, info.json, result name, result folder), checked without TensorFlow: the
-    model folder, its .keras file (the one train.py saved), the finetuning result (every field).
+def check_model_and_result(path, results_root, result: str | None) -> tuple:
+    """(opened model folder, result name, result folder), checked without TensorFlow: the model
+    folder, its .keras file (the one train.py saved), the finetuning result (every field).
     predict.py and serve.py run it before importing TensorFlow."""
     from autoencoder import bundle
     from processing.detectors.base import read_result
     from processing.workflow.results import ResultsTree
 
     opened = bundle.open_model_folder(path)
-    folder, info = opened.folder, opened.info
-    name, result_folder = ResultsTree.of(info, folder, results_root).choose(result)
+    name, result_folder = ResultsTree.of(opened.info, opened.folder, results_root).choose(result)
     read_result(result_folder)
-    return folder, info, name, result_folder
+    return opened, name, result_folder
 
 
 def check_output_state(out_dir: Path, config: PredictConfig) -> dict | None:
@@ -156,9 +154,10 @@ def check_same_predictions(previous: dict, settings: dict, out_dir: Path) -> Non
                              "in one CSV: use another -o, or --overwrite")
 
 
-def load_finetuned(path: str, result: str | None = None, results_root: str = "results", batch_size: int = 16):
-    """(model bundle, result name, result folder, detector) of a model folder and its finetuning
-    result `result` (None: the model's only one), as predict.py and serve.py choose and load them."""
+def load_finetuned(path, result: str | None = None, results_root: str = "results", batch_size: int = 16):
+    """(model bundle, result name, result folder, detector) of a model folder (a path, or a
+    bundle.ModelFolder already opened) and its finetuning result `result` (None: the model's only
+    one), as predict.py and serve.py choose and load them."""
     from autoencoder import bundle
     from processing.workflow.results import ResultsTree
     from processing.workflow.results import load_detector as load_result_detector
@@ -227,7 +226,7 @@ def settings_of(config: PredictConfig, model, name: str, folder: Path, detector,
     return {
         "model_folder": str(model.folder.resolve()),
         "model_file": model.model_file.name,
-        "model_sha256": bundle.file_sha256(model.model_file),
+        "model_sha256": model.model_sha256,
         "architecture": info.model.architecture,
         "loss": info.training.loss,
         "image_size": info.model.image_size,
@@ -247,7 +246,7 @@ def settings_of(config: PredictConfig, model, name: str, folder: Path, detector,
     }
 
 
-def predict(config: PredictConfig) -> PredictSummary:
+def predict(config: PredictConfig, checked: tuple | None = None) -> PredictSummary:
     """Score every input image; write predictions.csv, masks/overlays, report.html, predict_settings.json.
 
     Everything that can fail without scoring is checked before the output folder is touched (the
@@ -258,8 +257,8 @@ def predict(config: PredictConfig) -> PredictSummary:
     """
     from autoencoder.folders import FolderLock
 
-    files, _ = check_inputs_and_output(config)
-    model, name, folder, detector = load_detector(config)
+    files, _, opened = checked or check_inputs_and_output(config)  # checked: what predict.py checked before TensorFlow
+    model, name, folder, detector = load_finetuned(opened, config.result, config.results_root, config.batch_size)
     out_dir = Path(config.output)
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
