@@ -7,9 +7,17 @@ Example:
 from __future__ import annotations
 
 import argparse
+import os
+import sysconfig
 
 from autoencoder import cli
 from processing.maps.kinds import MAP_DTYPES, method_argument
+
+# This script keeps its documented name, so with the repository root on sys.path (the tests, the
+# README's `python -c` lines) `import test` is this module, not the standard library's regression
+# test package. A __path__ makes it that package's parent too: `import test.support` and
+# `from test import support` still find the standard library's submodules.
+__path__ = [os.path.join(sysconfig.get_paths()["stdlib"], "test")]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -118,3 +118,17 @@ def test_the_loss_registry_names_every_loss_function_once():
         check_loss_color("ssim", "rgb")
     with pytest.raises(UserError, match="--loss 'hinge': expected one of ssim, mssim, l2, feature, mined"):
         check_loss_color("hinge", "rgb")
+
+
+def test_test_py_does_not_hide_the_standard_librarys_test_package():
+    """test.py keeps its name (the toolkit's documented layout) and the standard library's `test`
+    package stays importable beside it."""
+    import importlib
+    import sysconfig
+    from pathlib import Path
+
+    import test as test_script
+
+    assert hasattr(test_script, "build_parser") and Path(test_script.__file__).name == "test.py"
+    support = importlib.import_module("test.support")
+    assert Path(support.__file__).is_relative_to(Path(sysconfig.get_paths()["stdlib"]) / "test")
