@@ -61,3 +61,9 @@ def copy_model_tree(shared: Path, destination: Path) -> tuple[Path, Path]:
     which nobody writes to."""
     shutil.copytree(shared, destination)
     return destination, destination / (shared / "model_folder.txt").read_text()
+
+
+@pytest.fixture(scope="module")
+def finetuned_copy(finetuned_model_tree, tmp_path_factory, request) -> tuple[Path, Path]:
+    """The calling module's own copy of :func:`finetuned_model_tree`: (root, model folder)."""
+    return copy_model_tree(finetuned_model_tree, tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2]) / "tree")

@@ -18,7 +18,6 @@ from urllib.parse import unquote
 import cv2
 import numpy as np
 import pytest
-from conftest import copy_model_tree
 
 import finetune
 import predict as predict_script
@@ -32,21 +31,15 @@ SIZE = 32
 
 
 @pytest.fixture(scope="module")
-def shared(finetuned_model_tree, tmp_path_factory):
-    """This module's copy of the session's finetuned model (tests/conftest.py): (root, model folder)."""
-    return copy_model_tree(finetuned_model_tree, tmp_path_factory.mktemp("predict") / "tree")
+def work(finetuned_copy):
+    """Its tiles/ (the dataset), models/ and results/ (tests/conftest.py)."""
+    return finetuned_copy[0]
 
 
 @pytest.fixture(scope="module")
-def work(shared):
-    return shared[0]
-
-
-@pytest.fixture(scope="module")
-def model(shared):
-    """A one-epoch model with min_area 5 and the median test score as threshold, so that both
-    verdicts, masks and boxes occur."""
-    return shared[1]
+def model(finetuned_copy):
+    """A one-epoch model with min_area 5 and the median test score as threshold: both verdicts occur."""
+    return finetuned_copy[1]
 
 
 @pytest.fixture(scope="module")

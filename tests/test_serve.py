@@ -20,7 +20,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import copy_model_tree
 from fastapi.testclient import TestClient
 
 import predict as predict_script
@@ -38,21 +37,13 @@ MAX_BODY_MB = 1.0
 
 
 @pytest.fixture(scope="module")
-def shared(finetuned_model_tree, tmp_path_factory):
-    """This module's copy of the session's finetuned model (tests/conftest.py): (root, model folder)."""
-    return copy_model_tree(finetuned_model_tree, tmp_path_factory.mktemp("serve") / "tree")
+def work(finetuned_copy):
+    return finetuned_copy[0]  # the dataset (tiles/), the model (models/) and its results (results/)
 
 
 @pytest.fixture(scope="module")
-def work(shared):
-    return shared[0]
-
-
-@pytest.fixture(scope="module")
-def model(shared):
-    """A one-epoch model with min_area 5 and the median test score as threshold, so that both
-    verdicts, masks and boxes occur."""
-    return shared[1]
+def model(finetuned_copy):
+    return finetuned_copy[1]  # min_area 5 and the median test score as threshold: masks and boxes occur
 
 
 @pytest.fixture(scope="module")
