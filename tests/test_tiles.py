@@ -139,3 +139,28 @@ def test_the_map_model_owns_the_tiling(tiled):
         np.testing.assert_allclose(resmap, expected, rtol=1e-6)
     with pytest.raises(ValueError, match=rf"--thing: not for a tiled model \(train.py --tile {TILE}\): because"):
         refuse_tiled(loaded.info, "--thing", "because")
+
+
+def test_the_training_tiles_a_density_is_fitted_on_are_read_batch_by_batch(tmp_path, monkeypatch):
+    """At most MAX_FIT_TILES tiles drawn at random, the same ones as drawing from every tile at
+    once (the former way, which held them all), in batches of the batch size."""
+    from types import SimpleNamespace
+
+    from processing.data.tiles import load_tiles
+    from processing.maps import map_model
+
+    data = make_highres_dataset(tmp_path / "big", image_size=80, n_train=5, n_test_good=1, n_test_defect=1, seed=1)
+    paths = sorted((data / "train" / "good").glob("*.png"))
+    tile = SimpleNamespace(size=TILE, overlap=8)
+    model = SimpleNamespace(info=SimpleNamespace(model=SimpleNamespace(tile=tile, color_mode="grayscale", image_size=TILE)))
+    every = load_tiles(paths, "grayscale", TileGrid(TILE, 8))
+    monkeypatch.setattr(map_model, "MAX_FIT_TILES", 11)
+    batches, total = map_model.training_inputs(model, paths, batch_size=4, seed=3)
+    drawn = list(batches())
+    expected = every[np.sort(np.random.default_rng(3).choice(len(every), 11, replace=False))]
+    assert total == 11 and [len(batch) for batch in drawn] == [4, 4, 3]
+    np.testing.assert_array_equal(np.concatenate(drawn), expected)
+    monkeypatch.setattr(map_model, "MAX_FIT_TILES", 10_000)
+    batches, total = map_model.training_inputs(model, paths, batch_size=4, seed=3)
+    assert total == len(every)
+    np.testing.assert_array_equal(np.concatenate(list(batches())), every)

@@ -19,6 +19,7 @@ import numpy as np
 
 from autoencoder.lazy import keras, layers
 from autoencoder.models.registry import register_architecture
+from autoencoder.moments import ChannelMoments
 
 logger = logging.getLogger(__name__)
 
@@ -42,15 +43,20 @@ def feature_model(model: keras.Model, layer: str = STANDARDIZED_LAYER) -> keras.
     return keras.Model(model.inputs, model.get_layer(layer).output)
 
 
-def prepare_feature_cae(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> None:
-    """Set the per-channel standardisation to the mean and variance of the training images' features."""
+def prepare_feature_cae(model: keras.Model, batches) -> None:
+    """Set the per-channel standardisation to the mean and variance of the training images'
+    features; `batches`: an iterable of (N, S, S, C) training inputs, read one at a time."""
     extract = feature_model(model, FEATURES_LAYER)
-    features = extract.predict(images, batch_size=batch_size, verbose=0)
-    flat = features.reshape(-1, features.shape[-1]).astype(np.float64)
+    moments, images, grid = ChannelMoments(), 0, None
+    for batch in batches:
+        features = np.asarray(extract.predict_on_batch(batch))
+        moments.update(features)
+        images, grid = images + len(batch), features.shape[1:]
+    mean, std = moments.mean_std()
     standardize = model.get_layer(STANDARDIZED_LAYER)
-    standardize.mean.assign(flat.mean(axis=0).astype(np.float32))
-    standardize.std.assign(np.maximum(flat.std(axis=0), 1e-6).astype(np.float32))
-    logger.info("featureCAE: feature statistics of %d images on a %dx%d grid, %d channels", len(images), *features.shape[1:])
+    standardize.mean.assign(mean.astype(np.float32))
+    standardize.std.assign(np.maximum(std, 1e-6).astype(np.float32))
+    logger.info("featureCAE: feature statistics of %d images on a %dx%d grid, %d channels", images, *grid)
 
 
 @register_architecture(

@@ -47,8 +47,9 @@ class Architecture:
     # that `prepare` fits); its own map then needs training.
     min_epochs: int = 1
     losses: tuple[str, ...] = ("ssim", "mssim", "l2")  # the losses it can train with
-    # prepare(model, train_images): fit what the model needs from the training images before
-    # training (e.g. featureCAE's feature statistics); None: nothing.
+    # prepare(model, batches): fit what the model needs from the training images before training
+    # (e.g. featureCAE's feature statistics), reading `batches` (an iterable of (N, S, S, C)
+    # training inputs) once, one batch at a time; None: nothing.
     prepare: Callable | None = field(default=None, repr=False)
     # The module defining the custom Keras layers of its models (imported before a saved model is loaded).
     layers_module: str | None = None

@@ -24,6 +24,7 @@ from autoencoder.errors import UserError
 from autoencoder.lazy import keras, layers
 from autoencoder.models.feature_cae import BACKBONE, MAP_LAYER
 from autoencoder.models.registry import register_architecture
+from autoencoder.moments import ChannelMoments
 
 NAME = "stageCAE"
 N_STAGES = 3
@@ -36,24 +37,17 @@ WIDTH = 160  # channels of the decoder at stride 16
 FINE_WIDTH = 64  # channels of the decoder at stride 8
 
 
-def prepare_stage_cae(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> None:
-    """Set every stage's standardisation to the mean and variance of the training images' features."""
+def prepare_stage_cae(model: keras.Model, batches) -> None:
+    """Set every stage's standardisation to the mean and variance of the training images' features;
+    `batches`: an iterable of (N, S, S, C) training inputs, read one at a time."""
     pooled = [model.get_layer(f"pool_{index}").output for index in range(N_STAGES)]
     extract = keras.Model(model.inputs, pooled)
-    sums = counts = squares = None
-    for start in range(0, len(images), batch_size):
-        outputs = extract.predict_on_batch(images[start : start + batch_size])
-        flat = [np.asarray(output, np.float64).reshape(-1, output.shape[-1]) for output in outputs]
-        if sums is None:
-            sums, squares, counts = [f.sum(0) for f in flat], [(f * f).sum(0) for f in flat], [len(f) for f in flat]
-        else:
-            for index, f in enumerate(flat):
-                sums[index] += f.sum(0)
-                squares[index] += (f * f).sum(0)
-                counts[index] += len(f)
-    for index, name in enumerate(TARGET_LAYERS):
-        mean = sums[index] / counts[index]
-        std = np.sqrt(np.maximum(squares[index] / counts[index] - mean**2, 0.0))
+    moments = [ChannelMoments() for _ in range(N_STAGES)]
+    for batch in batches:
+        for stage, output in zip(moments, extract.predict_on_batch(batch)):
+            stage.update(np.asarray(output))
+    for stage, name in zip(moments, TARGET_LAYERS):
+        mean, std = stage.mean_std()
         standardize = model.get_layer(name)
         standardize.mean.assign(mean.astype(np.float32))
         standardize.std.assign(np.maximum(std, 1e-6).astype(np.float32))

@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 
 from autoencoder.errors import UserError
-from processing.maps.kinds import MapKind, MapSource, register_map_kind, register_map_source
-from processing.maps.knn import fit_memory_bank, load_memory_bank, random_subsample
-from processing.maps.padim import fit_position_gaussians, load_position_gaussians
+from processing.maps.kinds import Fitter, MapKind, MapSource, register_map_kind, register_map_source
+from processing.maps.knn import VectorPool, fit_memory_bank, load_memory_bank
+from processing.maps.padim import PositionMoments, load_position_gaussians
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +32,37 @@ KNN_GRAPH_BLOCK = 2048  # bank vectors per step of the exported knn map
 CORESET_POOL = 65536
 
 
-def coreset_pool(features: np.ndarray, seed: int) -> np.ndarray:
-    """At most CORESET_POOL of the (N, h, w, C) training vectors, drawn at random, as (M, 1, 1, C)."""
-    vectors = features.reshape(-1, features.shape[-1])
-    if len(vectors) > CORESET_POOL:
-        vectors = vectors[random_subsample(vectors, CORESET_POOL, seed=seed)]
-    return vectors[:, None, None, :]
+class PadimFitter(Fitter):
+    """padim's Gaussians from per-position sums (processing/maps/padim.py PositionMoments): one batch in memory."""
+
+    def __init__(self):
+        self.moments = PositionMoments()
+
+    def update(self, source):
+        self.moments.update(source)
+
+    def state(self):
+        if self.moments.n < 2:
+            raise UserError(f"--method padim: the model's training split holds {self.moments.n} image; a Gaussian per position needs "
+                            "at least 2 (add images to train/good, or train with a lower --validation-split)")
+        return self.moments.gaussians()
+
+
+class KnnFitter(Fitter):
+    """knn's memory bank: a greedy coreset of a uniform random pool of at most CORESET_POOL training
+    vectors, the pool kept batch by batch (processing/maps/knn.py VectorPool)."""
+
+    def __init__(self, seed: int):
+        self.seed, self.pool = seed, VectorPool(CORESET_POOL, seed)
+
+    def update(self, source):
+        self.pool.update(source)
+
+    def state(self):
+        if self.pool.vectors is None:
+            raise UserError("--method knn: the model's training split holds no image to fill a memory bank with")
+        logger.info("knn: a pool of %d of the %d training vectors", len(self.pool.vectors), self.pool.seen)
+        return fit_memory_bank(self.pool.vectors[:, None, None, :], size=MEMORY_BANK_SIZE, method="coreset", seed=self.seed)
 
 
 def feature_model_of(model):
@@ -139,10 +164,12 @@ class PadimMap(FeatureDensityMap):
     description = "Mahalanobis distance to a Gaussian per grid position (PaDiM)"
 
     def fit(self, source, seed):
-        if len(source) < 2:
-            raise UserError(f"--method padim: the model's training split holds {len(source)} image; a Gaussian per position needs "
-                             "at least 2 (add images to train/good, or train with a lower --validation-split)")
-        return fit_position_gaussians(source, seed=seed)
+        fitter = self.fitter(seed)
+        fitter.update(source)
+        return fitter.state()
+
+    def fitter(self, seed):
+        return PadimFitter()
 
     def load_state(self, path):
         return load_position_gaussians(path)
@@ -170,7 +197,12 @@ class KnnMap(FeatureDensityMap):
     description = "distance to the nearest training feature vector of a coreset memory bank (PatchCore)"
 
     def fit(self, source, seed):
-        return fit_memory_bank(coreset_pool(source, seed), size=MEMORY_BANK_SIZE, method="coreset", seed=seed)
+        fitter = self.fitter(seed)
+        fitter.update(source)
+        return fitter.state()
+
+    def fitter(self, seed):
+        return KnnFitter(seed)
 
     def load_state(self, path):
         return load_memory_bank(path)

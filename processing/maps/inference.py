@@ -10,6 +10,7 @@ import logging
 
 import numpy as np
 
+from autoencoder.progress import progress_bar
 from processing.data.images import iter_batches
 from processing.maps.kinds import MapKind, MapSource, MapSpec, get_map_kind, get_map_source, register_map_source
 
@@ -54,20 +55,28 @@ def source_values(sources: dict, images: np.ndarray, batch_size: int) -> dict[st
     return {name: compute(images, batch_size) for name, compute in sources.items()}
 
 
-def fit_states(kinds: list[MapKind], model, batches, batch_size: int, seed: int) -> dict:
+def fit_states(kinds: list[MapKind], model, batches, batch_size: int, seed: int, total: int | None = None) -> dict:
     """{kind name: fitted state} of the fitted `kinds`, each fitted on the source values of the
     training images: `batches` is a function returning an iterable of (N, S, S, C) model inputs
-    (called once per source)."""
+    (called once per source; `total` inputs, for the progress bar). Each batch's source values go to
+    every kind's fitter and are dropped: memory does not grow with the number of training images
+    (MapKind.fitter)."""
     states = {}
     by_source: dict[str, list[MapKind]] = {}
     for kind in kinds:
         by_source.setdefault(kind.source, []).append(kind)
     for name, group in by_source.items():
         compute = get_map_source(name).bind(model)
-        values = np.concatenate([compute(images, batch_size) for images in batches()])
+        fitters = {kind.name: kind.fitter(seed) for kind in group}
+        count, shape = 0, None
+        with progress_bar(total=total, desc=f"fitting {'+'.join(fitters)}", unit="input") as bar:
+            for images in batches():
+                values = compute(images, batch_size)
+                for fitter in fitters.values():
+                    fitter.update(values)
+                count, shape = count + len(values), values.shape[1:]
+                bar.update(len(images))
         for kind in group:
-            logger.info(
-                "%s: fitting on %d training images (%s of shape %s)", kind.name, len(values), name, "x".join(map(str, values.shape[1:]))
-            )
-            states[kind.name] = kind.fit(values, seed)
+            logger.info("%s: fitted on %d training inputs (%s of shape %s)", kind.name, count, name, "x".join(map(str, shape or ())))
+            states[kind.name] = fitters[kind.name].state()
     return states

@@ -71,6 +71,13 @@ class MapKind:
         """The fitted state (an object with ``save(path)``) from the training images' source values."""
         raise NotImplementedError(f"map {self.name} is not fitted")
 
+    def fitter(self, seed: int) -> Fitter:
+        """What fits the state batch by batch (``update(source_batch)``, then ``state()``). This
+        default keeps every batch and calls :meth:`fit` on them together; a kind whose fit can
+        stream (padim's sums, knn's bounded pool) overrides it, so memory does not grow with the
+        number of training images."""
+        return CollectingFitter(self, seed)
+
     def load_state(self, path):
         raise NotImplementedError(f"map {self.name} is not fitted")
 
@@ -92,6 +99,29 @@ class MapSource:
 
 _KINDS: dict[str, MapKind] = {}
 _SOURCES: dict[str, MapSource] = {}
+
+
+class Fitter:
+    """Fits a map kind's state on the training images' source values, one batch at a time."""
+
+    def update(self, source: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def state(self):
+        raise NotImplementedError
+
+
+class CollectingFitter(Fitter):
+    """Keeps every batch and fits on all of them at the end (for kinds that need every value at once)."""
+
+    def __init__(self, kind: MapKind, seed: int):
+        self.kind, self.seed, self.batches = kind, seed, []
+
+    def update(self, source: np.ndarray) -> None:
+        self.batches.append(np.asarray(source))
+
+    def state(self):
+        return self.kind.fit(np.concatenate(self.batches), self.seed)
 
 
 def register_map_kind(cls: type[MapKind]) -> type[MapKind]:

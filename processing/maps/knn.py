@@ -44,6 +44,31 @@ def random_subsample(vectors, size: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(len(vectors), size, replace=False)).astype(np.int64)
 
 
+class VectorPool:
+    """A uniform random sample of at most `size` of the patch vectors of feature batches seen one
+    at a time (each vector gets a random key; the `size` smallest keys stay): memory is the pool and
+    one batch, whatever the number of images. Deterministic for a seed and a batch order."""
+
+    def __init__(self, size: int, seed: int = 0):
+        self.size, self.rng, self.seen = int(size), np.random.default_rng(seed), 0
+        self.vectors: np.ndarray | None = None
+        self.keys = np.zeros(0)
+
+    def update(self, features) -> VectorPool:
+        """Add the vectors of (N, H, W, C) features."""
+        features = check_features(features, None if self.vectors is None else self.vectors.shape[1])
+        vectors = features.reshape(-1, features.shape[3])
+        keys = self.rng.random(len(vectors))
+        self.seen += len(vectors)
+        if self.vectors is not None:
+            vectors, keys = np.concatenate([self.vectors, vectors]), np.concatenate([self.keys, keys])
+        if len(vectors) > self.size:
+            keep = np.sort(np.argpartition(keys, self.size - 1)[: self.size])  # arrival order kept
+            vectors, keys = vectors[keep], keys[keep]
+        self.vectors, self.keys = np.array(vectors, dtype=np.float32), keys  # a copy: no view of the batch stays alive
+        return self
+
+
 def greedy_coreset(vectors, size: int, seed: int = 0, projection_dim: int | None = 128) -> np.ndarray:
     """Indices (size,) int64 of a greedy k-center coreset of the rows of `vectors` (M, C), in selection order.
 

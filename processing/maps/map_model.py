@@ -31,10 +31,11 @@ from processing.data.images import (
     iter_batches,
     load_image_and_original,
     load_whole_and_original,
+    read_image,
     scan_dataset,
     split_train_validation,
 )
-from processing.data.tiles import TileGrid, iter_originals, iter_tile_batches, load_tiles, stitch, tiles_of
+from processing.data.tiles import TileGrid, iter_originals, iter_tile_batches, stitch, tiles_of
 from processing.maps.inference import bind_sources, fit_states, source_values
 from processing.maps.kinds import (
     MapSpec,
@@ -44,7 +45,7 @@ from processing.maps.kinds import (
     get_map_source,
     parse_map_spec,
 )
-from processing.maps.postprocess import ResmapPostprocessor, check_smoothing_fits, fit_pixel_statistics, smooth_resmaps
+from processing.maps.postprocess import PixelMoments, ResmapPostprocessor, check_smoothing_fits, smooth_resmaps
 
 logger = logging.getLogger(__name__)
 
@@ -122,15 +123,17 @@ class MapModel:
             refuse_tiled(model.info, "--normalize pixel", "its images and maps have their own sizes")
         if combine_with:
             refuse_tiled(model.info, "--combine-with", "its images and maps have their own sizes")
-        states = fit_states(spec.fitted_kinds, model.model, lambda: training_batches(model, training_files, batch_size, seed),
-                            batch_size, seed)
+        batches, total = training_inputs(model, training_files, batch_size, seed)
+        states = fit_states(spec.fitted_kinds, model.model, batches, batch_size, seed, total)
         maps = cls(model, spec, dtype, states, postprocess=ResmapPostprocessor(smoothing_sigma), batch_size=batch_size)
         maps.partners = [fit_partner(partner, model, batch_size, seed) for partner in combine_with]
         if len(spec.kinds) + len(maps.partners) > 1:
             maps.combination = fit_combination(maps.component_maps_of_files(validation_files))
-        if normalize == "pixel":
-            training_maps = maps.raw_maps_of_files(training_files, smoothed=True)
-            maps.postprocess = ResmapPostprocessor(smoothing_sigma, *fit_pixel_statistics(training_maps))
+        if normalize == "pixel":  # the training images' smoothed maps, batch by batch
+            moments = PixelMoments()
+            for _, images in iter_batches(training_files, maps.color_mode, maps.size, batch_size):
+                moments.update(smooth_resmaps(maps.raw_maps(images), smoothing_sigma))
+            maps.postprocess = ResmapPostprocessor(smoothing_sigma, *moments.statistics())
         return maps
 
     def save(self, folder) -> None:
@@ -329,24 +332,45 @@ def fit_partner(spec: str, model: bundle.ModelBundle, batch_size: int, seed: int
     if partner_spec.fitted_kinds:
         dataset = partner.info.dataset
         train_files, _ = split_train_validation(scan_dataset(dataset.path).train_good, dataset.validation_split, dataset.seed)
-        states = fit_states(partner_spec.fitted_kinds, partner.model, lambda: training_batches(partner, train_files, batch_size, seed),
-                            batch_size, seed)
+        batches, total = training_inputs(partner, train_files, batch_size, seed)
+        states = fit_states(partner_spec.fitted_kinds, partner.model, batches, batch_size, seed, total)
     logger.info("combining with %s (%s maps at %d px)", partner.folder, method, partner.info.model.image_size)
     return MapModel(partner, partner_spec, "float64", states, batch_size=batch_size)
 
 
-def training_batches(model: bundle.ModelBundle, paths: list, batch_size: int, seed: int):
-    """Batches of model inputs of the training images `paths`: the images resized, or for a tiled
-    model their tiles (at most MAX_FIT_TILES of them, drawn at random: the densities need a sample,
-    not every tile of every image)."""
+def training_inputs(model: bundle.ModelBundle, paths: list, batch_size: int, seed: int) -> tuple:
+    """(a function returning batches of model inputs of the training images `paths`, their count):
+    the images resized, or for a tiled model their tiles, at most MAX_FIT_TILES of them drawn at
+    random (the densities need a sample, not every tile of every image). Read batch by batch: one
+    batch in memory, whatever the number of images and tiles."""
     info, grid = model.info.model, grid_of(model)
     if grid is None:
-        yield from (images for _, images in iter_batches(paths, info.color_mode, info.image_size, batch_size))
-        return
-    tiles = load_tiles(paths, info.color_mode, grid)
-    if len(tiles) > MAX_FIT_TILES:
-        tiles = tiles[np.sort(np.random.default_rng(seed).choice(len(tiles), MAX_FIT_TILES, replace=False))]
-    yield from (tiles[start:start + batch_size] for start in range(0, len(tiles), batch_size))
+        return (lambda: (images for _, images in iter_batches(paths, info.color_mode, info.image_size, batch_size))), len(paths)
+    counts = [grid.count(*(max(side, grid.size) for side in image_size(path))) for path in paths]
+    total = sum(counts)
+    chosen = None
+    if total > MAX_FIT_TILES:
+        chosen = np.zeros(total, bool)
+        chosen[np.random.default_rng(seed).choice(total, MAX_FIT_TILES, replace=False)] = True
+    logger.info("fitting on %d of the %d tiles of %d px of %d images", MAX_FIT_TILES if chosen is not None else total, total, grid.size,
+                len(paths))
+
+    def batches():
+        pending, start = [], 0
+        for path, count in zip(paths, counts):
+            keep = None if chosen is None else chosen[start:start + count]
+            start += count
+            if keep is not None and not keep.any():
+                continue
+            tiles = tiles_of(read_image(path, info.color_mode), grid)
+            pending.extend(tiles if keep is None else tiles[keep])
+            while len(pending) >= batch_size:
+                yield np.stack(pending[:batch_size])
+                pending = pending[batch_size:]
+        if pending:
+            yield np.stack(pending)
+
+    return batches, min(total, MAX_FIT_TILES)
 
 
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:

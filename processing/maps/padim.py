@@ -7,9 +7,9 @@ as the inverse covariance. :meth:`PositionGaussians.score` gives the Mahalanobis
 query vector to the Gaussian of its position, an (N, H, W) anomaly map.
 :func:`fit_global_gaussian` fits a single Gaussian on all positions of all images instead.
 
-Memory is bounded: fitting reads the images once, in chunks, accumulating per-position sums and
-sums of outer products, then inverts the covariances in chunks of positions; scoring works on
-chunks of images. Both run with BLAS limited to one thread (threadpoolctl, which scikit-learn
+Memory is bounded: fitting reads the images once, batch by batch (:class:`PositionMoments`),
+accumulating per-position sums and sums of outer products, then inverts the covariances in chunks
+of positions; scoring works on chunks of images. Both run with BLAS limited to one thread (threadpoolctl, which scikit-learn
 installs): they are thousands of small per-position matrix products and LAPACK calls, which
 OpenBLAS threads only slow down, up to 10x on a busy machine (measured on 2 cores).
 
@@ -111,45 +111,78 @@ def random_channel_subset(n_channels: int, size: int, seed: int = 0) -> np.ndarr
     return np.sort(np.random.default_rng(seed).choice(n_channels, size, replace=False)).astype(np.int64)
 
 
-def _position_moments(features: np.ndarray, channels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """(mean (P, D), scatter matrix sum (x - mean)(x - mean)^T (P, D, D)) float64 of every grid position, in one pass over the images.
+class PositionMoments:
+    """The sums a PaDiM fit needs, accumulated batch by batch: the training images are read once and
+    never held together, so memory is one batch plus (P, D) sums and (P, D, D) outer products
+    (float64), whatever the number of images. Adding more images later continues the same sums:
+    the Gaussians then equal a fit on all of them.
 
     Sums are taken of x - k with k the first image's vector at each position (the shifted-data
     algorithm: it avoids the cancellation of sum(x x^T) - N mu mu^T when |mu| >> the spread).
     """
-    n, h, w, c = features.shape
-    flat = features.reshape(n, h * w, c)
-    shift = flat[0].astype(np.float64) if channels is None else flat[0][:, channels].astype(np.float64)
-    positions, depth = shift.shape
-    sums = np.zeros((positions, depth))
-    outer = np.zeros((positions, depth, depth))
-    image_step = chunk_length(positions * depth * 8)
-    position_step = chunk_length(image_step * depth * 8 + depth * depth * 8)
-    for start in range(0, n, image_step):
-        chunk = flat[start : start + image_step]
-        chunk = (chunk if channels is None else chunk[..., channels]) - shift  # (n, P, D) float64
-        sums += chunk.sum(axis=0)
-        for p in range(0, positions, position_step):
-            block = chunk[:, p : p + position_step].transpose(1, 0, 2)  # (p, n, D)
-            outer[p : p + position_step] += np.matmul(block.transpose(0, 2, 1), block)
-    offset = sums / n
-    for p in range(0, positions, position_step):  # in place: no second (P, D, D) array
-        outer[p : p + position_step] -= n * offset[p : p + position_step, :, None] * offset[p : p + position_step, None, :]
-    return shift + offset, outer
 
+    def __init__(self, channel_subset: np.ndarray | None = None):
+        self.channel_subset = channel_subset
+        self.n = 0
+        self.grid: tuple[int, int] | None = None
+        self.n_channels: int | None = None
+        self.shift = self.sums = self.outer = None
 
-def _regularized_inverses(scatter: np.ndarray, n: int, regularization: float) -> np.ndarray:
-    """(P, D, D) float32 inverses of scatter / (n - 1) + regularization * I, in chunks of positions."""
-    positions, depth, _ = scatter.shape
-    inverse = np.empty(scatter.shape, np.float32)
-    step = chunk_length(3 * depth * depth * 8)
-    for p in range(0, positions, step):
-        covariance = scatter[p : p + step] / (n - 1) + regularization * np.eye(depth)
-        try:
-            inverse[p : p + step] = np.linalg.inv(covariance)
-        except np.linalg.LinAlgError:
-            raise UserError(f"a covariance is singular: use regularization > 0 (got {regularization})") from None
-    return inverse
+    def update(self, features) -> PositionMoments:
+        """Add (N, H, W, C) training features."""
+        features = check_features(features, self.n_channels, self.grid)
+        n, h, w, c = features.shape
+        flat = features.reshape(n, h * w, c)
+        channels = self.channel_subset
+        if self.shift is None:
+            self.grid, self.n_channels = (h, w), c
+            self.shift = flat[0].astype(np.float64) if channels is None else flat[0][:, channels].astype(np.float64)
+            self.sums = np.zeros(self.shift.shape)
+            self.outer = np.zeros((*self.shift.shape, self.shift.shape[1]))
+        positions, depth = self.shift.shape
+        image_step = chunk_length(positions * depth * 8)
+        position_step = chunk_length(image_step * depth * 8 + depth * depth * 8)
+        with threadpool_limits(1, user_api="blas"):  # one small matrix product per position
+            for start in range(0, n, image_step):
+                chunk = flat[start : start + image_step]
+                chunk = (chunk if channels is None else chunk[..., channels]) - self.shift  # (n, P, D) float64
+                self.sums += chunk.sum(axis=0)
+                for p in range(0, positions, position_step):
+                    block = chunk[:, p : p + position_step].transpose(1, 0, 2)  # (p, n, D)
+                    self.outer[p : p + position_step] += np.matmul(block.transpose(0, 2, 1), block)
+        self.n += n
+        return self
+
+    def gaussians(self, regularization: float = 0.01) -> PositionGaussians:
+        """The Gaussians of every image added so far: mean, and the inverse of the unbiased sample
+        covariance + regularization * I (inverted in chunks of positions; the sums are kept)."""
+        if self.n < 2:
+            raise UserError(f"need at least 2 images to estimate a covariance, got {self.n}")
+        if regularization < 0:
+            raise UserError(f"regularization must be >= 0, got {regularization}")
+        positions, depth = self.shift.shape
+        offset = self.sums / self.n
+        inverse = np.empty(self.outer.shape, np.float32)
+        step = chunk_length(3 * depth * depth * 8)
+        with threadpool_limits(1, user_api="blas"):
+            for p in range(0, positions, step):
+                shift = offset[p : p + step]
+                scatter = self.outer[p : p + step] - self.n * shift[:, :, None] * shift[:, None, :]
+                covariance = scatter / (self.n - 1) + regularization * np.eye(depth)
+                try:
+                    inverse[p : p + step] = np.linalg.inv(covariance)
+                except np.linalg.LinAlgError:
+                    raise UserError(f"a covariance is singular: use regularization > 0 (got {regularization})") from None
+        h, w = self.grid
+        logger.info("fit %d Gaussians of %d channels (of %d) on %d images, regularization %g", h * w, depth, self.n_channels, self.n,
+                    regularization)
+        return PositionGaussians(
+            mean=(self.shift + offset).reshape(h, w, depth).astype(np.float32),
+            inv_covariance=inverse.reshape(h, w, depth, depth),
+            n_channels=self.n_channels,
+            regularization=float(regularization),
+            channel_subset=self.channel_subset,
+        )
 
 
 def fit_position_gaussians(
@@ -163,6 +196,7 @@ def fit_position_gaussians(
     covariance = unbiased sample covariance + regularization * I (PaDiM's 0.01), stored inverted.
     channel_subset: None (all C channels), an int D (D random channels drawn with `seed`, PaDiM's
     reduction) or explicit channel indices; kept in the model and applied when scoring.
+    (:class:`PositionMoments` fits the same batch by batch.)
     """
     features = check_features(features)
     n, h, w, c = features.shape
@@ -176,18 +210,7 @@ def fit_position_gaussians(
         channel_subset = np.asarray(channel_subset, dtype=np.int64)
         if channel_subset.ndim != 1 or channel_subset.size == 0 or channel_subset.min() < 0 or channel_subset.max() >= c:
             raise UserError(f"channel_subset must be 1-D indices in 0..{c - 1}, got {channel_subset}")
-    with threadpool_limits(1, user_api="blas"):
-        mean, scatter = _position_moments(features, channel_subset)
-        inverse = _regularized_inverses(scatter, n, regularization)
-    depth = mean.shape[1]
-    logger.info("fit %d Gaussians of %d channels (of %d) on %d images, regularization %g", h * w, depth, c, n, regularization)
-    return PositionGaussians(
-        mean=mean.reshape(h, w, depth).astype(np.float32),
-        inv_covariance=inverse.reshape(h, w, depth, depth),
-        n_channels=c,
-        regularization=float(regularization),
-        channel_subset=channel_subset,
-    )
+    return PositionMoments(channel_subset).update(features).gaussians(regularization)
 
 
 def fit_global_gaussian(

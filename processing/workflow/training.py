@@ -18,9 +18,10 @@ from autoencoder.callbacks import find_learning_rate
 from autoencoder.errors import UserError
 from autoencoder.losses import get_loss, get_metrics
 from autoencoder.pipeline import make_training_dataset
+from autoencoder.progress import progress_bar
 from autoencoder.training import TrainingResult, fit_autoencoder
-from processing.data.images import load_images, scan_dataset, split_train_validation
-from processing.data.tiles import load_tiles
+from processing.data.images import image_size, iter_batches, load_images, scan_dataset, split_train_validation
+from processing.data.tiles import iter_tile_batches, load_tiles
 from processing.evaluation import plots
 from processing.workflow.adversarial_training import train_adversarial
 from processing.workflow.distribute import build_before_fit, check_distribute, is_chief, make_strategy, shard_by_data
@@ -82,7 +83,11 @@ def train_on(config: TrainConfig, architecture, size: int, layout, strategy=None
         "dataset %s: %d training, %d validation images at %dx%d %s",
         layout.root, len(train_files), len(val_files), size, size, config.color_mode,
     )
-    train_images, val_images = training_images(train_files, config, size, progress=True), training_images(val_files, config, size)
+    # Only statistics to fit (--epochs 0): the training images are read batch by batch, never held
+    # together, so memory does not grow with their number (or their tiles').
+    streamed = config.epochs == 0 and strategy is None
+    train_images = None if streamed else training_images(train_files, config, size, progress=True)
+    val_images = training_images(val_files, config, size) if not streamed or config.inspect else None
     if strategy is not None:
         logger.info("global batch %d (%d per replica x %d replicas)", global_batch, config.batch_size, replicas)
 
@@ -95,7 +100,7 @@ def train_on(config: TrainConfig, architecture, size: int, layout, strategy=None
             if config.freeze_encoder:
                 logger.info("froze %d VGG16 encoder layers", freeze_vgg16_encoder(model))
         if architecture.prepare is not None:
-            architecture.prepare(model, train_images)
+            architecture.prepare(model, training_batches(train_files, train_images, config, size))
         compile_model(model, config)
         if strategy is not None:
             build_before_fit(model, strategy, train_images)
@@ -113,7 +118,7 @@ def train_on(config: TrainConfig, architecture, size: int, layout, strategy=None
             compile_model(trainer, config)
         else:  # nothing to iterate when only the statistics are fitted (--epochs 0)
             train_ds, val_ds = image_datasets(train_images, val_images, config, global_batch, strategy) if config.epochs else (None, None)
-            n_inputs = len(train_images)
+            n_inputs = len(train_files) if train_images is None else len(train_images)
         steps_per_epoch = math.ceil(n_inputs / global_batch)
         max_lr, finder = (None, None) if config.epochs == 0 else learning_rate(trainer, train_ds, config)
 
@@ -199,6 +204,29 @@ def training_images(files, config: TrainConfig, size: int, progress: bool = Fals
                        "train without --tile for images this small", config.tile_grid.size)
     logger.info("%d tiles of %d px (overlap %d px) of %d images", len(tiles), config.tile_grid.size, config.tile_grid.overlap, len(files))
     return tiles
+
+
+PREPARE_BATCH = 32  # training inputs per step of an architecture's prepare (its feature statistics)
+
+
+def training_batches(files, images, config: TrainConfig, size: int):
+    """The training inputs for an architecture's prepare, PREPARE_BATCH at a time: slices of
+    `images` when they are in memory, else read from `files` batch by batch (resized, or every tile
+    of them with --tile) with a progress bar."""
+    if images is not None:
+        yield from (images[start:start + PREPARE_BATCH] for start in range(0, len(images), PREPARE_BATCH))
+        return
+    if config.tile_grid is None:
+        inputs = (batch for _, batch in iter_batches(files, config.color_mode, size, PREPARE_BATCH))
+        total, unit = len(files), "img"
+    else:
+        inputs = iter_tile_batches(files, config.color_mode, config.tile_grid, PREPARE_BATCH)
+        total = sum(config.tile_grid.count(*(max(side, config.tile_grid.size) for side in image_size(path))) for path in files)
+        unit = "tile"
+    with progress_bar(total=total, desc="feature statistics", unit=unit) as bar:
+        for batch in inputs:
+            yield batch
+            bar.update(len(batch))
 
 
 def compile_model(model: keras.Model, config: TrainConfig) -> None:
