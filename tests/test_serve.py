@@ -155,6 +155,24 @@ def test_a_raw_image_body_gets_the_same_answer(client, images, predicted):
     assert_item_is_row(answer.json()["results"][0], predicted[str(path)])
 
 
+def test_what_clients_send_first_is_understood(client, images, predicted):
+    """`curl -F file=@x.png` (any field name) and `curl --data-binary @x.png` (the body, with curl's
+    default application/x-www-form-urlencoded or no content type) answer as predict.py (issue 27)."""
+    path = next(path for path in images if path.suffix == ".png" and path.name != "broken.png")
+    for field in ("file", "image", "upload"):
+        answer = client.post("/predict", files=[(field, (str(path), path.read_bytes(), "image/png"))])
+        assert answer.status_code == 200, answer.text
+        assert_item_is_row(answer.json()["results"][0], predicted[str(path)])
+    for content_type in ("application/x-www-form-urlencoded", "application/octet-stream", None):
+        headers = {} if content_type is None else {"Content-Type": content_type}
+        answer = client.post("/predict", content=path.read_bytes(), headers=headers, params={"name": str(path)})
+        assert answer.status_code == 200, (content_type, answer.text)
+        assert_item_is_row(answer.json()["results"][0], predicted[str(path)])
+    typo = client.post("/predict", content=b'--zz\r\nContent-Disposition: form-data; name="file"\r\n\r\nx.png\r\n--zz--\r\n',
+                       headers={"Content-Type": "multipart/form-data; boundary=zz"})  # curl -F file=x.png, without the @
+    assert typo.status_code == 422 and "holds text" in typo.json()["detail"] and "-F files=@image.png" in typo.json()["detail"]
+
+
 def test_a_corrupt_image_gets_predict_py_s_message(client, images, predicted):
     broken = next(path for path in images if path.name == "broken.png")
     message = predicted[str(broken)]["error"]
@@ -206,7 +224,8 @@ def test_garbage_and_hostile_requests(client, images, work, caplog):
     bad_multipart = client.post("/predict", content=b"\x00garbage--zz", headers={"Content-Type": "multipart/form-data; boundary=zz"})
     assert bad_multipart.status_code == 400
     assert client.post("/predict", content=b"--zz--\r\n", headers={"Content-Type": "multipart/form-data; boundary=zz"}).status_code == 422
-    assert client.post("/predict", files=[("other", ("a.png", images[0].read_bytes()))]).status_code == 422
+    gif = client.post("/predict", content=b"GIF89a not one we read", headers={"Content-Type": "application/octet-stream"})
+    assert gif.status_code == 415
     text_field = client.post("/predict", data={"files": "text"}, files=[("files", ("a.png", images[0].read_bytes()))])
     assert text_field.status_code == 422 and "holds text" in text_field.json()["detail"]
     assert post_files(client, images[:1], params={"mask": "maybe"}).status_code == 422

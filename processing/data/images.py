@@ -118,6 +118,15 @@ def is_jpeg(data: bytes) -> bool:
     return data[:3] == b"\xff\xd8\xff"
 
 
+# The first bytes of the formats the toolkit reads (what a file is, whatever its name or a request's Content-Type says).
+IMAGE_SIGNATURES = {"png": (b"\x89PNG\r\n\x1a\n",), "jpeg": (b"\xff\xd8\xff",), "bmp": (b"BM",), "tiff": (b"II*\x00", b"MM\x00*")}
+
+
+def image_format(data: bytes) -> str | None:
+    """The format of image bytes from their signature (png, jpeg, bmp, tiff), or None."""
+    return next((name for name, starts in IMAGE_SIGNATURES.items() if data.startswith(starts)), None)
+
+
 def jpeg_is_complete(data: bytes) -> bool:
     """Whether a JPEG's segments and scans run to its end-of-image marker (bytes after it, such as
     a camera's trailer, are allowed). Walks the marker segments by their lengths (EXIF thumbnails,

@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from autoencoder.cli import error_line
+from processing.data.images import image_format
 from processing.workflow.serve.backends import Backend, Busy
 from processing.workflow.serve.config import MEBIBYTE, ServeConfig
 from processing.workflow.serve.uploads import safe_name
@@ -145,7 +146,9 @@ def flag_of(request: Request, key: str) -> bool:
 
 
 async def multipart_uploads(request: Request, max_images: int) -> list[tuple[str, bytes]]:
-    """The files of the multipart field `files`, in order; 413 beyond `max_images`."""
+    """The files of a multipart body, in order, whatever their field's name (`files`, `file`,
+    `image`, ...: what clients send first); 413 beyond `max_images`; a text field is refused (the
+    usual slip: `curl -F file=x.png` without the @ sends the name, not the file)."""
     try:
         form = await request.form(max_files=max_images, max_fields=MAX_FORM_FIELDS)
     except HTTPException as error:
@@ -159,29 +162,32 @@ async def multipart_uploads(request: Request, max_images: int) -> list[tuple[str
     try:
         uploads = []
         for key, value in form.multi_items():
-            if key != FILES_FIELD:
-                raise HTTPException(422, f"unexpected form field {safe_name(key)[:40]!r}: send the images in the field {FILES_FIELD!r}")
             if not isinstance(value, UploadFile):
-                raise HTTPException(422, f"field {FILES_FIELD!r} holds text, not a file: send the images as files")
+                raise HTTPException(422, f"field {safe_name(key)[:40]!r} holds text, not a file: send the images as files "
+                                         f"(curl -F {FILES_FIELD}=@image.png)")
             uploads.append((safe_name(value.filename), await value.read()))
     finally:
         await form.close()
     if not uploads:
-        raise HTTPException(422, f"no image: send one or more files in the multipart field {FILES_FIELD!r}")
+        raise HTTPException(422, f"no image: send one or more files in a multipart field such as {FILES_FIELD!r}")
     return uploads
 
 
 async def read_uploads(request: Request, limits: Limits) -> list[tuple[str, bytes]]:
-    """(name, bytes) of each image of a /predict request: multipart/form-data (field `files`,
-    repeatable) or one image as the raw body with an image/* content type (its name: ?name=)."""
+    """(name, bytes) of each image of a /predict request: multipart/form-data (files in any field,
+    `files` repeatable), or one image as the raw body (its name: ?name=): an image/* content type,
+    or bytes whose signature is an image's whatever the content type says (`curl --data-binary`
+    sends application/x-www-form-urlencoded)."""
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";")[0].strip().lower()
     if media == "multipart/form-data":
         return await multipart_uploads(request, limits.max_images)
-    if media.startswith("image/"):
-        return [(safe_name(request.query_params.get("name")), await request.body())]
+    body = await request.body()
+    if media.startswith("image/") or image_format(body) is not None:
+        return [(safe_name(request.query_params.get("name")), body)]
     shown = safe_name(content_type)[:60] if content_type else "none"
-    raise HTTPException(415, f"Content-Type {shown}: send multipart/form-data (field {FILES_FIELD!r}) or one image as image/*")
+    raise HTTPException(415, f"Content-Type {shown} and a body that is no PNG, JPEG, BMP or TIFF: send multipart/form-data "
+                             f"(field {FILES_FIELD!r}) or one image as the body")
 
 
 async def log_summaries(stats: RequestStats, every_s: float) -> None:
