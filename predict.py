@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
             "padim_float64 (default: the model's only one; required when it has several)")
     parser.add_argument("--masks", action="store_true", help="write the predicted masks at each image's original size (masks/)")
     parser.add_argument("--overlays", action="store_true", help="write each image with the predicted defect outlined in red (overlays/)")
+    parser.add_argument("--heatmaps", action="store_true", help="write each image under its anomaly map as a heat map, the threshold's "
+                        "contour in white, at the image's original size (heatmaps/; report.html shows them for its gallery anyway)")
     parser.add_argument("--shard", default=None, metavar="K/N", help="predict only part K of N (from 1) of the sorted input list: N runs "
             "with 1/N ... N/N cover every image once; join them with --merge (docs/distributed.md)")
     parser.add_argument("--merge", default=None, nargs="+", metavar="OUT", help="instead of predicting: join the output folders of "
@@ -79,6 +81,7 @@ def main(argv: list[str] | None = None):
         result=args.result,
         masks=args.masks,
         overlays=args.overlays,
+        heatmaps=args.heatmaps,
         batch_size=args.batch,
         results_root=args.results_dir,
         resume=args.resume,

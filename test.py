@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-p", "--path", required=True, help="model folder written by train.py, or its .keras file")
     parser.add_argument("-s", "--save", action="store_true", help="write predicted masks and overlays for every test image")
+    parser.add_argument("--heatmaps", action="store_true", help="write every test image under its anomaly map as a heat map, the "
+                        "threshold's contour in white, at the image's original size (heatmaps/<class>/)")
     parser.add_argument("-m", "--method", default=None, type=method_argument, metavar="MAP", help="only the results of this anomaly map, "
             "e.g. ssim or padim+knn (default: every finetuning result)")
     parser.add_argument("-t", "--dtype", default=None, choices=MAP_DTYPES, help="only this residual map type")
@@ -53,6 +55,7 @@ def main(argv: list[str] | None = None):
     config = TestConfig(
         path=args.path,
         save_segmentation=args.save,
+        heatmaps=args.heatmaps,
         include_finetune=args.include_finetune,
         method=args.method,
         dtype=args.dtype,

@@ -85,3 +85,21 @@ def test_failed_save_leaves_no_temp_file(tmp_path):
     with pytest.raises(RuntimeError, match="disk full"):
         save_figure(BrokenFigure(), tmp_path / "broken.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_heat_map_is_at_the_images_size_with_the_threshold_outlined():
+    from processing.evaluation.overlays import THRESHOLD_COLOR, draw_heatmap
+
+    image = np.full((40, 60, 1), 0.5, np.float32)
+    anomaly = np.zeros((10, 15))
+    anomaly[3:7, 5:10] = 4.0  # one hot region, at a quarter of the image's size
+    heat = draw_heatmap(image, anomaly, threshold=2.0, scale=(0.0, 4.0))
+    assert heat.shape == (40, 60, 3) and heat.dtype == np.uint8
+    white = np.all(heat == THRESHOLD_COLOR, axis=2)
+    rows, cols = np.nonzero(white)
+    # The outline is where the bilinearly upsampled map crosses the threshold: around the hot region only.
+    assert white.any() and 8 <= rows.min() and rows.max() <= 30 and 16 <= cols.min() and cols.max() <= 42
+    assert heat[20, 30].sum() > heat[2, 2].sum()  # bright inside, dark outside (INFERNO)
+    cold = draw_heatmap(image, np.zeros((40, 60)), threshold=2.0, scale=(0.0, 4.0))
+    assert not np.all(cold == THRESHOLD_COLOR, axis=2).any()  # nothing above the threshold: no outline
+    np.testing.assert_array_equal(cold[0, 0], cold[20, 30])  # one colour for one value, anywhere

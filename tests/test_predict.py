@@ -25,6 +25,7 @@ from autoencoder import bundle, cli
 from autoencoder.progress import ProgressBar
 from processing.data.images import load_image
 from processing.workflow.predict import CSV_COLUMNS, PREDICTIONS_FILE, REPORT_FILE, SETTINGS_FILE, csv_io
+from processing.workflow.predict.settings import output_stem
 from processing.workflow.results import ResultsTree, load_detector
 
 SIZE = 32
@@ -378,7 +379,9 @@ def test_hostile_file_names_run_nothing_in_the_report(model, work, tmp_path):
     for name in HOSTILE_NAMES:
         shutil.copy(source, folder / f"{name}.png")
     out = tmp_path / "out"
-    run_ok([*base_args(model, work, out, folder), "--overlays"])
+    run_ok([*base_args(model, work, out, folder), "--overlays", "--heatmaps"])
+    assert sorted(path.name for path in (out / "heatmaps").iterdir()) == sorted(
+        f"{output_stem(folder / f'{name}.png')}_heatmap.png" for name in HOSTILE_NAMES)
     page = (out / REPORT_FILE).read_text()
     dom = dump_dom(out / REPORT_FILE, tmp_path / "profile")
     title = re.search(r"<title>(.*?)</title>", page).group(1)
@@ -393,6 +396,8 @@ def test_hostile_file_names_run_nothing_in_the_report(model, work, tmp_path):
     text = "".join(parsed.text)
     for name in HOSTILE_NAMES:
         assert f"{name}.png" in text  # shown as its name
+    heat_maps = [value for _, key, value in parsed.attributes if key == "alt" and value.startswith("heat map of ")]
+    assert sorted(heat_maps) == sorted(f"heat map of {folder / name}.png" for name in HOSTILE_NAMES)  # beside each overlay
 
 
 def test_truncated_and_rotated_jpegs(model, work, tmp_path):

@@ -17,6 +17,7 @@ import predict
 import test as test_script
 import train
 from autoencoder import cli
+from processing.data.images import image_size
 from processing.data.synthetic_datasets import make_highres_dataset
 from processing.data.tiles import TileGrid, stitch, tiles_of
 
@@ -61,7 +62,10 @@ def test_a_tiled_model_decides_at_the_images_own_size(tiled):
     root, data, model, results = tiled
     info = json.loads((model / "info.json").read_text())
     assert info["model"]["tile"] == {"size": TILE, "overlap": 8} and info["model"]["image_size"] == TILE
-    (test_dir,) = test_script.main(["-p", str(model), "--results-dir", str(results), "-s"])
+    (test_dir,) = test_script.main(["-p", str(model), "--results-dir", str(results), "-s", "--heatmaps"])
+    heat_maps = sorted((test_dir / "heatmaps").rglob("*_heatmap.png"))
+    assert heat_maps and all(cv2.imread(str(path)).shape[:2] == image_size(data / "test" / path.parent.name /
+                                                                              path.name.replace("_heatmap", "")) for path in heat_maps)
     tested = json.loads((test_dir / "test_result.json").read_text())
     assert tested["pixel_auroc"] is not None and tested["aupro"] is not None
     masks = sorted((test_dir / "segmentation").rglob("*_mask.png"))

@@ -322,6 +322,10 @@ class Detector(abc.ABC):
         settings = dict(self.test_settings())
         return settings | {"detector": self.name, "threshold": settings.get("threshold"), "min_area": settings.get("min_area")}
 
+    def heatmap_scale(self) -> tuple[float, float] | None:
+        """(low, high) of the heat maps' colormap, the same for every image (None: the detector makes no maps)."""
+        return None
+
     @property
     def score_floor(self) -> float | None:
         """A score that means "nothing found at any level" (the report leaves such images out of its

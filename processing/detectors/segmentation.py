@@ -361,6 +361,12 @@ class SegmentationDetector(Detector):
             return tuple(self.result.value_range)
         return self.spec.value_range(self.dtype)
 
+    def heatmap_scale(self) -> tuple[float, float]:
+        """From the lowest value the maps take to as far above the threshold: the threshold is the
+        colormap's middle, so that above and below it read the same on every heat map of the result."""
+        low = float(self.map_value_range[0])
+        return low, max(2.0 * float(self.threshold) - low, low + 1e-12)
+
     @property
     def no_defect_score(self) -> float:
         """Below every real score: no component of min_area at any threshold."""

@@ -11,6 +11,8 @@ from autoencoder.errors import UserError
 from autoencoder.folders import write_bytes_atomic
 
 PREDICTED_COLOR = (0, 0, 255)  # BGR red, as test.py's overlays
+THRESHOLD_COLOR = (255, 255, 255)  # BGR white: where the map is above the threshold, on a heat map
+HEATMAP_COLORMAP = cv2.COLORMAP_INFERNO  # perceptually uniform, dark to bright (and readable in grey print)
 
 
 def to_display(image: np.ndarray) -> np.ndarray:
@@ -29,6 +31,30 @@ def draw_overlay(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         cv2.drawContours(overlay, contours, -1, PREDICTED_COLOR, thickness)
     return overlay
+
+
+def draw_heatmap(image: np.ndarray, anomaly_map: np.ndarray, threshold: float, scale: tuple[float, float]) -> np.ndarray:
+    """The image (BGR uint8, its own size) under its anomaly map as a heat map, with the contour of
+    where the map is above `threshold` in white.
+
+    The map (any size: the model's, or the image's for a tiled model) is resized bilinearly to the
+    image; `scale` (low, high) maps onto the colormap's ends, the same for every image of a result
+    (the detector's ``heatmap_scale``: the threshold in the middle), so that two heat maps compare.
+    """
+    overlay = to_display(image)
+    height, width = overlay.shape[:2]
+    values = np.asarray(anomaly_map, dtype=np.float64)
+    if values.shape != (height, width):
+        values = cv2.resize(values, (width, height), interpolation=cv2.INTER_LINEAR)
+    low, high = scale
+    levels = np.clip((values - low) / max(high - low, 1e-12), 0.0, 1.0)
+    colored = cv2.applyColorMap(np.rint(levels * 255).astype(np.uint8), HEATMAP_COLORMAP)
+    heat = cv2.addWeighted(overlay, 0.5, colored, 0.5, 0.0)
+    above = (values > threshold).astype(np.uint8)
+    if above.any():
+        contours, _ = cv2.findContours(above, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(heat, contours, -1, THRESHOLD_COLOR, max(1, round(max(height, width) / 256)))
+    return heat
 
 
 def mask_at_original_size(mask: np.ndarray, height: int, width: int) -> np.ndarray:

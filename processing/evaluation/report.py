@@ -40,6 +40,7 @@ class GalleryItem:
     link: str | None  # URL of the full overlay (or the original image), relative to the report's folder
     image_link: str | None  # URL of the original image, relative to the report's folder
     area: int | None = None
+    heatmap: str | None = None  # URL of the heat-map thumbnail (the anomaly map, the threshold's contour in white)
 
 
 @dataclass
@@ -125,10 +126,11 @@ table.kv td:first-child { color: #666; white-space: nowrap; }
 .count { border: 1px solid #ddd; border-radius: 6px; padding: 8px 16px; min-width: 90px; }
 .count b { display: block; font-size: 1.6em; }
 .count.defective b { color: #c8433a; } .count.good b { color: #2f7a4d; } .count.failed b { color: #a36a00; }
-.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(180px, 1fr)); gap: 12px; }
+.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); gap: 12px; }
 .card { border: 1px solid #ddd; border-radius: 6px; padding: 6px; font-size: 0.8em; overflow-wrap: anywhere; }
 .card.defective { border-color: #c8433a; box-shadow: inset 0 3px 0 #c8433a; }
 .card img { width: 100%; height: 170px; object-fit: contain; background: #f4f4f4; display: block; }
+.pair { display: flex; gap: 4px; } .pair > * { flex: 1 1 50%; min-width: 0; }
 .card .score { font-weight: 600; font-size: 1.1em; }
 .verdict { float: right; } .card.defective .verdict { color: #c8433a; font-weight: 600; } .card .verdict { color: #2f7a4d; }
 .missing { height: 170px; display: flex; align-items: center; justify-content: center; background: #f4f4f4; color: #999; }
@@ -180,6 +182,9 @@ def render(data: ReportData) -> str:
                 picture = f'<img src={_attr(item.thumbnail)} alt={_attr("overlay of " + item.path)} loading="lazy">'
                 if item.link:
                     picture = f"<a href={_attr(item.link)}>{picture}</a>"
+                if item.heatmap:
+                    heat = f'<img src={_attr(item.heatmap)} alt={_attr("heat map of " + item.path)} loading="lazy">'
+                    picture = f'<div class="pair">{picture}<a href={_attr(item.heatmap)}>{heat}</a></div>'
             else:
                 picture = '<div class="missing">image not readable now</div>'
             name = html.escape(item.path)

@@ -253,6 +253,7 @@ class TestConfig:
 
     path: str
     save_segmentation: bool = False
+    heatmaps: bool = False  # write each test image under its anomaly map as a heat map (heatmaps/<class>/)
     include_finetune: bool = False
     method: str | None = None  # None: every finetuning result of the model
     dtype: str | None = None

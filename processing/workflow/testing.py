@@ -39,6 +39,7 @@ from processing.evaluation.metrics import (
     mask_iou,
     metrics_by_defect_type,
 )
+from processing.evaluation.overlays import draw_heatmap, write_png
 from processing.workflow.options import TestConfig
 from processing.workflow.results import ResultsTree, finetuning_record
 
@@ -129,8 +130,10 @@ def evaluate(detector: Detector, layout, config: TestConfig) -> Path:
     if value_range is not None and has_masks:
         accumulators = {"all": PixelMetricsAccumulator(value_range)}
         accumulators |= {kind: PixelMetricsAccumulator(value_range) for kind in layout.defect_types}
-    if config.save_segmentation and value_range is None:
-        logger.warning("%s: the %s detector classifies whole images; no segmentation masks are written", name, detector.name)
+    if (config.save_segmentation or config.heatmaps) and value_range is None:
+        logger.warning("%s: the %s detector classifies whole images; no segmentation masks or heat maps are written", name, detector.name)
+    heatmap_scale = detector.heatmap_scale() if config.heatmaps else None
+    heatmap_threshold = detector.decision_summary()["threshold"]
 
     rows, ious, columns = [], [], {}
     out_dir = ResultsTree.of_model(model, config.results_root).test_folder(name)
@@ -164,6 +167,10 @@ def evaluate(detector: Detector, layout, config: TestConfig) -> Path:
                         ious.append(float(mask_iou(decisions.masks[i][None], truth[i][None])[0]))
                     if config.save_segmentation:
                         write_segmentation(staging / "segmentation" / kind, path, decisions.masks[i], layout.mask_path(path), color_mode)
+                    if heatmap_scale is not None and scores.maps is not None:
+                        heatmap = draw_heatmap(read_image(path, "rgb"), scores.maps[i], heatmap_threshold, heatmap_scale)
+                        (staging / "heatmaps" / kind).mkdir(parents=True, exist_ok=True)
+                        write_png(staging / "heatmaps" / kind / f"{path.stem}_heatmap.png", heatmap)
                 progress.update(len(batch_paths))
         seconds = time.perf_counter() - started
 

@@ -5,6 +5,7 @@ predictions.csv (csv_io.py), reading the images (loading.py), the report (report
 from processing.workflow.predict.csv_io import CSV_COLUMNS, read_done, read_predictions  # noqa: F401
 from processing.workflow.predict.run import Predictor, check_inputs_and_output, load_detector, predict  # noqa: F401
 from processing.workflow.predict.settings import (  # noqa: F401
+    HEATMAPS_DIR,
     MASKS_DIR,
     OUTPUT_ENTRIES,
     OVERLAYS_DIR,

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from processing.data.tiles import batch_of
-from processing.evaluation.overlays import draw_overlay, mask_at_original_size, write_png
+from processing.evaluation.overlays import draw_heatmap, draw_overlay, mask_at_original_size, write_png
 from processing.evaluation.report import GalleryItem, ReportData, relative_link, score_histogram, url_of, write_report
 from processing.workflow.predict.csv_io import read_predictions
 from processing.workflow.predict.loading import iter_loaded
@@ -25,22 +25,27 @@ logger = logging.getLogger(__name__)
 THUMBNAIL_SIZE = 256  # longest side of a gallery picture, in pixels
 
 
-def gallery_thumbnails(rows: list[dict], detector, folder: Path, workers: int | None, cwd: str | None = None) -> list[str | None]:
-    """Overlays of the gallery's images, at most THUMBNAIL_SIZE pixels a side, scored again (a few
-    dozen images): the report needs no overlay written during the run. None where the image cannot
-    be read any more."""
+def gallery_thumbnails(rows: list[dict], detector, folder: Path, workers: int | None,
+                       cwd: str | None = None) -> tuple[list[str | None], list[str | None]]:
+    """Overlays and heat maps of the gallery's images, at most THUMBNAIL_SIZE pixels a side, scored
+    again (a few dozen images): the report needs nothing written during the run. None where the
+    image cannot be read any more (and heat maps None for a detector without maps)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = [row_file(row["path"], cwd) for row in rows]
     names: list[str | None] = [None] * len(rows)
+    heat_names: list[str | None] = [None] * len(rows)
+    heat_scale = detector.heatmap_scale()
+    threshold = detector.decision_summary()["threshold"]
     offset = 0
     for chunk, loaded in iter_loaded(paths, detector.read_input, detector.batch_size, workers):
         good = [index for index, item in enumerate(loaded) if not isinstance(item, str)]
-        masks = [None] * len(chunk)
+        masks, maps = [None] * len(chunk), [None] * len(chunk)
         if good:
-            decisions = detector.decide(detector.score(batch_of([loaded[index][0] for index in good])))
-            if decisions.masks is not None:
-                for position, index in enumerate(good):
-                    masks[index] = decisions.masks[position]
+            scores = detector.score(batch_of([loaded[index][0] for index in good]))
+            decisions = detector.decide(scores)
+            for position, index in enumerate(good):
+                masks[index] = None if decisions.masks is None else decisions.masks[position]
+                maps[index] = None if scores.maps is None or heat_scale is None else scores.maps[position]
         for index in good:
             original = loaded[index][1]
             height, width = original.shape[:2]
@@ -51,8 +56,12 @@ def gallery_thumbnails(rows: list[dict], detector, folder: Path, workers: int | 
             name = f"{offset + index:04d}_{output_stem(chunk[index], stem_chars=40)}.png"
             write_png(folder / name, draw_overlay(small, mask))
             names[offset + index] = name
+            if maps[index] is not None:
+                heat_name = name.replace(".png", "_heatmap.png")
+                write_png(folder / heat_name, draw_heatmap(small, maps[index], threshold, heat_scale))
+                heat_names[offset + index] = heat_name
         offset += len(chunk)
-    return names
+    return names, heat_names
 
 
 def build_report(out_dir: Path, settings: dict, detector, gallery: int, workers: int | None = None) -> tuple[Path, dict]:
@@ -68,7 +77,7 @@ def build_report(out_dir: Path, settings: dict, detector, gallery: int, workers:
         if drawn.any():
             score_histogram(scores[drawn], defective[drawn], decision.get("threshold"), staging / "scores.png")
             histogram = url_of(f"{REPORT_DIR}/scores.png")
-        thumbs = gallery_thumbnails(ranked, detector, staging / "gallery", workers, settings.get("cwd")) if ranked else []
+        thumbs, heatmaps = gallery_thumbnails(ranked, detector, staging / "gallery", workers, settings.get("cwd")) if ranked else ([], [])
         staging.chmod(0o755)
         final = out_dir / REPORT_DIR
         old = None
@@ -83,12 +92,13 @@ def build_report(out_dir: Path, settings: dict, detector, gallery: int, workers:
         raise
 
     items = []
-    for row, thumb in zip(ranked, thumbs):
+    for row, thumb, heatmap in zip(ranked, thumbs, heatmaps):
         image_link = relative_link(row_file(row["path"], settings.get("cwd")), out_dir)
         link = relative_link(out_dir / row["overlay"], out_dir) if row["overlay"] else image_link
         items.append(GalleryItem(
             path=row["path"], score=float(row["score"]), defective=row["defective"] == "1",
             thumbnail=url_of(f"{REPORT_DIR}/gallery/{thumb}") if thumb else None, link=link, image_link=image_link,
+            heatmap=url_of(f"{REPORT_DIR}/gallery/{heatmap}") if heatmap else None,
             area=int(row["defect_area_px"]) if row["defect_area_px"] else None,
         ))
     model_rows = [
@@ -102,6 +112,11 @@ def build_report(out_dir: Path, settings: dict, detector, gallery: int, workers:
     notes = []
     if n_floor:
         notes.append(f"{n_floor} images have no region of min_area pixels above any level (score {floor:.4g}); they are not drawn.")
+    scale = detector.heatmap_scale()
+    if scale is not None and any(heatmaps):
+        notes.append(f"Beside each overlay, the image under its anomaly map as a heat map: dark at {scale[0]:.4g}, bright at "
+                     f"{scale[1]:.4g}, the threshold {decision.get('threshold'):.4g} in the middle and the outline of where the map "
+                     "exceeds it in white (before the minimum area); the same scale for every image.")
     notes += detector.report_notes()
     data = ReportData(
         title=f"Predictions of {Path(settings['model_folder']).name} ({settings['result']})",

@@ -30,11 +30,12 @@ from autoencoder.errors import UserError
 from autoencoder.progress import progress_bar
 from processing.data.inputs import collect_images
 from processing.data.tiles import batch_of
-from processing.evaluation.overlays import draw_overlay, write_png
+from processing.evaluation.overlays import draw_heatmap, draw_overlay, write_png
 from processing.workflow.predict.csv_io import CSV_COLUMNS, CsvAppender, read_done
 from processing.workflow.predict.loading import iter_loaded
 from processing.workflow.predict.report import build_report
 from processing.workflow.predict.settings import (
+    HEATMAPS_DIR,
     MASKS_DIR,
     MERGING_FILE,
     OVERLAYS_DIR,
@@ -175,10 +176,12 @@ def load_detector(config: PredictConfig):
 class Predictor:
     """Scores batches of files with a loaded detector and turns them into CSV rows (and files)."""
 
-    def __init__(self, detector, out_dir: Path, masks: bool = False, overlays: bool = False, absolute: bool = False):
+    def __init__(self, detector, out_dir: Path, masks: bool = False, overlays: bool = False, absolute: bool = False,
+                 heatmaps: bool = False):
         self.detector = detector
         self.absolute = absolute  # write the rows' paths absolute
         self.out_dir, self.masks, self.overlays = out_dir, masks, overlays
+        self.heatmap_scale = detector.heatmap_scale() if heatmaps else None  # None: no heat maps (or no maps to draw)
         decision = detector.decision_summary()
         self.threshold, self.min_area = decision["threshold"], decision["min_area"]
 
@@ -194,7 +197,7 @@ class Predictor:
         scores = self.detector.score(images)
         decisions = self.detector.decide(scores)
         verdicts = verdicts_of(scores, decisions, [loaded[index][1].shape[:2] for index in good])
-        for index, verdict in zip(good, verdicts):
+        for position, (index, verdict) in enumerate(zip(good, verdicts)):
             original = loaded[index][1]
             row = rows[index]
             row.update(csv_fields(verdict))
@@ -208,6 +211,9 @@ class Predictor:
                 target = self.out_dir / OVERLAYS_DIR / f"{stem}_overlay.png"
                 write_png(target, draw_overlay(original, mask))
                 row["overlay"] = target.relative_to(self.out_dir).as_posix()
+            if self.heatmap_scale is not None:
+                heatmap = draw_heatmap(original, scores.maps[position], self.threshold, self.heatmap_scale)
+                write_png(self.out_dir / HEATMAPS_DIR / f"{stem}_heatmap.png", heatmap)
         return rows
 
     def empty_row(self, path: Path) -> dict:
@@ -331,12 +337,14 @@ def score_into_csv(config: PredictConfig, detector, out_dir: Path, todo: list[Pa
     """Score `todo` batch by batch, appending rows to predictions.csv (and writing masks/overlays);
     return the seconds it took. `absolute`: write absolute paths (a run from another working folder
     than the one the CSV's relative paths are relative to)."""
-    for sub, wanted in ((MASKS_DIR, config.masks and detector.map_value_range is not None), (OVERLAYS_DIR, config.overlays)):
+    has_maps = detector.map_value_range is not None
+    wanted_folders = ((MASKS_DIR, config.masks and has_maps), (OVERLAYS_DIR, config.overlays), (HEATMAPS_DIR, config.heatmaps and has_maps))
+    for sub, wanted in wanted_folders:
         if wanted:
             (out_dir / sub).mkdir(exist_ok=True)
-    if config.masks and detector.map_value_range is None:
-        logger.warning("the %s detector classifies whole images: no masks are written", detector.name)
-    predictor = Predictor(detector, out_dir, config.masks, config.overlays, absolute)
+    if (config.masks or config.heatmaps) and not has_maps:
+        logger.warning("the %s detector classifies whole images: no masks or heat maps are written", detector.name)
+    predictor = Predictor(detector, out_dir, config.masks, config.overlays, absolute, heatmaps=config.heatmaps)
     logger.info(
         "predicting %d images with %s (%s)",
         len(todo),

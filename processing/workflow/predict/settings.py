@@ -28,7 +28,8 @@ OVERLAYS_DIR = "overlays"
 #: What predict.py writes into its folder; --overwrite removes these and nothing else.
 # In an output folder while predict.py --merge writes it: a merge killed before it finished leaves it.
 MERGING_FILE = ".merging.json"
-OUTPUT_ENTRIES = (PREDICTIONS_FILE, SETTINGS_FILE, REPORT_FILE, REPORT_DIR, MASKS_DIR, OVERLAYS_DIR, MERGING_FILE)
+HEATMAPS_DIR = "heatmaps"
+OUTPUT_ENTRIES = (PREDICTIONS_FILE, SETTINGS_FILE, REPORT_FILE, REPORT_DIR, MASKS_DIR, OVERLAYS_DIR, HEATMAPS_DIR, MERGING_FILE)
 
 
 @dataclass
@@ -39,6 +40,7 @@ class PredictConfig:
     result: str | None = None  # finetuning result name; None: the model's only one
     masks: bool = False
     overlays: bool = False
+    heatmaps: bool = False  # write each image's anomaly map as a heat map (heatmaps/)
     batch_size: int = 16
     results_root: str = "results"
     resume: bool = False

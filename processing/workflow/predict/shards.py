@@ -12,6 +12,7 @@ from autoencoder.errors import UserError
 from processing.workflow.predict.csv_io import CSV_COLUMNS, check_row, read_done
 from processing.workflow.predict.report import build_report
 from processing.workflow.predict.settings import (
+    HEATMAPS_DIR,
     MASKS_DIR,
     MERGING_FILE,
     OVERLAYS_DIR,
@@ -212,7 +213,7 @@ def write_merged(out_dir, folders, all_settings, rows, seen, detector, gallery, 
     from autoencoder import bundle
 
     for folder in folders:
-        for sub in (MASKS_DIR, OVERLAYS_DIR):
+        for sub in (MASKS_DIR, OVERLAYS_DIR, HEATMAPS_DIR):
             if (folder / sub).is_dir():
                 shutil.copytree(folder / sub, out_dir / sub, dirs_exist_ok=True)
     staged = out_dir / f".{PREDICTIONS_FILE}.tmp"
