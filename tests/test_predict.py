@@ -142,7 +142,9 @@ def test_report_and_settings(predicted, model):
     assert 'src="./report_files/scores.png"' in page
     thumbnails = re.findall(r'src="(\./report_files/gallery/[^"]+)"', page)
     rows = [row for row in rows_of(predicted) if not row["error"]]
-    assert len(thumbnails) == len(rows)  # fewer than --gallery 48 images
+    overlays = [name for name in thumbnails if not name.endswith("_heatmap.png")]
+    assert len(overlays) == len(rows)  # fewer than --gallery 48 images
+    assert sorted(thumbnails) == sorted(overlays + [name.replace(".png", "_heatmap.png") for name in overlays])  # a heat map beside each
     # Sorted by score, most suspicious first.
     shown = [float(value) for value in re.findall(r'<span class="score">([^<]+)</span>', page)]
     assert shown == sorted(shown, reverse=True)
