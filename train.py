@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="remove the staging folders that killed trainings left under --output-dir (they are reported either way)",
     )
+    parser.add_argument("--roi", default=None, metavar="MASK", help="region of interest: a mask image, white where the images are "
+            "inspected (scaled to each image); stored with the model and applied to every anomaly map before any decision (default: "
+            "<input-dir>/roi.png when there is one)")
     parser.add_argument("--tile", type=int, default=None, metavar="SIZE", help="train on SIZE x SIZE tiles of the images at their "
             "original resolution (for images far larger than the model); finetune.py, test.py and predict.py then score every tile and "
             "decide on the stitched map at the image's own size (min_area in original pixels)")

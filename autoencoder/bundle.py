@@ -269,6 +269,9 @@ def open_model_folder(path: str | os.PathLike, flag: str = "--path") -> ModelFol
     """The checked model folder of a folder or its .keras file (errors name `flag`); no TensorFlow."""
     folder, model_file = resolve_model_path(path, flag)
     info = read_info(folder)
+    if info.model.roi is not None and not (folder / info.model.roi.file).is_file():
+        raise ModelPathError(f"{folder / INFO_FILE}: model.roi names {info.model.roi.file}, which is not in the folder: restore it or "
+                             "train again")
     return ModelFolder(folder, model_file, info, check_model_file(model_file, info))
 
 

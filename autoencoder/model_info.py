@@ -117,6 +117,15 @@ class TileSpec:
 
 
 @dataclass(frozen=True)
+class RoiSpec:
+    """The region of interest stored with the model (train.py --roi; processing/data/roi.py)."""
+
+    file: str = f.checked(PATH_COMPONENT)
+    coverage: float = f.checked(_rule(lambda v: f.is_number(v) and 0 < v <= 1, "a fraction in (0, 1]"))
+    source: str | None = f.checked(STR, optional=True)
+
+
+@dataclass(frozen=True)
 class ModelSection:
     """The network: architecture, its input, and the .keras file."""
 
@@ -134,6 +143,7 @@ class ModelSection:
     tile: TileSpec | None = f.checked(f.nested(TileSpec), optional=True)
     options: dict = f.checked(DICT, default_factory=dict)  # architecture options (featureCAE's backbone, ...)
     color_mode_from: str | None = f.checked(STR, optional=True)
+    roi: RoiSpec | None = f.checked(f.nested(RoiSpec), optional=True)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

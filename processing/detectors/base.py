@@ -267,6 +267,10 @@ class Detector(abc.ABC):
         info = self.model.info.model
         yield from iter_batches(paths, info.color_mode, info.image_size, self.batch_size)
 
+    def roi_mask(self, path) -> np.ndarray | None:
+        """The region of interest at the shape of `path`'s map (None: every pixel counts)."""
+        return None
+
     def map_shape(self, path) -> tuple[int, int]:
         """(H, W) of the maps and masks of image file `path` (test.py reads its ground truth at that size)."""
         size = self.model.info.model.image_size

@@ -26,6 +26,7 @@ import numpy as np
 from autoencoder import bundle
 from autoencoder.errors import UserError
 from processing.data.images import split_train_validation
+from processing.data.roi import below_outside
 from processing.decision.segmentation import segment
 from processing.decision.thresholds import RULES, allowed_false_alarms, max_component_level, search_min_area_threshold
 from processing.detectors import fields as f
@@ -342,6 +343,9 @@ class SegmentationDetector(Detector):
     def map_shape(self, path) -> tuple[int, int]:
         return self.maps.map_shape(path)
 
+    def roi_mask(self, path):
+        return self.maps.roi_mask(path)
+
     def score(self, images) -> Scores:
         resmaps = self.maps.maps(images)
         if self.image_score == "max":
@@ -351,7 +355,8 @@ class SegmentationDetector(Detector):
         return Scores(np.asarray(scores, dtype=np.float64), resmaps, {"score": scores})
 
     def decide(self, scores: Scores) -> Decisions:
-        masks = segment(scores.maps, self.threshold, self.min_area, clear_border=self.clear_border)
+        maps = scores.maps if self.maps.roi is None else below_outside(scores.maps, self.maps.roi, self.threshold)
+        masks = segment(maps, self.threshold, self.min_area, clear_border=self.clear_border)
         return Decisions(np.array([bool(mask.any()) for mask in masks], dtype=bool), masks)
 
     @property

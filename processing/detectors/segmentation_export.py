@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from autoencoder.errors import UserError
 from processing.detectors.base import ExportPlan
+from processing.maps.map_model import restrict_tensor
 
 
 class SegmentationExportPlan(ExportPlan):
@@ -42,9 +43,13 @@ class SegmentationExportPlan(ExportPlan):
             maps = ops.clip(ops.round(self.graph.postprocess.tensor(maps, dtype)), 0.0, 255.0)
         else:
             maps = self.graph.postprocess.tensor(maps, dtype)
+        maps = restrict_tensor(maps, self.graph.roi)  # the region of interest, as MapModel.maps applies it
         threshold = ops.convert_to_tensor(self.threshold, dtype=dtype)
         highest = ops.max(maps, axis=(1, 2))
-        outputs = {"anomaly_map": ops.cast(maps, "float32"), "above_threshold": maps > threshold}
+        above = maps > threshold
+        if self.graph.roi is not None:  # nothing outside the region of interest is above the threshold
+            above = ops.logical_and(above, ops.convert_to_tensor(self.graph.roi[None]))
+        outputs = {"anomaly_map": ops.cast(maps, "float32"), "above_threshold": above}
         if self.image_score == "max":
             outputs["image_score"] = ops.cast(highest, "float32")
         if self.decision_in_graph:

@@ -346,7 +346,7 @@ class PixelMetricsAccumulator:
         self.n_clipped += int(np.count_nonzero(outside))
         return np.clip(np.floor(positions), 0, self.n_bins - 1).astype(np.intp)
 
-    def update(self, masks_true, score_maps):
+    def update(self, masks_true, score_maps, valid=None):
         """Add a batch.
 
         Parameters
@@ -355,10 +355,17 @@ class PixelMetricsAccumulator:
             Ground-truth defect masks (all False for good images).
         score_maps : array-like of float, shape like ``masks_true``
             Pixel anomaly scores; finite.
+        valid : array-like of bool, shape like ``masks_true``, optional
+            The pixels that count (a region of interest); None: every pixel. Defect regions are
+            the parts of the true masks inside it.
         """
         masks_true, score_maps = _masks_and_maps(masks_true, score_maps)
         bins = self._bin_indices(score_maps)
-        self._normal_counts += np.bincount(bins[~masks_true], minlength=self.n_bins)
+        normal = ~masks_true
+        if valid is not None:
+            valid = np.broadcast_to(np.asarray(valid, dtype=bool), masks_true.shape)
+            masks_true, normal = masks_true & valid, normal & valid
+        self._normal_counts += np.bincount(bins[normal], minlength=self.n_bins)
         self._defect_counts += np.bincount(bins[masks_true], minlength=self.n_bins)
         if masks_true.any():
             from scipy import ndimage

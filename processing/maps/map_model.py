@@ -35,6 +35,7 @@ from processing.data.images import (
     scan_dataset,
     split_train_validation,
 )
+from processing.data.roi import read_roi, restrict_maps, roi_at
 from processing.data.tiles import TileGrid, iter_originals, iter_tile_batches, stitch, tiles_of
 from processing.maps.inference import bind_sources, fit_states, source_values
 from processing.maps.kinds import (
@@ -93,6 +94,7 @@ class MapModel:
     def __post_init__(self):
         self.sources = bind_sources(self.spec, self.model.model)
         self.grid = grid_of(self.model)
+        self.roi = region_of(self.model)  # the region of interest stored with the model (None: every pixel)
 
     # ---- opening, fitting, saving ------------------------------------------------------------
 
@@ -204,10 +206,19 @@ class MapModel:
 
     def maps(self, images) -> np.ndarray | list[np.ndarray]:
         """The post-processed maps of a batch of inputs (:meth:`iter_inputs`): (N, S, S), or for a
-        tiled model a list of (H_i, W_i) maps, each at its image's own size."""
+        tiled model a list of (H_i, W_i) maps, each at its image's own size; outside the region of
+        interest each holds its lowest value inside it."""
         if self.grid is None:
-            return self.postprocess(self.raw_maps(images))
-        return [self.postprocess(self.stitched_map(image)[None])[0] for image in images]
+            return self.restrict(self.postprocess(self.raw_maps(images)))
+        return self.restrict([self.postprocess(self.stitched_map(image)[None])[0] for image in images])
+
+    def restrict(self, maps):
+        """`maps` with the region of interest applied (unchanged without one)."""
+        return maps if self.roi is None else restrict_maps(maps, self.roi)
+
+    def roi_mask(self, path) -> np.ndarray | None:
+        """The region of interest at the shape of the map of image file `path` (None: every pixel)."""
+        return None if self.roi is None else roi_at(self.roi, self.map_shape(path))
 
     def stitched_map(self, image: np.ndarray) -> np.ndarray:
         """The raw map (H, W) of one whole image of a tiled model: its tiles' maps, stitched."""
@@ -218,7 +229,7 @@ class MapModel:
     def maps_of_files(self, paths) -> np.ndarray | list[np.ndarray]:
         """Post-processed maps of image files, as test.py makes them: (N, S, S), or a list for a tiled model."""
         if self.grid is None:
-            return self.postprocess(self.raw_maps_of_files(paths))
+            return self.restrict(self.postprocess(self.raw_maps_of_files(paths)))
         return [resmap for _, images in self.iter_inputs(paths) for resmap in self.maps(images)]
 
     def component_maps_of_files(self, paths) -> dict[str, np.ndarray]:
@@ -264,6 +275,7 @@ class MapModelGraph:
 
     def __init__(self, maps: MapModel, name: str):
         self.size, self.postprocess, self.combination = maps.size, maps.postprocess, maps.combination
+        self.roi = None if maps.roi is None else roi_at(maps.roi, (maps.size, maps.size))
         self.graphs = [("", SpecGraph(maps.model.model, maps.spec, maps.states, self.size))]
         self.models = [maps.model.model]
         for index, partner in enumerate(maps.partners):
@@ -295,6 +307,17 @@ class MapModelGraph:
         return total / len(maps)
 
 
+def restrict_tensor(maps, roi: np.ndarray | None):
+    """:func:`processing.data.roi.restrict_maps` as tensor ops: outside the region, each map's lowest value inside it."""
+    if roi is None or roi.all():
+        return maps
+    from keras import ops
+
+    inside = ops.convert_to_tensor(roi[None])
+    lowest = ops.min(ops.where(inside, maps, ops.max(maps)), axis=(1, 2), keepdims=True)
+    return ops.where(inside, maps, lowest)
+
+
 def resize_images_tensor(images, size: int):
     """:func:`resize_images` as tensor ops, for the sizes it can reproduce exactly: an integer
     shrink factor (area averaging = average pooling) or any enlargement (bilinear)."""
@@ -306,6 +329,14 @@ def resize_images_tensor(images, size: int):
     if size > side:
         return ops.image.resize(images, (size, size), interpolation="bilinear", antialias=False)
     return ops.average_pool(images, pool_size=side // size, strides=side // size, padding="valid")
+
+
+def region_of(model: bundle.ModelBundle) -> np.ndarray | None:
+    """The region of interest a model folder holds (info.json model.roi), or None; one line when its file is gone or unreadable."""
+    spec = model.info.model.roi
+    if spec is None:
+        return None
+    return read_roi(Path(model.folder) / spec.file, flag=f"{Path(model.folder) / bundle.INFO_FILE}: model.roi")
 
 
 def load_state(kind, folder):

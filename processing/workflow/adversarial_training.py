@@ -34,7 +34,7 @@ from autoencoder.losses import get_loss
 from autoencoder.training import TrainingResult
 from processing.data.images import load_images, split_train_validation
 from processing.evaluation import plots
-from processing.workflow.model_info import build_info, write_inspection_plots
+from processing.workflow.model_info import build_info, store_roi, write_inspection_plots
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +121,7 @@ def train_adversarial(config, architecture, size: int, layout) -> Path:
             stamp,
             autoencoder.count_params(),
             staging / model_name,
+            roi=store_roi(config, staging),
         )
         info["adversarial"] = {
             "paper": "Beggel, Pfeiffer, Bischl: Robust Anomaly Detection in Images using Adversarial Autoencoders (arXiv:1901.06355)",

@@ -11,6 +11,7 @@ from autoencoder.folders import file_sha256
 from autoencoder.model_info import SCHEMA_VERSION
 from processing.data.fingerprint import dataset_content
 from processing.data.images import load_images
+from processing.data.roi import ROI_FILE, read_roi, write_roi
 from processing.evaluation import plots
 from processing.maps.inference import reconstruct
 from processing.maps.kinds import get_map_kind, matching_map_for_loss
@@ -20,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 def build_info(
     config, architecture, size, layout, train_files, val_files, result, max_lr, finder, train_seconds, model_name, stamp, n_parameters,
-    model_path: Path,
+    model_path: Path, roi: dict | None = None,
 ) -> dict:
     """info.json of a model folder; `model_path` is the saved .keras file (its SHA-256 is recorded)."""
     history = {key: [float(v) for v in values] for key, values in result.history.items()}
@@ -54,6 +55,7 @@ def build_info(
             "has_bottleneck": architecture.has_bottleneck,
             "output": architecture.output,
             **({"options": dict(config.architecture_options)} if config.architecture_options else {}),
+            **({"roi": roi} if roi is not None else {}),  # the region of interest stored beside the model (processing/data/roi.py)
             "parameters": int(n_parameters),
             "sha256": file_sha256(model_path),  # checked before the model is loaded (bundle.check_model_file)
         },
@@ -89,3 +91,13 @@ def write_inspection_plots(model, config, size, layout, val_images, out_dir: Pat
         reconstructions = outputs if outputs.shape == images.shape else images
         plots.plot_inspection(images, reconstructions, resmaps, out_dir / f"{name}.png")
     logger.info("inspection plots in %s", out_dir)
+
+
+def store_roi(config, folder: Path) -> dict | None:
+    """The region of interest (--roi, or the dataset's roi.png) written into the model folder; its info.json record."""
+    if config.roi is None:
+        return None
+    region = read_roi(config.roi)
+    write_roi(folder / ROI_FILE, region)
+    logger.info("region of interest %s: %.1f%% of every image is inspected", config.roi, 100 * region.mean())
+    return {"file": ROI_FILE, "coverage": round(float(region.mean()), 6), "source": str(Path(config.roi).resolve())}

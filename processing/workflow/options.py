@@ -51,6 +51,7 @@ class TrainConfig:
     backbone: str | None = None  # featureCAE/stageCAE: the pretrained backbone (None: the architecture's, EfficientNet-Lite0)
     tile: int | None = None  # train on tiles of this side at the original resolution (processing/data/tiles.py)
     tile_overlap: int | None = None  # pixels two neighbouring tiles share; None: a quarter of the tile
+    roi: str | None = None  # region of interest mask (white = inspect); None: <input_dir>/roi.png when present (resolved())
 
     @property
     def architecture_spec(self):
@@ -89,6 +90,8 @@ class TrainConfig:
             config = replace(config, loss=architecture.default_loss)
         if config.epochs is None:
             config = replace(config, epochs=architecture.default_epochs)
+        if config.roi is None and detect_colour and (Path(config.input_dir) / "roi.png").is_file():
+            config = replace(config, roi=str(Path(config.input_dir) / "roi.png"))  # the dataset's own region of interest
         return config
 
     def validate(self, dataset: bool = True) -> None:
@@ -138,6 +141,10 @@ class TrainConfig:
             raise UserError("--loss ssim needs grayscale images, and the training images carry colour (-c auto chose rgb): "
                              "pass -c grayscale, or use --loss mssim or l2")
         check_loss_color(self.loss, self.color_mode)
+        if self.roi is not None:
+            from processing.data.roi import read_roi
+
+            read_roi(self.roi)  # unreadable, or covering nothing: said before TensorFlow
         architecture.check_loss(self.loss)
         check_distribute(self.distribute)
         self.check_adversarial_flags()
@@ -206,6 +213,7 @@ def config_from_args(args) -> TrainConfig:
         distribute=getattr(args, "distribute", "none"),
         tile=getattr(args, "tile", None),
         tile_overlap=getattr(args, "tile_overlap", None),
+        roi=getattr(args, "roi", None),
         backbone=getattr(args, "backbone", None),
     )
 

@@ -146,8 +146,11 @@ def evaluate(detector: Detector, layout, config: TestConfig) -> Path:
                 decisions = detector.decide(scores)
                 kinds = [classes[path] for path in batch_paths]
                 truth = truth_masks(layout, batch_paths, kinds, detector.map_shape)  # at the maps' size
+                valid = regions_of(detector, batch_paths)  # the region of interest: what counts (None: everything)
+                if valid is not None:
+                    truth = truth & valid if not isinstance(truth, list) else [t & v for t, v in zip(truth, valid)]
                 if accumulators is not None and scores.maps is not None:
-                    update_pixel_metrics(accumulators, scores.maps, truth, kinds)
+                    update_pixel_metrics(accumulators, scores.maps, truth, kinds, valid)
                 batch_columns = scores.columns | decisions.columns
                 for key, values in batch_columns.items():
                     columns.setdefault(key, []).extend(np.asarray(values).tolist())
@@ -177,6 +180,10 @@ def evaluate(detector: Detector, layout, config: TestConfig) -> Path:
         columns = {key: np.asarray(values) for key, values in columns.items()}
         result = summarise(detector, rows, columns, ious, accumulators, config, seconds)
         result["finetuning_result"] = finetuning_record(detector.folder)
+        roi = model.info.model.roi
+        if roi is not None:  # the pixel metrics and IoUs count the region of interest only
+            result["region_of_interest"] = {"file": str(model.folder / roi.file), "coverage": roi.coverage,
+                                            "metrics": "pixel metrics and IoU inside the region only"}
         if getattr(detector.result, "expected", None):
             result["expected"] = detector.result.expected  # what finetune.py expected, beside what was measured here
         result |= detector.model_test_metrics(files, [row["truth"] for row in rows], config.batch_size)
@@ -211,13 +218,20 @@ def truth_masks(layout, paths, names, shape_of):
     return batch_of(masks) if masks else np.zeros((0, 0, 0), dtype=bool)
 
 
-def update_pixel_metrics(accumulators, resmaps, truth, names) -> None:
+def regions_of(detector: Detector, paths):
+    """The region of interest at each map's shape, like the truth masks (None without one)."""
+    regions = [detector.roi_mask(path) for path in paths]
+    return None if not regions or regions[0] is None else batch_of(regions)
+
+
+def update_pixel_metrics(accumulators, resmaps, truth, names, valid=None) -> None:
+    """Add a batch to the pixel metrics (`valid`: the region of interest per image, or None)."""
     if isinstance(resmaps, list):  # whole images of a tiled model, each at its own size
-        for resmap, mask, name in zip(resmaps, truth, names):
-            update_pixel_metrics(accumulators, resmap[None], mask[None], [name])
+        for index, (resmap, mask, name) in enumerate(zip(resmaps, truth, names)):
+            update_pixel_metrics(accumulators, resmap[None], mask[None], [name], None if valid is None else valid[index][None])
         return
     scores = resmaps.astype(np.float64)
-    accumulators["all"].update(truth, scores)
+    accumulators["all"].update(truth, scores, valid)
     names = np.asarray(names)
     good = names == "good"
     for name, accumulator in accumulators.items():
@@ -225,7 +239,7 @@ def update_pixel_metrics(accumulators, resmaps, truth, names) -> None:
             continue
         keep = good | (names == name)
         if keep.any():
-            accumulator.update(truth[keep], scores[keep])
+            accumulator.update(truth[keep], scores[keep], None if valid is None else valid[keep])
 
 
 def summarise(detector: Detector, rows, columns, ious, accumulators, config, seconds) -> dict:

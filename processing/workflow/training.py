@@ -25,7 +25,7 @@ from processing.data.tiles import iter_tile_batches, load_tiles
 from processing.evaluation import plots
 from processing.workflow.adversarial_training import train_adversarial
 from processing.workflow.distribute import build_before_fit, check_distribute, is_chief, make_strategy, shard_by_data
-from processing.workflow.model_info import build_info, write_inspection_plots
+from processing.workflow.model_info import build_info, store_roi, write_inspection_plots
 from processing.workflow.options import TrainConfig, config_from_args
 
 __all__ = ["TrainConfig", "config_from_args", "train"]
@@ -149,7 +149,7 @@ def train_on(config: TrainConfig, architecture, size: int, layout, strategy=None
 
             info = build_info(
                 config, architecture, size, layout, train_files, val_files, result, max_lr, finder,
-                train_seconds, model_name, stamp, model.count_params(), staging / model_name,
+                train_seconds, model_name, stamp, model.count_params(), staging / model_name, roi=store_roi(config, staging),
             )
             if cached is not None:
                 info["training"]["cached_features"] = {"layers": list(architecture.cached_layers), "inputs": n_inputs}
