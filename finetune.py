@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--synthetic-defects", action="store_true", help="choose the decision on synthetic defects (scratches, cracks, "
             "spots, stains, missing/added material, brightness and colour changes) drawn into the validation images, not on labelled "
             "test images; what finetune.py does anyway when test/ holds no defect class. The images are kept in the result's synthetic/")
+    parser.add_argument("--reviewed", action="append", default=[], metavar="CSV", help="a review file (predict.py's review.csv with "
+                        "its review column filled with good or defective): its labelled images join the finetuning data; repeatable")
     parser.add_argument("--rule", default="smoothed", choices=list(RULES), help="how the (min_area, threshold) pair is chosen: smoothed "
             "(default: the validation and good finetuning images set the false-alarm side, the defective finetuning images the detection "
             "side, both as smoothed rates, min_area candidates scaled with the map; bootstrap gives the rates expected on new images) or "
@@ -134,6 +136,7 @@ def config_from_args(args):
         max_false_alarms=args.max_false_alarms,
         min_detection=args.min_detection,
         rule=args.rule,
+        reviewed=args.reviewed,
     )
 
 

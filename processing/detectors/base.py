@@ -91,6 +91,9 @@ class FinetuneConfig:
     # segmentation: how the (min_area, threshold) pair is chosen (processing/decision/thresholds.py
     # RULES): "smoothed" (default) or "original" (every validation image clean, as the original toolkit).
     rule: str = "smoothed"
+    # Review CSVs (predict.py's review.csv with its review column filled): their labelled images join
+    # the finetuning data (processing/data/reviews.py).
+    reviewed: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         """Every setting that can be checked without the model or TensorFlow (finetune.py runs this
@@ -135,6 +138,10 @@ class FinetuneConfig:
             raise UserError(f"--rule {self.rule!r}: expected one of {', '.join(RULES)}")
         if self.rule == "original" and detection is not None:
             raise UserError("--min-detection needs --rule smoothed: the original rule keeps every validation image clean")
+        if self.reviewed:
+            from processing.data.reviews import read_reviews
+
+            read_reviews(self.reviewed)  # every file, label and image checked before TensorFlow
 
     def operating_point(self):
         """The operating point these settings ask for (processing/decision/operating_point.py)."""
@@ -170,6 +177,7 @@ class FinetuneData:
     # How the finetuning subset was made, for the result (None: the labelled test images, as always).
     subset: dict | None = None
     synthetic_dir: Path | None = None  # the synthetic images while finetune.py runs (copied into the result)
+    reviewed: dict | None = None  # the reviewed images among finetune_files (Reviewed.record()), for the result
 
     def relative_finetune_files(self) -> list[str]:
         """The dataset's files in the finetuning subset (test.py leaves them out), relative to its root."""

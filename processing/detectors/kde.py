@@ -165,6 +165,9 @@ class KDEDetector(Detector):
             raise UserError(f"--detector kde: architecture {model.architecture} has no latent code and reconstruction to "
                              "model (use a pixel autoencoder, or --detector segmentation)")
         refuse_tiled(info, "--detector kde", TILED_WHY)
+        if info.model.roi is not None:
+            raise UserError("--detector kde: the model has a region of interest (train.py --roi), which a density of whole images "
+                            "cannot apply; use the segmentation detector")
 
     @staticmethod
     def result_name(config_or_result) -> str:

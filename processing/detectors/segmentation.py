@@ -118,6 +118,7 @@ class SegmentationResult(FinetuningResult):
     operating_point: dict | None = f.checked(f.operating_point, optional=True)
     expected: dict | None = f.checked(f.expected_rates, optional=True)
     warnings: list = f.checked(f.list_of(f.text), default_factory=list)
+    reviewed: dict | None = f.checked(f.mapping, optional=True)  # finetune.py --reviewed: the review files and images used
 
     @property
     def spec(self) -> MapSpec:
@@ -316,6 +317,7 @@ class SegmentationDetector(Detector):
             operating_point=point.to_json(),
             expected=expected,
             warnings=list(search.warnings),
+            reviewed=data.reviewed,
         )
         return cls(model, result, batch_size=config.batch_size, maps=maker)
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from autoencoder import bundle, folders
 from processing.data.images import GOOD_CLASS, DatasetError
+from processing.data.reviews import read_reviews
 from processing.data.splits import model_dataset, stratified_finetune_split, validation_files
 from processing.data.synthetic_subset import draw_synthetic_defects
 from processing.detectors.base import RESULT_FILE, FinetuneConfig, FinetuneData, get_detector
@@ -171,13 +172,28 @@ def finetuning_data(model: bundle.ModelBundle, config: FinetuneConfig) -> Finetu
     layout = model_dataset(model.info, config.data_dir, require_defects=False)
     val_files = validation_files(layout, model.info)
     if not layout.defect_types or config.synthetic_defects:
-        return synthetic_finetuning_data(layout, val_files, model.info.model.color_mode, config)
+        return with_reviews(synthetic_finetuning_data(layout, val_files, model.info.model.color_mode, config), config)
     if GOOD_CLASS not in layout.test:
         raise DatasetError(f"{layout.root / 'test' / GOOD_CLASS} not found or empty: expected defect-free test images there")
     finetune_pairs, _ = stratified_finetune_split(layout.test_files(), config.finetune_split, config.seed)
     labels = np.array([name != "good" for _, name in finetune_pairs])
     logger.info("%d validation images, %d finetuning images (%d defective)", len(val_files), len(finetune_pairs), labels.sum())
-    return FinetuneData(layout, val_files, [path for path, _ in finetune_pairs], labels)
+    return with_reviews(FinetuneData(layout, val_files, [path for path, _ in finetune_pairs], labels), config)
+
+
+def with_reviews(data: FinetuneData, config: FinetuneConfig) -> FinetuneData:
+    """`data` with the reviewed images of config.reviewed added to the finetuning images (those of
+    the dataset's test/ are then left out of test.py's images, as the finetuning subset is)."""
+    if not config.reviewed:
+        return data
+    reviewed = read_reviews(config.reviewed)
+    known = {Path(path).resolve() for path in data.finetune_files}
+    added = [(path, label) for path, label in reviewed.images if path.resolve() not in known]
+    files = list(data.finetune_files) + [path for path, _ in added]
+    labels = np.concatenate([data.labels, np.array([label for _, label in added], dtype=bool)])
+    logger.info("%d reviewed images join the finetuning data (%d defective, %d good; %d already in it)", len(added),
+                sum(label for _, label in added), sum(not label for _, label in added), len(reviewed.images) - len(added))
+    return replace(data, finetune_files=files, labels=labels, reviewed=reviewed.record())
 
 
 def synthetic_finetuning_data(layout, val_files: list[Path], color_mode: str, config: FinetuneConfig) -> FinetuneData:

@@ -4,6 +4,7 @@ writes the page)."""
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import shutil
@@ -13,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from processing.data.reviews import REVIEW_FILE, write_review_sheet
 from processing.data.tiles import batch_of
 from processing.evaluation.overlays import draw_heatmap, draw_overlay, mask_at_original_size, write_png
 from processing.evaluation.report import GalleryItem, ReportData, relative_link, score_histogram, url_of, write_report
@@ -130,7 +132,12 @@ def build_report(out_dir: Path, settings: dict, detector, gallery: int, workers:
         links=[("predictions.csv", url_of(PREDICTIONS_FILE)), ("settings", url_of(SETTINGS_FILE))],
         notes=notes,
     )
-    return write_report(out_dir / REPORT_FILE, data), counts
+    report = write_report(out_dir / REPORT_FILE, data)
+    with open(out_dir / PREDICTIONS_FILE, newline="", encoding="utf-8") as handle:
+        rows = [{"path": row["path"], "score": row["score"], "defective": row["defective"]} for row in csv.DictReader(handle)]
+    if not write_review_sheet(out_dir / REVIEW_FILE, rows):
+        logger.info("%s exists (an inspector's labels?): left as it is; delete it for a new sheet", out_dir / REVIEW_FILE)
+    return report, counts
 
 
 def _show(value) -> str:

@@ -1,0 +1,125 @@
+"""Verdicts an inspector reviewed: a CSV of image paths and labels, taken back into the decision.
+
+predict.py writes `review.csv` beside its predictions.csv (one row per image, most suspicious first:
+path, score, the toolkit's verdict, and an empty `review` column); the inspector fills `review`
+with `good` or `defective` (rows left empty are not used) in any spreadsheet program or editor, and
+`finetune.py --reviewed review.csv` adds those images to the finetuning data: the defective ones to
+the detection side, the good ones (confirmed false alarms among them) to the false-alarm side.
+Relative paths are relative to the working folder of the predict.py run that wrote them
+(`cwd` in the predict_settings.json beside the file; else the file's own folder).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from autoencoder.errors import UserError
+from autoencoder.folders import write_bytes_atomic
+
+REVIEW_FILE = "review.csv"
+REVIEW_COLUMNS = ("path", "score", "verdict", "review")
+LABELS = {"good": False, "defective": True}
+
+
+@dataclass(frozen=True)
+class Reviewed:
+    """The labelled images of review files: (path, defective) in order, each image once."""
+
+    images: list[tuple[Path, bool]]
+    sources: list[dict]  # {"file", "sha256", "n_good", "n_defective"} per review file
+
+    def record(self) -> dict:
+        """What a finetuning result records of them."""
+        return {"sources": self.sources, "n_defective": sum(label for _, label in self.images),
+                "n_good": sum(not label for _, label in self.images), "files": [str(path) for path, _ in self.images]}
+
+
+def read_reviews(files, flag: str = "--reviewed") -> Reviewed:
+    """The reviewed images of review CSVs (columns `path` and `review`); one line naming the file,
+    its line and what was expected for a missing column, an unknown label, an image that is not
+    there, or one image given two labels."""
+    labels: dict[Path, tuple[bool, str]] = {}
+    sources = []
+    for file in files:
+        file = Path(file)
+        if not file.is_file():
+            raise UserError(f"{flag} {file} not found: expected a review CSV (predict.py writes {REVIEW_FILE}; fill its review column)")
+        data = file.read_bytes()
+        try:
+            rows = list(csv.DictReader(data.decode("utf-8-sig").splitlines()))
+        except (UnicodeDecodeError, csv.Error) as error:
+            raise UserError(f"{flag} {file}: not a readable CSV ({error})") from None
+        if not rows or "path" not in rows[0] or "review" not in rows[0]:
+            raise UserError(f"{flag} {file}: expected the columns path and review (predict.py's {REVIEW_FILE}), found "
+                            f"{', '.join(rows[0]) if rows else 'no row'}")
+        base = _base_folder(file)
+        counts = {True: 0, False: 0}
+        for line, row in enumerate(rows, start=2):
+            label = (row.get("review") or "").strip().lower()
+            if not label:
+                continue  # not reviewed
+            if label not in LABELS:
+                raise UserError(f"{flag} {file}, line {line}: review {label[:40]!r}: expected good, defective or nothing")
+            path = Path(os.path.normpath(os.path.join(base, _unescaped(row["path"] or ""))))
+            if not path.is_file():
+                raise UserError(f"{flag} {file}, line {line}: {path} not found: the reviewed image must still be there")
+            defective = LABELS[label]
+            key = path.resolve()
+            if key in labels and labels[key][0] != defective:
+                raise UserError(f"{flag} {file}, line {line}: {path} is reviewed {label} here and "
+                                f"{'defective' if labels[key][0] else 'good'} in {labels[key][1]}")
+            if key not in labels:
+                counts[defective] += 1
+            labels[key] = (defective, f"{file}, line {line}")
+        sources.append({"file": str(file.resolve()), "sha256": hashlib.sha256(data).hexdigest(),
+                        "n_good": counts[False], "n_defective": counts[True]})
+    if not labels:
+        raise UserError(f"{flag} {' '.join(map(str, files))}: no row has a review (good or defective)")
+    return Reviewed([(path, defective) for path, (defective, _) in labels.items()], sources)
+
+
+def _base_folder(file: Path) -> str:
+    """What a review file's relative paths are relative to: the predict.py run's working folder."""
+    settings = file.parent / "predict_settings.json"
+    try:
+        cwd = json.loads(settings.read_text()).get("cwd") if settings.is_file() else None
+    except (ValueError, OSError, AttributeError):
+        cwd = None
+    return cwd if isinstance(cwd, str) and os.path.isdir(cwd) else str(file.parent)
+
+
+def write_review_sheet(path: Path, rows: list[dict]) -> bool:
+    """`review.csv` from predictions.csv rows (most suspicious first, `review` empty), unless the
+    file exists: it may hold an inspector's labels, which are never overwritten. Whether it was written."""
+    if path.exists():
+        return False
+    scored = sorted((row for row in rows if row.get("score") not in ("", None)), key=lambda row: -float(row["score"]))
+    lines = [",".join(REVIEW_COLUMNS)]
+    for row in scored:
+        verdict = "defective" if row.get("defective") == "1" else "good"
+        lines.append(",".join([_csv_field(row["path"]), row["score"], verdict, ""]))
+    write_bytes_atomic(path, ("\n".join(lines) + "\n").encode())
+    return True
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run a cell starting so as a formula
+
+
+def _csv_field(text: str) -> str:
+    """A CSV field that a spreadsheet shows as text: quoted when needed, and a leading ' before a
+    formula character (a file named `=HYPERLINK(...).png` stays a name)."""
+    if text.startswith(FORMULA_STARTS):
+        text = "'" + text
+    if any(character in text for character in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _unescaped(text: str) -> str:
+    """The path of a review row, without the ' that :func:`_csv_field` put before a formula character."""
+    return text[1:] if text.startswith("'") and text[1:].startswith(FORMULA_STARTS) else text
