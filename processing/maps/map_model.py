@@ -241,10 +241,10 @@ class MapModel:
         batches = [self.component_maps(images) for images in inputs]
         return {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}
 
-    def raw_maps_of_files(self, paths, smoothed: bool = False) -> np.ndarray:
+    def raw_maps_of_files(self, paths) -> np.ndarray:
+        """The raw maps (N, S, S) of image files (not for a tiled model: their maps have their images' sizes)."""
         batches = [self.raw_maps(images) for _, images in iter_batches(paths, self.color_mode, self.size, self.batch_size)]
-        maps = np.concatenate(batches) if batches else np.zeros((0, self.size, self.size))
-        return smooth_resmaps(maps, self.postprocess.sigma) if smoothed else maps
+        return np.concatenate(batches) if batches else np.zeros((0, self.size, self.size))
 
     def value_range(self) -> tuple[float, float] | None:
         """The range of the spec's maps in this dtype (None: unbounded)."""
