@@ -6,6 +6,8 @@ import csv
 import json
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 import finetune
@@ -25,7 +27,7 @@ def write_csv(path, rows, columns=("path", "review")):
 def test_a_review_file_is_read_and_checked(tmp_path):
     images = []
     for name in ("a.png", "b.png", "=HYPERLINK(x).png"):
-        (tmp_path / name).write_bytes(b"x")
+        cv2.imwrite(str(tmp_path / name), np.zeros((4, 4), np.uint8))
         images.append(tmp_path / name)
     write_review_sheet(tmp_path / REVIEW_FILE, [{"path": str(path), "score": str(i), "defective": "1"} for i, path in enumerate(images)])
     text = (tmp_path / REVIEW_FILE).read_text()
@@ -39,15 +41,23 @@ def test_a_review_file_is_read_and_checked(tmp_path):
     assert [(path.name, label) for path, label in reviewed.images] == [("=HYPERLINK(x).png", True), ("b.png", False)]
     assert reviewed.record()["n_defective"] == 1 and reviewed.record()["sources"][0]["n_good"] == 1
     assert write_review_sheet(tmp_path / REVIEW_FILE, []) is False  # an existing sheet (the inspector's labels) is kept
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "folder").mkdir()
     for rows, message in (
         ([{"path": "a.png", "review": "maybe"}], "line 2: review 'maybe': expected good, defective or nothing"),
-        ([{"path": "gone.png", "review": "good"}], "line 2: .*gone.png not found"),
+        ([{"path": "gone.png", "review": "good"}], "line 2: .*gone.png: not found"),
+        ([{"path": "notes.txt", "review": "good"}], "line 2: .*notes.txt: not a readable image"),
+        ([{"path": "folder", "review": "good"}], "line 2: .*folder: a folder, not a file"),
+        ([{"path": "", "review": "good"}], "line 2: no path"),
         ([{"path": "a.png", "review": "good"}, {"path": "./a.png", "review": "defective"}], "line 3: .*a.png is reviewed defective"),
         ([{"path": "a.png", "review": ""}], "no row has a review"),
     ):
         write_csv(tmp_path / "bad.csv", rows)
         with pytest.raises(ValueError, match=message):
             read_reviews([tmp_path / "bad.csv"])
+    write_csv(tmp_path / "header.csv", [])
+    with pytest.raises(ValueError, match="holds no row"):
+        read_reviews([tmp_path / "header.csv"])
     write_csv(tmp_path / "other.csv", [{"file": "a.png", "label": "good"}], ("file", "label"))
     with pytest.raises(ValueError, match="expected the columns path and review"):
         read_reviews([tmp_path / "other.csv"])

@@ -17,7 +17,7 @@ import train
 from autoencoder import bundle, cli
 from processing.data.demo import make_demo_dataset
 from processing.data.images import DatasetError, load_image
-from processing.data.roi import below_outside, read_roi, restrict_maps, roi_at
+from processing.data.roi import below_outside, check_roi_fits, read_roi, restrict_maps, roi_at
 
 SIZE = 32
 BAND = 8  # the right-most columns: outside the region
@@ -36,10 +36,23 @@ def test_a_mask_is_read_scaled_and_checked(tmp_path):
     assert half.shape == (20, 30) and half[5:15, 10:25].all() and half.sum() == region.sum() // 4
     write_mask(tmp_path / "black.png", np.zeros((8, 8)))
     (tmp_path / "junk.png").write_bytes(b"not an image")
+    (tmp_path / "folder.png").mkdir()
     for name, message in (("missing.png", "not found: expected a mask image"), ("black.png", "covers nothing"),
-                          ("junk.png", "not a readable mask image")):
+                          ("junk.png", "not a readable mask image"), ("folder.png", "a folder; expected a mask image")):
         with pytest.raises(DatasetError, match=f"--roi {tmp_path / name}.*{message}"):
             read_roi(tmp_path / name)
+    with pytest.raises(DatasetError, match="cannot be read"):
+        read_roi(tmp_path / ("x" * 300 + ".png"))
+    # White everywhere, the region drawn by transparency: outside is transparent.
+    rgba = np.full((10, 10, 4), 255, np.uint8)
+    rgba[:, 5:, 3] = 0
+    cv2.imwrite(str(tmp_path / "alpha.png"), rgba)
+    assert read_roi(tmp_path / "alpha.png").sum() == 50 and read_roi(tmp_path / "alpha.png")[:, :5].all()
+    # One pixel of 1000 x 1000 keeps no pixel of a 32 x 32 map: said when the model is trained, not later.
+    thin = np.zeros((1000, 1000), bool)
+    thin[500, 500] = True
+    with pytest.raises(DatasetError, match="keeps no pixel of a 32x32 map; draw a larger region"):
+        check_roi_fits(thin, (SIZE, SIZE))
 
 
 def test_outside_the_region_a_map_is_never_above_what_is_inside():

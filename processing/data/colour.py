@@ -23,9 +23,9 @@ COLOUR_FRACTION = 0.002  # an image carries colour when this share of its pixels
 def carries_colour(path: Path) -> bool:
     """Whether one image file has pixels whose colour channels differ; an unreadable file is a
     one-line DatasetError naming it (before TensorFlow, not after it)."""
-    from processing.data.images import _decode  # the toolkit's one reader: orientation, truncated JPEG
+    from processing.data.images import decode_image  # the toolkit's one reader: orientation, truncated JPEG
 
-    raw = _decode(path)
+    raw = decode_image(path)
     if raw.ndim != 3 or raw.shape[2] < 3:
         return False
     scale = 255.0 if raw.dtype == np.uint8 else 65535.0

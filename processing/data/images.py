@@ -250,6 +250,12 @@ def _resize(image: np.ndarray, size: int, interpolation_shrink: int, interpolati
     return resize(image, size, size, interpolation_enlarge)
 
 
+def decode_image(path: str | os.PathLike) -> np.ndarray:
+    """The file's pixels as the toolkit reads every image (EXIF orientation, truncated files
+    refused): uint8 or uint16, (H, W) or (H, W, C) in BGR(A) order, alpha kept."""
+    return _decode(path)
+
+
 def read_image(path: str | os.PathLike, color_mode: str = "grayscale") -> np.ndarray:
     """Read one image at its original size.
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from autoencoder.errors import UserError
 from autoencoder.folders import write_bytes_atomic
+from processing.data.images import image_size
 
 REVIEW_FILE = "review.csv"
 REVIEW_COLUMNS = ("path", "score", "verdict", "review")
@@ -45,18 +46,21 @@ def read_reviews(files, flag: str = "--reviewed") -> Reviewed:
     there, or one image given two labels."""
     labels: dict[Path, tuple[bool, str]] = {}
     sources = []
-    for file in files:
-        file = Path(file)
-        if not file.is_file():
-            raise UserError(f"{flag} {file} not found: expected a review CSV (predict.py writes {REVIEW_FILE}; fill its review column)")
+    for file in dict.fromkeys(Path(file) for file in files):  # a file given twice counts once
+        problem = _not_a_file(file)
+        if problem:
+            raise UserError(f"{flag} {str(file)[:200]}: {problem}; expected a review CSV (predict.py writes {REVIEW_FILE}; fill its "
+                            "review column)")
         data = file.read_bytes()
         try:
             rows = list(csv.DictReader(data.decode("utf-8-sig").splitlines()))
         except (UnicodeDecodeError, csv.Error) as error:
             raise UserError(f"{flag} {file}: not a readable CSV ({error})") from None
-        if not rows or "path" not in rows[0] or "review" not in rows[0]:
+        if not rows:
+            raise UserError(f"{flag} {file}: holds no row; expected the columns path and review (predict.py's {REVIEW_FILE})")
+        if "path" not in rows[0] or "review" not in rows[0]:
             raise UserError(f"{flag} {file}: expected the columns path and review (predict.py's {REVIEW_FILE}), found "
-                            f"{', '.join(rows[0]) if rows else 'no row'}")
+                            f"{', '.join(map(str, rows[0]))}")
         base = _base_folder(file)
         counts = {True: 0, False: 0}
         for line, row in enumerate(rows, start=2):
@@ -65,9 +69,13 @@ def read_reviews(files, flag: str = "--reviewed") -> Reviewed:
                 continue  # not reviewed
             if label not in LABELS:
                 raise UserError(f"{flag} {file}, line {line}: review {label[:40]!r}: expected good, defective or nothing")
-            path = Path(os.path.normpath(os.path.join(base, _unescaped(row["path"] or ""))))
-            if not path.is_file():
-                raise UserError(f"{flag} {file}, line {line}: {path} not found: the reviewed image must still be there")
+            text = _unescaped(row["path"] or "").strip()
+            if not text:
+                raise UserError(f"{flag} {file}, line {line}: no path; expected the reviewed image's path")
+            path = Path(os.path.normpath(os.path.join(base, text)))
+            problem = _not_a_file(path) or _not_an_image(path)
+            if problem:
+                raise UserError(f"{flag} {file}, line {line}: {str(path)[:200]}: {problem}; the reviewed image must still be there")
             defective = LABELS[label]
             key = path.resolve()
             if key in labels and labels[key][0] != defective:
@@ -81,6 +89,25 @@ def read_reviews(files, flag: str = "--reviewed") -> Reviewed:
     if not labels:
         raise UserError(f"{flag} {' '.join(map(str, files))}: no row has a review (good or defective)")
     return Reviewed([(path, defective) for path, (defective, _) in labels.items()], sources)
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why `path` is not a readable file, in words; None when it is one."""
+    try:
+        if path.is_dir():
+            return "a folder, not a file"
+        return None if path.is_file() else "not found"
+    except OSError as error:  # a name too long for the file system
+        return f"cannot be read ({error.strerror or error})"
+
+
+def _not_an_image(path: Path) -> str | None:
+    """Why `path` is not an image the toolkit reads (from its header), in words; None when it is one."""
+    try:
+        image_size(path)
+    except (ValueError, OSError) as error:
+        return f"not a readable image ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+    return None
 
 
 def _base_folder(file: Path) -> str:

@@ -20,26 +20,47 @@ import cv2
 import numpy as np
 
 from autoencoder.folders import write_bytes_atomic
-from processing.data.images import DatasetError, read_image
+from processing.data.images import DatasetError, decode_image
 
 ROI_FILE = "roi.png"  # in a model folder, and the dataset's own region when train.py is given none
 
 
 def read_roi(path: str | os.PathLike, flag: str = "--roi") -> np.ndarray:
     """The region of a mask image as bool (H, W): True where it is light (>= half of white; a
-    painted mask's soft edges count by their side of grey). One line naming `flag` and the file when
-    it cannot be read or covers nothing."""
+    painted mask's soft edges count by their side of grey) and, with an alpha channel, opaque. One
+    line naming `flag` and the file when it is not a readable image or covers nothing."""
     path = Path(path)
-    if not path.is_file():
+    try:
+        is_file, is_dir = path.is_file(), path.is_dir()
+    except OSError as error:  # a name too long for the file system
+        raise DatasetError(f"{flag} {str(path)[:200]}: cannot be read ({error.strerror or error})") from None
+    if is_dir:
+        raise DatasetError(f"{flag} {path}: a folder; expected a mask image, white where the images are inspected")
+    if not is_file:
         raise DatasetError(f"{flag} {path} not found: expected a mask image, white where the images are inspected")
     try:
-        grey = read_image(path, "grayscale")[:, :, 0]
+        raw = decode_image(path)
     except (DatasetError, OSError, ValueError) as error:
         raise DatasetError(f"{flag} {path}: not a readable mask image ({str(error).splitlines()[0]})") from None
-    region = grey >= 0.5
+    scale = 65535.0 if raw.dtype == np.uint16 else 255.0
+    pixels = raw.astype(np.float32) / scale
+    if pixels.ndim == 2:
+        region = pixels >= 0.5
+    else:
+        colour = pixels[:, :, :3] if pixels.shape[2] >= 3 else pixels[:, :, :1]
+        region = colour.mean(axis=2) >= 0.5
+        if pixels.shape[2] in (2, 4):  # an alpha channel: transparent pixels are outside
+            region &= pixels[:, :, -1] >= 0.5
     if not region.any():
         raise DatasetError(f"{flag} {path}: covers nothing (no pixel is light): expected white where the images are inspected")
     return region
+
+
+def check_roi_fits(region: np.ndarray, shape: tuple[int, int], flag: str = "--roi") -> None:
+    """One line when the region, scaled to maps of `shape`, keeps no pixel (a thin region on a small model)."""
+    if not roi_at(region, shape).any():
+        raise DatasetError(f"{flag}: its region ({int(region.sum())} of {region.size} pixels) keeps no pixel of a "
+                           f"{shape[1]}x{shape[0]} map; draw a larger region")
 
 
 def roi_at(region: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -80,6 +101,7 @@ def restrict_maps(maps, region: np.ndarray):
     inside = roi_at(region, maps.shape[1:3])
     if inside.all() or len(maps) == 0:
         return maps
+    check_roi_fits(region, maps.shape[1:3], "the model's region of interest (roi.png)")
     lowest = maps[:, inside].min(axis=1)
     maps[:, ~inside] = lowest[:, None].astype(maps.dtype)
     return maps

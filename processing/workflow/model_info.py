@@ -97,7 +97,7 @@ def store_roi(config, folder: Path) -> dict | None:
     """The region of interest (--roi, or the dataset's roi.png) written into the model folder; its info.json record."""
     if config.roi is None:
         return None
-    region = read_roi(config.roi)
+    region = read_roi(config.roi, "the dataset's region of interest" if getattr(config, "roi_detected", False) else "--roi")
     write_roi(folder / ROI_FILE, region)
     logger.info("region of interest %s: %.1f%% of every image is inspected", config.roi, 100 * region.mean())
     return {"file": ROI_FILE, "coverage": round(float(region.mean()), 6), "source": str(Path(config.roi).resolve())}

@@ -52,6 +52,7 @@ class TrainConfig:
     tile: int | None = None  # train on tiles of this side at the original resolution (processing/data/tiles.py)
     tile_overlap: int | None = None  # pixels two neighbouring tiles share; None: a quarter of the tile
     roi: str | None = None  # region of interest mask (white = inspect); None: <input_dir>/roi.png when present (resolved())
+    roi_detected: bool = False  # set by resolved(): roi is the dataset's own roi.png (not --roi)
 
     @property
     def architecture_spec(self):
@@ -90,8 +91,8 @@ class TrainConfig:
             config = replace(config, loss=architecture.default_loss)
         if config.epochs is None:
             config = replace(config, epochs=architecture.default_epochs)
-        if config.roi is None and detect_colour and (Path(config.input_dir) / "roi.png").is_file():
-            config = replace(config, roi=str(Path(config.input_dir) / "roi.png"))  # the dataset's own region of interest
+        if config.roi is None and detect_colour and (Path(config.input_dir) / "roi.png").exists():
+            config = replace(config, roi=str(Path(config.input_dir) / "roi.png"), roi_detected=True)  # the dataset's own region
         return config
 
     def validate(self, dataset: bool = True) -> None:
@@ -142,9 +143,12 @@ class TrainConfig:
                              "pass -c grayscale, or use --loss mssim or l2")
         check_loss_color(self.loss, self.color_mode)
         if self.roi is not None:
-            from processing.data.roi import read_roi
+            from processing.data.roi import check_roi_fits, read_roi
 
-            read_roi(self.roi)  # unreadable, or covering nothing: said before TensorFlow
+            flag = "the dataset's region of interest" if self.roi_detected else "--roi"
+            region = read_roi(self.roi, flag)  # unreadable, or covering nothing: said before TensorFlow
+            if self.tile is None:  # a tiled model's maps are as large as its images
+                check_roi_fits(region, (self.size, self.size), flag)
         architecture.check_loss(self.loss)
         check_distribute(self.distribute)
         self.check_adversarial_flags()

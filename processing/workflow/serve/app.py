@@ -33,7 +33,7 @@ from processing.workflow.serve.uploads import safe_name
 logger = logging.getLogger(__name__)
 
 FILES_FIELD = "files"
-MAX_FORM_FIELDS = 8  # text fields of a multipart body (none is used; a few are tolerated)
+MAX_FORM_FIELDS = 8  # text fields python-multipart parses at most (400 beyond); every text field is then refused (422)
 LATENCY_WINDOW = 100_000  # latencies kept for one summary line's percentiles
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
