@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from autoencoder.errors import UserError
+from autoencoder.moments import Moments
 
 logger = logging.getLogger(__name__)
 
@@ -127,39 +128,25 @@ def check_normalization(name, dtype: str = "float64") -> str:
     return name
 
 
-class PixelMoments:
-    """Per-pixel sums of defect-free maps, added batch by batch (memory: one batch and two (H, W)
-    arrays, whatever the number of images); shifted by the first map against cancellation."""
-
-    def __init__(self):
-        self.n, self.shift, self.sums, self.squares = 0, None, None, None
+class PixelMoments(Moments):
+    """Per pixel, over defect-free maps (N, H, W) added batch by batch (memory: one batch and two
+    (H, W) arrays, whatever the number of images)."""
 
     def update(self, resmaps) -> PixelMoments:
         resmaps = np.asarray(resmaps, dtype=np.float64)
-        if resmaps.ndim != 3 or (self.shift is not None and resmaps.shape[1:] != self.shift.shape):
-            raise UserError(f"resmaps: expected maps of shape (N, H, W){'' if self.shift is None else ' like the first'}, "
-                            f"got shape {resmaps.shape}")
-        if len(resmaps) == 0:
-            return self
-        if self.shift is None:
-            self.shift = resmaps[0].copy()
-            self.sums, self.squares = np.zeros_like(self.shift), np.zeros_like(self.shift)
-        deltas = resmaps - self.shift
-        self.sums += deltas.sum(axis=0)
-        self.squares += np.square(deltas).sum(axis=0)
-        self.n += len(resmaps)
-        return self
+        if resmaps.ndim != 3:
+            raise UserError(f"resmaps: expected maps of shape (N, H, W), got shape {resmaps.shape}")
+        return super().update(resmaps)
 
     def statistics(self) -> tuple[np.ndarray, np.ndarray]:
         """Mean and (floored) standard deviation, pixel by pixel (see :func:`fit_pixel_statistics`)."""
-        if self.n < 2:
-            raise UserError(f"resmaps: expected at least 2 maps of shape (N, H, W), got {self.n}")
-        offset = self.sums / self.n
-        std = np.sqrt(np.maximum(self.squares / self.n - offset**2, 0.0))
+        if self.count < 2:
+            raise UserError(f"resmaps: expected at least 2 maps of shape (N, H, W), got {self.count}")
+        mean, std = self.mean_std()
         floor = STD_FLOOR_FRACTION * float(std.mean())
         if not floor > 0:
             raise UserError("resmaps: the defect-free maps are all identical; per-pixel statistics are undefined")
-        return self.shift + offset, np.maximum(std, floor)
+        return mean, np.maximum(std, floor)
 
 
 def fit_pixel_statistics(resmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
