@@ -234,15 +234,6 @@ def _describe(value) -> str:
     return f"{text} ({type(value).__name__})"
 
 
-def info_problem(data) -> str | None:
-    """The first way `data` (a parsed JSON value) differs from what train.py writes, in words; None when it does not."""
-    try:
-        parse(data)
-    except InfoSchemaError as error:
-        return str(error)
-    return None
-
-
 def parse(data) -> ModelInfo:
     """The ModelInfo of an info.json object; InfoSchemaError saying what is wrong (without the file name)."""
     if not isinstance(data, dict):

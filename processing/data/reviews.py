@@ -40,10 +40,27 @@ class Reviewed:
                 "n_good": sum(not label for _, label in self.images), "files": [str(path) for path, _ in self.images]}
 
 
+_READ: dict[tuple, Reviewed] = {}  # review files already read by this process, by (path, size, mtime): finetune.py checks them
+# before TensorFlow and uses them after it; each reviewed image's header is read once
+
+
 def read_reviews(files, flag: str = "--reviewed") -> Reviewed:
     """The reviewed images of review CSVs (columns `path` and `review`); one line naming the file,
     its line and what was expected for a missing column, an unknown label, an image that is not
     there, or one image given two labels."""
+    try:
+        key = tuple((str(Path(file).resolve()), Path(file).stat().st_size, Path(file).stat().st_mtime_ns, flag) for file in files)
+    except OSError:
+        key = None  # a file that is not there: _read_reviews says so
+    if key is None or key not in _READ:
+        reviewed = _read_reviews(files, flag)
+        if key is None:
+            return reviewed
+        _READ[key] = reviewed
+    return _READ[key]
+
+
+def _read_reviews(files, flag: str) -> Reviewed:
     labels: dict[Path, tuple[bool, str]] = {}
     sources = []
     for file in dict.fromkeys(Path(file) for file in files):  # a file given twice counts once

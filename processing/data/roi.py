@@ -101,7 +101,8 @@ def restrict_maps(maps, region: np.ndarray):
     inside = roi_at(region, maps.shape[1:3])
     if inside.all() or len(maps) == 0:
         return maps
-    check_roi_fits(region, maps.shape[1:3], "the model's region of interest (roi.png)")
+    if not inside.any():
+        check_roi_fits(region, maps.shape[1:3], "the model's region of interest (roi.png)")  # raises: nothing left inside
     lowest = maps[:, inside].min(axis=1)
     maps[:, ~inside] = lowest[:, None].astype(maps.dtype)
     return maps

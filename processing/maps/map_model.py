@@ -44,6 +44,7 @@ from processing.maps.kinds import (
     default_map_for_loss,
     fit_combination,
     get_map_source,
+    is_map_spec,
     parse_map_spec,
 )
 from processing.maps.postprocess import PixelMoments, ResmapPostprocessor, check_smoothing_fits, smooth_resmaps
@@ -64,14 +65,12 @@ def grid_of(model: bundle.ModelBundle) -> TileGrid | None:
 def refuse_tiled(info: ModelInfo, what: str, why: str) -> None:
     """One line when `what` (a flag, a detector, an export) cannot work on a tiled model (`info`
     its info.json): `why`. Every such refusal is made here, from info.json alone (no TensorFlow)."""
-    if info.model.tile is not None:
+    if info.tiled:
         raise UserError(f"{what}: not for a tiled model (train.py --tile {info.model.tile.size}): {why}")
 
 
 def parse_partner(spec: str) -> tuple[str, str | None]:
     """--combine-with PATH[:METHOD] -> (PATH, METHOD, or None for the model's default map)."""
-    from processing.maps.kinds import is_map_spec
-
     path, _, method = spec.rpartition(":")
     if path and is_map_spec(method):
         return path, method
@@ -245,10 +244,6 @@ class MapModel:
         """The raw maps (N, S, S) of image files (not for a tiled model: their maps have their images' sizes)."""
         batches = [self.raw_maps(images) for _, images in iter_batches(paths, self.color_mode, self.size, self.batch_size)]
         return np.concatenate(batches) if batches else np.zeros((0, self.size, self.size))
-
-    def value_range(self) -> tuple[float, float] | None:
-        """The range of the spec's maps in this dtype (None: unbounded)."""
-        return self.spec.value_range(self.dtype)
 
     # ---- export.py -------------------------------------------------------------------------
 

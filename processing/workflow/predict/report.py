@@ -133,10 +133,12 @@ def build_report(out_dir: Path, settings: dict, detector, gallery: int, workers:
         notes=notes,
     )
     report = write_report(out_dir / REPORT_FILE, data)
-    with open(out_dir / PREDICTIONS_FILE, newline="", encoding="utf-8") as handle:
-        rows = [{"path": row["path"], "score": row["score"], "defective": row["defective"]} for row in csv.DictReader(handle)]
-    if not write_review_sheet(out_dir / REVIEW_FILE, rows):
+    if (out_dir / REVIEW_FILE).exists():  # it may hold an inspector's labels: never read nor rewritten here
         logger.info("%s exists (an inspector's labels?): left as it is; delete it for a new sheet", out_dir / REVIEW_FILE)
+    else:
+        with open(out_dir / PREDICTIONS_FILE, newline="", encoding="utf-8") as handle:
+            rows = [{"path": row["path"], "score": row["score"], "defective": row["defective"]} for row in csv.DictReader(handle)]
+        write_review_sheet(out_dir / REVIEW_FILE, rows)
     return report, counts
 
 
