@@ -4,8 +4,10 @@ On a dataset with labelled test images (magnetic_tile by default) with the READM
 (featureCAE statistics, padim, finetune.py --smoothing 2):
 
 1. train, finetune, test: the verdicts on the test images outside the finetuning subset;
-2. predict.py on N of those images drawn at random, and an inspector's review of its review.csv
-   (here: the truth, from the images' class folders);
+2. predict.py on those images, and an inspector's review of the first N rows of its review.csv,
+   the verdicts nearest the threshold (``--pick sheet``, the default), or predict.py on N of the
+   images drawn at random, all reviewed (``--pick random``); the review is the truth, from the
+   images' class folders;
 3. finetune.py --reviewed review.csv (--overwrite) and test again: test.py now leaves the reviewed
    images out too.
 
@@ -43,7 +45,7 @@ def rates(rows: list[tuple[bool, bool]]) -> dict:
     return {"balanced_accuracy": (tpr + tnr) / 2, "tpr": tpr, "tnr": tnr, "images": len(rows)}
 
 
-def one_seed(dataset: Path, work: Path, n_reviewed: int, seed: int) -> dict:
+def one_seed(dataset: Path, work: Path, n_reviewed: int, seed: int, pick: str = "sheet") -> dict:
     import finetune
     import predict
     import test as test_script
@@ -54,7 +56,10 @@ def one_seed(dataset: Path, work: Path, n_reviewed: int, seed: int) -> dict:
     finetune.main(["-p", str(model), "--smoothing", "2", "--seed", str(seed), "--results-dir", results])
     (test_dir,) = test_script.main(["-p", str(model), "--results-dir", results])
     before = verdicts(test_dir)
-    chosen = sorted(np.random.default_rng(seed).choice(sorted(before), n_reviewed, replace=False))
+    if pick == "random":
+        chosen = sorted(np.random.default_rng(seed).choice(sorted(before), n_reviewed, replace=False))
+    else:  # the line predicts every one of them; the inspector reviews the top of the sheet
+        chosen = sorted(before)
     images = work / "line"  # the images a line predicted: links to the chosen test images
     for name in chosen:
         target = images / name.replace("/", "__")
@@ -65,6 +70,7 @@ def one_seed(dataset: Path, work: Path, n_reviewed: int, seed: int) -> dict:
     reviewed = out / "review.csv"  # the inspector's review: the truth of each image
     with open(reviewed, newline="") as handle:
         rows = list(csv.DictReader(handle))
+    rows = rows[:n_reviewed]  # the rows the inspector reviewed (all of them when drawn at random)
     for row in rows:
         name = Path(row["path"]).name.replace("__", "/")
         row["review"] = "good" if name.split("/")[1] == "good" else "defective"
@@ -88,12 +94,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("-d", "--dataset", default=str(ROOT.parent / "shared" / "datasets" / "magnetic_tile"))
     parser.add_argument("-n", "--reviewed", type=int, default=50, help="predicted images the inspector reviews")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42])
+    parser.add_argument("--pick", choices=("sheet", "random"), default="sheet", help="sheet: the first N rows of review.csv after "
+                        "predicting every test image outside the finetuning subset; random: N of them drawn at random")
     args = parser.parse_args(argv)
     from autoencoder import cli
 
     cli.setup_logging(False)
     cli.import_tensorflow(False)
-    runs = [one_seed(Path(args.dataset).resolve(), Path(tempfile.mkdtemp(prefix="bench_reviews-")), args.reviewed, seed)
+    runs = [one_seed(Path(args.dataset).resolve(), Path(tempfile.mkdtemp(prefix="bench_reviews-")), args.reviewed, seed, args.pick)
             for seed in args.seeds]
     print(f"{'seed':>4} {'reviewed (def/good)':>20} {'images':>7} {'BA before':>10} {'BA after':>9} {'TPR before':>11} {'TPR after':>10} "
           f"{'TNR before':>11} {'TNR after':>10}")

@@ -1,7 +1,7 @@
 """Verdicts an inspector reviewed: a CSV of image paths and labels, taken back into the decision.
 
-predict.py writes `review.csv` beside its predictions.csv (one row per image, most suspicious first:
-path, score, the toolkit's verdict, and an empty `review` column); the inspector fills `review`
+predict.py writes `review.csv` beside its predictions.csv (one row per image, those nearest the
+decision threshold first: path, score, the toolkit's verdict, and an empty `review` column); the inspector fills `review`
 with `good` or `defective` (rows left empty are not used) in any spreadsheet program or editor, and
 `finetune.py --reviewed review.csv` adds those images to the finetuning data: the defective ones to
 the detection side, the good ones (confirmed false alarms among them) to the false-alarm side.
@@ -137,12 +137,20 @@ def _base_folder(file: Path) -> str:
     return cwd if isinstance(cwd, str) and os.path.isdir(cwd) else str(file.parent)
 
 
-def write_review_sheet(path: Path, rows: list[dict]) -> bool:
-    """`review.csv` from predictions.csv rows (most suspicious first, `review` empty), unless the
-    file exists: it may hold an inspector's labels, which are never overwritten. Whether it was written."""
+def write_review_sheet(path: Path, rows: list[dict], threshold: float | None = None) -> bool:
+    """`review.csv` from predictions.csv rows (`review` empty), unless the file exists: it may hold
+    an inspector's labels, which are never overwritten. Whether it was written.
+
+    The rows nearest the decision `threshold` come first: the verdicts the decision is least sure
+    of, whose review moves it most (the images far above or below it teach it little; the report
+    lists the most suspicious first). Without a threshold: the most suspicious first."""
     if path.exists():
         return False
-    scored = sorted((row for row in rows if row.get("score") not in ("", None)), key=lambda row: -float(row["score"]))
+    scored = [row for row in rows if row.get("score") not in ("", None)]
+    if threshold is None:
+        scored.sort(key=lambda row: -float(row["score"]))
+    else:
+        scored.sort(key=lambda row: (abs(float(row["score"]) - threshold), -float(row["score"])))
     lines = [",".join(REVIEW_COLUMNS)]
     for row in scored:
         verdict = "defective" if row.get("defective") == "1" else "good"
