@@ -194,6 +194,23 @@ class AdversarialInfo:
     score_calibration: ScoreCalibration = f.checked(f.nested(ScoreCalibration))
 
 
+ABSOLUTE_PATHS = _rule(lambda v: isinstance(v, list) and all(isinstance(x, str) and x.startswith("/") and "\0" not in x for x in v),
+                       "a list of absolute paths")
+
+
+@dataclass(frozen=True)
+class LineageInfo:
+    """add_good.py: the model folder this one was made from, and the defect-free images added to the
+    training images since train.py (every one so far, in order; the fitted maps are fitted on them too)."""
+
+    parent: str = f.checked(STR)
+    added_good: list = f.checked(ABSOLUTE_PATHS)
+    added_last: int = f.checked(COUNT)  # how many of them the last add_good.py run added
+    created: str = f.checked(STR)
+    command: str = f.checked(STR)
+    continued_training: dict | None = f.checked(DICT, optional=True)  # add_good.py --epochs: how the network was trained further
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """A model folder's info.json, typed; ``raw`` keeps the JSON object it was read from."""
@@ -206,6 +223,7 @@ class ModelInfo:
     training: TrainingInfo = f.checked(f.nested(TrainingInfo))
     versions: dict = f.checked(DICT)
     adversarial: AdversarialInfo | None = f.checked(f.nested(AdversarialInfo), optional=True)
+    lineage: LineageInfo | None = f.checked(f.nested(LineageInfo), optional=True)
     schema_version: int = f.checked(POSITIVE_INT, default=1)  # absent: written before the field existed
     raw: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 

@@ -29,6 +29,7 @@ SCRIPTS = [
     "finetune.py",
     "test.py",
     "predict.py",
+    "add_good.py",
     "export.py",
     "serve.py",
     "benchmark.py",

@@ -117,3 +117,44 @@ def test_fitting_memory_does_not_grow_with_the_training_set(make, monkeypatch):
     assert large < 1.2 * small, (small, large)
     collecting = [peak_bytes(CollectingFitter(get_map_kind("padim"), 0), n) for n in (8, 32)]
     assert collecting[1] > 2.5 * collecting[0]  # what the bound above would catch
+
+
+def test_kept_sums_continue_to_the_fit_on_every_image(tmp_path):
+    """add_good.py: the compact sums a fit keeps, saved and read back, then updated with more images,
+    give the Gaussians of a fit on all of them (and the knn pool one pass over every batch gives)."""
+    from processing.maps.feature_arrays import load_arrays, save_arrays
+
+    batches = list(feature_batches(5))
+    first, later = PositionMoments(), batches[3:]
+    for batch in batches[:3]:
+        first.update(batch)
+    save_arrays(tmp_path / "padim_sums.npz", "padim_sums", first.to_arrays())
+    moments = PositionMoments.from_arrays(load_arrays(tmp_path / "padim_sums.npz", "padim_sums", []))
+    for batch in later:
+        moments.update(batch)
+    whole = fit_position_gaussians(np.concatenate(batches))
+    continued = moments.gaussians()
+    assert moments.n == 40
+    np.testing.assert_allclose(continued.mean, whole.mean, rtol=1e-6)
+    np.testing.assert_allclose(continued.inv_covariance, whole.inv_covariance, rtol=1e-4, atol=1e-6)
+    kept = first.to_arrays()
+    assert kept["scatter"].shape == (16, 6 * 7 // 2)  # the upper triangle only
+    with pytest.raises(ValueError, match=r"sums.npz: damaged padim sums \(no scatter\)"):
+        PositionMoments.from_arrays({key: value for key, value in kept.items() if key != "scatter"}, "sums.npz")
+    with pytest.raises(ValueError, match="sums.npz: damaged padim sums"):
+        PositionMoments.from_arrays(kept | {"count": np.array("many")}, "sums.npz")
+
+    vectors = list(feature_batches(6, batch=4, grid=4, channels=3))
+    whole_pool, pool = VectorPool(size=50, seed=3), VectorPool(size=50, seed=3)
+    for batch in vectors:
+        whole_pool.update(batch)
+    for batch in vectors[:4]:
+        pool.update(batch)
+    save_arrays(tmp_path / "knn_pool.npz", "knn_sums", pool.to_arrays())
+    resumed = VectorPool.from_arrays(load_arrays(tmp_path / "knn_pool.npz", "knn_sums", []))
+    for batch in vectors[4:]:
+        resumed.update(batch)
+    np.testing.assert_array_equal(resumed.vectors, whole_pool.vectors)
+    assert resumed.seen == whole_pool.seen == 6 * 4 * 16
+    with pytest.raises(ValueError, match="pool.npz: a damaged knn pool"):
+        VectorPool.from_arrays(pool.to_arrays() | {"rng_state": np.array('{"bit_generator": "MT19937"}')}, "pool.npz")

@@ -102,6 +102,20 @@ def _moved_dataset_problem(layout: MVTecLayout, recorded: DatasetInfo) -> str | 
     return None
 
 
+def training_files(layout: MVTecLayout, info: ModelInfo) -> list[Path]:
+    """The images a model's fitted maps (padim, knn, per-pixel statistics) are fitted on: train/good
+    minus the validation split, then the defect-free images add_good.py added (info.json's
+    lineage.added_good), each of which must still be where it was."""
+    dataset = info.dataset
+    train, _ = split_train_validation(layout.train_good, dataset.validation_split, dataset.seed)
+    added = [Path(path) for path in (info.lineage.added_good if info.lineage is not None else [])]
+    for path in added:
+        if not path.is_file():
+            raise UserError(f"{path}: not found, one of the {len(added)} good images info.json's lineage.added_good lists (added by "
+                            "add_good.py): put it back, or finetune the parent model")
+    return train + added
+
+
 def validation_files(layout: MVTecLayout, info: ModelInfo) -> list[Path]:
     """The validation images a model was trained with, rebuilt from its info.json.
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from autoencoder import bundle
 from autoencoder.errors import UserError
-from processing.data.images import split_train_validation
+from processing.data import splits
 from processing.data.roi import below_outside
 from processing.decision.segmentation import segment
 from processing.decision.thresholds import RULES, allowed_false_alarms, max_component_level, search_min_area_threshold
@@ -119,6 +119,8 @@ class SegmentationResult(FinetuningResult):
     expected: dict | None = f.checked(f.expected_rates, optional=True)
     warnings: list = f.checked(f.list_of(f.text), default_factory=list)
     reviewed: dict | None = f.checked(f.mapping, optional=True)  # finetune.py --reviewed: the review files and images used
+    # add_good.py: the result whose fitted states were continued with more good images, how many, and in how long.
+    grown_from: dict | None = f.checked(f.mapping, optional=True)
 
     @property
     def spec(self) -> MapSpec:
@@ -234,15 +236,22 @@ class SegmentationDetector(Detector):
         return f"{method}_{dtype}"
 
     @classmethod
-    def fit(cls, model: bundle.ModelBundle, config: FinetuneConfig, data: FinetuneData) -> SegmentationDetector:
+    def fit(cls, model: bundle.ModelBundle, config: FinetuneConfig, data: FinetuneData,
+            maps: MapModel | None = None) -> SegmentationDetector:
+        """Fit the map model on the training images and choose the decision; `maps`: a map model whose
+        states are already fitted (add_good.py), of which only the combination is refitted."""
         spec = parse_map_spec(config.method)
         clear_border, normalize = config.clear_border, config.normalize
         started = time.perf_counter()
-        maker = MapModel.fit(
-            model, config.method, config.dtype, training_files=training_files(model, data), validation_files=data.validation_files,
-            smoothing_sigma=config.smoothing_sigma, normalize=normalize, combine_with=config.combine_with,
-            batch_size=config.batch_size, seed=config.seed,
-        )
+        if maps is None:
+            maker = MapModel.fit(
+                model, config.method, config.dtype, training_files=training_files(model, data), validation_files=data.validation_files,
+                smoothing_sigma=config.smoothing_sigma, normalize=normalize, combine_with=config.combine_with,
+                batch_size=config.batch_size, seed=config.seed,
+            )
+        else:
+            maker = maps
+            maker.fit_combination(data.validation_files)
         val_resmaps = maker.maps_of_files(data.validation_files)
         finetune_resmaps = maker.maps_of_files(data.finetune_files)
         allowed = allowed_false_alarms(config.max_false_alarms, len(val_resmaps))
@@ -420,14 +429,13 @@ class SegmentationDetector(Detector):
 
 
 def training_files(model: bundle.ModelBundle, data: FinetuneData) -> list:
-    """The model's *training* images (train/good minus its validation split).
+    """The model's *training* images (train/good minus its validation split, plus the good images
+    add_good.py added).
 
     Per-pixel statistics and feature densities are fitted on them; the validation images are kept
     out: they set the threshold, and fitting on them would make them look cleaner than unseen images.
     """
-    dataset = model.info.dataset
-    train_files, _ = split_train_validation(data.layout.train_good, dataset.validation_split, dataset.seed)
-    return train_files
+    return splits.training_files(data.layout, model.info)
 
 
 def widened_range(*resmaps) -> list[float]:

@@ -35,8 +35,8 @@ CORESET_POOL = 65536
 class PadimFitter(Fitter):
     """padim's Gaussians from per-position sums (processing/maps/padim.py PositionMoments): one batch in memory."""
 
-    def __init__(self):
-        self.moments = PositionMoments()
+    def __init__(self, moments: PositionMoments | None = None):
+        self.moments = moments or PositionMoments()
 
     def update(self, source):
         self.moments.update(source)
@@ -47,13 +47,16 @@ class PadimFitter(Fitter):
                             "at least 2 (add images to train/good, or train with a lower --validation-split)")
         return self.moments.gaussians()
 
+    def running_sums(self):
+        return self.moments.to_arrays()
+
 
 class KnnFitter(Fitter):
     """knn's memory bank: a greedy coreset of a uniform random pool of at most CORESET_POOL training
     vectors, the pool kept batch by batch (processing/maps/knn.py VectorPool)."""
 
-    def __init__(self, seed: int):
-        self.seed, self.pool = seed, VectorPool(CORESET_POOL, seed)
+    def __init__(self, seed: int, pool: VectorPool | None = None):
+        self.seed, self.pool = seed, pool or VectorPool(CORESET_POOL, seed)
 
     def update(self, source):
         self.pool.update(source)
@@ -63,6 +66,9 @@ class KnnFitter(Fitter):
             raise UserError("--method knn: the model's training split holds no image to fill a memory bank with")
         logger.info("knn: a pool of %d of the %d training vectors", len(self.pool.vectors), self.pool.seen)
         return fit_memory_bank(self.pool.vectors[:, None, None, :], size=MEMORY_BANK_SIZE, method="coreset", seed=self.seed)
+
+    def running_sums(self):
+        return self.pool.to_arrays()
 
 
 def feature_model_of(model):
@@ -160,6 +166,7 @@ class FeatureDensityMap(MapKind):
 class PadimMap(FeatureDensityMap):
     name = "padim"
     state_file = "padim.npz"
+    sums_file = "padim_sums.npz"
     default_for_losses = ("feature",)  # the best featureCAE map on magnetic_tile's finetuning subset (docs/benchmarks.md)
     description = "Mahalanobis distance to a Gaussian per grid position (PaDiM)"
 
@@ -170,6 +177,9 @@ class PadimMap(FeatureDensityMap):
 
     def fitter(self, seed):
         return PadimFitter()
+
+    def resume(self, sums, seed, source):
+        return PadimFitter(PositionMoments.from_arrays(sums, source))
 
     def load_state(self, path):
         return load_position_gaussians(path)
@@ -194,6 +204,7 @@ class PadimMap(FeatureDensityMap):
 class KnnMap(FeatureDensityMap):
     name = "knn"
     state_file = "memory_bank.npz"
+    sums_file = "knn_pool.npz"
     description = "distance to the nearest training feature vector of a coreset memory bank (PatchCore)"
 
     def fit(self, source, seed):
@@ -203,6 +214,9 @@ class KnnMap(FeatureDensityMap):
 
     def fitter(self, seed):
         return KnnFitter(seed)
+
+    def resume(self, sums, seed, source):
+        return KnnFitter(seed, VectorPool.from_arrays(sums, source))
 
     def load_state(self, path):
         return load_memory_bank(path)

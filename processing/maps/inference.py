@@ -61,22 +61,26 @@ def fit_states(kinds: list[MapKind], model, batches, batch_size: int, seed: int,
     (called once per source; `total` inputs, for the progress bar). Each batch's source values go to
     every kind's fitter and are dropped: memory does not grow with the number of training images
     (MapKind.fitter)."""
-    states = {}
+    fitters = {kind.name: kind.fitter(seed) for kind in kinds}
+    run_fitters(fitters, kinds, model, batches, batch_size, total)
+    return {name: fitter.state() for name, fitter in fitters.items()}
+
+
+def run_fitters(fitters: dict, kinds: list[MapKind], model, batches, batch_size: int, total: int | None = None) -> None:
+    """Update each fitter ({kind name: Fitter} of `kinds`) with the source values of every batch of
+    model inputs `batches()` gives, one pass over the images per source."""
     by_source: dict[str, list[MapKind]] = {}
     for kind in kinds:
         by_source.setdefault(kind.source, []).append(kind)
     for name, group in by_source.items():
         compute = get_map_source(name).bind(model)
-        fitters = {kind.name: kind.fitter(seed) for kind in group}
         count, shape = 0, None
-        with progress_bar(total=total, desc=f"fitting {'+'.join(fitters)}", unit="input") as bar:
+        with progress_bar(total=total, desc=f"fitting {'+'.join(kind.name for kind in group)}", unit="input") as bar:
             for images in batches():
                 values = compute(images, batch_size)
-                for fitter in fitters.values():
-                    fitter.update(values)
+                for kind in group:
+                    fitters[kind.name].update(values)
                 count, shape = count + len(values), values.shape[1:]
                 bar.update(len(images))
         for kind in group:
             logger.info("%s: fitted on %d training inputs (%s of shape %s)", kind.name, count, name, "x".join(map(str, shape or ())))
-            states[kind.name] = fitters[kind.name].state()
-    return states

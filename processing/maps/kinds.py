@@ -52,6 +52,9 @@ class MapKind:
     matches_losses: ClassVar[tuple[str, ...]] = ()  # the map of a model trained with these losses
     default_for_losses: ClassVar[tuple[str, ...]] = ()  # finetune.py's map for these losses when -m is not given
     state_file: ClassVar[str | None] = None  # fitted kinds: their arrays in the finetuning folder
+    # Fitted kinds that can take more training images later (add_good.py): the file beside the
+    # state holding the running sums (:meth:`Fitter.running_sums`) that :meth:`resume` continues.
+    sums_file: ClassVar[str | None] = None
     needs_training: ClassVar[bool] = False  # meaningless on a model train.py did not train (--epochs 0)
     description: ClassVar[str] = ""
 
@@ -81,6 +84,11 @@ class MapKind:
     def load_state(self, path):
         raise NotImplementedError(f"map {self.name} is not fitted")
 
+    def resume(self, sums: dict, seed: int, source: str) -> Fitter:
+        """A fitter that continues from the running sums of an earlier fit (read from `source`):
+        updated with more images, its state equals a fit on the earlier and the new images together."""
+        raise UserError(f"{self.name} maps cannot take more training images without a new fit")
+
     def graph(self, images, source, state, dtype):
         """The map (N, H, W) as tensor ops of the input batch and its source; `dtype` the compute type."""
         raise UserError(f"{self.name} maps have no graph for export.py yet")
@@ -109,6 +117,10 @@ class Fitter:
 
     def state(self):
         raise NotImplementedError
+
+    def running_sums(self) -> dict[str, np.ndarray] | None:
+        """What :meth:`MapKind.resume` continues from, as plain arrays; None when the kind cannot."""
+        return None
 
 
 class CollectingFitter(Fitter):

@@ -13,6 +13,7 @@ the block size. Files are plain arrays in an .npz (no pickles).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -67,6 +68,38 @@ class VectorPool:
             vectors, keys = vectors[keep], keys[keep]
         self.vectors, self.keys = np.array(vectors, dtype=np.float32), keys  # a copy: no view of the batch stays alive
         return self
+
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The pool, its keys, the count seen and the random generator's state: what
+        :meth:`from_arrays` continues from (add_good.py), so that more batches give the pool a
+        single pass over every batch would."""
+        if self.vectors is None:
+            raise UserError("no vector was added: there is no pool to keep")
+        return {"vectors": self.vectors, "keys": self.keys, "size": np.array(self.size), "seen": np.array(self.seen),
+                "rng_state": np.array(json.dumps(self.rng.bit_generator.state))}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, source: str = "the pool") -> VectorPool:
+        """The pool :meth:`to_arrays` kept, ready for :meth:`update` with more batches (`source` names the file in errors)."""
+        missing = [key for key in ("vectors", "keys", "size", "seen", "rng_state") if key not in arrays]
+        if missing:
+            raise UserError(f"{source}: a damaged knn pool (no {', '.join(missing)}); rerun finetune.py")
+        vectors, keys = np.asarray(arrays["vectors"]), np.asarray(arrays["keys"])
+        size, seen = np.asarray(arrays["size"]), np.asarray(arrays["seen"])
+        pool = cls(1)
+        try:
+            fits = (vectors.ndim == 2 and np.issubdtype(vectors.dtype, np.floating) and keys.shape == (len(vectors),)
+                    and np.issubdtype(keys.dtype, np.floating) and size.shape == seen.shape == () and 0 < len(vectors) <= int(size)
+                    and int(seen) >= len(vectors))
+            if fits:
+                pool.rng.bit_generator.state = json.loads(str(arrays["rng_state"]))
+        except (TypeError, ValueError, KeyError):  # numbers stored as text, a generator state that is not one, ...
+            fits = False
+        if not fits:
+            raise UserError(f"{source}: a damaged knn pool (vectors {vectors.shape}, keys {keys.shape}); rerun finetune.py")
+        pool.size, pool.seen, pool.vectors, pool.keys = int(size), int(seen), vectors.astype(np.float32), keys.astype(np.float64)
+        return pool
 
 
 def greedy_coreset(vectors, size: int, seed: int = 0, projection_dim: int | None = 128) -> np.ndarray:

@@ -17,7 +17,7 @@ inputs states are fitted on, and what cannot be done with tiles (:func:`refuse_t
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -26,6 +26,7 @@ import numpy as np
 from autoencoder import bundle
 from autoencoder.errors import UserError
 from autoencoder.model_info import ModelInfo
+from processing.data import splits
 from processing.data.images import (
     image_size,
     iter_batches,
@@ -33,11 +34,11 @@ from processing.data.images import (
     load_whole_and_original,
     read_image,
     scan_dataset,
-    split_train_validation,
 )
 from processing.data.roi import read_roi, restrict_maps, roi_at
 from processing.data.tiles import TileGrid, iter_originals, iter_tile_batches, stitch, tiles_of
-from processing.maps.inference import bind_sources, fit_states, source_values
+from processing.maps.feature_arrays import load_arrays, save_arrays
+from processing.maps.inference import bind_sources, fit_states, run_fitters, source_values
 from processing.maps.kinds import (
     MapSpec,
     combine_maps,
@@ -89,6 +90,7 @@ class MapModel:
     combination: dict = field(default_factory=dict)  # {component: (mean, std)} of combined maps
     postprocess: ResmapPostprocessor = field(default_factory=ResmapPostprocessor)
     batch_size: int = 16
+    sums: dict = field(default_factory=dict)  # {kind name: running sums} of the kinds that can take more images (add_good.py)
 
     def __post_init__(self):
         self.sources = bind_sources(self.spec, self.model.model)
@@ -125,11 +127,12 @@ class MapModel:
         if combine_with:
             refuse_tiled(model.info, "--combine-with", "its images and maps have their own sizes")
         batches, total = training_inputs(model, training_files, batch_size, seed)
-        states = fit_states(spec.fitted_kinds, model.model, batches, batch_size, seed, total)
-        maps = cls(model, spec, dtype, states, postprocess=ResmapPostprocessor(smoothing_sigma), batch_size=batch_size)
+        fitters = {kind.name: kind.fitter(seed) for kind in spec.fitted_kinds}
+        run_fitters(fitters, spec.fitted_kinds, model.model, batches, batch_size, total)
+        maps = cls(model, spec, dtype, postprocess=ResmapPostprocessor(smoothing_sigma), batch_size=batch_size)
+        maps.take_fits(fitters)
         maps.partners = [fit_partner(partner, model, batch_size, seed) for partner in combine_with]
-        if len(spec.kinds) + len(maps.partners) > 1:
-            maps.combination = fit_combination(maps.component_maps_of_files(validation_files))
+        maps.fit_combination(validation_files)
         if normalize == "pixel":  # the training images' smoothed maps, batch by batch
             moments = PixelMoments()
             for _, images in iter_batches(training_files, maps.color_mode, maps.size, batch_size):
@@ -137,12 +140,58 @@ class MapModel:
             maps.postprocess = ResmapPostprocessor(smoothing_sigma, *moments.statistics())
         return maps
 
+    def take_fits(self, fitters: dict) -> None:
+        """The states of fitters ({kind name: Fitter}) that have seen every training image, and the
+        running sums of those that can take more images later (:meth:`with_training_images`)."""
+        self.states = {name: fitter.state() for name, fitter in fitters.items()}
+        self.sums = {name: sums for name, fitter in fitters.items() if (sums := fitter.running_sums()) is not None}
+
+    def fit_combination(self, validation_files) -> None:
+        """The mean and standard deviation of each component's maps on the validation images, which
+        combined maps are standardised by (nothing to fit for a single map)."""
+        if len(self.spec.kinds) + len(self.partners) > 1:
+            self.combination = fit_combination(self.component_maps_of_files(validation_files))
+
+    def with_training_images(self, folder, paths: list, seed: int) -> MapModel:
+        """This map model with the images `paths` added to its training images: each fitted kind
+        continues from the running sums its finetuning result kept in `folder`, so only the new images
+        are read, and its state equals a fit on the earlier images and these together (add_good.py).
+        The combination of a combined map is left to :meth:`fit_combination`."""
+        what = f"the finetuning result {Path(folder).name}"
+        if self.partners:
+            raise UserError(f"{what}: its maps are combined with other models' (--combine-with), each fitted on its own training "
+                            "images: finetune the new model folder instead")
+        if self.postprocess.normalization != "none":
+            raise UserError(f"{what}: --normalize {self.postprocess.normalization} standardises by the training images' maps, which are "
+                            "not kept: finetune the new model folder instead")
+        if not self.spec.fitted_kinds:
+            raise UserError(f"{what}: {self.spec.name} maps are the trained network's own, with nothing fitted on the training images "
+                            "to add to: train again on train/good and the new images (train.py)")
+        fitters = {}
+        for kind in self.spec.fitted_kinds:
+            if kind.sums_file is None:
+                raise UserError(f"{what}: {kind.name} maps cannot take more training images without a new fit: finetune the new "
+                                "model folder instead")
+            path = Path(folder) / kind.sums_file
+            if not path.is_file():
+                raise UserError(f"{path} not found: {what} was written without the sums add_good.py continues from (before they were "
+                                "kept); rerun finetune.py on this model")
+            fitters[kind.name] = kind.resume(load_arrays(path, f"{kind.name}_sums", []), seed, str(path))
+        batches, total = training_inputs(self.model, paths, self.batch_size, seed)
+        run_fitters(fitters, self.spec.fitted_kinds, self.model.model, batches, self.batch_size, total)
+        updated = replace(self, states={}, sums={}, combination={})
+        updated.take_fits(fitters)
+        return updated
+
     def save(self, folder) -> None:
-        """The fitted states, per-pixel statistics and partners' states into `folder` (:meth:`load` reads them)."""
+        """The fitted states, their running sums, per-pixel statistics and partners' states into
+        `folder` (:meth:`load` reads them)."""
         folder = Path(folder)
         self.postprocess.save_statistics(folder)
         for kind in self.spec.fitted_kinds:
             self.states[kind.name].save(folder / kind.state_file)
+            if kind.name in self.sums:
+                save_arrays(folder / kind.sums_file, f"{kind.name}_sums", self.sums[kind.name])
         for index, partner in enumerate(self.partners):
             (folder / f"partner_{index}").mkdir()
             partner.save(folder / f"partner_{index}")
@@ -356,8 +405,7 @@ def fit_partner(spec: str, model: bundle.ModelBundle, batch_size: int, seed: int
     partner_spec.check_model(partner.info.model.output, partner.info.was_trained)
     states = {}
     if partner_spec.fitted_kinds:
-        dataset = partner.info.dataset
-        train_files, _ = split_train_validation(scan_dataset(dataset.path).train_good, dataset.validation_split, dataset.seed)
+        train_files = splits.training_files(scan_dataset(partner.info.dataset.path), partner.info)
         batches, total = training_inputs(partner, train_files, batch_size, seed)
         states = fit_states(partner_spec.fitted_kinds, partner.model, batches, batch_size, seed, total)
     logger.info("combining with %s (%s maps at %d px)", partner.folder, method, partner.info.model.image_size)

