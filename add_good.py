@@ -8,6 +8,7 @@ info.json names the parent and the images added) and its finetuning results; not
 
 Example:
     python add_good.py -p saved_models/brick/featureCAE/feature/<timestamp> -i new_good/
+    python add_good.py -p saved_models/brick/featureCAE/feature/<timestamp> --reviewed predictions/day1/review.csv
     python add_good.py -p saved_models/brick/mvtecCAE/l2/<timestamp> -i new_good/ --epochs 5   # a network's own maps
 """
 
@@ -23,8 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line of this script (docs/cli.md is generated from it: scripts/make_cli_docs.py)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-p", "--path", required=True, help="model folder written by train.py (or add_good.py), or its .keras file")
-    parser.add_argument("-i", "--images", required=True, metavar="FOLDER", help="folder of new defect-free images (not the dataset's test "
+    parser.add_argument("-i", "--images", default=None, metavar="FOLDER", help="folder of new defect-free images (not the dataset's test "
             "or validation images); they stay where they are, listed in the new info.json")
+    parser.add_argument("--reviewed", nargs="+", default=[], metavar="CSV", help="review files (predict.py's review.csv, its review "
+            "column filled): the images an inspector labelled good, confirmed false alarms among them, are added too")
     parser.add_argument("-m", "--method", default=None, type=method_argument, metavar="MAP", help="only the finetuning results of this "
             "map, e.g. padim or padim+knn (default: every finetuning result; each must have fitted maps)")
     parser.add_argument("-t", "--dtype", default=None, choices=MAP_DTYPES, help="only the results of this map type")
@@ -49,8 +52,8 @@ def main(argv: list[str] | None = None):
     from processing.workflow.add_good import AddGoodConfig, selected_results
     from processing.workflow.options import check_model_path
 
-    config = AddGoodConfig(path=args.path, images=args.images, method=args.method, dtype=args.dtype, results_root=args.results_dir,
-                           data_dir=args.data_dir, batch_size=args.batch, epochs=args.epochs)
+    config = AddGoodConfig(path=args.path, images=args.images, reviewed=args.reviewed, method=args.method, dtype=args.dtype,
+                           results_root=args.results_dir, data_dir=args.data_dir, batch_size=args.batch, epochs=args.epochs)
     config.validate()  # before TensorFlow is imported
     opened = check_model_path(args.path, args.results_dir, args.data_dir)
     selected_results(opened, config)  # every result checked before TensorFlow

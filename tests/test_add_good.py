@@ -113,9 +113,10 @@ def test_images_that_cannot_be_added_are_refused_in_one_line(work, finetuned, fi
     for path in sorted((work / "tiles" / "train" / "good").iterdir()):
         if str(path.relative_to(work / "tiles")) not in validation:
             (training / path.name).symlink_to(path)
-    assert "every image is already one of the model's training images" in refused("-i", str(training), *results)
+    assert "every image given is already one of the model's training images" in refused("-i", str(training), *results)
     assert "one of the model's validation images" in refused("-i", str(work / "tiles" / "train" / "good"), *results)
 
+    assert "give the good images to add: -i/--images FOLDER and/or --reviewed" in refused(*results)
     moved = work / "no_sums"
     shutil.copytree(work / "results", moved)
     (moved / result.relative_to(work / "results") / "padim_sums.npz").unlink()
@@ -146,3 +147,17 @@ def test_a_network_whose_maps_are_its_own_is_trained_further(work, finetuned, fi
     argv = ["-p", str(folder), "-i", str(work / "new_good"), "--epochs", "2", "--results-dir", str(work / "results")]
     assert cli.run(add_good.main, argv) == 2
     assert "holds no trained network (train.py --epochs 0)" in capsys.readouterr().err
+
+
+def test_images_reviewed_as_good_are_added(work, finetuned):
+    """add_good.py --reviewed: the images of a review sheet an inspector labelled good (confirmed false
+    alarms), not those labelled defective nor the rows left empty."""
+    folder, _ = finetuned
+    goods = sorted((work / "later" / "test" / "good").iterdir())
+    defect = sorted(path for path in (work / "later" / "test").rglob("*.png") if path.parent.name != "good")[0]
+    sheet = work / "review.csv"
+    sheet.write_text("path,score,verdict,review\n" + f"{goods[0]},3.1,defective,good\n{defect},2.5,defective,defective\n"
+                     f"{goods[1]},1.0,good,\n")
+    grown = add_good.main(["-p", str(folder), "--reviewed", str(sheet), "--results-dir", str(work / "results")])
+    lineage = json.loads((grown / "info.json").read_text())["lineage"]
+    assert lineage["added_good"] == [str(goods[0])] and lineage["added_last"] == 1

@@ -22,13 +22,14 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from autoencoder import bundle
 from autoencoder.errors import UserError
 from autoencoder.model_info import check_info
 from processing.data.images import DatasetError, image_size, list_images
+from processing.data.reviews import read_reviews
 from processing.data.splits import model_dataset, training_files, validation_files
 from processing.detectors.base import FinetuneConfig
 from processing.detectors.segmentation import SegmentationDetector
@@ -43,7 +44,8 @@ class AddGoodConfig:
     """The settings of one add_good.py run."""
 
     path: str  # the model folder (or its .keras file)
-    images: str  # a folder of defect-free images
+    images: str | None = None  # a folder of defect-free images
+    reviewed: list[str] = field(default_factory=list)  # review CSVs: their images reviewed as good are added too
     method: str | None = None  # only the finetuning results of this map (None: every one)
     dtype: str | None = None
     results_root: str = "results"
@@ -56,9 +58,21 @@ class AddGoodConfig:
 
         check_positive_int(self.batch_size, "-b/--batch", "an inference batch size")
         check_non_negative_int(self.epochs, "--epochs", "a number of epochs")
-        folder = Path(self.images)
-        if not folder.is_dir():
-            raise DatasetError(f"--images {folder} not found: expected a folder of defect-free images")
+        if self.images is None and not self.reviewed:
+            raise UserError("give the good images to add: -i/--images FOLDER and/or --reviewed review.csv")
+        if self.images is not None and not Path(self.images).is_dir():
+            raise DatasetError(f"--images {self.images} not found: expected a folder of defect-free images")
+        if self.reviewed:
+            good_reviewed(self.reviewed)  # the files checked before TensorFlow
+
+
+def good_reviewed(files) -> list[Path]:
+    """The images of review CSVs an inspector labelled good (confirmed false alarms among them)."""
+    reviewed = read_reviews(files)
+    good = [path for path, defective in reviewed.images if not defective]
+    if not good:
+        raise UserError(f"--reviewed {' '.join(map(str, files))}: no image is labelled good; expected rows whose review is 'good'")
+    return good
 
 
 def selected_results(opened: bundle.ModelFolder, config: AddGoodConfig) -> list:
@@ -106,26 +120,29 @@ def check_continuation(opened: bundle.ModelFolder, epochs: int) -> None:
                         "does not continue: train again with the new images in train/good")
 
 
-def new_good_images(folder, layout, info) -> list[Path]:
-    """The images of `folder` to add, as absolute paths: each readable; none of the dataset's test or
-    validation images (test.py's and the threshold's figures would be optimistic); those already
-    among the training images left out with a warning."""
-    paths = [Path(path).absolute() for path in list_images(folder)]
-    for path in paths:
+def new_good_images(config: AddGoodConfig, layout, info) -> list[Path]:
+    """The images to add (those of --images, then those --reviewed labels good), as absolute paths,
+    each once: each readable; none of the dataset's test or validation images (test.py's and the
+    threshold's figures would be optimistic); those already among the training images left out
+    with a warning."""
+    sources = [(Path(path).absolute(), "--images") for path in (list_images(config.images) if config.images is not None else [])]
+    sources += [(Path(path).absolute(), "--reviewed") for path in (good_reviewed(config.reviewed) if config.reviewed else [])]
+    resolved: dict[Path, tuple[Path, str]] = {}
+    for path, flag in sources:
         image_size(path)  # reads the header: an unreadable file is named before anything is computed
-    resolved = {path.resolve(): path for path in paths}
+        resolved.setdefault(path.resolve(), (path, flag))
     held_out = {path.resolve(): "a test image of the dataset" for path, _ in layout.test_files()}
     held_out |= {path.resolve(): "one of the model's validation images" for path in validation_files(layout, info)}
-    for key, path in resolved.items():
+    for key, (path, flag) in resolved.items():
         if key in held_out:
-            raise UserError(f"--images {path}: {held_out[key]}, which must stay unseen; copy only new defect-free images into {folder}")
+            raise UserError(f"{flag} {path}: {held_out[key]}, which must stay unseen; add only new defect-free images")
     known = {path.resolve() for path in training_files(layout, info)}
-    new = [path for key, path in resolved.items() if key not in known]
-    if len(new) < len(paths):
-        logger.warning("%d of the %d images of %s are already training images of the model: left out", len(paths) - len(new), len(paths),
-                       folder)
+    new = [path for key, (path, _) in resolved.items() if key not in known]
+    if len(new) < len(resolved):
+        logger.warning("%d of the %d images given are already training images of the model: left out", len(resolved) - len(new),
+                       len(resolved))
     if not new:
-        raise UserError(f"--images {folder}: every image is already one of the model's training images; nothing to add")
+        raise UserError("every image given is already one of the model's training images; nothing to add")
     return new
 
 
@@ -155,7 +172,7 @@ def add_good(config: AddGoodConfig, opened: bundle.ModelFolder | None = None) ->
     opened = opened or bundle.open_model_folder(config.path)
     selected = selected_results(opened, config)
     layout = model_dataset(opened.info, config.data_dir, require_defects=False)
-    images = new_good_images(config.images, layout, opened.info)
+    images = new_good_images(config, layout, opened.info)
     model = bundle.load_bundle(opened)
     planned = opened.folder.parent / bundle.timestamp()
     new_info = lineage_info(opened.info, opened.folder, images)
