@@ -4,10 +4,10 @@ On a dataset with labelled test images (magnetic_tile by default) with the READM
 (featureCAE statistics, padim, finetune.py --smoothing 2):
 
 1. train, finetune, test: the verdicts on the test images outside the finetuning subset;
-2. predict.py on those images, and an inspector's review of the first N rows of its review.csv,
-   the verdicts nearest the threshold (``--pick sheet``, the default), or predict.py on N of the
-   images drawn at random, all reviewed (``--pick random``); the review is the truth, from the
-   images' class folders;
+2. predict.py on those images, and an inspector's review of the first N rows of its review.csv
+   (``--pick sheet``, the default: the sheet's order, random), or of the N images nearest the
+   threshold (``--pick nearest``), or predict.py on N of the images drawn at random, all reviewed
+   (``--pick random``); the review is the truth, from the images' class folders;
 3. finetune.py --reviewed review.csv (--overwrite) and test again: test.py now leaves the reviewed
    images out too.
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -70,6 +71,9 @@ def one_seed(dataset: Path, work: Path, n_reviewed: int, seed: int, pick: str = 
     reviewed = out / "review.csv"  # the inspector's review: the truth of each image
     with open(reviewed, newline="") as handle:
         rows = list(csv.DictReader(handle))
+    if pick == "nearest":
+        threshold = json.loads((out / "predict_settings.json").read_text())["decision"]["threshold"]
+        rows.sort(key=lambda row: abs(float(row["score"]) - threshold))
     rows = rows[:n_reviewed]  # the rows the inspector reviewed (all of them when drawn at random)
     for row in rows:
         name = Path(row["path"]).name.replace("__", "/")
@@ -94,8 +98,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("-d", "--dataset", default=str(ROOT.parent / "shared" / "datasets" / "magnetic_tile"))
     parser.add_argument("-n", "--reviewed", type=int, default=50, help="predicted images the inspector reviews")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42])
-    parser.add_argument("--pick", choices=("sheet", "random"), default="sheet", help="sheet: the first N rows of review.csv after "
-                        "predicting every test image outside the finetuning subset; random: N of them drawn at random")
+    parser.add_argument("--pick", choices=("sheet", "nearest", "random"), default="sheet", help="sheet: the first N rows of review.csv "
+                        "after predicting every test image outside the finetuning subset; nearest: the N of them nearest the threshold; "
+                        "random: predict.py on N of them drawn at random")
     args = parser.parse_args(argv)
     from autoencoder import cli
 

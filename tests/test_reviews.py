@@ -34,13 +34,14 @@ def test_a_review_file_is_read_and_checked(tmp_path):
     assert text.splitlines()[0] == "path,score,verdict,review" and "'=HYPERLINK" not in text.splitlines()[1]  # formulas escaped
     assert f"'{images[2]}" not in text or text.count("'=") == 0
     rows = list(csv.DictReader((tmp_path / REVIEW_FILE).read_text().splitlines()))
-    assert [row["score"] for row in rows] == ["2", "1", "0"]  # no threshold: most suspicious first
-    near = tmp_path / "near"
-    near.mkdir()
-    write_review_sheet(near / REVIEW_FILE, [{"path": f"{i}.png", "score": str(score), "defective": str(int(score > 1.2))}
-                                            for i, score in enumerate([0.1, 1.0, 3.0, 1.5, 1.2])], threshold=1.2)
-    order = [row["score"] for row in csv.DictReader((near / REVIEW_FILE).read_text().splitlines())]
-    assert order == ["1.2", "1.0", "1.5", "0.1", "3.0"]  # the least sure verdicts first: nearest the threshold
+    assert sorted(row["score"] for row in rows) == ["0", "1", "2"]  # every row, once
+    many = tmp_path / "many"
+    many.mkdir()
+    write_review_sheet(many / REVIEW_FILE, [{"path": f"{i}.png", "score": str(i), "defective": "0"} for i in range(200)])
+    order = [int(row["score"]) for row in csv.DictReader((many / REVIEW_FILE).read_text().splitlines())]
+    assert sorted(order) == list(range(200)) and order != sorted(order) and order != sorted(order, reverse=True)
+    assert 60 < np.mean(order[:50]) < 140  # the top rows a fair sample, not the highest or lowest scores
+    rows = sorted(rows, key=lambda row: -float(row["score"]))
     rows[0]["review"], rows[1]["review"] = "defective", "Good "
     write_csv(tmp_path / "filled.csv", rows, rows[0].keys())
     reviewed = read_reviews([tmp_path / "filled.csv"])

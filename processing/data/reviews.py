@@ -1,7 +1,7 @@
 """Verdicts an inspector reviewed: a CSV of image paths and labels, taken back into the decision.
 
-predict.py writes `review.csv` beside its predictions.csv (one row per image, those nearest the
-decision threshold first: path, score, the toolkit's verdict, and an empty `review` column); the inspector fills `review`
+predict.py writes `review.csv` beside its predictions.csv (one row per image, in a random order:
+path, score, the toolkit's verdict, and an empty `review` column); the inspector fills `review`
 with `good` or `defective` (rows left empty are not used) in any spreadsheet program or editor, and
 `finetune.py --reviewed review.csv` adds those images to the finetuning data: the defective ones to
 the detection side, the good ones (confirmed false alarms among them) to the false-alarm side.
@@ -17,6 +17,8 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from autoencoder.errors import UserError
 from autoencoder.folders import write_bytes_atomic
@@ -137,20 +139,18 @@ def _base_folder(file: Path) -> str:
     return cwd if isinstance(cwd, str) and os.path.isdir(cwd) else str(file.parent)
 
 
-def write_review_sheet(path: Path, rows: list[dict], threshold: float | None = None) -> bool:
+def write_review_sheet(path: Path, rows: list[dict], seed: int = 0) -> bool:
     """`review.csv` from predictions.csv rows (`review` empty), unless the file exists: it may hold
     an inspector's labels, which are never overwritten. Whether it was written.
 
-    The rows nearest the decision `threshold` come first: the verdicts the decision is least sure
-    of, whose review moves it most (the images far above or below it teach it little; the report
-    lists the most suspicious first). Without a threshold: the most suspicious first."""
+    The rows are in a random order (fixed by `seed`): whatever number of rows an inspector labels
+    from the top is then a fair sample of the predicted images, which is what the decision's rates
+    need. Labelling the verdicts nearest the threshold first was measured to make the decision
+    worse on the other images (docs/benchmarks.md); the report lists the most suspicious first."""
     if path.exists():
         return False
     scored = [row for row in rows if row.get("score") not in ("", None)]
-    if threshold is None:
-        scored.sort(key=lambda row: -float(row["score"]))
-    else:
-        scored.sort(key=lambda row: (abs(float(row["score"]) - threshold), -float(row["score"])))
+    scored = [scored[index] for index in np.random.default_rng(seed).permutation(len(scored))]
     lines = [",".join(REVIEW_COLUMNS)]
     for row in scored:
         verdict = "defective" if row.get("defective") == "1" else "good"

@@ -138,8 +138,7 @@ def build_report(out_dir: Path, settings: dict, detector, gallery: int, workers:
     else:
         with open(out_dir / PREDICTIONS_FILE, newline="", encoding="utf-8") as handle:
             rows = [{"path": row["path"], "score": row["score"], "defective": row["defective"]} for row in csv.DictReader(handle)]
-        threshold = decision.get("threshold")
-        write_review_sheet(out_dir / REVIEW_FILE, rows, None if threshold is None else float(threshold))
+        write_review_sheet(out_dir / REVIEW_FILE, rows)
     return report, counts
 
 
