@@ -100,9 +100,16 @@ def test_images_that_cannot_be_added_are_refused_in_one_line(work, finetuned, fi
     leaky = work / "leaky"
     leaky.mkdir()
     test_image = sorted((work / "tiles" / "test" / "good").iterdir())[0]
-    (leaky / "copy.png").write_bytes(test_image.read_bytes())  # a copy is a new file: allowed; the test image itself is not
     (leaky / test_image.name).symlink_to(test_image)
     assert "a test image of the dataset, which must stay unseen" in refused("-i", str(leaky), *results)
+    copies = work / "copies"  # a copy of a test image's bytes, or a hard link to it, is that image
+    copies.mkdir()
+    (copies / "renamed.png").write_bytes(test_image.read_bytes())
+    assert "a copy of a test image of the dataset" in refused("-i", str(copies), *results)
+    linked = work / "linked"
+    linked.mkdir()
+    (linked / "other.png").hardlink_to(test_image)
+    assert "a test image of the dataset, which must stay unseen" in refused("-i", str(linked), *results)
     broken = work / "broken"
     broken.mkdir()
     (broken / "x.png").write_bytes(b"not a png")
@@ -119,8 +126,27 @@ def test_images_that_cannot_be_added_are_refused_in_one_line(work, finetuned, fi
     assert "give the good images to add: -i/--images FOLDER and/or --reviewed" in refused(*results)
     moved = work / "no_sums"
     shutil.copytree(work / "results", moved)
-    (moved / result.relative_to(work / "results") / "padim_sums.npz").unlink()
+    sums = moved / result.relative_to(work / "results") / "padim_sums.npz"
+    with np.load(sums) as arrays:
+        kept = dict(arrays)
+    for damage in ({"mean": np.full_like(kept["mean"], np.nan)}, {"channel_subset": np.arange(9990, 9990 + kept["mean"].shape[1])},
+                   {"count": np.array(1.5)}):
+        np.savez(sums, **(kept | damage))
+        assert f"{sums}: damaged padim sums" in refused("-i", str(work / "new_good"), "--results-dir", str(moved))
+    depth = 10  # sums that agree with themselves but not with the Gaussians beside them
+    np.savez(sums, **(kept | {"mean": kept["mean"][:, :depth], "scatter": kept["scatter"][:, :depth * (depth + 1) // 2],
+                              "n_channels": np.array(depth)}))
+    assert f"{sums}: sums of 10 channels" in refused("-i", str(work / "new_good"), "--results-dir", str(moved))
+    sums.unlink()
     assert "padim_sums.npz not found" in refused("-i", str(work / "new_good"), "--results-dir", str(moved))
+    edited = moved / result.relative_to(work / "results") / "finetuning_result.json"
+    record = json.loads(edited.read_text())
+    for key, value in (("seed", "42"), ("rule", "bogus"), ("smoothing_sigma", -1), ("image_score", "bogus")):
+        edited.write_text(json.dumps(record | {key: value}))
+        assert str(edited) in refused("-i", str(work / "new_good"), "--results-dir", str(moved))
+    edited.write_text(json.dumps(record | {"settings": record["settings"] | {"synthetic_defects": "yes"}}))
+    assert "settings.synthetic_defects 'yes'" in refused("-i", str(work / "new_good"), "--results-dir", str(moved))
+    assert not any(path.name not in {folder.name} for path in folder.parent.iterdir() if path.name.startswith(".")), "no staging left"
 
     root, pixel_model = finetuned_copy  # an l2 autoencoder: its maps are the network's own
     capsys.readouterr()
@@ -161,3 +187,27 @@ def test_images_reviewed_as_good_are_added(work, finetuned):
     grown = add_good.main(["-p", str(folder), "--reviewed", str(sheet), "--results-dir", str(work / "results")])
     lineage = json.loads((grown / "info.json").read_text())["lineage"]
     assert lineage["added_good"] == [str(goods[0])] and lineage["added_last"] == 1
+
+
+def test_a_new_folder_name_is_free_in_both_trees_and_a_hand_edited_lineage_is_checked(work, finetuned, monkeypatch, capsys):
+    from autoencoder import bundle
+    from processing.workflow import add_good as workflow
+    from processing.workflow.results import ResultsTree
+
+    folder, _ = finetuned
+    info = bundle.read_info(folder)
+    monkeypatch.setattr(bundle, "timestamp", lambda: "2030-01-01_00-00-00")
+    (folder.parent / "2030-01-01_00-00-00").mkdir()  # a model folder of that second
+    ResultsTree.of(info, folder.parent / "2030-01-01_00-00-00_2", work / "results").root.mkdir(parents=True)  # results of a deleted one
+    assert workflow.free_folder(folder.parent, info, work / "results").name == "2030-01-01_00-00-00_3"
+    monkeypatch.undo()
+    (folder.parent / "2030-01-01_00-00-00").rmdir()
+
+    grown = add_good.main(["-p", str(folder), "-i", str(work / "new_good"), "--results-dir", str(work / "results")])
+    edited = json.loads((grown / "info.json").read_text())
+    test_image = sorted((work / "tiles" / "test" / "crack").iterdir())[0]
+    edited["lineage"]["added_good"].append(str(test_image))
+    (grown / "info.json").write_text(json.dumps(edited))
+    capsys.readouterr()
+    assert cli.run(finetune.main, ["-p", str(grown), "-m", "padim", "--results-dir", str(work / "edited")]) == 2
+    assert "a test image of the dataset, yet one of the 11 good images info.json's lineage.added_good lists" in capsys.readouterr().err

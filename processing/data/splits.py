@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from autoencoder.errors import UserError
+from autoencoder.folders import file_sha256
 from processing.data.fingerprint import content_difference, dataset_content
 from processing.data.images import DatasetError, MVTecLayout, scan_dataset, split_train_validation
 
@@ -105,15 +106,46 @@ def _moved_dataset_problem(layout: MVTecLayout, recorded: DatasetInfo) -> str | 
 def training_files(layout: MVTecLayout, info: ModelInfo) -> list[Path]:
     """The images a model's fitted maps (padim, knn, per-pixel statistics) are fitted on: train/good
     minus the validation split, then the defect-free images add_good.py added (info.json's
-    lineage.added_good), each of which must still be where it was."""
+    lineage.added_good), each of which must still be where it was, once, and none of them a
+    held-out image (:func:`held_out_problem`)."""
     dataset = info.dataset
     train, _ = split_train_validation(layout.train_good, dataset.validation_split, dataset.seed)
     added = [Path(path) for path in (info.lineage.added_good if info.lineage is not None else [])]
+    where = f"one of the {len(added)} good images info.json's lineage.added_good lists (added by add_good.py)"
     for path in added:
         if not path.is_file():
-            raise UserError(f"{path}: not found, one of the {len(added)} good images info.json's lineage.added_good lists (added by "
-                            "add_good.py): put it back, or finetune the parent model")
+            raise UserError(f"{path}: not found, {where}: put it back, or finetune the parent model")
+    if len({path.resolve() for path in added}) < len(added):
+        raise UserError("lineage.added_good lists an image twice: not an info.json written by add_good.py")
+    problem = held_out_problem(added, layout, info)
+    if problem:
+        raise UserError(f"{problem[0]}: {problem[1]}, yet {where}: the figures would be optimistic; finetune the parent model")
     return train + added
+
+
+def held_out_problem(paths: list[Path], layout: MVTecLayout, info: ModelInfo) -> tuple[Path, str] | None:
+    """(path, why) of the first of `paths` that is one of the images that must stay unseen by the
+    fitted maps: a test image of the dataset or one of the model's validation images, the same file
+    (a link) or a copy of its bytes; None when there is none."""
+    if not paths:
+        return None
+    held_out = {path: "a test image of the dataset" for path, _ in layout.test_files()}
+    held_out |= {path: "one of the model's validation images" for path in validation_files(layout, info)}
+    by_file = {}
+    for path, why in held_out.items():
+        if path.is_file():
+            stat = path.stat()
+            by_file[(stat.st_dev, stat.st_ino)] = why
+    for path in paths:
+        stat = path.stat()
+        if (stat.st_dev, stat.st_ino) in by_file:
+            return path, by_file[(stat.st_dev, stat.st_ino)]
+    sizes = {path.stat().st_size for path in paths}
+    by_digest = {file_sha256(path): why for path, why in held_out.items() if path.is_file() and path.stat().st_size in sizes}
+    for path in paths:
+        if path.stat().st_size in sizes and by_digest and (why := by_digest.get(file_sha256(path))):
+            return path, f"a copy of {why}"
+    return None
 
 
 def validation_files(layout: MVTecLayout, info: ModelInfo) -> list[Path]:

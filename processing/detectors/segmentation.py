@@ -42,7 +42,7 @@ from processing.detectors.base import (
     register_detector,
 )
 from processing.evaluation import plots
-from processing.maps.kinds import IMAGE_SCORES, MAP_DTYPES, MapSpec, is_map_spec, parse_map_spec
+from processing.maps.kinds import IMAGE_SCORES, MAP_DTYPES, MapSpec, default_map_for_loss, is_map_spec, parse_map_spec
 from processing.maps.map_model import MapModel, parse_partner, refuse_tiled
 from processing.maps.postprocess import MAX_SIGMA, NORMALIZATIONS
 
@@ -232,7 +232,10 @@ class SegmentationDetector(Detector):
             method, dtype = config_or_result.method, config_or_result.dtype
             partners = [parse_partner(spec) for spec in config_or_result.combine_with]
         for folder, partner_method in partners:
-            method += f"+{Path(folder).name}-{partner_method or 'default'}"
+            if partner_method is None:  # the partner's own default map, as fit_partner resolves it (and the result records)
+                partner_folder, _ = bundle.resolve_model_path(folder, "--combine-with")
+                partner_method = default_map_for_loss(bundle.read_info(partner_folder).training.loss)
+            method += f"+{Path(folder).name}-{partner_method}"
         return f"{method}_{dtype}"
 
     @classmethod

@@ -178,8 +178,14 @@ class PadimMap(FeatureDensityMap):
     def fitter(self, seed):
         return PadimFitter()
 
-    def resume(self, sums, seed, source):
-        return PadimFitter(PositionMoments.from_arrays(sums, source))
+    def resume(self, sums, seed, source, state):
+        moments = PositionMoments.from_arrays(sums, source)
+        subsets = (moments.channel_subset, state.channel_subset)
+        if (moments.n_channels, moments.grid) != (state.n_channels, state.grid) or moments.shift.shape[1] != state.mean.shape[-1] or (
+                (subsets[0] is None) != (subsets[1] is None) or (subsets[0] is not None and not np.array_equal(*subsets))):
+            raise UserError(f"{source}: sums of {moments.n_channels} channels on a {moments.grid[0]}x{moments.grid[1]} grid, not those of "
+                            f"the Gaussians beside them ({state.n_channels} channels, {state.grid[0]}x{state.grid[1]}); rerun finetune.py")
+        return PadimFitter(moments)
 
     def load_state(self, path):
         return load_position_gaussians(path)
@@ -215,8 +221,12 @@ class KnnMap(FeatureDensityMap):
     def fitter(self, seed):
         return KnnFitter(seed)
 
-    def resume(self, sums, seed, source):
-        return KnnFitter(seed, VectorPool.from_arrays(sums, source))
+    def resume(self, sums, seed, source, state):
+        pool = VectorPool.from_arrays(sums, source)
+        if pool.vectors.shape[1] != state.n_channels:
+            raise UserError(f"{source}: a pool of {pool.vectors.shape[1]}-channel vectors, not those of the memory bank beside it "
+                            f"({state.n_channels} channels); rerun finetune.py")
+        return KnnFitter(seed, pool)
 
     def load_state(self, path):
         return load_memory_bank(path)

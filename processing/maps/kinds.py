@@ -84,9 +84,10 @@ class MapKind:
     def load_state(self, path):
         raise NotImplementedError(f"map {self.name} is not fitted")
 
-    def resume(self, sums: dict, seed: int, source: str) -> Fitter:
-        """A fitter that continues from the running sums of an earlier fit (read from `source`):
-        updated with more images, its state equals a fit on the earlier and the new images together."""
+    def resume(self, sums: dict, seed: int, source: str, state) -> Fitter:
+        """A fitter that continues from the running sums of an earlier fit (read from `source`),
+        checked to be those of `state`, the fitted state saved beside them: updated with more
+        images, its state equals a fit on the earlier and the new images together."""
         raise UserError(f"{self.name} maps cannot take more training images without a new fit")
 
     def graph(self, images, source, state, dtype):

@@ -90,14 +90,18 @@ class VectorPool:
         pool = cls(1)
         try:
             fits = (vectors.ndim == 2 and np.issubdtype(vectors.dtype, np.floating) and keys.shape == (len(vectors),)
-                    and np.issubdtype(keys.dtype, np.floating) and size.shape == seen.shape == () and 0 < len(vectors) <= int(size)
-                    and int(seen) >= len(vectors))
-            if fits:
-                pool.rng.bit_generator.state = json.loads(str(arrays["rng_state"]))
-        except (TypeError, ValueError, KeyError):  # numbers stored as text, a generator state that is not one, ...
+                    and np.issubdtype(keys.dtype, np.floating) and size.shape == seen.shape == ()
+                    and np.issubdtype(size.dtype, np.integer) and np.issubdtype(seen.dtype, np.integer)
+                    and 0 < len(vectors) <= int(size) and int(seen) >= len(vectors)
+                    and bool(np.isfinite(vectors).all() and np.isfinite(keys).all()))
+        except (TypeError, ValueError):
             fits = False
         if not fits:
             raise UserError(f"{source}: a damaged knn pool (vectors {vectors.shape}, keys {keys.shape}); rerun finetune.py")
+        try:
+            pool.rng.bit_generator.state = json.loads(str(arrays["rng_state"]))
+        except (TypeError, ValueError, KeyError):  # not JSON, not a PCG64 state, ...
+            raise UserError(f"{source}: a damaged knn pool (its rng_state is not a random generator's state); rerun finetune.py") from None
         pool.size, pool.seen, pool.vectors, pool.keys = int(size), int(seen), vectors.astype(np.float32), keys.astype(np.float64)
         return pool
 

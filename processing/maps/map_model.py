@@ -176,7 +176,7 @@ class MapModel:
             if not path.is_file():
                 raise UserError(f"{path} not found: {what} was written without the sums add_good.py continues from (before they were "
                                 "kept); rerun finetune.py on this model")
-            fitters[kind.name] = kind.resume(load_arrays(path, f"{kind.name}_sums", []), seed, str(path))
+            fitters[kind.name] = kind.resume(load_arrays(path, f"{kind.name}_sums", []), seed, str(path), self.states[kind.name])
         batches, total = training_inputs(self.model, paths, self.batch_size, seed)
         run_fitters(fitters, self.spec.fitted_kinds, self.model.model, batches, self.batch_size, total)
         updated = replace(self, states={}, sums={}, combination={})

@@ -104,6 +104,12 @@ def load_position_gaussians(path: str | os.PathLike) -> PositionGaussians:
     )
 
 
+def _is_channel_subset(subset: np.ndarray, depth: int, n_channels: int) -> bool:
+    """Whether `subset` is `depth` distinct channel indices in 0..n_channels - 1."""
+    return (np.issubdtype(subset.dtype, np.integer) and subset.shape == (depth,) and len(np.unique(subset)) == depth
+            and bool((subset >= 0).all() and (subset < n_channels).all()))
+
+
 def random_channel_subset(n_channels: int, size: int, seed: int = 0) -> np.ndarray:
     """`size` distinct channel indices out of `n_channels`, sorted, drawn with `seed` (PaDiM's random dimensionality reduction)."""
     if not 0 < size <= n_channels:
@@ -184,11 +190,14 @@ class PositionMoments:
         count, grid, n_channels = (np.asarray(arrays[key]) for key in ("count", "grid", "n_channels"))
         subset = arrays.get("channel_subset")
         depth = mean.shape[1] if mean.ndim == 2 else 0
+        integers = all(np.issubdtype(a.dtype, np.integer) for a in (count, grid, n_channels))
         try:
-            fits = (mean.ndim == 2 and all(np.issubdtype(a.dtype, np.floating) for a in (mean, scatter))
+            fits = (integers and mean.ndim == 2 and all(np.issubdtype(a.dtype, np.floating) for a in (mean, scatter))
                     and scatter.shape == (mean.shape[0], depth * (depth + 1) // 2) and count.shape == () and count >= 1
                     and grid.shape == (2,) and int(np.prod(grid)) == mean.shape[0] and n_channels.shape == ()
-                    and (subset is None or np.shape(subset) == (depth,)) and (subset is not None or int(n_channels) == depth))
+                    and bool(np.isfinite(mean).all() and np.isfinite(scatter).all())
+                    and (subset is None or _is_channel_subset(np.asarray(subset), depth, int(n_channels)))
+                    and (subset is not None or int(n_channels) == depth))
         except (TypeError, ValueError):  # numbers stored as text, ...
             fits = False
         if not fits:

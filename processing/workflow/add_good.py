@@ -22,16 +22,16 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from autoencoder import bundle
+from autoencoder import bundle, folders
 from autoencoder.errors import UserError
 from autoencoder.model_info import check_info
 from processing.data.images import DatasetError, image_size, list_images
 from processing.data.reviews import read_reviews
-from processing.data.splits import model_dataset, training_files, validation_files
-from processing.detectors.base import FinetuneConfig
+from processing.data.splits import held_out_problem, model_dataset, training_files, validation_files
+from processing.detectors.base import RESULT_FILE, FinetuneConfig
 from processing.detectors.segmentation import SegmentationDetector
 from processing.workflow import finetuning
 from processing.workflow.results import ResultsTree
@@ -81,12 +81,14 @@ def selected_results(opened: bundle.ModelFolder, config: AddGoodConfig) -> list:
     if config.epochs:
         check_continuation(opened, config.epochs)
     tree = ResultsTree.of(opened.info, opened.folder, config.results_root)
-    selected = []
+    selected, others = [], []
     for folder, detector, result in tree.select(config.method, config.dtype):
         where = f"finetuning result {folder.name}"
         if detector is not SegmentationDetector:
-            raise UserError(f"{where}: the {detector.name} detector fits its own density, which add_good.py does not continue; "
-                            "finetune the new model folder instead (or select another result with -m)")
+            others.append(f"{where}: the {detector.name} detector fits its own density, which add_good.py does not continue; "
+                          "finetune the new model folder instead")
+            continue
+        finetune_config(result, folder, opened.folder, config)  # its settings checked now, before TensorFlow
         if config.epochs:  # a new network: every map is fitted again, on the training images and the new ones
             selected.append((folder, result))
             continue
@@ -106,6 +108,10 @@ def selected_results(opened: bundle.ModelFolder, config: AddGoodConfig) -> list:
                 raise UserError(f"{folder / kind.sums_file} not found: {where} was written before finetune.py kept the sums add_good.py "
                                 "continues from; rerun finetune.py on this model first")
         selected.append((folder, result))
+    if not selected:
+        raise UserError(others[0])
+    for line in others:
+        logger.warning("%s: left out", line)
     return selected
 
 
@@ -131,11 +137,10 @@ def new_good_images(config: AddGoodConfig, layout, info) -> list[Path]:
     for path, flag in sources:
         image_size(path)  # reads the header: an unreadable file is named before anything is computed
         resolved.setdefault(path.resolve(), (path, flag))
-    held_out = {path.resolve(): "a test image of the dataset" for path, _ in layout.test_files()}
-    held_out |= {path.resolve(): "one of the model's validation images" for path in validation_files(layout, info)}
-    for key, (path, flag) in resolved.items():
-        if key in held_out:
-            raise UserError(f"{flag} {path}: {held_out[key]}, which must stay unseen; add only new defect-free images")
+    problem = held_out_problem([path for path, _ in resolved.values()], layout, info)
+    if problem:
+        flag = next(flag for path, flag in resolved.values() if path == problem[0])
+        raise UserError(f"{flag} {problem[0]}: {problem[1]}, which must stay unseen; add only new defect-free images")
     known = {path.resolve() for path in training_files(layout, info)}
     new = [path for key, (path, _) in resolved.items() if key not in known]
     if len(new) < len(resolved):
@@ -158,12 +163,38 @@ def lineage_info(info, parent: Path, added: list[Path]) -> dict:
     }}
 
 
-def finetune_config(result, new_folder: Path, config: AddGoodConfig) -> FinetuneConfig:
-    """The settings the result was finetuned with, for the new model folder (one map, no candidates)."""
-    known = {field.name for field in fields(FinetuneConfig)}
-    settings = {key: value for key, value in result.settings.items() if key in known}
-    return replace(FinetuneConfig(**settings), path=str(new_folder), method=result.method, dtype=result.dtype, candidates=None,
-                   data_dir=config.data_dir, results_root=config.results_root, batch_size=config.batch_size, overwrite=False)
+def finetune_config(result, folder: Path, new_folder: Path, config: AddGoodConfig) -> FinetuneConfig:
+    """The settings the result in `folder` was finetuned with, for the new model folder: its checked
+    fields (map, post-processing, decision rule, seed, partners), and from its ``settings`` only what
+    they do not record, each checked; one line naming the file otherwise."""
+    source = f"{folder / RESULT_FILE}: settings"
+    settings = result.settings
+    extra = {}
+    for key, check in (("min_detection", lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))),
+                       ("synthetic_defects", lambda v: isinstance(v, bool)),
+                       ("reviewed", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v))):
+        if key in settings:
+            if not check(settings[key]):
+                raise UserError(f"{source}.{key} {settings[key]!r}: not what finetune.py writes (edited by hand?)")
+            extra[key] = settings[key]
+    finetune = FinetuneConfig(
+        path=str(new_folder), method=result.method, dtype=result.dtype,
+        seed=result.seed if result.seed is not None else FinetuneConfig.seed,
+        finetune_split=result.finetune_split if result.finetune_split is not None else FinetuneConfig.finetune_split,
+        batch_size=config.batch_size, results_root=config.results_root, smoothing_sigma=result.smoothing_sigma,
+        clear_border=result.clear_border, normalize=result.normalize, image_score=result.image_score,
+        combine_with=[f"{partner['model']}:{partner['method']}" for partner in result.partners or []], rule=result.rule,
+        max_false_alarms=result.max_false_alarms or 0.0, data_dir=config.data_dir, **extra,
+    )
+    try:
+        finetune.validate()
+        finetune = SegmentationDetector.check_config(finetune)
+    except UserError as error:
+        raise UserError(f"{source}: {error}") from None
+    if SegmentationDetector.result_name(finetune) != folder.name:
+        raise UserError(f"{folder / RESULT_FILE}: its settings name the result {SegmentationDetector.result_name(finetune)}, not "
+                        f"{folder.name} (edited by hand?); rerun finetune.py")
+    return finetune
 
 
 def add_good(config: AddGoodConfig, opened: bundle.ModelFolder | None = None) -> Path:
@@ -174,10 +205,10 @@ def add_good(config: AddGoodConfig, opened: bundle.ModelFolder | None = None) ->
     layout = model_dataset(opened.info, config.data_dir, require_defects=False)
     images = new_good_images(config, layout, opened.info)
     model = bundle.load_bundle(opened)
-    planned = opened.folder.parent / bundle.timestamp()
     new_info = lineage_info(opened.info, opened.folder, images)
+    planned = free_folder(opened.folder.parent, check_info(new_info, opened.folder / bundle.INFO_FILE), config.results_root)
     scratch = Path(tempfile.mkdtemp(prefix="add_good-"))
-    fitted = []
+    fitted, new_folder, ours = [], None, None
     try:
         if config.epochs:
             new_model = continued_model(model, layout, new_info, planned, config.epochs, scratch)
@@ -186,7 +217,7 @@ def add_good(config: AddGoodConfig, opened: bundle.ModelFolder | None = None) ->
                                 model_file=planned / opened.model_file.name)
         for folder, result in selected:
             fitted.append(grown_result(model, new_model, folder, result, images, config))
-        writer = bundle.staging_folder(planned, unique=True)  # a run in the same second gets <time>_2
+        writer = bundle.staging_folder(planned, unique=True)  # a run that took the name meanwhile: <time>_2
         with writer as staging:
             replaced = {opened.model_file.name} if config.epochs else set()
             shutil.copytree(opened.folder, staging, symlinks=True, dirs_exist_ok=True, ignore=lambda _, names: replaced & set(names))
@@ -194,10 +225,19 @@ def add_good(config: AddGoodConfig, opened: bundle.ModelFolder | None = None) ->
             bundle.write_json(staging / bundle.INFO_FILE, new_info)
         new_folder = writer.final
         tree = ResultsTree.of(new_model.info, new_folder, config.results_root)
+        if tree.root.exists():
+            raise folders.FolderExistsError(f"{tree.root} appeared meanwhile (another run?); nothing of this run is kept")
+        ours = tree.root
         for refitted, finetune, data in fitted:
             refitted.result.model = str(new_folder / new_model.model_file.name)
             refitted.result.settings["path"] = str(new_folder)
             finetuning.save_result(refitted, replace(finetune, path=str(new_folder)), data, tree)
+    except BaseException:
+        if new_folder is not None:  # this run's own new folders: a model folder without its results is not kept
+            if ours is not None:
+                shutil.rmtree(ours, ignore_errors=True)
+            shutil.rmtree(new_folder, ignore_errors=True)
+        raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         for _, _, data in fitted:
@@ -205,6 +245,17 @@ def add_good(config: AddGoodConfig, opened: bundle.ModelFolder | None = None) ->
     logger.info("model folder %s: %s plus %d good images (%d added since train.py)", new_folder, opened.folder.name, len(images),
                 len(new_model.info.lineage.added_good))
     return new_folder
+
+
+def free_folder(parent: Path, info, results_root) -> Path:
+    """A model folder name beside the others (the time, or <time>_2, ...) that neither the models'
+    folder nor the results tree holds yet."""
+    stamp = bundle.timestamp()
+    for index in range(1, 100):
+        folder = parent / (stamp if index == 1 else f"{stamp}_{index}")
+        if not folder.exists() and not ResultsTree.of(info, folder, results_root).root.exists():
+            return folder
+    raise folders.FolderExistsError(f"{parent / stamp}: 99 folders of that name exist; expected a free name")
 
 
 def continued_model(model, layout, new_info: dict, planned: Path, epochs: int, scratch: Path) -> bundle.ModelBundle:
@@ -238,7 +289,7 @@ def grown_result(model, new_model, folder: Path, result, images: list[Path], con
         detector = SegmentationDetector.load(model, folder, result, config.batch_size)
         grown = detector.maps.with_training_images(folder, images, seed=result.seed if result.seed is not None else FinetuneConfig.seed)
     added_seconds = time.perf_counter() - started
-    finetune = finetune_config(result, new_model.folder, config)
+    finetune = finetune_config(result, folder, new_model.folder, config)
     data = finetuning.finetuning_data(new_model, finetune)
     try:
         refitted = SegmentationDetector.fit(new_model, finetune, data, maps=grown)
