@@ -156,6 +156,18 @@ def test_feature_model_padim_knn_exports_agree_with_predict(feature_model, work,
     expected = predicted_rows(feature_model, results, "padim+knn_float64", paths, tmp_path)
     got = export_and_run(feature_model, results, "padim+knn_float64", fmt, tmp_path, paths)
     assert_same_predictions(got, expected, exact_masks=fmt == "savedmodel")
+    if fmt == "onnx":  # padim's inverse covariances went through the converter as an input, and are the model's weights
+        import onnx
+
+        graph = onnx.load(str(tmp_path / "model.onnx")).graph
+        assert [entry.name for entry in graph.input] == ["images"]
+        (lifted,) = [tensor for tensor in graph.initializer if tensor.name.startswith("lifted_")]
+        assert list(lifted.dims) == [(SIZE // 8) ** 2, 232, 232]
+    if fmt == "tflite":  # the same for TFLite: a constant buffer, not an input
+        import tensorflow as tf
+
+        interpreter = tf.lite.Interpreter(model_path=str(tmp_path / "model.tflite"))
+        assert list(interpreter.get_signature_list()["serving_default"]["inputs"]) == ["images"]
 
 
 def test_the_graph_outputs_what_export_info_describes(pixel_model, work, tmp_path):

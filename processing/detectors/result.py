@@ -133,5 +133,13 @@ class ExportPlan(abc.ABC):
     def describe_outputs(self, size: int) -> dict[str, str]:
         """{output name: what it is}, for export_info.json."""
 
+    def large_arrays(self) -> dict:
+        """{name: array} of constants too large for the converters of one-file formats, which export.py
+        feeds in while converting and stores as the graph's weights afterwards (none by default)."""
+        return {}
+
+    def bind(self, tensors: dict) -> None:  # noqa: B027  (a hook: plans without large arrays need nothing)
+        """Use `tensors` (named as :meth:`large_arrays`) in place of those arrays when :meth:`outputs` is traced next."""
+
     def check_format(self, fmt: str, dtype: str) -> None:  # noqa: B027  (a hook: most plans suit every format)
         """ValueError (one line) when a format computing in `dtype` cannot reproduce this result."""

@@ -21,6 +21,12 @@ class SegmentationExportPlan(ExportPlan):
         self.no_defect_score = detector.no_defect_score
         self.value_range = detector.spec.value_range("float64")
 
+    def large_arrays(self) -> dict:
+        return self.graph.large_arrays()
+
+    def bind(self, tensors: dict) -> None:
+        self.graph.bind(tensors)
+
     @property
     def decision_in_graph(self) -> bool:
         """Whether the decision is ``map maximum > threshold`` (min_area 1, border components kept)."""

@@ -190,6 +190,12 @@ class PadimMap(FeatureDensityMap):
     def load_state(self, path):
         return load_position_gaussians(path)
 
+    def lifted(self, state):
+        if state.grid == (1, 1):
+            return {}
+        inverse = state.inv_covariance
+        return {"inv_covariance": inverse.reshape(-1, *inverse.shape[-2:])}  # (P, D, D), as grid_graph uses it
+
     def grid_graph(self, features, state):
         """Mahalanobis distance of every position's vector to its Gaussian: one batched matrix product."""
         from keras import ops
@@ -201,9 +207,15 @@ class PadimMap(FeatureDensityMap):
         delta = features - mean
         if state.grid == (1, 1):
             weighted = ops.einsum("nhwd,de->nhwe", delta, inverse[0, 0])
-        else:
-            weighted = ops.einsum("nhwd,hwde->nhwe", delta, inverse)
-        return ops.sqrt(ops.maximum(ops.sum(weighted * delta, axis=-1), 0.0))
+            return ops.sqrt(ops.maximum(ops.sum(weighted * delta, axis=-1), 0.0))
+        # One matrix product per position with the inverses as stored, (P, D, D): no transpose or
+        # reshape of them, so that fed in as an input (the ONNX export) they are used as they are.
+        h, w = state.grid
+        depth = int(state.mean.shape[-1])
+        inverse = ops.reshape(inverse, (h * w, depth, depth)) if len(inverse.shape) == 4 else inverse
+        by_position = ops.transpose(ops.reshape(delta, (-1, h * w, depth)), (1, 0, 2))  # (P, N, D)
+        squared = ops.sum(ops.matmul(by_position, inverse) * by_position, axis=-1)  # (P, N)
+        return ops.reshape(ops.transpose(ops.sqrt(ops.maximum(squared, 0.0))), (-1, h, w))
 
 
 @register_map_kind

@@ -90,6 +90,13 @@ class MapKind:
         images, its state equals a fit on the earlier and the new images together."""
         raise UserError(f"{self.name} maps cannot take more training images without a new fit")
 
+    def lifted(self, state) -> dict[str, np.ndarray]:
+        """{state attribute: array} of the fitted arrays too large to be constants of an export graph
+        (padim's inverse covariances: 220 MB at 256 px), in the form :meth:`graph` accepts in their
+        place: the ONNX export feeds them in as inputs while it converts, then stores them as the
+        model's weights (processing/workflow/export.py). None by default."""
+        return {}
+
     def graph(self, images, source, state, dtype):
         """The map (N, H, W) as tensor ops of the input batch and its source; `dtype` the compute type."""
         raise UserError(f"{self.name} maps have no graph for export.py yet")

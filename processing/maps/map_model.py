@@ -308,10 +308,23 @@ class SpecGraph:
     def __init__(self, keras_model, spec: MapSpec, states: dict, size: int):
         self.spec, self.states, self.size = spec, states, size
         self.sources = {name: get_map_source(name).tensor(keras_model) for name in spec.sources}
+        self.bound: dict = {}  # {"<kind>.<field>": tensor} of lifted state fields while a graph with them as inputs is traced
+
+    def large_arrays(self) -> dict[str, np.ndarray]:
+        """{"<kind>.<field>": array} of the states' fields too large to be graph constants (MapKind.lift_fields)."""
+        return {f"{kind.name}.{name}": array
+                for kind in self.spec.kinds if kind.name in self.states for name, array in kind.lifted(self.states[kind.name]).items()}
+
+    def state_of(self, kind):
+        """The fitted state of `kind` for tracing: with the tensors bound in place of its lifted arrays."""
+        state = self.states.get(kind.name)
+        head = f"{kind.name}."
+        lifted = {key.removeprefix(head): tensor for key, tensor in self.bound.items() if key.startswith(head)}
+        return replace(state, **lifted) if lifted else state
 
     def maps(self, images, dtype: str) -> dict:
         values = {name: compute(images) for name, compute in self.sources.items()}
-        return {kind.name: kind.graph(images, values[kind.source], self.states.get(kind.name), dtype) for kind in self.spec.kinds}
+        return {kind.name: kind.graph(images, values[kind.source], self.state_of(kind), dtype) for kind in self.spec.kinds}
 
 
 class MapModelGraph:
@@ -331,6 +344,16 @@ class MapModelGraph:
             self.graphs.append((f"partner_{index}", SpecGraph(partner.model.model, partner.spec, partner.states, partner.size)))
             self.models.append(partner.model.model)
         check_smoothing_fits(self.postprocess.sigma, self.size)
+
+    def large_arrays(self) -> dict[str, np.ndarray]:
+        """{name: array} of every state field too large to be a graph constant (SpecGraph.large_arrays), by component."""
+        return {f"{prefix or 'model'}.{key}": array for prefix, graph in self.graphs for key, array in graph.large_arrays().items()}
+
+    def bind(self, tensors: dict) -> None:
+        """Trace with these tensors (named as :meth:`large_arrays`) in place of the arrays."""
+        for prefix, graph in self.graphs:
+            head = f"{prefix or 'model'}."
+            graph.bound = {key.removeprefix(head): tensor for key, tensor in tensors.items() if key.startswith(head)}
 
     def raw_maps(self, images, dtype: str):
         from keras import ops

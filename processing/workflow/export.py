@@ -38,6 +38,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from autoencoder.errors import UserError
 from processing.detectors.base import ExportPlan
 
@@ -47,6 +49,7 @@ FORMATS = ("savedmodel", "tflite", "onnx")
 SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
 INFO_FILE = "export_info.json"
 INPUT_NAME = "images"
+LIFTED_PREFIX = "lifted_"  # graph inputs of large arrays while the ONNX converter runs (then initializers)
 ONNX_OPSET = 17
 RUNNER_SOURCE = Path(__file__).with_name("export_runner.py")
 
@@ -109,20 +112,48 @@ def check_format(name: str) -> str:
     return name
 
 
-def make_module(plan: ExportPlan, shape: InputShape, dtype: str):
-    """A tf.Module whose ``serve(images)`` is the whole graph; `dtype` is the compute type."""
+def make_module(plan: ExportPlan, shape: InputShape, dtype: str, lifted: dict | None = None):
+    """A tf.Module whose ``serve(images)`` is the whole graph; `dtype` is the compute type.
+    `lifted` ({input name: array} of :func:`lifted_arrays`): those arrays are inputs after
+    ``images`` instead of constants (:func:`onnx_model` makes them the model's weights again)."""
     import tensorflow as tf
+
+    lifted = lifted or {}
+    names = {name: key for key, name in lifted_names(plan).items()} if lifted else {}
+    signature = [tf.TensorSpec((None, shape.size, shape.size, shape.channels), tf.float32, name=INPUT_NAME)]
+    signature += [tf.TensorSpec(array.shape, tf.float32, name=name) for name, array in lifted.items()]
 
     class Exported(tf.Module):
         def __init__(self):
             super().__init__()
             self.models = list(plan.models)  # tracked: their weights are saved with the graph
 
-        @tf.function(input_signature=[tf.TensorSpec((None, shape.size, shape.size, shape.channels), tf.float32, name=INPUT_NAME)])
-        def serve(self, images):
-            return plan.outputs(images, dtype)
+        @tf.function(input_signature=signature)
+        def serve(self, images, *arrays):
+            plan.bind({names[name]: ops_cast(array, dtype) for name, array in zip(lifted, arrays)})
+            try:
+                return plan.outputs(images, dtype)
+            finally:
+                plan.bind({})
 
     return Exported()
+
+
+def ops_cast(tensor, dtype: str):
+    import tensorflow as tf
+
+    return tensor if dtype == "float32" else tf.cast(tensor, dtype)
+
+
+def lifted_names(plan: ExportPlan) -> dict[str, str]:
+    """{plan's array key: graph input name} of the arrays :meth:`ExportPlan.large_arrays` lifts out."""
+    return {key: f"{LIFTED_PREFIX}{index}" for index, key in enumerate(plan.large_arrays())}
+
+
+def lifted_arrays(plan: ExportPlan) -> dict[str, np.ndarray]:
+    """{graph input name: float32 array} of the plan's large arrays (:func:`make_module`'s `lifted`)."""
+    arrays = plan.large_arrays()
+    return {name: np.asarray(arrays[key], np.float32) for key, name in lifted_names(plan).items()}
 
 
 # ---- writing -----------------------------------------------------------------------------------
@@ -209,7 +240,8 @@ def write_export(config: ExportConfig, out: Path) -> Path:
     dtype = "float64" if config.format == "savedmodel" else "float32"
     plan.check_format(config.format, dtype)
     shape = InputShape.of(model)
-    module = make_module(plan, shape, dtype)
+    lifted = lifted_arrays(plan) if config.format != "savedmodel" else {}
+    module = make_module(plan, shape, dtype, lifted)
     runner = runner_path(out, config.format)
     info = export_info(model, name, plan, shape, config.format, dtype, runner)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -229,7 +261,7 @@ def write_export(config: ExportConfig, out: Path) -> Path:
             shutil.copyfile(RUNNER_SOURCE, staging / runner.name)
         info_file = out / INFO_FILE
     else:
-        data = tflite_bytes(module) if config.format == "tflite" else onnx_model(module, info).SerializeToString()
+        data = tflite_bytes(module, lifted) if config.format == "tflite" else onnx_model(module, info, lifted).SerializeToString()
         # The sidecar names the graph's SHA-256 (the runner checks it) and the graph is renamed into
         # place last: a run killed half way leaves no graph beside a sidecar that is not its own.
         info["graph_sha256"] = hashlib.sha256(data).hexdigest()
@@ -262,35 +294,65 @@ def frozen_module(module):
 
     class Frozen(tf.Module):
         @tf.function(input_signature=spec)
-        def serve(self, images):
-            return dict(zip(names, frozen(images)))
+        def serve(self, *inputs):
+            return dict(zip(names, frozen(*inputs)))
 
     return Frozen()
 
 
-def tflite_bytes(module) -> bytes:
+def tflite_bytes(module, lifted: dict | None = None) -> bytes:
+    """The TFLite model of `module`; the `lifted` arrays (inputs of `module`, :func:`make_module`)
+    are converted as inputs, then become constant buffers (:func:`weights_into_tflite`): the
+    converter never folds them, which costs many copies (8.6 GiB for a 220 MB padim state)."""
     import tensorflow as tf
 
     frozen = frozen_module(module)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen.serve.get_concrete_function()], frozen)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     try:
-        return converter.convert()
+        data = converter.convert()
     except Exception as error:  # the converter raises its own types, with pages of MLIR
         ops = sorted(set(re.findall(r"'(tf\.\w+)' op is neither a custom op nor a flex op", str(error))))
         raise UserError(f"the TFLite converter cannot express this graph ({', '.join(ops) or type(error).__name__}); "
                          "export it as savedmodel or onnx") from None
+    return weights_into_tflite(data, lifted) if lifted else data
 
 
-def onnx_model(module, info: dict):
+def weights_into_tflite(data: bytes, lifted: dict) -> bytes:
+    """The TFLite model `data` with its inputs named as `lifted`'s keys turned into constant tensors
+    holding those arrays (removed from the subgraph's and the signature's inputs)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(data)
+    (signature,) = model.signatureDefs
+    subgraph = model.subgraphs[signature.subgraphIndex]
+    by_name = {entry.name.decode(): entry.tensorIndex for entry in signature.inputs}
+    for name, array in lifted.items():
+        index = by_name[name]
+        buffer = flatbuffer_utils.schema_fb.BufferT()
+        buffer.data = np.frombuffer(np.ascontiguousarray(array, "<f4").tobytes(), np.uint8)
+        model.buffers.append(buffer)
+        subgraph.tensors[index].buffer = len(model.buffers) - 1
+        subgraph.inputs = [i for i in subgraph.inputs if i != index]
+        signature.inputs = [entry for entry in signature.inputs if entry.tensorIndex != index]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def onnx_model(module, info: dict, lifted: dict | None = None):
+    """The ONNX model of `module`. The `lifted` arrays (inputs of `module`, :func:`make_module`) are
+    converted as inputs, then become initializers under the same names: tf2onnx never holds them as
+    constants, which it copies many times over (a 220 MB padim state took 11 GiB, as inputs 1.7)."""
     try:
         import tf2onnx
+        from onnx import numpy_helper
     except ImportError:
         raise UserError("--format onnx needs tf2onnx: pip install tf2onnx onnxruntime") from None
     import tensorflow as tf
 
+    lifted = lifted or {}
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)  # its INFO lines describe the conversion, not the result
     spec = [tf.TensorSpec(module.serve.input_signature[0].shape, tf.float32, name=INPUT_NAME)]
+    spec += [tf.TensorSpec(array.shape, tf.float32, name=name) for name, array in lifted.items()]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -298,6 +360,11 @@ def onnx_model(module, info: dict):
         except Exception as error:  # tf2onnx raises many types for an op it cannot convert
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise UserError(f"tf2onnx cannot convert this graph ({first[:200]}); export it as savedmodel") from None
+    inputs = {entry.name.split(":")[0]: entry for entry in proto.graph.input}
+    for name, array in lifted.items():
+        entry = inputs[name]
+        proto.graph.input.remove(entry)
+        proto.graph.initializer.append(numpy_helper.from_array(array, entry.name))
     for key in ("result", "model_folder", "decision"):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, info[key] if isinstance(info[key], str) else json.dumps(info[key])
