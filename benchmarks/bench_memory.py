@@ -7,10 +7,12 @@ a fresh process, and prints its wall time and peak RSS:
   times (file links, nothing copied), with the ratio of the peak RSS (the fitted statistics are of
   fixed size: the ratio should stay near 1);
 - with `--tiled`: a generated KolektorSDD-like set (grey 500 x 1260 parts with thin defects) that
-  train.py --tile 256, finetune.py and test.py handle tile by tile.
+  train.py --tile 256, finetune.py and test.py handle tile by tile;
+- with `--exports`: export.py of the 1x model's result in every format (wall time, peak RSS, file
+  size); `--exports-of MODEL --results-dir DIR` measures only that, for a model already finetuned.
 
 Example:
-    python benchmarks/bench_memory.py -d ../shared/datasets/magnetic_tile --repeats 4 --tiled
+    python benchmarks/bench_memory.py -d ../shared/datasets/magnetic_tile --repeats 4 --tiled --exports
 """
 
 from __future__ import annotations
@@ -81,17 +83,36 @@ def kolektor_like(out: Path, n_train: int, n_good: int, n_defect: int, seed: int
     return strip
 
 
+def export_rows(folder: Path, results: Path, work: Path) -> dict:
+    """export.py of the model's (only) finetuning result in every format, each in a fresh process."""
+    rows = {}
+    for fmt, suffix in (("savedmodel", ""), ("tflite", ".tflite"), ("onnx", ".onnx")):
+        out = work / "exports" / f"default{suffix}"
+        row = measure(["export.py", "-p", str(folder), "--format", fmt, "-o", str(out), "--results-dir", str(results), "--overwrite"],
+                      work / f"export_{fmt}.log")
+        size = sum(path.stat().st_size for path in out.rglob("*") if path.is_file()) if out.is_dir() else out.stat().st_size
+        rows[f"export {fmt}"] = row | {"size_mb": round(size / 1e6, 1)}
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-d", "--dataset", default=str(ROOT.parent / "shared" / "datasets" / "magnetic_tile"))
     parser.add_argument("--repeats", type=int, default=4, help="times the training images are repeated (the 1x run is the reference)")
     parser.add_argument("--tiled", action="store_true", help="also the tiled KolektorSDD-like set (train --tile 256, finetune, test)")
+    parser.add_argument("--exports", action="store_true", help="also export the 1x model's result in every format")
+    parser.add_argument("--exports-of", default=None, metavar="MODEL", help="only export this finetuned model in every format")
+    parser.add_argument("--results-dir", default="results", help="--exports-of: where its finetuning result is")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     args = parser.parse_args(argv)
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_memory-"))
     work.mkdir(parents=True, exist_ok=True)
     dataset = Path(args.dataset).resolve()
     rows = {}
+    if args.exports_of:
+        rows = export_rows(Path(args.exports_of), Path(args.results_dir), work)
+        print_rows(rows)
+        return rows
     for repeats in (1, args.repeats):
         data = dataset if repeats == 1 else repeated_view(dataset, repeats, work)
         models, results = work / f"models_x{repeats}", work / f"results_x{repeats}"
@@ -100,6 +121,8 @@ def main(argv: list[str] | None = None) -> dict:
         rows[f"finetune x{repeats}"] = measure(["finetune.py", "-p", str(folder), "--results-dir", str(results)],
                                                work / f"finetune_x{repeats}.log")
         rows[f"train x{repeats}"]["training_images"] = json.loads((folder / "info.json").read_text())["dataset"]["n_train"]
+        if repeats == 1 and args.exports:
+            rows |= export_rows(folder, results, work)
     if args.tiled:
         data = kolektor_like(work, n_train=200, n_good=50, n_defect=28, seed=3)
         models, results = work / "models_tiled", work / "results_tiled"
@@ -108,14 +131,19 @@ def main(argv: list[str] | None = None) -> dict:
         folder = model_folder(models)
         rows["finetune tiled"] = measure(["finetune.py", "-p", str(folder), "--results-dir", str(results)], work / "finetune_tiled.log")
         rows["test tiled"] = measure(["test.py", "-p", str(folder), "--results-dir", str(results)], work / "test_tiled.log")
-    print(f"{'run':<20} {'wall s':>8} {'peak GiB':>9}")
-    for name, row in rows.items():
-        print(f"{name:<20} {row['seconds']:>8.1f} {row['peak_gib']:>9.2f}")
+    print_rows(rows)
     for step in ("train", "finetune"):
         ratio = rows[f"{step} x{args.repeats}"]["peak_gib"] / rows[f"{step} x1"]["peak_gib"]
         print(f"{step}: peak RSS at {args.repeats}x the training images / at 1x = {ratio:.2f}")
     print(f"(scratch: {work})")
     return rows
+
+
+def print_rows(rows: dict) -> None:
+    print(f"{'run':<20} {'wall s':>8} {'peak GiB':>9} {'size MB':>8}")
+    for name, row in rows.items():
+        size = f"{row['size_mb']:>8.1f}" if "size_mb" in row else ""
+        print(f"{name:<20} {row['seconds']:>8.1f} {row['peak_gib']:>9.2f} {size}")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def rates(rows: list[tuple[bool, bool]]) -> dict:
     return {"balanced_accuracy": (tpr + tnr) / 2, "tpr": tpr, "tnr": tnr, "images": len(rows)}
 
 
-def one_seed(dataset: Path, work: Path, n_reviewed: int, seed: int, pick: str = "sheet") -> dict:
+def one_seed(dataset: Path, work: Path, n_reviewed: int, seed: int, pick: str = "sheet", split: float = 0.1) -> dict:
     import finetune
     import predict
     import test as test_script
@@ -54,7 +54,7 @@ def one_seed(dataset: Path, work: Path, n_reviewed: int, seed: int, pick: str = 
 
     model = train.main(["-d", str(dataset), "--seed", str(seed), "--output-dir", str(work / "models")])
     results = str(work / "results")
-    finetune.main(["-p", str(model), "--smoothing", "2", "--seed", str(seed), "--results-dir", results])
+    finetune.main(["-p", str(model), "--smoothing", "2", "--seed", str(seed), "--results-dir", results, "--finetune-split", str(split)])
     (test_dir,) = test_script.main(["-p", str(model), "--results-dir", results])
     before = verdicts(test_dir)
     if pick == "random":
@@ -83,8 +83,8 @@ def one_seed(dataset: Path, work: Path, n_reviewed: int, seed: int, pick: str = 
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    finetune.main(["-p", str(model), "--smoothing", "2", "--seed", str(seed), "--results-dir", results, "--reviewed", str(reviewed),
-                   "--overwrite"])
+    finetune.main(["-p", str(model), "--smoothing", "2", "--seed", str(seed), "--results-dir", results, "--finetune-split", str(split),
+                   "--reviewed", str(reviewed), "--overwrite"])
     (test_dir,) = test_script.main(["-p", str(model), "--results-dir", results, "--overwrite"])
     after = verdicts(test_dir)
     same = sorted(set(before) & set(after))
@@ -101,12 +101,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--pick", choices=("sheet", "nearest", "random"), default="sheet", help="sheet: the first N rows of review.csv "
                         "after predicting every test image outside the finetuning subset; nearest: the N of them nearest the threshold; "
                         "random: predict.py on N of them drawn at random")
+    parser.add_argument("--finetune-split", type=float, default=0.1, help="finetune.py's --finetune-split (the labelled share of test/)")
     args = parser.parse_args(argv)
     from autoencoder import cli
 
     cli.setup_logging(False)
     cli.import_tensorflow(False)
-    runs = [one_seed(Path(args.dataset).resolve(), Path(tempfile.mkdtemp(prefix="bench_reviews-")), args.reviewed, seed, args.pick)
+    runs = [one_seed(Path(args.dataset).resolve(), Path(tempfile.mkdtemp(prefix="bench_reviews-")), args.reviewed, seed, args.pick,
+                     args.finetune_split)
             for seed in args.seeds]
     print(f"{'seed':>4} {'reviewed (def/good)':>20} {'images':>7} {'BA before':>10} {'BA after':>9} {'TPR before':>11} {'TPR after':>10} "
           f"{'TNR before':>11} {'TNR after':>10}")
