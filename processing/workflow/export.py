@@ -112,37 +112,36 @@ def check_format(name: str) -> str:
     return name
 
 
-def make_module(plan: ExportPlan, shape: InputShape, dtype: str, lifted: dict | None = None):
+def make_module(plan: ExportPlan, shape: InputShape, dtype: str, lifted: dict | None = None, as_variables: bool = False):
     """A tf.Module whose ``serve(images)`` is the whole graph; `dtype` is the compute type.
-    `lifted` ({input name: array} of :func:`lifted_arrays`): those arrays are inputs after
-    ``images`` instead of constants (:func:`onnx_model` makes them the model's weights again)."""
+    `lifted` ({input name: array} of :func:`lifted_arrays`): those arrays are not graph constants
+    but inputs after ``images`` (:func:`onnx_model` and :func:`tflite_bytes` make them the file's
+    weights again) or, `as_variables`, variables of the module (a SavedModel stores them beside the
+    graph, as the model's weights)."""
     import tensorflow as tf
 
     lifted = lifted or {}
     names = {name: key for key, name in lifted_names(plan).items()} if lifted else {}
     signature = [tf.TensorSpec((None, shape.size, shape.size, shape.channels), tf.float32, name=INPUT_NAME)]
-    signature += [tf.TensorSpec(array.shape, tf.float32, name=name) for name, array in lifted.items()]
+    if not as_variables:
+        signature += [tf.TensorSpec(array.shape, tf.float32, name=name) for name, array in lifted.items()]
 
     class Exported(tf.Module):
         def __init__(self):
             super().__init__()
             self.models = list(plan.models)  # tracked: their weights are saved with the graph
+            self.lifted = [tf.Variable(array, trainable=False, name=name) for name, array in lifted.items()] if as_variables else []
 
         @tf.function(input_signature=signature)
         def serve(self, images, *arrays):
-            plan.bind({names[name]: ops_cast(array, dtype) for name, array in zip(lifted, arrays)})
+            arrays = arrays or [variable.read_value() for variable in self.lifted]
+            plan.bind({names[name]: array for name, array in zip(lifted, arrays)})  # float32, as the states hold them
             try:
                 return plan.outputs(images, dtype)
             finally:
                 plan.bind({})
 
     return Exported()
-
-
-def ops_cast(tensor, dtype: str):
-    import tensorflow as tf
-
-    return tensor if dtype == "float32" else tf.cast(tensor, dtype)
 
 
 def lifted_names(plan: ExportPlan) -> dict[str, str]:
@@ -240,8 +239,8 @@ def write_export(config: ExportConfig, out: Path) -> Path:
     dtype = "float64" if config.format == "savedmodel" else "float32"
     plan.check_format(config.format, dtype)
     shape = InputShape.of(model)
-    lifted = lifted_arrays(plan) if config.format != "savedmodel" else {}
-    module = make_module(plan, shape, dtype, lifted)
+    lifted = lifted_arrays(plan)
+    module = make_module(plan, shape, dtype, lifted, as_variables=config.format == "savedmodel")
     runner = runner_path(out, config.format)
     info = export_info(model, name, plan, shape, config.format, dtype, runner)
     out.parent.mkdir(parents=True, exist_ok=True)
