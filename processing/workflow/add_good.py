@@ -61,7 +61,8 @@ class AddGoodConfig:
         if self.images is None and not self.reviewed:
             raise UserError("give the good images to add: -i/--images FOLDER and/or --reviewed review.csv")
         if self.images is not None and not Path(self.images).is_dir():
-            raise DatasetError(f"--images {self.images} not found: expected a folder of defect-free images")
+            what = "is a file" if Path(self.images).exists() else "not found"
+            raise DatasetError(f"--images {self.images} {what}: expected a folder of defect-free images")
         if self.reviewed:
             good_reviewed(self.reviewed)  # the files checked before TensorFlow
 
