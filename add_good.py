@@ -3,8 +3,9 @@
 The padim and knn maps of each selected finetuning result continue from the sums they were fitted
 from, with one backbone pass over the new images only (the statistics then equal a fit on all the
 training images); with --epochs N the network itself is trained up to N more epochs on the training
-images and the new ones, and every map fitted again. The decision is chosen again. Writes a new model folder beside the old one (its
-info.json names the parent and the images added) and its finetuning results; nothing is replaced.
+images and the new ones, and every map fitted again. The decision is chosen again. Writes a new
+model folder beside the old one (its info.json names the parent and the images added) and its
+finetuning results; nothing is replaced.
 
 Example:
     python add_good.py -p saved_models/brick/featureCAE/feature/<timestamp> -i new_good/
