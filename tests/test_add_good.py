@@ -178,7 +178,7 @@ def test_a_network_whose_maps_are_its_own_is_trained_further(work, finetuned, fi
 def test_images_reviewed_as_good_are_added(work, finetuned):
     """add_good.py --reviewed: the images of a review sheet an inspector labelled good (confirmed false
     alarms), not those labelled defective nor the rows left empty."""
-    folder, _ = finetuned
+    folder, result = finetuned
     goods = sorted((work / "later" / "test" / "good").iterdir())
     defect = sorted(path for path in (work / "later" / "test").rglob("*.png") if path.parent.name != "good")[0]
     sheet = work / "review.csv"
@@ -187,6 +187,10 @@ def test_images_reviewed_as_good_are_added(work, finetuned):
     grown = add_good.main(["-p", str(folder), "--reviewed", str(sheet), "--results-dir", str(work / "results")])
     lineage = json.loads((grown / "info.json").read_text())["lineage"]
     assert lineage["added_good"] == [str(goods[0])] and lineage["added_last"] == 1
+    # Finetuned with the same review, the image now trained on stays out of the finetuning data; the defect joins it.
+    before = json.loads((result / "finetuning_result.json").read_text())["n_finetune"]
+    out = finetune.main(["-p", str(grown), "-m", "padim+knn", "--reviewed", str(sheet), "--results-dir", str(work / "reviewed")])
+    assert json.loads((out / "finetuning_result.json").read_text())["n_finetune"] == before + 1
 
 
 def test_a_new_folder_name_is_free_in_both_trees_and_a_hand_edited_lineage_is_checked(work, finetuned, monkeypatch, capsys):

@@ -177,22 +177,29 @@ def finetuning_data(model: bundle.ModelBundle, config: FinetuneConfig) -> Finetu
     layout = model_dataset(model.info, config.data_dir, require_defects=False)
     val_files = validation_files(layout, model.info)
     if not layout.defect_types or config.synthetic_defects:
-        return with_reviews(synthetic_finetuning_data(layout, val_files, model.info.model.color_mode, config), config)
+        return with_reviews(synthetic_finetuning_data(layout, val_files, model.info.model.color_mode, config), config, model.info)
     if GOOD_CLASS not in layout.test:
         raise DatasetError(f"{layout.root / 'test' / GOOD_CLASS} not found or empty: expected defect-free test images there")
     finetune_pairs, _ = stratified_finetune_split(layout.test_files(), config.finetune_split, config.seed)
     labels = np.array([name != "good" for _, name in finetune_pairs])
     logger.info("%d validation images, %d finetuning images (%d defective)", len(val_files), len(finetune_pairs), labels.sum())
-    return with_reviews(FinetuneData(layout, val_files, [path for path, _ in finetune_pairs], labels), config)
+    return with_reviews(FinetuneData(layout, val_files, [path for path, _ in finetune_pairs], labels), config, model.info)
 
 
-def with_reviews(data: FinetuneData, config: FinetuneConfig) -> FinetuneData:
+def with_reviews(data: FinetuneData, config: FinetuneConfig, info=None) -> FinetuneData:
     """`data` with the reviewed images of config.reviewed added to the finetuning images (those of
-    the dataset's test/ are then left out of test.py's images, as the finetuning subset is)."""
+    the dataset's test/ are then left out of test.py's images, as the finetuning subset is). Those
+    add_good.py made training images of the model (`info`'s lineage) are left out: a training
+    image would look cleaner to the decision than a new one."""
     if not config.reviewed:
         return data
     reviewed = read_reviews(config.reviewed)
     known = {Path(path).resolve() for path in data.finetune_files}
+    trained = {Path(path).resolve() for path in (info.lineage.added_good if info is not None and info.lineage is not None else [])}
+    if trained & {path.resolve() for path, _ in reviewed.images}:
+        logger.info("%d reviewed images are training images of the model (added by add_good.py): left out of the finetuning data",
+                    len(trained & {path.resolve() for path, _ in reviewed.images}))
+    known |= trained
     added = [(path, label) for path, label in reviewed.images if path.resolve() not in known]
     files = list(data.finetune_files) + [path for path, _ in added]
     labels = np.concatenate([data.labels, np.array([label for _, label in added], dtype=bool)])
