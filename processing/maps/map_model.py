@@ -157,26 +157,10 @@ class MapModel:
         continues from the running sums its finetuning result kept in `folder`, so only the new images
         are read, and its state equals a fit on the earlier images and these together (add_good.py).
         The combination of a combined map is left to :meth:`fit_combination`."""
-        what = f"the finetuning result {Path(folder).name}"
-        if self.partners:
-            raise UserError(f"{what}: its maps are combined with other models' (--combine-with), each fitted on its own training "
-                            "images: finetune the new model folder instead")
-        if self.postprocess.normalization != "none":
-            raise UserError(f"{what}: --normalize {self.postprocess.normalization} standardises by the training images' maps, which are "
-                            "not kept: finetune the new model folder instead")
-        if not self.spec.fitted_kinds:
-            raise UserError(f"{what}: {self.spec.name} maps are the trained network's own, with nothing fitted on the training images "
-                            "to add to: train again on train/good and the new images (train.py)")
-        fitters = {}
-        for kind in self.spec.fitted_kinds:
-            if kind.sums_file is None:
-                raise UserError(f"{what}: {kind.name} maps cannot take more training images without a new fit: finetune the new "
-                                "model folder instead")
-            path = Path(folder) / kind.sums_file
-            if not path.is_file():
-                raise UserError(f"{path} not found: {what} was written without the sums add_good.py continues from (before they were "
-                                "kept); rerun finetune.py on this model")
-            fitters[kind.name] = kind.resume(load_arrays(path, f"{kind.name}_sums", []), seed, str(path), self.states[kind.name])
+        check_growable(folder, self.spec, bool(self.partners), self.postprocess.normalization)
+        fitters = {kind.name: kind.resume(load_arrays(Path(folder) / kind.sums_file, f"{kind.name}_sums", []), seed,
+                                          str(Path(folder) / kind.sums_file), self.states[kind.name])
+                   for kind in self.spec.fitted_kinds}
         batches, total = training_inputs(self.model, paths, self.batch_size, seed)
         run_fitters(fitters, self.spec.fitted_kinds, self.model.model, batches, self.batch_size, total)
         updated = replace(self, states={}, sums={}, combination={})
@@ -396,6 +380,27 @@ def resize_images_tensor(images, size: int):
     if size > side:
         return ops.image.resize(images, (size, size), interpolation="bilinear", antialias=False)
     return ops.average_pool(images, pool_size=side // size, strides=side // size, padding="valid")
+
+
+def check_growable(folder, spec: MapSpec, partners: bool, normalization: str) -> None:
+    """One line when the finetuning result in `folder` (its map spec, whether it has --combine-with
+    partners, its per-pixel normalisation) cannot take more training images from its kept sums
+    (:meth:`MapModel.with_training_images`); add_good.py asks this before TensorFlow."""
+    what = f"finetuning result {Path(folder).name}"
+    if not spec.fitted_kinds:
+        raise UserError(f"{what}: {spec.name} maps are the trained network's own, with nothing fitted on the training images to add "
+                        "to: pass --epochs N to continue training the network on them (e.g. --epochs 5), or select a padim or knn "
+                        "result with -m")
+    if partners:
+        raise UserError(f"{what}: its maps are combined with other models' (--combine-with), each fitted on its own training images")
+    if normalization != "none":
+        raise UserError(f"{what}: --normalize {normalization} standardises by the training images' maps, which are not kept")
+    for kind in spec.fitted_kinds:
+        if kind.sums_file is None:
+            raise UserError(f"{what}: {kind.name} maps cannot take more training images without a new fit")
+        if not (Path(folder) / kind.sums_file).is_file():
+            raise UserError(f"{Path(folder) / kind.sums_file} not found: {what} was written before finetune.py kept the sums "
+                            "add_good.py continues from; rerun finetune.py on this model first")
 
 
 def region_of(model: bundle.ModelBundle) -> np.ndarray | None:

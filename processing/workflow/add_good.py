@@ -33,6 +33,7 @@ from processing.data.reviews import read_reviews
 from processing.data.splits import held_out_problem, model_dataset, training_files, validation_files
 from processing.detectors.base import RESULT_FILE, FinetuneConfig
 from processing.detectors.segmentation import SegmentationDetector
+from processing.maps.map_model import check_growable
 from processing.workflow import finetuning
 from processing.workflow.results import ResultsTree
 
@@ -77,38 +78,21 @@ def good_reviewed(files) -> list[Path]:
 
 
 def selected_results(opened: bundle.ModelFolder, config: AddGoodConfig) -> list:
-    """(folder, result) of every selected finetuning result, each checked to be one whose fitted maps
-    can take more images (before TensorFlow)."""
+    """(folder, result, its finetuning settings) of every selected finetuning result, each checked to
+    be one whose fitted maps can take more images (before TensorFlow)."""
     if config.epochs:
         check_continuation(opened, config.epochs)
     tree = ResultsTree.of(opened.info, opened.folder, config.results_root)
     selected, others = [], []
     for folder, detector, result in tree.select(config.method, config.dtype):
-        where = f"finetuning result {folder.name}"
         if detector is not SegmentationDetector:
-            others.append(f"{where}: the {detector.name} detector fits its own density, which add_good.py does not continue; "
-                          "finetune the new model folder instead")
+            others.append(f"finetuning result {folder.name}: the {detector.name} detector fits its own density, which add_good.py does "
+                          "not continue; finetune the new model folder instead")
             continue
-        finetune_config(result, folder, opened.folder, config)  # its settings checked now, before TensorFlow
-        if config.epochs:  # a new network: every map is fitted again, on the training images and the new ones
-            selected.append((folder, result))
-            continue
-        spec = result.spec
-        if not spec.fitted_kinds:
-            raise UserError(f"{where}: {spec.name} maps are the trained network's own, with nothing fitted on the training images to add "
-                            "to: pass --epochs N to continue training the network on them (e.g. --epochs 5), or select a padim or knn "
-                            "result with -m")
-        if result.partners:
-            raise UserError(f"{where}: its maps are combined with other models' (--combine-with), each fitted on its own training images")
-        if result.normalize != "none":
-            raise UserError(f"{where}: --normalize {result.normalize} standardises by the training images' maps, which are not kept")
-        for kind in spec.fitted_kinds:
-            if kind.sums_file is None:
-                raise UserError(f"{where}: {kind.name} maps cannot take more training images without a new fit")
-            if not (folder / kind.sums_file).is_file():
-                raise UserError(f"{folder / kind.sums_file} not found: {where} was written before finetune.py kept the sums add_good.py "
-                                "continues from; rerun finetune.py on this model first")
-        selected.append((folder, result))
+        finetune = finetune_config(result, folder, opened.folder, config)
+        if not config.epochs:  # with --epochs, a new network: every map is fitted again, on the training images and the new ones
+            check_growable(folder, result.spec, bool(result.partners), result.normalize)
+        selected.append((folder, result, finetune))
     if not selected:
         raise UserError(others[0])
     for line in others:
@@ -192,9 +176,10 @@ def finetune_config(result, folder: Path, new_folder: Path, config: AddGoodConfi
         finetune = SegmentationDetector.check_config(finetune)
     except UserError as error:
         raise UserError(f"{source}: {error}") from None
-    if SegmentationDetector.result_name(finetune) != folder.name:
-        raise UserError(f"{folder / RESULT_FILE}: its settings name the result {SegmentationDetector.result_name(finetune)}, not "
-                        f"{folder.name} (edited by hand?); rerun finetune.py")
+    name = SegmentationDetector.result_name(finetune)
+    if name != folder.name:
+        raise UserError(f"{folder / RESULT_FILE}: its settings name the result {name}, not {folder.name} (edited by hand?); rerun "
+                        "finetune.py")
     return finetune
 
 
@@ -216,8 +201,8 @@ def add_good(config: AddGoodConfig, opened: bundle.ModelFolder | None = None) ->
         else:
             new_model = replace(model, info=check_info(new_info, planned / bundle.INFO_FILE), folder=planned,
                                 model_file=planned / opened.model_file.name)
-        for folder, result in selected:
-            fitted.append(grown_result(model, new_model, folder, result, images, config))
+        for folder, result, finetune in selected:
+            fitted.append(grown_result(model, new_model, folder, result, replace(finetune, path=str(planned)), images, config))
         writer = bundle.staging_folder(planned, unique=True)  # a run that took the name meanwhile: <time>_2
         with writer as staging:
             replaced = {opened.model_file.name} if config.epochs else set()
@@ -266,21 +251,22 @@ def continued_model(model, layout, new_info: dict, planned: Path, epochs: int, s
 
     info = check_info(new_info, planned / bundle.INFO_FILE)
     started = time.perf_counter()
-    network, trained, rate = continue_training(model, training_files(layout, info), validation_files(layout, info), epochs, scratch)
+    train_files = training_files(layout, info)
+    network, trained, rate = continue_training(model, train_files, validation_files(layout, info), epochs, scratch)
     name = bundle.model_file_name(info.model.architecture, info.training.batch_size,
                                   info.training.best_epoch + trained.best_epoch).replace(".keras", "_continued.keras")
     network.save(scratch / name)
     new_info["model"] |= {"file": name, "sha256": bundle.file_sha256(scratch / name)}
     new_info["lineage"]["continued_training"] = {
         "epochs_cap": epochs, "epochs_run": trained.epochs_run, "best_epoch": trained.best_epoch, "max_lr": rate,
-        "images": len(training_files(layout, info)), "seconds": round(time.perf_counter() - started, 1),
+        "images": len(train_files), "seconds": round(time.perf_counter() - started, 1),
         "best": {key: float(values[trained.best_epoch - 1]) for key, values in trained.history.items() if values},
     }
     info = check_info(new_info, planned / bundle.INFO_FILE)
     return bundle.ModelBundle(model=network, info=info, folder=planned, model_file=planned / name, sha256=new_info["model"]["sha256"])
 
 
-def grown_result(model, new_model, folder: Path, result, images: list[Path], config: AddGoodConfig):
+def grown_result(model, new_model, folder: Path, result, finetune: FinetuneConfig, images: list[Path], config: AddGoodConfig):
     """(detector, settings, data) of the finetuning result in `folder` with `images` added to its
     fitted maps' training images (with --epochs: every map fitted again on the continued network)
     and its decision chosen again (nothing written yet)."""
@@ -290,7 +276,6 @@ def grown_result(model, new_model, folder: Path, result, images: list[Path], con
         detector = SegmentationDetector.load(model, folder, result, config.batch_size)
         grown = detector.maps.with_training_images(folder, images, seed=result.seed if result.seed is not None else FinetuneConfig.seed)
     added_seconds = time.perf_counter() - started
-    finetune = finetune_config(result, folder, new_model.folder, config)
     data = finetuning.finetuning_data(new_model, finetune)
     try:
         refitted = SegmentationDetector.fit(new_model, finetune, data, maps=grown)

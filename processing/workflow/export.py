@@ -121,7 +121,6 @@ def make_module(plan: ExportPlan, shape: InputShape, dtype: str, lifted: dict | 
     import tensorflow as tf
 
     lifted = lifted or {}
-    names = {name: key for key, name in lifted_names(plan).items()} if lifted else {}
     signature = [tf.TensorSpec((None, shape.size, shape.size, shape.channels), tf.float32, name=INPUT_NAME)]
     if not as_variables:
         signature += [tf.TensorSpec(array.shape, tf.float32, name=name) for name, array in lifted.items()]
@@ -135,7 +134,7 @@ def make_module(plan: ExportPlan, shape: InputShape, dtype: str, lifted: dict | 
         @tf.function(input_signature=signature)
         def serve(self, images, *arrays):
             arrays = arrays or [variable.read_value() for variable in self.lifted]
-            plan.bind({names[name]: array for name, array in zip(lifted, arrays)})  # float32, as the states hold them
+            plan.bind({name.removeprefix(LIFTED_PREFIX): array for name, array in zip(lifted, arrays)})  # float32, as the states hold them
             try:
                 return plan.outputs(images, dtype)
             finally:
@@ -144,15 +143,10 @@ def make_module(plan: ExportPlan, shape: InputShape, dtype: str, lifted: dict | 
     return Exported()
 
 
-def lifted_names(plan: ExportPlan) -> dict[str, str]:
-    """{plan's array key: graph input name} of the arrays :meth:`ExportPlan.large_arrays` lifts out."""
-    return {key: f"{LIFTED_PREFIX}{index}" for index, key in enumerate(plan.large_arrays())}
-
-
 def lifted_arrays(plan: ExportPlan) -> dict[str, np.ndarray]:
-    """{graph input name: float32 array} of the plan's large arrays (:func:`make_module`'s `lifted`)."""
-    arrays = plan.large_arrays()
-    return {name: np.asarray(arrays[key], np.float32) for key, name in lifted_names(plan).items()}
+    """{graph input name: float32 array} of the plan's large arrays (:func:`make_module`'s `lifted`):
+    each named ``lifted_<component>.<kind>.<field>`` after its key in :meth:`ExportPlan.large_arrays`."""
+    return {f"{LIFTED_PREFIX}{key}": np.asarray(array, np.float32) for key, array in plan.large_arrays().items()}
 
 
 # ---- writing -----------------------------------------------------------------------------------
