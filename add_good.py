@@ -50,18 +50,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
-    from processing.workflow.add_good import AddGoodConfig, selected_results
+    from processing.workflow.add_good import AddGoodConfig, checked_run
     from processing.workflow.options import check_model_path
 
     config = AddGoodConfig(path=args.path, images=args.images, reviewed=args.reviewed, method=args.method, dtype=args.dtype,
                            results_root=args.results_dir, data_dir=args.data_dir, batch_size=args.batch, epochs=args.epochs)
-    config.validate()  # before TensorFlow is imported
+    config.validate()  # the flags first, before the model folder is read
     opened = check_model_path(args.path, args.results_dir, args.data_dir)
-    selected_results(opened, config)  # every result checked before TensorFlow
+    checked = checked_run(config, opened)  # the results, the dataset and every image, before TensorFlow
     cli.import_tensorflow(args.verbose)
     from processing.workflow.add_good import add_good
 
-    return add_good(config, opened)
+    return add_good(config, opened, checked)
 
 
 if __name__ == "__main__":

@@ -183,13 +183,20 @@ def finetune_config(result, folder: Path, new_folder: Path, config: AddGoodConfi
     return finetune
 
 
-def add_good(config: AddGoodConfig, opened: bundle.ModelFolder | None = None) -> Path:
-    """Add the good images of config.images to the model; return the new model folder."""
+def checked_run(config: AddGoodConfig, opened: bundle.ModelFolder) -> tuple:
+    """(selected results, the dataset's layout, the images to add): everything add_good.py checks
+    before TensorFlow (its flags, the results, the dataset, each image)."""
     config.validate()
-    opened = opened or bundle.open_model_folder(config.path)
     selected = selected_results(opened, config)
     layout = model_dataset(opened.info, config.data_dir, require_defects=False)
-    images = new_good_images(config, layout, opened.info)
+    return selected, layout, new_good_images(config, layout, opened.info)
+
+
+def add_good(config: AddGoodConfig, opened: bundle.ModelFolder | None = None, checked: tuple | None = None) -> Path:
+    """Add the good images of config.images to the model; return the new model folder. `opened`,
+    `checked`: the model folder and :func:`checked_run` when the caller made them (add_good.py)."""
+    opened = opened or bundle.open_model_folder(config.path)
+    selected, layout, images = checked or checked_run(config, opened)
     model = bundle.load_bundle(opened)
     new_info = lineage_info(opened.info, opened.folder, images)
     planned = free_folder(opened.folder.parent, check_info(new_info, opened.folder / bundle.INFO_FILE), config.results_root)
