@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 
 from autoencoder import cli
+from autoencoder.image_size import size_argument
 from autoencoder.loss_rules import available_losses
 from autoencoder.model_info import COLOR_MODES
 from processing.decision.thresholds import RULES
@@ -45,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="losses to compare (an architecture that takes none of them trains with its own, e.g. featureCAE with feature)",
     )
     parser.add_argument(
-        "--image-sizes", nargs="+", type=int, default=defaults.image_sizes, help="model input sides to compare (default: 256)"
+        "--image-sizes", nargs="+", type=size_argument, default=defaults.image_sizes, metavar="SIDE|WxH",
+        help="model inputs to compare: sides or WIDTHxHEIGHT (default: 256)"
     )
     parser.add_argument(
         "--epochs",

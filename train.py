@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from autoencoder import cli
+from autoencoder.image_size import size_argument
 from autoencoder.loss_rules import available_losses
 from autoencoder.model_info import COLOR_MODES
 from autoencoder.models.registry import OFFLINE_BACKBONES
@@ -55,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="most epochs to train (default: the architecture's: 100 for pixel autoencoders, 20 for stageCAE, 0 for featureCAE, "
         "whose default map padim needs only its feature statistics; early stopping may end sooner)",
     )
-    parser.add_argument("--image-size", type=int, default=None, help="side of the square model input (default: the architecture's)")
+    parser.add_argument("--image-size", type=size_argument, default=None, metavar="SIDE|WxH",
+                        help="the model input: a side (256) or WIDTHxHEIGHT (640x256) for elongated parts, whose aspect a "
+                             "square input would squash (default: the architecture's square)")
     parser.add_argument(
         "--lr", type=float, default=None, help="peak learning rate of the cyclical schedule; skips the learning-rate range test"
     )

@@ -244,7 +244,7 @@ def keras_input_shape(config: dict) -> tuple | None:
 
 
 def check_model_shape(model, model_file: Path, info: ModelInfo) -> None:
-    """The loaded model takes the input info.json describes (image_size x image_size x channels)."""
+    """The loaded model takes the input info.json describes (height x width x channels)."""
     expected = info.model.input_shape
     shape = tuple(getattr(model, "input_shape", (None,))[1:])
     if shape != expected:

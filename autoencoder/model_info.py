@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from autoencoder import fields as f
 from autoencoder.errors import UserError
+from autoencoder.image_size import ImageSize
 
 SCHEMA_VERSION = 2
 COLOR_MODES = ("grayscale", "rgb")
@@ -108,6 +109,18 @@ class DatasetInfo:
     content: DatasetContent | None = f.checked(f.nested(DatasetContent), optional=True)  # required from version 2
 
 
+def _image_size(value) -> ImageSize:
+    if not (isinstance(value, dict) or (_is_int(value) and value > 0)):
+        raise f.FieldError('expected a positive integer or {"width": W, "height": H}')
+    try:
+        return ImageSize.of(value)
+    except UserError:
+        raise f.FieldError('expected a positive integer or {"width": W, "height": H} of positive integers') from None
+
+
+IMAGE_SIZE = _image_size
+
+
 @dataclass(frozen=True)
 class TileSpec:
     """train.py --tile: square tiles of `size` pixels overlapping by `overlap` (processing/data/tiles.py)."""
@@ -132,7 +145,7 @@ class ModelSection:
     architecture: str = f.checked(PATH_COMPONENT)
     file: str = f.checked(PATH_COMPONENT)
     color_mode: str = f.checked(COLOR_MODE)
-    image_size: int = f.checked(POSITIVE_INT)
+    image_size: ImageSize = f.checked(IMAGE_SIZE)  # a side, or {"width": W, "height": H}
     channels: int = f.checked(POSITIVE_INT)
     value_range: list = f.checked(VALUE_RANGE)
     preprocessing: str = f.checked(STR)
@@ -147,7 +160,7 @@ class ModelSection:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return (self.image_size, self.image_size, self.channels)
+        return (self.image_size.height, self.image_size.width, self.channels)
 
 
 @dataclass(frozen=True)

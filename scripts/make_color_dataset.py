@@ -20,6 +20,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from autoencoder import cli  # noqa: E402
+from autoencoder.image_size import size_argument  # noqa: E402
 from processing.data.synthetic_datasets import COLOR_DEFAULTS, COLOR_DEFECT_TYPES, make_color_dataset  # noqa: E402
 
 
@@ -28,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-o", "--output-dir", type=Path, default=Path("demo_data/color"), help="folder to create")
     parser.add_argument(
-        "--image-size", type=int, default=COLOR_DEFAULTS["image_size"], help="side of the square images, in pixels (>= 32)"
+        "--image-size", type=size_argument, default=COLOR_DEFAULTS["image_size"], metavar="SIDE|WxH",
+        help="side of square images, or WIDTHxHEIGHT (e.g. 1024x256 for elongated parts), in pixels (>= 32)"
     )
     parser.add_argument("--n-train", type=int, default=COLOR_DEFAULTS["n_train"], help="number of defect-free training images")
     parser.add_argument("--n-test-good", type=int, default=COLOR_DEFAULTS["n_test_good"], help="number of defect-free test images")

@@ -17,6 +17,7 @@ from sklearn.metrics import roc_auc_score
 import benchmark as benchmark_script
 import test as test_script
 from autoencoder import cli
+from autoencoder.image_size import ImageSize
 from processing.data.demo import make_demo_dataset
 from processing.workflow.benchmarking import (
     FINAL_KEYS,
@@ -154,7 +155,7 @@ def test_expand_grid_is_the_cartesian_product_without_repeats(dataset):
                              losses=["ssim", "l2", "ssim"], image_sizes=[32, 64])
     specs = expand_grid(config)
     assert len(specs) == 2 * 2 * 2 == len(set(specs))
-    assert specs[0] == RunSpec("mvtecCAE", "ssim", 32) and specs[-1] == RunSpec("baselineCAE", "l2", 64)
+    assert specs[0] == RunSpec("mvtecCAE", "ssim", ImageSize(32, 32)) and specs[-1] == RunSpec("baselineCAE", "l2", ImageSize(64, 64))
 
 
 @pytest.mark.parametrize(

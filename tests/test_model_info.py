@@ -32,7 +32,7 @@ INFO = {
 def test_info_json_is_read_into_typed_sections():
     info = parse(copy.deepcopy(INFO))
     assert isinstance(info, ModelInfo)
-    assert (info.dataset.name, info.model.image_size, info.training.loss) == ("tiles", 32, "l2")
+    assert (info.dataset.name, info.model.image_size, info.training.loss) == ("tiles", (32, 32), "l2")
     assert info.model.input_shape == (32, 32, 1) and info.dataset.content.n_files == 16
     # Keys later versions of train.py added read as what older folders meant.
     assert info.model.output == "reconstruction" and info.model.tile is None and info.model.options == {}

@@ -250,7 +250,7 @@ def test_info_json_schema_version(model, tmp_path):
     shutil.copytree(model, old)
     del info["schema_version"]  # written before the field existed: read as version 1
     (old / "info.json").write_text(json.dumps(info))
-    assert bundle.read_info(old).model.image_size == SIZE
+    assert bundle.read_info(old).model.image_size == (SIZE, SIZE)
     assert bundle.load_bundle(old).info.dataset.name == "tiles"
 
 
@@ -365,7 +365,7 @@ def test_flag_errors_name_the_flag_before_tensorflow_is_imported(model, dataset,
         f"--results-dir {a_file}: {a_file} is a file, not a folder": ("test", ["-p", str(model), "--results-dir", str(a_file)]),
         "not found: expected a model folder": ("finetune", ["-p", str(tmp_path / "missing")]),
         "--data-dir": ("test", ["-p", str(model), "--data-dir", str(tmp_path / "nowhere")]),
-        "--image-sizes 0: expected positive numbers of pixels": ("benchmark", ["-d", str(dataset), "--image-sizes", "0"]),
+        "--image-sizes 0: expected a positive number of pixels": ("benchmark", ["-d", str(dataset), "--image-sizes", "0"]),
         # No model input larger than 1024 px (a 100000 px one asked for 1.31 TiB; issue 30, case 7).
         "--image-size 100000: expected a side of 1 to 1024 pixels; train larger images on tiles": (
             "train", [*train_args(dataset, tmp_path / "m"), "--image-size", "100000"]),

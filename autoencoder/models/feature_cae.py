@@ -120,9 +120,3 @@ def build_feature_cae(
 def is_map_model(model: keras.Model) -> bool:
     """Whether a model outputs its own anomaly map (one channel named MAP_LAYER) instead of a reconstruction."""
     return any(layer.name == MAP_LAYER for layer in model.layers)
-
-
-def check_backbone_size(size: int, backbone: str = BACKBONE) -> None:
-    from autoencoder.features.backbones import get_backbone
-
-    get_backbone(backbone).check_size(size, size)

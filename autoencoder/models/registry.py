@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from autoencoder.errors import UserError
+from autoencoder.image_size import ImageSize
 
 if TYPE_CHECKING:
     import keras
@@ -63,32 +64,40 @@ class Architecture:
     # Builder options train.py can set (e.g. "backbone"): recorded in info.json's model.options.
     options: tuple[str, ...] = ()
 
-    def check_size(self, size: int, flag: str = "--image-size") -> None:
-        """Raise ValueError with a one-line message naming `flag` when this architecture cannot take `size`."""
-        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_IMAGE_SIZE:
-            raise UserError(f"{flag} {size}: expected a side of 1 to {MAX_IMAGE_SIZE} pixels; train larger images on tiles at "
-                             "their full resolution (train.py --tile SIZE)")
-        if self.fixed_size is not None and size != self.fixed_size:
+    def check_size(self, size, flag: str = "--image-size") -> None:
+        """Raise UserError with a one-line message naming `flag` when this architecture cannot take
+        `size` (a side or an ImageSize)."""
+        shown = size
+        try:
+            size = ImageSize.of(size, flag)
+        except UserError:
+            size = None
+        if size is None or max(size) > MAX_IMAGE_SIZE:
+            raise UserError(f"{flag} {shown}: expected a side of 1 to {MAX_IMAGE_SIZE} pixels; "
+                            "train larger images on tiles at their full resolution (train.py --tile SIZE)")
+        if self.fixed_size is not None and size != (self.fixed_size, self.fixed_size):
             raise UserError(
                 f"{flag} {size}: architecture {self.name} takes only {self.fixed_size}x{self.fixed_size} images"
             )
-        if size < self.size_multiple or size % self.size_multiple:
+        if min(size) < self.size_multiple or size.height % self.size_multiple or size.width % self.size_multiple:
             raise UserError(
-                f"{flag} {size}: architecture {self.name} needs a multiple of {self.size_multiple}"
+                f"{flag} {size}: architecture {self.name} needs "
+                + ("a multiple" if size.square else "a width and a height that are multiples") + f" of {self.size_multiple}"
             )
 
     def check_loss(self, loss: str) -> None:
         if loss not in self.losses:
             raise UserError(f"--loss {loss}: architecture {self.name} trains with {' or '.join(self.losses)}")
 
-    def build(self, color_mode: str, size: int | None = None, **options) -> keras.Model:
-        size = self.default_size if size is None else int(size)
+    def build(self, color_mode: str, size=None, **options) -> keras.Model:
+        """The network for `color_mode` images of `size` (a side or an ImageSize; default: the architecture's)."""
+        size = ImageSize.of(self.default_size if size is None else size)
         self.check_size(size)
         unknown = sorted(set(options) - set(self.options))
         if unknown:
             raise UserError(f"--{unknown[0]}: architecture {self.name} has no such option")
         channels = channels_for(color_mode)
-        model = self.builder((size, size, channels), **options)
+        model = self.builder((size.height, size.width, channels), **options)
         return model
 
 
@@ -143,6 +152,6 @@ def available_architectures() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_model(name: str, color_mode: str, size: int | None = None) -> keras.Model:
-    """Build architecture `name` for `color_mode` ('grayscale' or 'rgb') at `size` x `size`."""
+def build_model(name: str, color_mode: str, size=None) -> keras.Model:
+    """Build architecture `name` for `color_mode` ('grayscale' or 'rgb') at `size` (a side or an ImageSize)."""
     return get_architecture(name).build(color_mode, size)

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from autoencoder.errors import UserError
 from autoencoder.folders import naming
+from autoencoder.image_size import ImageSize
 from autoencoder.progress import on_terminal
 
 logger = logging.getLogger(__name__)
@@ -85,10 +86,14 @@ def _check_color_mode(color_mode: str) -> int:
     return COLOR_MODES[color_mode]
 
 
-def _check_size(size: int) -> int:
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise DatasetError(f"image size {size!r} not supported: expected a positive integer")
-    return int(size)
+def _check_size(size) -> ImageSize:
+    """A side or an ImageSize as an ImageSize; DatasetError when it is neither."""
+    if isinstance(size, np.integer):
+        size = int(size)
+    try:
+        return ImageSize.of(size)
+    except UserError:
+        raise DatasetError(f"image size {size!r} not supported: expected a positive integer or (height, width)") from None
 
 
 def _decode(path: str | os.PathLike) -> np.ndarray:
@@ -226,28 +231,29 @@ def _convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
     return np.clip(gray, 0.0, 1.0, out=gray)  # the weights sum to 1 only up to float rounding
 
 
-def _resize(image: np.ndarray, size: int, interpolation_shrink: int, interpolation_enlarge: int) -> np.ndarray:
-    """(H, W, C) -> (size, size, C). Each axis is shrunk with `interpolation_shrink` and enlarged
-    with `interpolation_enlarge`; when one axis shrinks and the other grows, the two are resized in
-    two passes, because cv2 applies one method to both axes and area averaging only anti-aliases
-    when both shrink."""
+def _resize(image: np.ndarray, size: ImageSize, interpolation_shrink: int, interpolation_enlarge: int) -> np.ndarray:
+    """(H, W, C) -> (size.height, size.width, C). Each axis is shrunk with `interpolation_shrink`
+    and enlarged with `interpolation_enlarge`; when one axis shrinks and the other grows, the two
+    are resized in two passes, because cv2 applies one method to both axes and area averaging only
+    anti-aliases when both shrink."""
     height, width, channels = image.shape
-    if height == size and width == size:
+    new_height, new_width = size
+    if height == new_height and width == new_width:
         return image
 
     def resize(img: np.ndarray, new_h: int, new_w: int, interpolation: int) -> np.ndarray:
         out = cv2.resize(img, (new_w, new_h), interpolation=interpolation)
         return out.reshape(new_h, new_w, channels)  # cv2 drops a single channel axis
 
-    if size <= height and size <= width:
-        return resize(image, size, size, interpolation_shrink)
-    if size >= height and size >= width:
-        return resize(image, size, size, interpolation_enlarge)
-    if height > size:  # taller than wide: shrink the height, then enlarge the width
-        image = resize(image, size, width, interpolation_shrink)
+    if new_height <= height and new_width <= width:
+        return resize(image, new_height, new_width, interpolation_shrink)
+    if new_height >= height and new_width >= width:
+        return resize(image, new_height, new_width, interpolation_enlarge)
+    if height > new_height:  # the height shrinks and the width grows: shrink first, then enlarge
+        image = resize(image, new_height, width, interpolation_shrink)
     else:
-        image = resize(image, height, size, interpolation_shrink)
-    return resize(image, size, size, interpolation_enlarge)
+        image = resize(image, height, new_width, interpolation_shrink)
+    return resize(image, new_height, new_width, interpolation_enlarge)
 
 
 def decode_image(path: str | os.PathLike) -> np.ndarray:
@@ -286,10 +292,11 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         return int(raw.shape[0]), int(raw.shape[1])
 
 
-def load_image(path: str | os.PathLike, color_mode: str, size: int) -> np.ndarray:
-    """Read one image and resize it to a square: float32 (size, size, C) in [0, 1].
+def load_image(path: str | os.PathLike, color_mode: str, size) -> np.ndarray:
+    """Read one image and resize it to the model input `size` (a side or an ImageSize): float32
+    (height, width, C) in [0, 1].
 
-    The aspect ratio is not kept (the image is stretched to a square, as the models expect).
+    The aspect ratio is not kept (the image is stretched to the model's input shape).
     Shrinking uses area averaging (cv2.INTER_AREA, no aliasing), enlarging bilinear
     interpolation (cv2.INTER_LINEAR).
     """
@@ -301,7 +308,7 @@ def load_image(path: str | os.PathLike, color_mode: str, size: int) -> np.ndarra
     return _convert_channels(image, channels)
 
 
-def load_image_and_original(path: str | os.PathLike, color_mode: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+def load_image_and_original(path: str | os.PathLike, color_mode: str, size) -> tuple[np.ndarray, np.ndarray]:
     """The model input of one file (exactly :func:`load_image`) and the file decoded once, at its
     original size: float32 (H, W, 1) gray or (H, W, 3) RGB in [0, 1], alpha dropped, colour as in
     the file (for masks and overlays at the original size)."""
@@ -329,8 +336,8 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     return raw > 0
 
 
-def load_mask(path: str | os.PathLike, size: int) -> np.ndarray:
-    """A ground-truth mask resized with nearest-neighbour interpolation: bool (size, size)."""
+def load_mask(path: str | os.PathLike, size) -> np.ndarray:
+    """A ground-truth mask resized with nearest-neighbour interpolation: bool (height, width) of `size`."""
     size = _check_size(size)
     mask = read_mask(path).view(np.uint8)[:, :, None]
     # INTER_NEAREST_EXACT samples pixel centres (like scikit-image / Pillow); INTER_NEAREST is
@@ -340,15 +347,13 @@ def load_mask(path: str | os.PathLike, size: int) -> np.ndarray:
 
 
 def load_mask_at(path: str | os.PathLike, shape: tuple[int, int]) -> np.ndarray:
-    """A ground-truth mask at `shape` (H, W): as read when it has that size, else resized to the
-    square `shape` as :func:`load_mask` does."""
+    """A ground-truth mask at `shape` (H, W): as read when it has that size, else resized as
+    :func:`load_mask` does (test.py checks first that each mask has its image's size)."""
     mask = read_mask(path)
-    height, width = shape
-    if mask.shape == (height, width):
+    if mask.shape == tuple(shape):
         return mask
-    if height != width:
-        raise DatasetError(f"{path}: a mask of {mask.shape[1]}x{mask.shape[0]} pixels; expected {width}x{height}, its image's size")
-    return _resize(mask.view(np.uint8)[:, :, None], height, cv2.INTER_NEAREST_EXACT, cv2.INTER_NEAREST_EXACT)[:, :, 0].astype(bool)
+    resized = _resize(mask.view(np.uint8)[:, :, None], ImageSize(*shape), cv2.INTER_NEAREST_EXACT, cv2.INTER_NEAREST_EXACT)
+    return resized[:, :, 0].astype(bool)
 
 
 # --------------------------------------------------------------------------------------------
@@ -388,42 +393,43 @@ def _load_parallel(paths: Sequence[Path], out: np.ndarray, load_one, workers: in
 def load_images(
     paths: Sequence[str | os.PathLike],
     color_mode: str,
-    size: int,
+    size,
     workers: int | None = None,
     progress: bool = False,
 ) -> np.ndarray:
-    """Load and resize many images with `workers` threads (default: one per CPU core).
+    """Load and resize many images to `size` (a side or an ImageSize) with `workers` threads
+    (default: one per CPU core).
 
-    Returns float32 (N, size, size, C) in [0, 1], in the order of `paths`.
+    Returns float32 (N, height, width, C) in [0, 1], in the order of `paths`.
     """
     channels = _check_color_mode(color_mode)
     size = _check_size(size)
     paths = [Path(p) for p in paths]
-    out = np.empty((len(paths), size, size, channels), dtype=np.float32)
+    out = np.empty((len(paths), *size, channels), dtype=np.float32)
     return _load_parallel(paths, out, lambda p: load_image(p, color_mode, size), workers, progress, "loading images")
 
 
 def load_masks(
     paths: Sequence[str | os.PathLike],
-    size: int,
+    size,
     workers: int | None = None,
     progress: bool = False,
 ) -> np.ndarray:
-    """Load and resize many masks in parallel: bool (N, size, size), in the order of `paths`."""
+    """Load and resize many masks in parallel: bool (N, height, width) of `size`, in the order of `paths`."""
     size = _check_size(size)
     paths = [Path(p) for p in paths]
-    out = np.empty((len(paths), size, size), dtype=bool)
+    out = np.empty((len(paths), *size), dtype=bool)
     return _load_parallel(paths, out, lambda p: load_mask(p, size), workers, progress, "loading masks")
 
 
 def iter_batches(
     paths: Sequence[str | os.PathLike],
     color_mode: str,
-    size: int,
+    size,
     batch_size: int,
     workers: int | None = None,
 ) -> Iterator[tuple[list[Path], np.ndarray]]:
-    """Yield (paths_chunk, images) with images float32 (len(chunk), size, size, C), chunk by
+    """Yield (paths_chunk, images) with images float32 (len(chunk), height, width, C), chunk by
     chunk of at most `batch_size` files, so that only one chunk is in memory at a time."""
     if batch_size < 1:
         raise DatasetError(f"batch size {batch_size} not supported: expected a positive integer")

@@ -2,9 +2,9 @@
 (processing.data.textures) with synthetic defects (processing.data.synthetic_defects) and masks.
 Nothing is downloaded.
 
-- **high-resolution** (:func:`make_highres_dataset`): 8-bit gray images of 1536 px (any size >= 32)
-  with small defects of 5-30 px, one test folder per defect kind (scratch, crack, spot, stain,
-  missing_material, added_material, brightness).
+- **high-resolution** (:func:`make_highres_dataset`): 8-bit gray images of 1536 px (any size >= 32,
+  square or WIDTHxHEIGHT: 1024x256 makes elongated parts) with small defects of 5-30 px, one test
+  folder per defect kind (scratch, crack, spot, stain, missing_material, added_material, brightness).
 - **colour** (:func:`make_color_dataset`): 8-bit RGB images (256 px) whose defects change only the
   hue: every defect pixel keeps the luminance 0.2125 R + 0.7154 G + 0.0721 B of the pixel it
   replaces (to float precision; after rounding to 8 bits the gray images with and without the
@@ -37,6 +37,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from autoencoder.errors import UserError
+from autoencoder.image_size import ImageSize
 from autoencoder.progress import progress_bar
 from processing.data.images import DatasetError, writing_dataset
 from processing.data.synthetic_defects import GRAY_DEFECT_KINDS, MIN_IMAGE_SIDE, DefectParams, max_defect_size, random_defect
@@ -102,9 +104,9 @@ def product_style(seed: int) -> ProductStyle:
     return ProductStyle.sample(np.random.default_rng([seed, 0]))
 
 
-def _generate_one(spec: _Spec, style: ProductStyle, size: int, size_range, seed: int, folder: str, index: int) -> GeneratedImage:
+def _generate_one(spec: _Spec, style: ProductStyle, size: ImageSize, size_range, seed: int, folder: str, index: int) -> GeneratedImage:
     rng = _image_rng(seed, folder, index)
-    clean = product_texture((size, size), style, rng)
+    clean = product_texture(tuple(size), style, rng)
     if spec.color:
         clean = colorize(clean, style, rng)
     if folder in (TRAIN_FOLDER, TEST_GOOD_FOLDER):
@@ -121,7 +123,14 @@ def _check_count(value, flag: str, minimum: int) -> int:
 
 
 def _check_arguments(image_size, n_train, n_test_good, n_test_defect, defect_types, known, defect_size_range, seed):
-    image_size = _check_count(image_size, "--image-size", MIN_IMAGE_SIDE)
+    if isinstance(image_size, np.integer):
+        image_size = int(image_size)
+    try:
+        image_size = ImageSize.of(image_size, "--image-size")
+    except UserError as error:
+        raise DatasetError(str(error)) from None
+    if min(image_size) < MIN_IMAGE_SIDE:
+        raise DatasetError(f"--image-size {image_size} not supported: expected an integer >= {MIN_IMAGE_SIDE} (for each side)")
     counts = (
         _check_count(n_train, "--n-train", 1),
         _check_count(n_test_good, "--n-test-good", 0),
@@ -132,7 +141,7 @@ def _check_arguments(image_size, n_train, n_test_good, n_test_defect, defect_typ
     unknown = [t for t in types if t not in known]
     if not types or unknown or len(set(types)) != len(types):
         raise DatasetError(f"--defect-types {list(types)} not supported: expected distinct names from {', '.join(known)}")
-    largest = max_defect_size((image_size, image_size))
+    largest = max_defect_size(tuple(image_size))
     try:
         low, high = (float(v) for v in defect_size_range)
     except (TypeError, ValueError):
@@ -159,7 +168,7 @@ def _generated(spec: _Spec, kind: str, image_size, n_train, n_test_good, n_test_
     style = product_style(seed)
     settings = {
         "kind": kind,
-        "image_size": image_size,
+        "image_size": image_size.to_json(),
         "n_train": counts[0],
         "n_test_good": counts[1],
         "n_test_defect": counts[2],
@@ -243,7 +252,7 @@ def _write_dataset(out_dir, settings: dict, jobs, generate, settings_file: str, 
             writer = csv.DictWriter(handle, fieldnames=DEFECT_COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
-    logger.info("%s dataset (%d px) written to %s: %s", kind, settings["image_size"], out_dir, settings["counts"])
+    logger.info("%s dataset (%s px) written to %s: %s", kind, ImageSize.of(settings["image_size"]), out_dir, settings["counts"])
     return out_dir
 
 

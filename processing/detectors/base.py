@@ -281,8 +281,7 @@ class Detector(abc.ABC):
 
     def map_shape(self, path) -> tuple[int, int]:
         """(H, W) of the maps and masks of image file `path` (test.py reads its ground truth at that size)."""
-        size = self.model.info.model.image_size
-        return (size, size)
+        return tuple(self.model.info.model.image_size)
 
     # ---- scoring and deciding --------------------------------------------------------------
 

@@ -400,7 +400,7 @@ class KDEExportPlan(ExportPlan):
         return {"image_score": ops.cast(-log_density, "float32"), "log_density": ops.cast(log_density, "float32"),
                 "error": ops.cast(error, "float32"), "defective": defective}
 
-    def describe_outputs(self, size: int) -> dict[str, str]:
+    def describe_outputs(self, size: tuple[int, int]) -> dict[str, str]:
         return {
             "image_score": "float32 (N,): -log density of the bottleneck code (higher = more anomalous)",
             "log_density": "float32 (N,): log density of the code under the training codes' Gaussian KDE",

@@ -130,8 +130,8 @@ class ExportPlan(abc.ABC):
         """The decision settings (JSON): ``"rule"`` names what the runner applies to the outputs."""
 
     @abc.abstractmethod
-    def describe_outputs(self, size: int) -> dict[str, str]:
-        """{output name: what it is}, for export_info.json."""
+    def describe_outputs(self, size: tuple[int, int]) -> dict[str, str]:
+        """{output name: what it is} for inputs of `size` (height, width), for export_info.json."""
 
     def large_arrays(self) -> dict:
         """{name: array} of constants too large for the converters of one-file formats, which export.py

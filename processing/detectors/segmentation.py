@@ -187,8 +187,8 @@ class SegmentationDetector(Detector):
         largest = self.maps.largest_area
         if largest is not None and self.min_area > largest:
             where = Path(folder) / "finetuning_result.json" if folder is not None else "the finetuning result"
-            size = self.maps.size
-            raise UserError(f"{where}: best_min_area {self.min_area}: larger than the model's {size}x{size} maps (at most {largest})")
+            height, width = self.maps.size
+            raise UserError(f"{where}: best_min_area {self.min_area}: larger than the model's {width}x{height} maps (at most {largest})")
         self.clear_border = result.clear_border
         self.image_score = result.image_score
 

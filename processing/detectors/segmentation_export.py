@@ -62,10 +62,11 @@ class SegmentationExportPlan(ExportPlan):
             outputs["defective"] = highest > threshold
         return outputs
 
-    def describe_outputs(self, size: int) -> dict[str, str]:
+    def describe_outputs(self, size: tuple[int, int]) -> dict[str, str]:
+        height, width = size
         described = {
-            "anomaly_map": f"float32 (N, {size}, {size}): the post-processed anomaly map (higher = more anomalous)",
-            "above_threshold": f"bool (N, {size}, {size}): anomaly_map > threshold, before the component rule",
+            "anomaly_map": f"float32 (N, {height}, {width}): the post-processed anomaly map (higher = more anomalous)",
+            "above_threshold": f"bool (N, {height}, {width}): anomaly_map > threshold, before the component rule",
         }
         if self.image_score == "max":
             described["image_score"] = "float32 (N,): the map's maximum, the image score"

@@ -103,20 +103,21 @@ def feature_grid_tensor(model):
 register_map_source(MapSource("features", bind_feature_grid, feature_grid_tensor))
 
 
-def upsample_maps(maps: np.ndarray, size: int) -> np.ndarray:
-    """(N, h, w) grid maps -> (N, size, size) float64, bilinear (pixel centres aligned)."""
-    out = np.empty((len(maps), size, size), dtype=np.float64)
+def upsample_maps(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(N, h, w) grid maps -> (N, *shape) float64, bilinear (pixel centres aligned)."""
+    height, width = shape
+    out = np.empty((len(maps), height, width), dtype=np.float64)
     for index, grid_map in enumerate(maps):
-        out[index] = cv2.resize(np.asarray(grid_map, dtype=np.float64), (size, size), interpolation=cv2.INTER_LINEAR)
+        out[index] = cv2.resize(np.asarray(grid_map, dtype=np.float64), (width, height), interpolation=cv2.INTER_LINEAR)
     return out
 
 
-def upsample_tensor(maps, size: int):
-    """:func:`upsample_maps` as tensor ops: (N, h, w) float32 -> (N, size, size) float32, bilinear with
+def upsample_tensor(maps, shape: tuple[int, int]):
+    """:func:`upsample_maps` as tensor ops: (N, h, w) float32 -> (N, *shape) float32, bilinear with
     pixel centres aligned (TensorFlow's half-pixel resize is OpenCV's INTER_LINEAR)."""
     from keras import ops
 
-    return ops.image.resize(maps[..., None], (size, size), interpolation="bilinear", antialias=False)[..., 0]
+    return ops.image.resize(maps[..., None], tuple(shape), interpolation="bilinear", antialias=False)[..., 0]
 
 
 @register_map_kind
@@ -150,13 +151,13 @@ class FeatureDensityMap(MapKind):
     source = "features"
 
     def maps(self, images, source, dtype, state=None):
-        return upsample_maps(state.score(source), images.shape[1])
+        return upsample_maps(state.score(source), images.shape[1:3])
 
     def graph(self, images, source, state, dtype):
         from keras import ops
 
         grid = self.grid_graph(ops.cast(source, "float32"), state)  # float32, as the numpy scorers
-        return ops.cast(upsample_tensor(grid, int(images.shape[1])), dtype)
+        return ops.cast(upsample_tensor(grid, (int(images.shape[1]), int(images.shape[2]))), dtype)
 
     def grid_graph(self, features, state):
         raise NotImplementedError

@@ -10,6 +10,7 @@ import logging
 
 import numpy as np
 
+from autoencoder.image_size import ImageSize
 from autoencoder.progress import progress_bar
 from processing.data.images import iter_batches
 from processing.maps.kinds import MapKind, MapSource, MapSpec, get_map_kind, get_map_source, register_map_source
@@ -41,7 +42,7 @@ def compute_resmaps(model, paths, color_mode, size, method, dtype, batch_size: i
         for _, images in iter_batches(paths, color_mode, size, batch_size)
     ]
     if not batches:
-        return np.zeros((0, size, size), dtype=np.uint8 if dtype == "uint8" else np.float64)
+        return np.zeros((0, *ImageSize.of(size)), dtype=np.uint8 if dtype == "uint8" else np.float64)
     return np.concatenate(batches)
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from autoencoder import bundle
 from autoencoder.errors import UserError
+from autoencoder.image_size import ImageSize
 from autoencoder.model_info import ModelInfo
 from processing.data import splits
 from processing.data.images import (
@@ -186,8 +187,8 @@ class MapModel:
     # ---- what a file becomes ---------------------------------------------------------------
 
     @property
-    def size(self) -> int:
-        """The side of the model input (a tile's, for a tiled model)."""
+    def size(self) -> ImageSize:
+        """The model input (a tile, for a tiled model)."""
         return self.model.info.model.image_size
 
     @property
@@ -202,7 +203,7 @@ class MapModel:
         return load_image_and_original(path, self.color_mode, self.size)
 
     def iter_inputs(self, paths):
-        """(paths, model inputs) batch by batch: (N, S, S, C) resized images, or for a tiled model a
+        """(paths, model inputs) batch by batch: (N, H, W, C) resized images, or for a tiled model a
         list of whole images, each at its own size."""
         if self.grid is not None:
             yield from iter_originals(paths, self.color_mode, self.batch_size)
@@ -212,32 +213,32 @@ class MapModel:
     @property
     def largest_area(self) -> int | None:
         """Pixels of the largest map (None: a tiled model's maps are as large as its images)."""
-        return None if self.grid is not None else self.size * self.size
+        return None if self.grid is not None else self.size.height * self.size.width
 
     def map_shape(self, path) -> tuple[int, int]:
         """(H, W) of the map of image file `path`: the model's, or a tiled model's image's own size."""
-        return image_size(path) if self.grid is not None else (self.size, self.size)
+        return image_size(path) if self.grid is not None else tuple(self.size)
 
     # ---- maps ------------------------------------------------------------------------------
 
     def component_maps(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """Each component's anomaly maps (N, S, S) of a batch of model inputs."""
+        """Each component's anomaly maps (N, H, W) of a batch of model inputs."""
         values = source_values(self.sources, images, self.batch_size)  # one model pass per source
         maps = {kind.name: kind.maps(images, values[kind.source], self.dtype, self.states.get(kind.name)) for kind in self.spec.kinds}
         for index, partner in enumerate(self.partners):
             partner_maps = partner.raw_maps(resize_images(images, partner.size))
-            maps[f"partner_{index}"] = resize_maps(partner_maps, images.shape[1])
+            maps[f"partner_{index}"] = resize_maps(partner_maps, ImageSize(*images.shape[1:3]))
         return maps
 
     def raw_maps(self, images: np.ndarray) -> np.ndarray:
-        """The anomaly maps (N, S, S) of a batch of model inputs (tiles), before post-processing."""
+        """The anomaly maps (N, H, W) of a batch of model inputs (tiles), before post-processing."""
         maps = self.component_maps(images)
         if len(maps) == 1:
             return maps[self.spec.names[0]]
         return combine_maps(maps, self.combination)
 
     def maps(self, images) -> np.ndarray | list[np.ndarray]:
-        """The post-processed maps of a batch of inputs (:meth:`iter_inputs`): (N, S, S), or for a
+        """The post-processed maps of a batch of inputs (:meth:`iter_inputs`): (N, H, W), or for a
         tiled model a list of (H_i, W_i) maps, each at its image's own size; outside the region of
         interest each holds its lowest value inside it."""
         if self.grid is None:
@@ -259,7 +260,7 @@ class MapModel:
         return stitch(maps, self.grid, *image.shape[:2])
 
     def maps_of_files(self, paths) -> np.ndarray | list[np.ndarray]:
-        """Post-processed maps of image files, as test.py makes them: (N, S, S), or a list for a tiled model."""
+        """Post-processed maps of image files, as test.py makes them: (N, H, W), or a list for a tiled model."""
         if self.grid is None:
             return self.restrict(self.postprocess(self.raw_maps_of_files(paths)))
         return [resmap for _, images in self.iter_inputs(paths) for resmap in self.maps(images)]
@@ -274,9 +275,9 @@ class MapModel:
         return {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}
 
     def raw_maps_of_files(self, paths) -> np.ndarray:
-        """The raw maps (N, S, S) of image files (not for a tiled model: their maps have their images' sizes)."""
+        """The raw maps (N, H, W) of image files (not for a tiled model: their maps have their images' sizes)."""
         batches = [self.raw_maps(images) for _, images in iter_batches(paths, self.color_mode, self.size, self.batch_size)]
-        return np.concatenate(batches) if batches else np.zeros((0, self.size, self.size))
+        return np.concatenate(batches) if batches else np.zeros((0, *self.size))
 
     # ---- export.py -------------------------------------------------------------------------
 
@@ -289,7 +290,7 @@ class MapModel:
 class SpecGraph:
     """The raw maps of one model's map spec as tensor ops, at `size` (each map source computed once)."""
 
-    def __init__(self, keras_model, spec: MapSpec, states: dict, size: int):
+    def __init__(self, keras_model, spec: MapSpec, states: dict, size: ImageSize):
         self.spec, self.states, self.size = spec, states, size
         self.sources = {name: get_map_source(name).tensor(keras_model) for name in spec.sources}
         self.bound: dict = {}  # {"<kind>.<field>": tensor} of lifted state fields while a graph with them as inputs is traced
@@ -316,11 +317,11 @@ class MapModelGraph:
 
     def __init__(self, maps: MapModel, name: str):
         self.size, self.postprocess, self.combination = maps.size, maps.postprocess, maps.combination
-        self.roi = None if maps.roi is None else roi_at(maps.roi, (maps.size, maps.size))
+        self.roi = None if maps.roi is None else roi_at(maps.roi, tuple(maps.size))
         self.graphs = [("", SpecGraph(maps.model.model, maps.spec, maps.states, self.size))]
         self.models = [maps.model.model]
         for index, partner in enumerate(maps.partners):
-            if partner.size < self.size and self.size % partner.size:
+            if any(theirs < ours and ours % theirs for theirs, ours in zip(partner.size, self.size)):
                 raise UserError(
                     f"result {name}: the {partner.size} px partner model {partner.model.folder} would need a non-integer "
                     f"area resize from {self.size} px, which export.py cannot reproduce exactly"
@@ -348,7 +349,7 @@ class MapModelGraph:
             component = graph.maps(inputs, dtype)
             if prefix:  # a partner model: its one map, back at our size
                 (partner_map,) = component.values()
-                partner_map = ops.image.resize(ops.cast(partner_map, "float32")[..., None], (self.size, self.size),
+                partner_map = ops.image.resize(ops.cast(partner_map, "float32")[..., None], tuple(self.size),
                                                interpolation="bilinear", antialias=False)[..., 0]
                 component = {prefix: ops.cast(partner_map, dtype)}
             maps |= component
@@ -369,17 +370,18 @@ def restrict_tensor(maps, roi: np.ndarray | None):
     return ops.where(inside, maps, lowest)
 
 
-def resize_images_tensor(images, size: int):
+def resize_images_tensor(images, size: ImageSize):
     """:func:`resize_images` as tensor ops, for the sizes it can reproduce exactly: an integer
-    shrink factor (area averaging = average pooling) or any enlargement (bilinear)."""
+    shrink factor per axis (area averaging = average pooling) or an enlargement of both axes (bilinear)."""
     from keras import ops
 
-    side = int(images.shape[1])
-    if size == side:
+    height, width = int(images.shape[1]), int(images.shape[2])
+    if (height, width) == tuple(size):
         return images
-    if size > side:
-        return ops.image.resize(images, (size, size), interpolation="bilinear", antialias=False)
-    return ops.average_pool(images, pool_size=side // size, strides=side // size, padding="valid")
+    if size.height >= height and size.width >= width:
+        return ops.image.resize(images, tuple(size), interpolation="bilinear", antialias=False)
+    pool = (height // size.height, width // size.width)
+    return ops.average_pool(images, pool_size=pool, strides=pool, padding="valid")
 
 
 def check_growable(folder, spec: MapSpec, partners: bool, normalization: str) -> None:
@@ -436,7 +438,7 @@ def fit_partner(spec: str, model: bundle.ModelBundle, batch_size: int, seed: int
         train_files = splits.training_files(scan_dataset(partner.info.dataset.path), partner.info)
         batches, total = training_inputs(partner, train_files, batch_size, seed)
         states = fit_states(partner_spec.fitted_kinds, partner.model, batches, batch_size, seed, total)
-    logger.info("combining with %s (%s maps at %d px)", partner.folder, method, partner.info.model.image_size)
+    logger.info("combining with %s (%s maps at %s px)", partner.folder, method, partner.info.model.image_size)
     return MapModel(partner, partner_spec, "float64", states, batch_size=batch_size)
 
 
@@ -475,19 +477,20 @@ def training_inputs(model: bundle.ModelBundle, paths: list, batch_size: int, see
     return batches, min(total, MAX_FIT_TILES)
 
 
-def resize_images(images: np.ndarray, size: int) -> np.ndarray:
-    """A batch (N, H, W, C) float32 resized to (N, size, size, C): area averaging to shrink, bilinear to enlarge."""
-    if images.shape[1] == size:
+def resize_images(images: np.ndarray, size: ImageSize) -> np.ndarray:
+    """A batch (N, H, W, C) float32 resized to (N, height, width, C) of `size`: area averaging to
+    shrink, bilinear to enlarge."""
+    if images.shape[1:3] == tuple(size):
         return images
-    interpolation = cv2.INTER_AREA if size < images.shape[1] else cv2.INTER_LINEAR
-    out = np.empty((len(images), size, size, images.shape[-1]), dtype=np.float32)
+    interpolation = cv2.INTER_AREA if size.height <= images.shape[1] and size.width <= images.shape[2] else cv2.INTER_LINEAR
+    out = np.empty((len(images), *size, images.shape[-1]), dtype=np.float32)
     for index, image in enumerate(images):
-        out[index] = cv2.resize(image, (size, size), interpolation=interpolation).reshape(size, size, -1)
+        out[index] = cv2.resize(image, size.cv2_size, interpolation=interpolation).reshape(*size, -1)
     return out
 
 
-def resize_maps(maps: np.ndarray, size: int) -> np.ndarray:
-    """(N, h, w) maps resized bilinearly to (N, size, size) float64."""
-    if maps.shape[1] == size:
+def resize_maps(maps: np.ndarray, size: ImageSize) -> np.ndarray:
+    """(N, h, w) maps resized bilinearly to (N, height, width) of `size`, float64."""
+    if maps.shape[1:3] == tuple(size):
         return maps
-    return np.stack([cv2.resize(np.asarray(m, dtype=np.float64), (size, size), interpolation=cv2.INTER_LINEAR) for m in maps])
+    return np.stack([cv2.resize(np.asarray(m, dtype=np.float64), size.cv2_size, interpolation=cv2.INTER_LINEAR) for m in maps])

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from autoencoder.errors import UserError
+from autoencoder.image_size import ImageSize
 from autoencoder.moments import Moments
 
 logger = logging.getLogger(__name__)
@@ -100,9 +101,10 @@ def smooth_tensor(maps, sigma: float):
     return mirrored_separable_filter(maps[..., None], smoothing_taps(sigma))[..., 0]
 
 
-def check_smoothing_fits(sigma: float, size: int) -> None:
-    """The graph mirrors the map once at each border: the kernel's radius must be below the map's side."""
-    if sigma > 0 and int(TRUNCATE * sigma + 0.5) >= size:
+def check_smoothing_fits(sigma: float, size) -> None:
+    """The graph mirrors the map once at each border: the kernel's radius must be below the map's
+    shorter side (`size`: a side or an ImageSize)."""
+    if sigma > 0 and int(TRUNCATE * sigma + 0.5) >= min(ImageSize.of(size)):
         raise UserError(f"smoothing sigma {sigma} needs a kernel wider than the {size} px map; export.py cannot mirror it")
 
 

@@ -39,7 +39,7 @@ from processing.workflow.model_info import build_info, store_roi, write_inspecti
 logger = logging.getLogger(__name__)
 
 
-def train_adversarial(config, architecture, size: int, layout) -> Path:
+def train_adversarial(config, architecture, size, layout) -> Path:
     """What ``trainer.train`` runs when ``config.adversarial``: train the AAE, write the model folder.
 
     The folder is the usual one (``.keras`` autoencoder, info.json with an "adversarial" section,

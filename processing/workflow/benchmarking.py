@@ -22,6 +22,7 @@ from pathlib import Path
 
 from autoencoder import bundle, folders
 from autoencoder.errors import UserError
+from autoencoder.image_size import ImageSize
 from autoencoder.progress import progress_bar
 from processing.evaluation.metrics import NOT_AVAILABLE_KEY, absent_note, absent_to_none, format_metric, is_absent
 
@@ -44,7 +45,7 @@ class BenchmarkConfig:
     # (docs/benchmarks.md): featureCAE at 256 px scored by padim.
     architectures: list[str] = field(default_factory=lambda: ["featureCAE"])
     losses: list[str] = field(default_factory=lambda: ["l2"])
-    image_sizes: list[int] = field(default_factory=lambda: [256])
+    image_sizes: list = field(default_factory=lambda: [256])  # sides or WIDTHxHEIGHT
     epochs: int | None = None  # None: each architecture's default (featureCAE 0: its padim needs only the feature statistics)
     # The rate the range test falls back to on magnetic_tile (the loss does not fall during the
     # sweep); None: each training runs the range test.
@@ -86,8 +87,7 @@ class BenchmarkConfig:
             if not values:
                 raise UserError(f"{flag}: expected at least one value")
         for size in self.image_sizes:
-            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-                raise UserError(f"--image-sizes {size}: expected positive numbers of pixels")
+            ImageSize.of(size, "--image-sizes")
         check_positive_int(self.batch_size, "--batch", "a batch size")
         check_positive_int(self.patience, "--patience", "epochs without improvement before training stops")
         from processing.decision.thresholds import RULES
@@ -120,7 +120,7 @@ class BenchmarkConfig:
             if loss not in losses_with_maps():
                 matching_map_for_loss(loss)  # raises, naming --losses
         for name, size in itertools.product(self.architectures, self.image_sizes):
-            get_architecture(name).check_size(int(size), "--image-sizes")
+            get_architecture(name).check_size(ImageSize.of(size), "--image-sizes")
         check_dataset_root(self.input_dir)
         check_writable_dir(self.output_dir, "--output-dir")
         check_writable_dir(self.models_dir, "--models-dir")
@@ -163,7 +163,7 @@ class RunSpec:
 
     architecture: str
     loss: str
-    image_size: int
+    image_size: ImageSize
 
     @property
     def name(self) -> str:
@@ -179,10 +179,10 @@ def expand_grid(config: BenchmarkConfig) -> list[RunSpec]:
 
     config.validate()
     specs = [
-        RunSpec(name, loss, int(size))
+        RunSpec(name, loss, size)
         for name in config.architectures
         for loss in losses_for(get_architecture(name), config.losses)
-        for size in config.image_sizes
+        for size in (ImageSize.of(size) for size in config.image_sizes)
     ]
     return list(dict.fromkeys(specs))  # drop repeats, keep order
 
@@ -231,7 +231,7 @@ def run_configuration(spec: RunSpec, config: BenchmarkConfig) -> list[dict]:
     for method in methods:
         record = evaluate_map(folder, method, config, config.output_dir)
         record |= {"name": spec.name if len(methods) == 1 else f"{spec.name}-{method}", "architecture": spec.architecture,
-                   "loss": spec.loss, "image_size": spec.image_size}
+                   "loss": spec.loss, "image_size": spec.image_size.to_json()}
         record["timings_s"]["train_total_s"] = round(train_total_s, 2)
         records.append(record)
     return records

@@ -1,6 +1,6 @@
 """export.py: any finetuning result as one graph (SavedModel, TFLite or ONNX), with a runner beside it.
 
-The graph takes ``images``: float32 (N, S, S, C) in [0, 1] at the model's input size S, C = 1 for
+The graph takes ``images``: float32 (N, H, W, C) in [0, 1] at the model's input size, C = 1 for
 a grayscale model and 3 for an RGB one: the model input exactly as the toolkit makes it from a
 file. What happens after that is the detector's export plan (``Detector.export_plan``):
 
@@ -94,16 +94,17 @@ class ExportConfig:
 
 @dataclass(frozen=True)
 class InputShape:
-    """The graph's input: float32 (N, size, size, channels) images of `color_mode`."""
+    """The graph's input: float32 (N, height, width, channels) images of `color_mode`."""
 
-    size: int
+    height: int
+    width: int
     channels: int
     color_mode: str
 
     @classmethod
     def of(cls, model) -> InputShape:
         info = model.info.model
-        return cls(info.image_size, info.channels, info.color_mode)
+        return cls(*info.image_size, info.channels, info.color_mode)
 
 
 def check_format(name: str) -> str:
@@ -121,7 +122,7 @@ def make_module(plan: ExportPlan, shape: InputShape, dtype: str, lifted: dict | 
     import tensorflow as tf
 
     lifted = lifted or {}
-    signature = [tf.TensorSpec((None, shape.size, shape.size, shape.channels), tf.float32, name=INPUT_NAME)]
+    signature = [tf.TensorSpec((None, shape.height, shape.width, shape.channels), tf.float32, name=INPUT_NAME)]
     if not as_variables:
         signature += [tf.TensorSpec(array.shape, tf.float32, name=name) for name, array in lifted.items()]
 
@@ -160,7 +161,6 @@ def runner_path(out: Path, fmt: str) -> Path:
 def export_info(model, name: str, plan: ExportPlan, shape: InputShape, fmt: str, dtype: str, runner: Path) -> dict:
     from autoencoder import bundle
 
-    size = shape.size
     return {
         "format": fmt,
         "model_folder": str(model.folder.resolve()),
@@ -169,17 +169,18 @@ def export_info(model, name: str, plan: ExportPlan, shape: InputShape, fmt: str,
         "input": {
             "name": INPUT_NAME,
             "dtype": "float32",
-            "shape": [None, size, size, shape.channels],
+            "shape": [None, shape.height, shape.width, shape.channels],
             "color_mode": shape.color_mode,
             "value_range": [0.0, 1.0],
             "preprocessing": (
                 "decode the file (8-bit / 255, 16-bit / 65535, alpha dropped, RGB order); resize to "
-                f"{size}x{size} with cv2.INTER_AREA along axes that shrink and INTER_LINEAR along axes that grow; "
+                f"{shape.width}x{shape.height} (width x height) with cv2.INTER_AREA along axes that shrink and INTER_LINEAR "
+                "along axes that grow; "
                 + ("RGB to gray with 0.2125 R + 0.7154 G + 0.0721 B" if shape.channels == 1 else "gray replicated to RGB")
                 + " (the runner's model_input does exactly this)"
             ),
         },
-        "outputs": plan.describe_outputs(size),
+        "outputs": plan.describe_outputs((shape.height, shape.width)),
         "decision": plan.decision(),
         "compute_dtype": dtype,
         "runner": {

@@ -146,25 +146,30 @@ def oriented(image: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(image[flips[orientation]] if orientation in flips else image)
 
 
-def resize(image: np.ndarray, size: int) -> np.ndarray:
-    """(H, W, C) -> (size, size, C): area averaging where an axis shrinks, bilinear where it grows
-    (in two passes when one axis shrinks and the other grows)."""
+def resize(image: np.ndarray, size) -> np.ndarray:
+    """(H, W, C) -> (height, width, C) of `size` ((height, width), or one side for a square): area
+    averaging where an axis shrinks, bilinear where it grows (in two passes when one axis shrinks
+    and the other grows)."""
     height, width, channels = image.shape
+    new_height, new_width = (size, size) if isinstance(size, int) else size
 
     def to(img, new_h, new_w, interpolation):
         return cv2.resize(img, (new_w, new_h), interpolation=interpolation).reshape(new_h, new_w, channels)
 
-    if height == size and width == size:
+    if height == new_height and width == new_width:
         return image
-    if size <= height and size <= width:
-        return to(image, size, size, cv2.INTER_AREA)
-    if size >= height and size >= width:
-        return to(image, size, size, cv2.INTER_LINEAR)
-    image = to(image, size, width, cv2.INTER_AREA) if height > size else to(image, height, size, cv2.INTER_AREA)
-    return to(image, size, size, cv2.INTER_LINEAR)
+    if new_height <= height and new_width <= width:
+        return to(image, new_height, new_width, cv2.INTER_AREA)
+    if new_height >= height and new_width >= width:
+        return to(image, new_height, new_width, cv2.INTER_LINEAR)
+    if height > new_height:
+        image = to(image, new_height, width, cv2.INTER_AREA)
+    else:
+        image = to(image, height, new_width, cv2.INTER_AREA)
+    return to(image, new_height, new_width, cv2.INTER_LINEAR)
 
 
-def model_input(original: np.ndarray, size: int, channels: int) -> np.ndarray:
+def model_input(original: np.ndarray, size, channels: int) -> np.ndarray:
     """The graph's input of one decoded image: resized, then gray replicated to RGB or RGB to gray."""
     image = resize(original, size)
     if image.shape[2] == channels:
@@ -280,8 +285,8 @@ def read_info(source: Path) -> dict:
         raise bad("format", f"one of {', '.join(FORMATS)}")
     shape = (info.get("input") or {}).get("shape") if isinstance(info.get("input"), dict) else None
     if not (isinstance(shape, list) and len(shape) == 4 and all(isinstance(v, int) and not isinstance(v, bool) for v in shape[1:])
-            and shape[1] == shape[2] and 1 <= shape[1] <= 8192 and shape[3] in (1, 3)):
-        raise bad("input.shape", "[null, SIZE, SIZE, 1 or 3]")
+            and 1 <= shape[1] <= 8192 and 1 <= shape[2] <= 8192 and shape[3] in (1, 3)):
+        raise bad("input.shape", "[null, HEIGHT, WIDTH, 1 or 3]")
     decision = info.get("decision")
     if not isinstance(decision, dict):
         raise bad("decision", "an object")
@@ -404,7 +409,7 @@ class Export:
                 raise ValueError(f"{source}: describes another graph than {self.path} (its SHA-256 differs): an export killed half "
                                  "way, or a file replaced by hand; export it again")
         shape = self.info["input"]["shape"]
-        self.size, self.channels = int(shape[1]), int(shape[3])
+        self.size, self.channels = (int(shape[1]), int(shape[2])), int(shape[3])  # size: (height, width)
         self.batch_size = batch_size
         try:
             self.run, graph_shape = graph_function(self.path, self.info["format"])
@@ -413,7 +418,7 @@ class Export:
         except Exception as error:  # a truncated or foreign graph: each runtime raises its own kind
             first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
             raise ValueError(f"{self.path}: cannot load the {self.info['format']} graph ({first}); export it again") from None
-        if graph_shape is not None and list(graph_shape[1:]) != [self.size, self.size, self.channels]:
+        if graph_shape is not None and list(graph_shape[1:]) != [*self.size, self.channels]:
             raise ValueError(f"{source}: input shape {shape} differs from the graph's {list(graph_shape)}: edited by hand? export it again")
 
     def predict_images(self, originals: list[np.ndarray]) -> list[dict]:

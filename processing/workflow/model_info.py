@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from pathlib import Path
 
 from autoencoder import bundle
 from autoencoder.folders import file_sha256
+from autoencoder.image_size import ImageSize
 from autoencoder.model_info import SCHEMA_VERSION
 from processing.data.fingerprint import dataset_content
 from processing.data.images import load_images
@@ -30,7 +30,7 @@ def build_info(
         "schema_version": SCHEMA_VERSION,  # autoencoder/model_info.py: what finetune.py and test.py check on reading
         "created": stamp,
         "command": bundle.command_line(),
-        "settings": asdict(config),
+        "settings": config.settings,
         "dataset": {
             "path": str(layout.root.resolve()),
             "name": layout.root.name,
@@ -48,7 +48,7 @@ def build_info(
             "color_mode": config.color_mode,
             "color_mode_from": "the training images (-c auto)" if getattr(config, "color_detected", False) else "-c/--color",
             **({"tile": config.tile_grid.to_json()} if getattr(config, "tile_grid", None) is not None else {}),
-            "image_size": size,
+            "image_size": ImageSize.of(size).to_json(),
             "channels": 1 if config.color_mode == "grayscale" else 3,
             "value_range": list(architecture.value_range),
             "preprocessing": architecture.preprocessing,

@@ -10,13 +10,14 @@ processing/detectors/base.py; benchmark.py's BenchmarkConfig in benchmarking.py.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from autoencoder import bundle
 from autoencoder.checks import check_fraction, check_positive_int, check_positive_number
 from autoencoder.errors import UserError
 from autoencoder.folders import check_writable_dir
+from autoencoder.image_size import ImageSize
 from autoencoder.loss_rules import check_loss_color
 
 
@@ -30,7 +31,7 @@ class TrainConfig:
     loss: str | None = None  # None: the architecture's default (l2 for pixel models, the best on magnetic_tile; feature for featureCAE)
     batch_size: int = 8
     epochs: int | None = None  # None: the architecture's default (100 for pixel autoencoders, 20 for featureCAE)
-    image_size: int | None = None
+    image_size: ImageSize | int | str | None = None  # a side or WIDTHxHEIGHT; None: the architecture's square
     learning_rate: float | None = None  # None: run the learning-rate range test
     validation_split: float = 0.1
     augment: bool = True
@@ -61,11 +62,19 @@ class TrainConfig:
         return get_architecture(self.architecture)
 
     @property
-    def size(self) -> int:
-        """The side of the model input: the tile, --image-size or the architecture's default."""
+    def size(self) -> ImageSize:
+        """The model input: a tile, --image-size or the architecture's default square."""
         if self.tile is not None:
-            return self.tile
-        return self.architecture_spec.default_size if self.image_size is None else self.image_size
+            return ImageSize.of(self.tile, "--tile")
+        return ImageSize.of(self.architecture_spec.default_size if self.image_size is None else self.image_size, "--image-size")
+
+    @property
+    def settings(self) -> dict:
+        """The settings as JSON (info.json's ``settings``): the input size as info.json writes sizes."""
+        settings = asdict(self)
+        if self.image_size is not None:
+            settings["image_size"] = ImageSize.of(self.image_size, "--image-size").to_json()
+        return settings
 
     @property
     def architecture_options(self) -> dict:
@@ -101,12 +110,10 @@ class TrainConfig:
         from processing.workflow.distribute import check_distribute
 
         architecture = self.architecture_spec
-        if self.image_size is not None and (
-            isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < 1
-        ):
-            raise UserError(f"--image-size {self.image_size}: expected a positive number of pixels (the side of the square model input)")
+        if self.image_size is not None:
+            ImageSize.of(self.image_size, "--image-size")
         if self.tile is not None:
-            if self.image_size is not None and self.image_size != self.tile:
+            if self.image_size is not None and ImageSize.of(self.image_size) != (self.tile, self.tile):
                 raise UserError(
                     f"--image-size {self.image_size} with --tile {self.tile}: a tiled model's input is one tile; drop --image-size"
                 )
@@ -148,7 +155,7 @@ class TrainConfig:
             flag = "the dataset's region of interest" if self.roi_detected else "--roi"
             region = read_roi(self.roi, flag)  # unreadable, or covering nothing: said before TensorFlow
             if self.tile is None:  # a tiled model's maps are as large as its images
-                check_roi_fits(region, (self.size, self.size), flag)
+                check_roi_fits(region, tuple(self.size), flag)
         architecture.check_loss(self.loss)
         check_distribute(self.distribute)
         self.check_adversarial_flags()

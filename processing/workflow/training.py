@@ -17,6 +17,7 @@ import keras
 from autoencoder import bundle
 from autoencoder.callbacks import find_learning_rate
 from autoencoder.errors import UserError
+from autoencoder.image_size import ImageSize
 from autoencoder.losses import get_loss, get_metrics
 from autoencoder.pipeline import make_training_dataset
 from autoencoder.progress import progress_bar
@@ -67,7 +68,7 @@ def train(config: TrainConfig) -> Path | None:
     return None
 
 
-def train_on(config: TrainConfig, architecture, size: int, layout, strategy=None) -> Path:
+def train_on(config: TrainConfig, architecture, size: ImageSize, layout, strategy=None) -> Path:
     """The training run of `train`, on one device (strategy None) or under a tf.distribute strategy:
     then `config.batch_size` is the batch per replica, and the pipeline batches b x replicas."""
     keras.utils.set_random_seed(config.seed)
@@ -81,8 +82,8 @@ def train_on(config: TrainConfig, architecture, size: int, layout, strategy=None
             "expected at least 2 (one for validation)"
         )
     logger.info(
-        "dataset %s: %d training, %d validation images at %dx%d %s",
-        layout.root, len(train_files), len(val_files), size, size, config.color_mode,
+        "dataset %s: %d training, %d validation images at %s px %s",
+        layout.root, len(train_files), len(val_files), size, config.color_mode,
     )
     # Only statistics to fit (--epochs 0): the training images are read batch by batch, never held
     # together, so memory does not grow with their number (or their tiles').
@@ -195,7 +196,7 @@ def learning_rate(model: keras.Model, train_ds, config: TrainConfig):
     return float(finder.suggested_lr), finder
 
 
-def training_images(files, config: TrainConfig, size: int, progress: bool = False):
+def training_images(files, config: TrainConfig, size: ImageSize, progress: bool = False):
     """The model inputs of training (or validation) images: resized, or every tile of them (--tile)."""
     if config.tile_grid is None:
         return load_images(files, config.color_mode, size, progress=progress)
@@ -210,7 +211,7 @@ def training_images(files, config: TrainConfig, size: int, progress: bool = Fals
 PREPARE_BATCH = 32  # training inputs per step of an architecture's prepare (its feature statistics)
 
 
-def training_batches(files, images, config: TrainConfig, size: int):
+def training_batches(files, images, config: TrainConfig, size: ImageSize):
     """The training inputs for an architecture's prepare, PREPARE_BATCH at a time: slices of
     `images` when they are in memory, else read from `files` batch by batch (resized, or every tile
     of them with --tile) with a progress bar."""

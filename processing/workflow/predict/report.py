@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from autoencoder.image_size import ImageSize
 from processing.data.reviews import REVIEW_FILE, write_review_sheet
 from processing.data.tiles import batch_of
 from processing.evaluation.overlays import draw_heatmap, draw_overlay, mask_at_original_size, write_png
@@ -107,7 +108,7 @@ def build_report(out_dir: Path, settings: dict, detector, gallery: int, workers:
         ("model", settings["model_folder"]),
         ("file", settings["model_file"]),
         ("architecture", f"{settings['architecture']} ({settings['loss']} loss)"),
-        ("input", f"{settings['image_size']} px, {settings['color_mode']}"),
+        ("input", f"{ImageSize.of(settings['image_size'])} px, {settings['color_mode']}"),
         ("finetuning result", f"{settings['result']} ({settings['result_folder']})"),
     ]
     decision_rows = [(key.replace("_", " "), _show(value)) for key, value in decision.items() if value is not None]

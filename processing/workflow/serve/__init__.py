@@ -41,6 +41,7 @@ def serve(config: ServeConfig) -> None:
 
     import uvicorn
 
+    from autoencoder.image_size import ImageSize
     from processing.workflow.serve.app import Limits, create_app
     from processing.workflow.serve.backends import load_backend
     from processing.workflow.serve.protocol import guarded_protocol
@@ -54,9 +55,9 @@ def serve(config: ServeConfig) -> None:
         app = create_app(backend, Limits.of(config), on_shutdown=backend.close)
         described = backend.describe()
         logger.info(
-            "serving %s (%s, %s, %d px) on http://%s:%d: POST /predict, GET /health, GET /model",
+            "serving %s (%s, %s, %s px) on http://%s:%d: POST /predict, GET /health, GET /model",
             described.get("export", described["model_folder"]), described["result"], described.get("architecture", described.get("format")),
-            described["image_size"], config.host, config.port,
+            ImageSize.of(described["image_size"]), config.host, config.port,
         )
         # log_config=None keeps this process's logging; the per-request access log is off (app.py logs a summary).
         # Idle and half-sent requests are closed after --read-timeout, connections beyond --max-connections at once (protocol.py).

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from autoencoder.errors import UserError
+from autoencoder.image_size import ImageSize
 from processing.data.images import load_image_and_original
 from processing.workflow.predict.verdict import Verdict, verdict_of
 from processing.workflow.serve.batching import Batcher, QueueFull
@@ -152,7 +153,7 @@ class ToolkitBackend:
             "model_file": self.model.model_file.name,
             "architecture": info.model.architecture,
             "loss": info.training.loss,
-            "image_size": self.size,
+            "image_size": self.size.to_json(),
             "color_mode": self.color_mode,
             "result": self.result_name,
             "result_folder": str(self.result_folder.resolve()),
@@ -192,7 +193,7 @@ class ExportBackend:
     def __init__(self, export, config: ServeConfig):
         self.export, self.config = export, config
         info = export.info
-        self.color_mode, self.size = info["input"]["color_mode"], export.size
+        self.color_mode, self.size = info["input"]["color_mode"], ImageSize.of(export.size)
         self.decision = jsonable(info["decision"])
         self.decoder = UploadDecoder(functools.partial(load_image_and_original, color_mode=self.color_mode, size=self.size),
                                      config.max_pixels, config.workers)
@@ -207,7 +208,7 @@ class ExportBackend:
         except ValueError as error:  # the standalone runner (it imports nothing of the toolkit) says what is wrong with the files
             raise UserError(str(error)) from None
         backend = cls(export, config)
-        backend.score_and_decide(np.zeros((1, export.size, export.size, export.channels), dtype=np.float32))
+        backend.score_and_decide(np.zeros((1, *export.size, export.channels), dtype=np.float32))
         return backend
 
     def score_and_decide(self, images: np.ndarray) -> list[tuple[float, bool, np.ndarray | None]]:
@@ -222,7 +223,7 @@ class ExportBackend:
             "format": info["format"],
             "model_folder": info["model_folder"],
             "model_file": info["model_file"],
-            "image_size": self.size,
+            "image_size": self.size.to_json(),
             "color_mode": self.color_mode,
             "result": info["result"],
             "decision": self.decision,
