@@ -214,10 +214,7 @@ def check_model_file(model_file: Path, info: ModelInfo) -> str:
     shape = keras_input_shape(config)
     expected = info.model.input_shape
     if shape is not None and shape != expected:
-        raise ModelPathError(
-            f"{model_file}: takes inputs of {'x'.join(map(str, shape))}, but {Path(model_file).parent / INFO_FILE} describes "
-            f"{'x'.join(map(str, expected))}: not the model of this folder"
-        )
+        raise shape_mismatch(model_file, shape, expected)
     return digest
 
 
@@ -248,10 +245,22 @@ def check_model_shape(model, model_file: Path, info: ModelInfo) -> None:
     expected = info.model.input_shape
     shape = tuple(getattr(model, "input_shape", (None,))[1:])
     if shape != expected:
-        raise ModelPathError(
-            f"{model_file}: takes inputs of {'x'.join(map(str, shape))}, but {Path(model_file).parent / INFO_FILE} describes "
-            f"{'x'.join(map(str, expected))}: not the model of this folder"
-        )
+        raise shape_mismatch(model_file, shape, expected)
+
+
+def _described(shape) -> str:
+    """(H, W, C) as the toolkit writes sizes: WIDTHxHEIGHT px, C channel(s)."""
+    if len(shape) != 3:
+        return "x".join(map(str, shape))
+    height, width, channels = shape
+    return f"{width}x{height} px, {channels} channel{'s' if channels != 1 else ''}"
+
+
+def shape_mismatch(model_file: Path, shape, expected) -> ModelPathError:
+    return ModelPathError(
+        f"{model_file}: takes inputs of {_described(shape)}, but {Path(model_file).parent / INFO_FILE} (model.image_size, "
+        f"model.channels) describes {_described(expected)}: not the model of this folder"
+    )
 
 
 @dataclass(frozen=True)

@@ -80,4 +80,4 @@ class ImageSize(NamedTuple):
 def size_argument(text: str) -> int | str:
     """argparse type of --image-size: a side as a number, anything else as given (checked, with
     the flag named, where the settings are validated)."""
-    return int(text) if text.strip().isdigit() else text
+    return int(text) if text.strip().isdecimal() and text.strip().isascii() else text

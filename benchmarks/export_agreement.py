@@ -51,16 +51,20 @@ def demo_models(work: Path) -> tuple[list[Path], Path, Path]:
     return [pixel, feature], results, work / "tiles" / "test"
 
 
-def compare(ours: list[dict], theirs: list[dict]) -> tuple[int, float, float, int]:
+def compare(ours: list[dict], theirs: list[dict]) -> tuple[int, float, float, str]:
     """(verdicts that differ, largest relative score difference, largest difference relative to the
-    largest score magnitude (kde's -log density crosses zero), defect areas that differ)."""
+    largest score magnitude (kde's -log density crosses zero), defect areas that differ with the
+    largest relative difference among them)."""
     verdicts = sum(bool(a["defective"]) != bool(int(b["defective"])) for a, b in zip(ours, theirs))
     scores = np.array([a["score"] for a in ours])
     reference = np.array([float(b["score"]) for b in theirs])
     difference = np.abs(scores - reference)
     relative = float(np.max(difference / np.maximum(np.abs(reference), 1e-12)))
     scaled = float(difference.max() / max(np.abs(reference).max(), 1e-12))
-    areas = sum(b["defect_area_px"] != "" and a["defect_area_px"] != b["defect_area_px"] for a, b in zip(ours, theirs))
+    pairs = [(a["defect_area_px"], b["defect_area_px"]) for a, b in zip(ours, theirs)
+             if b["defect_area_px"] != "" and a["defect_area_px"] != b["defect_area_px"]]
+    largest = max((abs(a - b) / max(b, 1) for a, b in pairs), default=0.0)
+    areas = f"{len(pairs)} (<= {largest:.1%})" if pairs else "0"
     return verdicts, relative, scaled, areas
 
 
@@ -71,6 +75,8 @@ def main(argv=None) -> int:
     parser.add_argument("--images", default=None, help="folder of images, searched recursively (default: the model's test images)")
     parser.add_argument("--every", type=int, default=1, help="score every n-th image")
     parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
+    parser.add_argument("--statistics-dtype", nargs="+", default=["float32"], choices=["float32", "float16"],
+                        help="export.py --statistics-dtype to compare (each exported and run)")
     args = parser.parse_args(argv)
 
     from autoencoder import bundle, cli
@@ -95,8 +101,8 @@ def main(argv=None) -> int:
             images = Path(args.images) if args.images else None
         else:
             models, results, images = demo_models(work)
-        print(f"{'result':<44} {'format':<11} {'images':>6} {'verdicts differ':>15} {'max rel score diff':>18} "
-              f"{'... of the largest':>18} {'areas differ':>12} {'runner ms/img':>13} {'vs predict':>10}")
+        print(f"{'result':<44} {'format':<11} {'stats':<7} {'MB':>6} {'images':>6} {'verdicts differ':>15} "
+              f"{'max rel score diff':>18} {'... of the largest':>18} {'areas differ':>12} {'runner ms/img':>13} {'vs predict':>10}")
         for folder in models:
             model = bundle.load_bundle(folder)
             source = images or Path(model.info.dataset.path) / "test"
@@ -108,22 +114,25 @@ def main(argv=None) -> int:
                 loaded = [load_one(path, detector.read_input) for path in paths]
                 theirs = Predictor(detector, work).rows(paths, loaded)
                 predict_ms = 1000 * (time.perf_counter() - started) / len(paths)
-                for fmt in args.formats:
-                    target = work / "exports" / (f"{folder.name}_{name}" + ("" if fmt == "savedmodel" else f".{fmt}"))
+                for fmt, stats in ((fmt, stats) for fmt in args.formats for stats in args.statistics_dtype):
+                    target = work / "exports" / (f"{folder.name}_{name}_{stats}" + ("" if fmt == "savedmodel" else f".{fmt}"))
                     try:
                         with contextlib.redirect_stdout(io.StringIO()):  # export.py's "exported to" line
                             export_script.main(["-p", str(folder), "-r", name, "--format", fmt, "-o", str(target),
-                                                "--results-dir", str(results)])
+                                                "--results-dir", str(results), "--statistics-dtype", stats])
                     except ValueError as error:
                         print(f"{name:<44} {fmt:<11} not exported: {error}")
                         continue
+                    megabytes = (sum(p.stat().st_size for p in target.rglob("*") if p.is_file()) if target.is_dir()
+                                 else target.stat().st_size) / 1e6
                     runner = export_runner.load_export(target)
                     runner.predict_files(paths[:2])  # warm-up
                     started = time.perf_counter()
                     ours = runner.predict_files(paths)
                     runner_ms = 1000 * (time.perf_counter() - started) / len(paths)
                     verdicts, relative, scaled, areas = compare(ours, theirs)
-                    print(f"{name:<44} {fmt:<11} {len(paths):>6} {verdicts:>15} {relative:>18.2e} {scaled:>18.2e} {areas:>12} "
+                    print(f"{name:<44} {fmt:<11} {stats:<7} {megabytes:>6.1f} {len(paths):>6} {verdicts:>15} {relative:>18.2e} "
+                          f"{scaled:>18.2e} {areas:>12} "
                           f"{runner_ms:>13.1f} {runner_ms / predict_ms:>9.2f}x")
     finally:
         shutil.rmtree(work, ignore_errors=True)

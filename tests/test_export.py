@@ -170,6 +170,32 @@ def test_feature_model_padim_knn_exports_agree_with_predict(feature_model, work,
         assert list(interpreter.get_signature_list()["serving_default"]["inputs"]) == ["images"]
 
 
+@pytest.mark.parametrize("fmt", ["savedmodel", "tflite", "onnx"])
+def test_float16_statistics_halve_them_and_keep_the_verdicts(feature_model, work, tmp_path, fmt):
+    """--statistics-dtype float16: padim's inverse covariances are stored in half the bytes, the
+    graph casts them to float32, and the verdicts stay predict.py's (scores within 2e-3)."""
+    if fmt == "onnx":
+        pytest.importorskip("tf2onnx")
+        pytest.importorskip("onnxruntime")
+    paths = image_files(work)
+    results = work / "feature_results"
+    expected = predicted_rows(feature_model, results, "padim+knn_float64", paths, tmp_path)
+    sizes = {}
+    for dtype in ("float32", "float16"):
+        out = tmp_path / dtype / ("model" if fmt == "savedmodel" else f"model.{fmt}")
+        export_script.main(["-p", str(feature_model), "-r", "padim+knn_float64", "--format", fmt, "-o", str(out),
+                            "--results-dir", str(results), "--statistics-dtype", dtype])
+        sizes[dtype] = sum(path.stat().st_size for path in out.rglob("*")) if out.is_dir() else out.stat().st_size
+        info = json.loads(((out / INFO_FILE) if fmt == "savedmodel" else sidecar(out)).read_text())
+        assert info["statistics_dtype"] == dtype
+    lifted_bytes = (SIZE // 8) ** 2 * 232 * 232 * 4
+    assert sizes["float32"] - sizes["float16"] == pytest.approx(lifted_bytes / 2, rel=0.02)
+    got = export_runner.load_export(out).predict_files(paths)
+    for mine, row in zip(got, expected):
+        assert mine["defective"] == bool(int(row["defective"])), mine["path"]
+        assert mine["score"] == pytest.approx(float(row["score"]), rel=2e-3), mine["path"]
+
+
 def test_the_graph_outputs_what_export_info_describes(pixel_model, work, tmp_path):
     out = tmp_path / "model"
     export_script.main(["-p", str(pixel_model), "-r", "l2_float64", "--format", "savedmodel", "-o", str(out),

@@ -159,3 +159,28 @@ def test_sizes_an_architecture_cannot_take_are_refused_in_one_line(strips, tmp_p
         err = capsys.readouterr().err
         assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
     assert not (tmp_path / "m").exists()
+
+
+def test_a_partner_of_another_shape_is_resized_alike_in_numpy_and_in_the_graph():
+    """--combine-with a model of another shape: the inputs are resized to it by area averaging where
+    every axis shrinks by a whole factor, else bilinearly, the same in numpy and in the export graph."""
+    from processing.maps.map_model import resize_images, resize_images_tensor
+
+    images = np.random.default_rng(0).random((2, 32, 128, 1)).astype(np.float32)
+    for size in (ImageSize(64, 64), ImageSize(16, 32), ImageSize(64, 256), ImageSize(32, 128)):
+        np.testing.assert_allclose(np.asarray(resize_images_tensor(images, size)), resize_images(images, size), atol=1e-5)
+
+
+def test_a_non_square_model_combined_with_a_square_one_exports(strips, tmp_path):
+    root, data, feature, pixel, results = strips
+    # 128 x 128 against 256 x 64: the partner's input is narrower and taller (one axis shrinks, the other grows).
+    square = train.main(["-d", str(data), "-a", "mvtecCAE", "-l", "l2", "--epochs", "1", "--lr", "1e-3", "--image-size", "128",
+                         "-b", "8", "--output-dir", str(tmp_path / "square")])
+    out = finetune.main(["-p", str(feature), "-m", "padim", "--combine-with", f"{square}:l2", "--results-dir", str(tmp_path / "r")])
+    exported = export_script.main(["-p", str(feature), "--format", "savedmodel", "-o", str(tmp_path / "x"),
+                                   "--results-dir", str(tmp_path / "r")])
+    paths = sorted((data / "test").rglob("*.png"))
+    detector = load_detector(bundle.load_bundle(feature), out, 16)
+    expected = Predictor(detector, tmp_path).rows(paths, [load_one(path, detector.read_input) for path in paths])
+    for mine, row in zip(export_runner.load_export(exported).predict_files(paths), expected):
+        assert mine["defective"] == bool(int(row["defective"])) and mine["score"] == pytest.approx(float(row["score"]), rel=1e-4)

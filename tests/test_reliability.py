@@ -568,7 +568,8 @@ def test_a_replaced_model_file_is_refused_naming_it(model, tmp_path, capsys):
             info["schema_version"] = 1
             del info["model"]["sha256"]
             (folder / "info.json").write_text(json.dumps(info))
-            with pytest.raises(bundle.ModelPathError, match=f"{folder / keras_file.name}: takes inputs of 64x64x1.*describes 32x32x1"):
+            match = f"{folder / keras_file.name}: takes inputs of 64x64 px, 1 channel.*model.image_size.*describes 32x32 px, 1 channel"
+            with pytest.raises(bundle.ModelPathError, match=match):
                 bundle.load_bundle(folder)
     assert not (tmp_path / "r").exists()
 
@@ -759,7 +760,8 @@ def test_an_edited_image_size_or_channels_is_refused_before_tensorflow(model, tm
     info["model"]["image_size"] = 2 * SIZE
     (folder / "info.json").write_text(json.dumps(info))
     code, err = run_cli(finetune, ["-p", str(folder), "--results-dir", str(tmp_path / "r")], capsys)
-    assert code == 2 and f"takes inputs of {SIZE}x{SIZE}x1, but {folder / 'info.json'} describes {2 * SIZE}x{2 * SIZE}x1" in err, err
+    assert code == 2 and (f"takes inputs of {SIZE}x{SIZE} px, 1 channel, but {folder / 'info.json'} (model.image_size, model.channels) "
+                           f"describes {2 * SIZE}x{2 * SIZE} px, 1 channel") in err, err
 
 
 def test_combine_with_a_model_of_another_dataset_is_refused_before_tensorflow(model, tmp_path, capsys):

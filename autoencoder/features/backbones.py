@@ -46,7 +46,7 @@ class Backbone:
         for side in (height, width):
             if side < self.min_size or side % self.size_multiple:
                 raise UserError(
-                    f"image size {height}x{width} does not fit backbone {self.name}: "
+                    f"image size {width}x{height} does not fit backbone {self.name}: "
                     f"needs sides of at least {self.min_size} that are multiples of {self.size_multiple}"
                 )
 

@@ -56,7 +56,8 @@ def prepare_feature_cae(model: keras.Model, batches) -> None:
     standardize = model.get_layer(STANDARDIZED_LAYER)
     standardize.mean.assign(mean.astype(np.float32))
     standardize.std.assign(np.maximum(std, 1e-6).astype(np.float32))
-    logger.info("featureCAE: feature statistics of %d images on a %dx%d grid, %d channels", images, *grid)
+    logger.info("featureCAE: feature statistics of %d images on a %dx%d grid (width x height), %d channels",
+                images, grid[1], grid[0], grid[2])
 
 
 @register_architecture(

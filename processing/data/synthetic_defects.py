@@ -214,7 +214,7 @@ def _check_size(size: float, image_shape: Sequence[int], name: str = "size") -> 
     if not MIN_SIZE <= size <= largest:
         raise UserError(
             f"{name} {size!r} not supported: expected {MIN_SIZE:g} to {largest:g} px "
-            f"in a {image_shape[0]}x{image_shape[1]} image"
+            f"in a {image_shape[1]}x{image_shape[0]} image"
         )
     return float(size)
 
@@ -630,7 +630,7 @@ def random_defect(
         if low <= 0 or not MIN_SIZE <= low * side <= high * side <= largest:
             raise UserError(
                 f"scale_range {scale_range!r} not supported: expected fractions giving {MIN_SIZE:g} to "
-                f"{largest:g} px in a {pixels.shape[0]}x{pixels.shape[1]} image"
+                f"{largest:g} px in a {pixels.shape[1]}x{pixels.shape[0]} image"
             )
         size_range = (low * side, high * side)
     if contrast_range is not None:

@@ -111,7 +111,7 @@ def read_result_file(path: Path) -> dict:
 class ExportPlan(abc.ABC):
     """What export.py puts into one graph for a finetuning result (a detector's ``export_plan()``).
 
-    The graph takes ``images``: float32 (N, S, S, C) in [0, 1], the model input exactly as the
+    The graph takes ``images``: float32 (N, H, W, C) in [0, 1], the model input exactly as the
     toolkit makes it from a file (decoded, scaled, resized, colour converted: the runner beside
     every export does that, processing/workflow/export_runner.py). ``outputs`` builds the graph's
     outputs from it with keras.ops (traced once by export.py, in the compute dtype); ``decision``

@@ -215,7 +215,8 @@ def plot_inspection(
     count = min(len(inputs), max_images)
     finite = resmaps[:count][np.isfinite(resmaps[:count])]
     vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    figure = Figure(figsize=(9.5, 2.9 * count), layout="constrained")
+    aspect = inputs.shape[1] / inputs.shape[2]  # rows as tall as the images are (a 4:1 strip needs a quarter of a square's)
+    figure = Figure(figsize=(9.5, (0.6 + 2.3 * min(aspect, 1.0)) * count), layout="constrained")
     rows = figure.subplots(count, 3, squeeze=False)
     for index, (input_axes, reconstruction_axes, resmap_axes) in enumerate(rows):
         for axes, image, name in (

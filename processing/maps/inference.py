@@ -84,4 +84,4 @@ def run_fitters(fitters: dict, kinds: list[MapKind], model, batches, batch_size:
                 count, shape = count + len(values), values.shape[1:]
                 bar.update(len(images))
         for kind in group:
-            logger.info("%s: fitted on %d training inputs (%s of shape %s)", kind.name, count, name, "x".join(map(str, shape or ())))
+            logger.info("%s: fitted on %d training inputs (%s of shape %s)", kind.name, count, name, tuple(shape or ()))

@@ -321,7 +321,8 @@ class MapModelGraph:
         self.graphs = [("", SpecGraph(maps.model.model, maps.spec, maps.states, self.size))]
         self.models = [maps.model.model]
         for index, partner in enumerate(maps.partners):
-            if any(theirs < ours and ours % theirs for theirs, ours in zip(partner.size, self.size)):
+            shrinks = all(theirs <= ours for theirs, ours in zip(partner.size, self.size))
+            if shrinks and any(ours % theirs for theirs, ours in zip(partner.size, self.size)):
                 raise UserError(
                     f"result {name}: the {partner.size} px partner model {partner.model.folder} would need a non-integer "
                     f"area resize from {self.size} px, which export.py cannot reproduce exactly"
@@ -371,14 +372,14 @@ def restrict_tensor(maps, roi: np.ndarray | None):
 
 
 def resize_images_tensor(images, size: ImageSize):
-    """:func:`resize_images` as tensor ops, for the sizes it can reproduce exactly: an integer
-    shrink factor per axis (area averaging = average pooling) or an enlargement of both axes (bilinear)."""
+    """:func:`resize_images` as tensor ops, for the sizes it can reproduce exactly: integer shrink
+    factors when no axis grows (area averaging = average pooling), else bilinear."""
     from keras import ops
 
     height, width = int(images.shape[1]), int(images.shape[2])
     if (height, width) == tuple(size):
         return images
-    if size.height >= height and size.width >= width:
+    if not (size.height <= height and size.width <= width):
         return ops.image.resize(images, tuple(size), interpolation="bilinear", antialias=False)
     pool = (height // size.height, width // size.width)
     return ops.average_pool(images, pool_size=pool, strides=pool, padding="valid")

@@ -51,6 +51,7 @@ INFO_FILE = "export_info.json"
 INPUT_NAME = "images"
 LIFTED_PREFIX = "lifted_"  # graph inputs of large arrays while the ONNX converter runs (then initializers)
 ONNX_OPSET = 17
+STATISTICS_DTYPES = ("float32", "float16")  # how the lifted arrays are stored (export.py --statistics-dtype)
 RUNNER_SOURCE = Path(__file__).with_name("export_runner.py")
 
 
@@ -62,6 +63,7 @@ class ExportConfig:
     result: str | None = None  # finetuning result name; None: the model's only one
     results_root: str = "results"
     overwrite: bool = False
+    statistics_dtype: str = "float32"  # the lifted arrays' storage: float16 halves the file, the graph casts them to float32
 
     def validate(self) -> Path:
         """The output path, checked before anything is computed: the format, a file name that says
@@ -69,6 +71,8 @@ class ExportConfig:
         from autoencoder.folders import check_writable_dir
 
         check_format(self.format)
+        if self.statistics_dtype not in STATISTICS_DTYPES:
+            raise UserError(f"--statistics-dtype {self.statistics_dtype!r}: expected one of {', '.join(STATISTICS_DTYPES)}")
         out = Path(self.output)
         if self.format in SUFFIX and out.suffix.lower() != SUFFIX[self.format]:
             kind = {"tflite": "a TFLite", "onnx": "an ONNX"}[self.format]
@@ -124,7 +128,7 @@ def make_module(plan: ExportPlan, shape: InputShape, dtype: str, lifted: dict | 
     lifted = lifted or {}
     signature = [tf.TensorSpec((None, shape.height, shape.width, shape.channels), tf.float32, name=INPUT_NAME)]
     if not as_variables:
-        signature += [tf.TensorSpec(array.shape, tf.float32, name=name) for name, array in lifted.items()]
+        signature += [tf.TensorSpec(array.shape, tf.as_dtype(array.dtype), name=name) for name, array in lifted.items()]
 
     class Exported(tf.Module):
         def __init__(self):
@@ -135,7 +139,8 @@ def make_module(plan: ExportPlan, shape: InputShape, dtype: str, lifted: dict | 
         @tf.function(input_signature=signature)
         def serve(self, images, *arrays):
             arrays = arrays or [variable.read_value() for variable in self.lifted]
-            plan.bind({name.removeprefix(LIFTED_PREFIX): array for name, array in zip(lifted, arrays)})  # float32, as the states hold them
+            arrays = [tf.cast(array, tf.float32) for array in arrays]  # float32, as the states hold them (stored maybe as float16)
+            plan.bind({name.removeprefix(LIFTED_PREFIX): array for name, array in zip(lifted, arrays)})
             try:
                 return plan.outputs(images, dtype)
             finally:
@@ -144,10 +149,11 @@ def make_module(plan: ExportPlan, shape: InputShape, dtype: str, lifted: dict | 
     return Exported()
 
 
-def lifted_arrays(plan: ExportPlan) -> dict[str, np.ndarray]:
-    """{graph input name: float32 array} of the plan's large arrays (:func:`make_module`'s `lifted`):
-    each named ``lifted_<component>.<kind>.<field>`` after its key in :meth:`ExportPlan.large_arrays`."""
-    return {f"{LIFTED_PREFIX}{key}": np.asarray(array, np.float32) for key, array in plan.large_arrays().items()}
+def lifted_arrays(plan: ExportPlan, dtype: str = "float32") -> dict[str, np.ndarray]:
+    """{graph input name: array} of the plan's large arrays (:func:`make_module`'s `lifted`), stored
+    as `dtype` (float32 or float16): each named ``lifted_<component>.<kind>.<field>`` after its key
+    in :meth:`ExportPlan.large_arrays`."""
+    return {f"{LIFTED_PREFIX}{key}": np.asarray(array, np.float32).astype(dtype) for key, array in plan.large_arrays().items()}
 
 
 # ---- writing -----------------------------------------------------------------------------------
@@ -234,10 +240,12 @@ def write_export(config: ExportConfig, out: Path) -> Path:
     dtype = "float64" if config.format == "savedmodel" else "float32"
     plan.check_format(config.format, dtype)
     shape = InputShape.of(model)
-    lifted = lifted_arrays(plan)
+    lifted = lifted_arrays(plan, config.statistics_dtype)
     module = make_module(plan, shape, dtype, lifted, as_variables=config.format == "savedmodel")
     runner = runner_path(out, config.format)
     info = export_info(model, name, plan, shape, config.format, dtype, runner)
+    if lifted:
+        info["statistics_dtype"] = config.statistics_dtype
     out.parent.mkdir(parents=True, exist_ok=True)
     if config.format == "savedmodel":
         import tensorflow as tf
@@ -324,7 +332,7 @@ def weights_into_tflite(data: bytes, lifted: dict) -> bytes:
     for name, array in lifted.items():
         index = by_name[name]
         buffer = flatbuffer_utils.schema_fb.BufferT()
-        buffer.data = np.frombuffer(np.ascontiguousarray(array, "<f4").tobytes(), np.uint8)
+        buffer.data = np.frombuffer(np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes(), np.uint8)
         model.buffers.append(buffer)
         subgraph.tensors[index].buffer = len(model.buffers) - 1
         subgraph.inputs = [i for i in subgraph.inputs if i != index]
@@ -346,7 +354,7 @@ def onnx_model(module, info: dict, lifted: dict | None = None):
     lifted = lifted or {}
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)  # its INFO lines describe the conversion, not the result
     spec = [tf.TensorSpec(module.serve.input_signature[0].shape, tf.float32, name=INPUT_NAME)]
-    spec += [tf.TensorSpec(array.shape, tf.float32, name=name) for name, array in lifted.items()]
+    spec += [tf.TensorSpec(array.shape, tf.as_dtype(array.dtype), name=name) for name, array in lifted.items()]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -369,7 +377,7 @@ def onnx_model(module, info: dict, lifted: dict | None = None):
 
 
 def load_exported(path: str | os.PathLike, fmt: str):
-    """A function images (float32 (N, S, S, C)) -> {output name: numpy array} for an exported graph
+    """A function images (float32 (N, H, W, C)) -> {output name: numpy array} for an exported graph
     (the runner's own loader)."""
     from processing.workflow.export_runner import graph_function
 

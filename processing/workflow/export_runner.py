@@ -340,7 +340,7 @@ def quiet_native_stderr():
 
 
 def graph_function(path: Path, fmt: str):
-    """(images float32 (N, S, S, C) -> {output name: numpy array}, the graph's input shape or None)
+    """(images float32 (N, H, W, C) -> {output name: numpy array}, the graph's input shape or None)
     for an exported graph."""
     if fmt in ("savedmodel", "tflite"):  # TensorFlow's deprecation warnings are not the runner's output
         import warnings

@@ -82,8 +82,8 @@ def train_on(config: TrainConfig, architecture, size: ImageSize, layout, strateg
             "expected at least 2 (one for validation)"
         )
     logger.info(
-        "dataset %s: %d training, %d validation images at %s px %s",
-        layout.root, len(train_files), len(val_files), size, config.color_mode,
+        "dataset %s: %d training, %d validation images at %dx%d %s",
+        layout.root, len(train_files), len(val_files), size.width, size.height, config.color_mode,
     )
     # Only statistics to fit (--epochs 0): the training images are read batch by batch, never held
     # together, so memory does not grow with their number (or their tiles').

@@ -38,7 +38,7 @@ DEFAULT_NAME = "image"
 @dataclass(frozen=True)
 class DecodedUpload:
     name: str
-    image: np.ndarray  # the model input, float32 (S, S, C) in [0, 1]
+    image: np.ndarray  # the model input, float32 (H, W, C) in [0, 1]
     height: int  # the image's original size
     width: int
 
