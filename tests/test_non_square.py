@@ -184,3 +184,28 @@ def test_a_non_square_model_combined_with_a_square_one_exports(strips, tmp_path)
     expected = Predictor(detector, tmp_path).rows(paths, [load_one(path, detector.read_input) for path in paths])
     for mine, row in zip(export_runner.load_export(exported).predict_files(paths), expected):
         assert mine["defective"] == bool(int(row["defective"])) and mine["score"] == pytest.approx(float(row["score"]), rel=1e-4)
+
+
+def test_serve_describes_the_shape_and_answers_at_each_uploads_size(strips):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from processing.workflow.serve.app import Limits, create_app
+    from processing.workflow.serve.backends import ToolkitBackend
+    from processing.workflow.serve.config import ServeConfig
+
+    root, data, feature, pixel, results = strips
+    config = ServeConfig(path=str(feature), results_root=str(results), batch_size=4, max_wait_ms=20.0, workers=1)
+    config.validate()
+    backend = ToolkitBackend.load(config)
+    path = sorted((data / "test" / "scratch").glob("*.png"))[0]
+    try:
+        with TestClient(create_app(backend, Limits.of(config))) as client:
+            assert client.get("/model").json()["image_size"] == {"width": WIDTH, "height": HEIGHT}
+            answer = client.post("/predict", files={"file": (path.name, path.read_bytes(), "image/png")}, params={"mask": "true"})
+            (item,) = answer.json()["results"]
+            assert answer.status_code == 200 and (item["width"], item["height"]) == (384, 96)
+            x0, y0, x1, y1 = item["bbox"] if item["bbox"] else (0, 0, 0, 0)
+            assert 0 <= x0 <= x1 <= 384 and 0 <= y0 <= y1 <= 96
+    finally:
+        backend.close()
