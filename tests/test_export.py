@@ -90,6 +90,20 @@ def feature_model(work):
     return folder
 
 
+def needs_runtime(fmt: str) -> None:
+    """Skip an ONNX case where tf2onnx or onnxruntime is not installed."""
+    if fmt == "onnx":
+        pytest.importorskip("tf2onnx")
+        pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def feature_predictions(feature_model, work, tmp_path_factory) -> list[dict]:
+    """predict.py's rows of the featureCAE's padim+knn result for every image file."""
+    return predicted_rows(feature_model, work / "feature_results", "padim+knn_float64", image_files(work),
+                          tmp_path_factory.mktemp("feature_predictions"))
+
+
 def predicted_rows(folder: Path, results: Path, name: str, paths: list[Path], tmp_path: Path) -> list[dict]:
     """predict.py's rows for `paths` (its Predictor, on files read by its loader)."""
     model = bundle.load_bundle(folder)
@@ -135,9 +149,7 @@ PIXEL_CASES = [("ssim_float64", fmt) for fmt in ("savedmodel", "tflite", "onnx")
 
 @pytest.mark.parametrize("name, fmt", PIXEL_CASES)
 def test_pixel_model_exports_agree_with_predict(pixel_model, work, tmp_path, name, fmt):
-    if fmt == "onnx":
-        pytest.importorskip("tf2onnx")
-        pytest.importorskip("onnxruntime")
+    needs_runtime(fmt)
     paths = image_files(work)
     expected = predicted_rows(pixel_model, work / "results", name, paths, tmp_path)
     got = export_and_run(pixel_model, work / "results", name, fmt, tmp_path, paths)
@@ -147,15 +159,10 @@ def test_pixel_model_exports_agree_with_predict(pixel_model, work, tmp_path, nam
 
 
 @pytest.mark.parametrize("fmt", ["savedmodel", "tflite", "onnx"])
-def test_feature_model_padim_knn_exports_agree_with_predict(feature_model, work, tmp_path, fmt):
-    if fmt == "onnx":
-        pytest.importorskip("tf2onnx")
-        pytest.importorskip("onnxruntime")
-    paths = image_files(work)
-    results = work / "feature_results"
-    expected = predicted_rows(feature_model, results, "padim+knn_float64", paths, tmp_path)
-    got = export_and_run(feature_model, results, "padim+knn_float64", fmt, tmp_path, paths)
-    assert_same_predictions(got, expected, exact_masks=fmt == "savedmodel")
+def test_feature_model_padim_knn_exports_agree_with_predict(feature_model, feature_predictions, work, tmp_path, fmt):
+    needs_runtime(fmt)
+    got = export_and_run(feature_model, work / "feature_results", "padim+knn_float64", fmt, tmp_path, image_files(work))
+    assert_same_predictions(got, feature_predictions, exact_masks=fmt == "savedmodel")
     if fmt == "onnx":  # padim's inverse covariances went through the converter as an input, and are the model's weights
         import onnx
 
@@ -171,15 +178,11 @@ def test_feature_model_padim_knn_exports_agree_with_predict(feature_model, work,
 
 
 @pytest.mark.parametrize("fmt", ["savedmodel", "tflite", "onnx"])
-def test_float16_statistics_halve_them_and_keep_the_verdicts(feature_model, work, tmp_path, fmt):
+def test_float16_statistics_halve_them_and_keep_the_verdicts(feature_model, feature_predictions, work, tmp_path, fmt):
     """--statistics-dtype float16: padim's inverse covariances are stored in half the bytes, the
     graph casts them to float32, and the verdicts stay predict.py's (scores within 2e-3)."""
-    if fmt == "onnx":
-        pytest.importorskip("tf2onnx")
-        pytest.importorskip("onnxruntime")
-    paths = image_files(work)
+    needs_runtime(fmt)
     results = work / "feature_results"
-    expected = predicted_rows(feature_model, results, "padim+knn_float64", paths, tmp_path)
     sizes = {}
     for dtype in ("float32", "float16"):
         out = tmp_path / dtype / ("model" if fmt == "savedmodel" else f"model.{fmt}")
@@ -190,8 +193,9 @@ def test_float16_statistics_halve_them_and_keep_the_verdicts(feature_model, work
         assert info["statistics_dtype"] == dtype
     lifted_bytes = (SIZE // 8) ** 2 * 232 * 232 * 4
     assert sizes["float32"] - sizes["float16"] == pytest.approx(lifted_bytes / 2, rel=0.02)
-    got = export_runner.load_export(out).predict_files(paths)
-    for mine, row in zip(got, expected):
+    got = export_runner.load_export(out).predict_files(image_files(work))
+    assert len(got) == len(feature_predictions)
+    for mine, row in zip(got, feature_predictions):
         assert mine["defective"] == bool(int(row["defective"])), mine["path"]
         assert mine["score"] == pytest.approx(float(row["score"]), rel=2e-3), mine["path"]
 
@@ -216,8 +220,7 @@ def test_the_graph_outputs_what_export_info_describes(pixel_model, work, tmp_pat
 def test_the_runner_runs_alone(pixel_model, work, tmp_path):
     """The runner beside an ONNX export scores files as a script, in a process that cannot import the
     toolkit (its own folder only on the path); an unreadable file is a row with its error."""
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("tf2onnx")
+    needs_runtime("onnx")
     out = tmp_path / "alone" / "brick.onnx"
     export_script.main(["-p", str(pixel_model), "-r", "ssim_float64", "--format", "onnx", "-o", str(out),
                         "--results-dir", str(work / "results")])
@@ -359,8 +362,7 @@ def test_the_runner_checks_its_sidecar_and_its_graph(pixel_model, work, tmp_path
     """A hand-edited export_info.json (min_area -5, a NaN or string threshold, no decision, a list, an
     input shape of another size, the wrong format) or a truncated graph: one line naming the file,
     never a decision the graph does not make (issue 30, cases 4, 8, 16)."""
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("tf2onnx")
+    needs_runtime("onnx")
     out = tmp_path / "x" / "brick.onnx"
     export_script.main(["-p", str(pixel_model), "-r", "ssim_float64", "--format", "onnx", "-o", str(out),
                         "--results-dir", str(work / "results")])
