@@ -37,9 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
             "every map again: for maps that are the network's own (ssim, l2, feature); 0 (default): the network is left as it is")
     parser.add_argument("-b", "--batch", type=int, default=16, help="inference batch size")
     parser.add_argument("--results-dir", default="results", help="where results are read and written")
-    parser.add_argument("--data-dir", default=None, metavar="DIR", help="the dataset's folder when it moved since training (checked to "
-            "hold the same files, byte for byte, as info.json records)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    cli.add_moved_data_dir_flag(parser)
+    cli.add_verbose_flag(parser)
     return parser
 
 

@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", default=defaults.output_dir, help="results root (the JSON goes to <output-dir>/benchmarks/)")
     parser.add_argument("--models-dir", default=defaults.models_dir, help="where the trained model folders are written")
     parser.add_argument("--quick", action="store_true", help="smoke run: 32 px, 2 epochs, --lr 1e-3 (overrides those flags)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    cli.add_verbose_flag(parser)
     return parser
 
 

@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=80, help="most training epochs")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the learning-rate range test picks it)")
     parser.add_argument("--seed", type=int, default=42, help="seed of the dataset, the splits and the training")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    cli.add_verbose_flag(parser)
     return parser
 
 

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "magnetic_tile: no verdict of 583 changed, scores within 1e-3 relative; docs/predict.md)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
     parser.add_argument("--results-dir", default="results", help="where finetuning results are read")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    cli.add_verbose_flag(parser)
     return parser
 
 

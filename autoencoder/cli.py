@@ -61,6 +61,17 @@ _NOISE_PREFIXES = (b"WARNING: All log messages", b"To enable the following", b"[
 _GLOG_PREFIX = re.compile(rb"^[IWEF]\d{0,4}( |$)")
 
 
+def add_verbose_flag(parser) -> None:
+    """-v/--verbose, which every script has (debug logging, TensorFlow's start-up lines shown)."""
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def add_moved_data_dir_flag(parser) -> None:
+    """--data-dir of the scripts that read a trained model's dataset (finetune.py, test.py, add_good.py)."""
+    parser.add_argument("--data-dir", default=None, metavar="DIR", help="the dataset's folder when it moved since training (checked to "
+                        "hold the same files, byte for byte, as info.json records)")
+
+
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,

@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=42, help="seed of the train/test split of the normal images")
     parser.add_argument("--copy", action="store_true", help="copy the images (default: symbolic links to them)")
     parser.add_argument("--overwrite", action="store_true", help="replace an output folder written by an earlier split.py run")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    cli.add_verbose_flag(parser)
     return parser
 
 

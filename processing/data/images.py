@@ -88,8 +88,6 @@ def _check_color_mode(color_mode: str) -> int:
 
 def _check_size(size) -> ImageSize:
     """A side or an ImageSize as an ImageSize; DatasetError when it is neither."""
-    if isinstance(size, np.integer):
-        size = int(size)
     try:
         return ImageSize.of(size)
     except UserError:

@@ -123,8 +123,6 @@ def _check_count(value, flag: str, minimum: int) -> int:
 
 
 def _check_arguments(image_size, n_train, n_test_good, n_test_defect, defect_types, known, defect_size_range, seed):
-    if isinstance(image_size, np.integer):
-        image_size = int(image_size)
     try:
         image_size = ImageSize.of(image_size, "--image-size")
     except UserError as error:

@@ -104,9 +104,10 @@ def smooth_tensor(maps, sigma: float):
 def check_smoothing_fits(sigma: float, size) -> None:
     """The graph mirrors the map once at each border: the kernel's radius must be below the map's
     shorter side (`size`: a side or an ImageSize)."""
-    if sigma > 0 and int(TRUNCATE * sigma + 0.5) >= min(ImageSize.of(size)):
+    shorter = min(ImageSize.of(size))
+    if sigma > 0 and int(TRUNCATE * sigma + 0.5) >= shorter:
         raise UserError(f"smoothing sigma {sigma} needs a kernel wider than the {size} px map's shorter side "
-                        f"({min(ImageSize.of(size))} px); export.py cannot mirror it")
+                        f"({shorter} px); export.py cannot mirror it")
 
 
 # --------------------------------------------------------------------------------------------
